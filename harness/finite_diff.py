@@ -1,0 +1,122 @@
+"""Finite-difference checks of each framework's gradient, in float64.
+
+For every parameter tensor the harness picks probe directions d (unit norm): every
+basis vector of a tiny tensor; for a larger one two random Gaussian directions and
+one random entry (64 probes a model at most, every tensor at least once). Each
+worker evaluates its own loss at p + t d for t = +-h0/4^k;
+here those values become the directional derivative by Ridders' extrapolation over
+the window of steps with the smallest error estimate (its own estimate plus the
+rounding noise eps*|loss|/h), and are compared with <g, d> from the gradient:
+
+    |fd - <g, d>| <= 1e-6 * ||g|| + 3 * err(fd)
+    rel_err = |fd - <g, d>| / (||g|| + 3 * err(fd) / 1e-6)
+
+so rel_err <= 1e-6 is the pass mark, relative to the tensor's gradient norm (as
+pairwise errors are relative to the tensor's largest entry). A gradient smaller
+than float64 differences can resolve (the first layers of a deep sigmoid network
+have ||g|| ~ 1e-14 |loss|) is judged against that resolution, not against itself;
+such tensors are checked four ways pairwise, relative to their own size.
+
+Kinks: where the loss is not differentiable along d (ReLU exactly at 0, tied maxima,
+|w| at 0), the forward and backward one-sided derivatives differ. Such probes are
+reported with status "kink" and both one-sided values, not silently passed or
+failed; the pairwise comparison still checks the gradient every framework chose.
+"""
+import math
+import zlib
+
+import numpy as np
+
+H0, RATIO, LEVELS = 0.5, 4.0, 11   # steps h0, h0/4, ..., h0/4^10 (about 5e-7)
+WINDOW = 4                   # Ridders runs on every 4 consecutive steps; the best error wins
+SMALL = 3                    # tensors up to this size are probed entry by entry
+BUDGET = 64                  # probes per model: one random direction per tensor, then more
+TOLERANCE = 1e-6
+EPS = np.finfo(np.float64).eps
+
+
+def steps():
+    """The offsets t at which workers evaluate the loss: [+h0, -h0, +h0/4, -h0/4, ...]."""
+    hs = H0 / RATIO ** np.arange(LEVELS)
+    return np.stack([hs, -hs], 1).reshape(-1)
+
+
+def probes(param_shapes, seed):
+    """[(param name, unit direction)] drawn from the seed; the same for every framework.
+
+    Round 1 gives every tensor one probe (a random direction, or its first entry if tiny);
+    round 2 a second random direction and round 3 one random entry, while the budget lasts."""
+    picks = {name: _candidates(name, math.prod(shape), seed) for name, shape in param_shapes.items()}
+    out = []
+    for round_ in range(max(map(len, picks.values()), default=0)):
+        for name, shape in param_shapes.items():
+            if round_ < len(picks[name]) and (round_ == 0 or len(out) < BUDGET):
+                out.append((name, picks[name][round_].reshape(shape)))
+    return sorted(out, key=lambda p: list(param_shapes).index(p[0]))
+
+
+def _candidates(name, size, seed):
+    if size <= SMALL:
+        return [np.eye(size)[i] for i in range(size)]
+    rng = np.random.default_rng([seed, 4, zlib.crc32(name.encode())])
+    gauss = [rng.standard_normal(size) for _ in range(2)]
+    return [g / np.linalg.norm(g) for g in gauss] + [np.eye(1, size, rng.integers(size)).ravel()]
+
+
+def extrapolate(estimates, power, noise):
+    """Ridders on every window of consecutive steps, so that steps too large (curvature,
+    kinks nearby) and too small (rounding) are both left out. `noise[k]` is the rounding
+    error of estimate k. -> (value, error estimate)."""
+    runs = []
+    for s in range(len(estimates) - WINDOW + 1):
+        value, err = ridders(estimates[s:s + WINDOW], power)
+        runs.append((value, err + noise[s + WINDOW - 1]))
+    return min(runs, key=lambda r: r[1])
+
+
+def ridders(estimates, power):
+    """Extrapolate D(h_k) (error ~ h^p, h^(p+power)...) to h -> 0. -> (value, error estimate)."""
+    best, err, prev = estimates[0], math.inf, []
+    for k, first in enumerate(estimates):
+        row = [first]
+        for j in range(1, k + 1):
+            fac = RATIO ** (power * j)
+            row.append((fac * row[j - 1] - prev[j - 1]) / (fac - 1))
+            e = max(abs(row[j] - row[j - 1]), abs(row[j] - prev[j - 1]))
+            if e <= err:
+                best, err = row[j], e
+        if k and abs(row[k] - prev[k - 1]) >= 2 * err:
+            break  # higher orders got worse: rounding has taken over
+        prev = row
+    return best, err
+
+
+def estimate(loss0, values):
+    """Loss values at steps() -> central, forward and backward derivatives with error bars."""
+    hs = H0 / RATIO ** np.arange(LEVELS)
+    plus, minus = np.asarray(values[0::2]), np.asarray(values[1::2])
+    noise = 4 * EPS * max(abs(loss0), np.abs(values).max()) / hs  # Richardson amplifies a little
+    central = extrapolate((plus - minus) / (2 * hs), 2, noise / 2)
+    forward = extrapolate((plus - loss0) / hs, 1, noise)
+    backward = extrapolate((loss0 - minus) / hs, 1, noise)
+    return central, forward, backward
+
+
+def check(name, direction, grad, loss0, values):
+    """One probe -> the row of the finite-difference table."""
+    (fd, fd_err), (fwd, fwd_err), (bwd, bwd_err) = estimate(loss0, values)
+    analytic = float((grad * direction).sum())
+    norm = float(np.linalg.norm(grad))
+    rel = abs(fd - analytic) / max(norm + 3 * fd_err / TOLERANCE, 1e-300)
+    kink = abs(fwd - bwd) > TOLERANCE * norm + 3 * (fwd_err + bwd_err)
+    status = "ok" if rel <= TOLERANCE else ("kink" if kink else "mismatch")
+    return {"param": name, "direction": describe(direction), "analytic": analytic,
+            "numeric": fd, "numeric_err": fd_err, "forward": fwd, "backward": bwd,
+            "rel_err": rel, "status": status}
+
+
+def describe(direction):
+    nonzero = np.flatnonzero(direction)
+    if len(nonzero) == 1:
+        return "entry " + str(tuple(int(i) for i in np.unravel_index(nonzero[0], direction.shape)))
+    return "random"

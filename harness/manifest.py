@@ -1,0 +1,57 @@
+"""manifest.json: everything needed to reproduce a run and to know where it ran."""
+import datetime
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+from . import registry
+from .threads import recorded
+
+
+def now():
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def cpu():
+    info = {"machine": platform.machine(), "processor": platform.processor(),
+            "cores": os.cpu_count(), "platform": platform.platform()}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["model"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return info
+
+
+def git_commit():
+    """The project's commit, and whether the working tree differs from it."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], text=True,
+                                capture_output=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain"], text=True,
+                               capture_output=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    return {"commit": commit or None, "dirty": bool(dirty) if commit else None}
+
+
+def build(specs, executor, threads, started, workers_said=None, extra=None):
+    versions = {"python": platform.python_version(),
+                **{fw: registry.version(fw) for fw in registry.ORDER}}
+    from importlib.metadata import version
+    versions["crossgrad"] = version("crossgrad")
+    return {
+        "command": [os.path.basename(sys.argv[0])] + sys.argv[1:],
+        "started": started, "finished": now(),
+        "versions": versions, "workers": workers_said or {},
+        "cpu": cpu(), "threads": recorded(threads), "executor": executor,
+        "git": git_commit(),
+        "models": [{"name": s.name, "file": s.file, "dtype": s.dtype, "seed": s.seed,
+                    "spec_hash": s.hash} for s in specs],
+        **(extra or {}),
+    }

@@ -1,0 +1,249 @@
+"""The spec: one network, its data, loss, optimizer and training settings.
+
+`load_spec(path)` reads TOML or JSON, `zoo_spec(name)` a built-in one; both
+validate everything up front and raise InputError naming the file and field.
+`Spec.for_impls()` is the plain dict every implementation receives.
+"""
+import copy
+import hashlib
+import json
+import re
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from .data import CLASSIFICATION, parse_data
+from .errors import InputError
+from .layers import parse_layers, walk
+from .reader import Table
+
+DTYPES = ("float64", "float32")
+LOSSES = ("mse", "half_squared_error", "binary_cross_entropy",
+          "binary_cross_entropy_with_logits", "softmax_cross_entropy")
+REDUCTIONS = ("mean", "sum")
+
+# type -> keys with the spec's defaults (PyTorch's values; the rules are PyTorch's too)
+OPTIMIZERS = {
+    "sgd": {"weight_decay": 0.0},
+    "momentum": {"momentum": 0.9, "weight_decay": 0.0},
+    "nesterov": {"momentum": 0.9, "weight_decay": 0.0},
+    "adam": {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.0},
+    "adamw": {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.01},
+    "rmsprop": {"rho": 0.99, "eps": 1e-8, "weight_decay": 0.0},
+    "adagrad": {"eps": 1e-10, "weight_decay": 0.0},
+}
+TOP_KEYS = ("name", "description", "reproduces", "dtype", "seed", "input_shape", "data",
+            "layers", "loss", "optimizer", "train")
+NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+
+@dataclass
+class Spec:
+    name: str
+    file: str
+    dtype: str
+    seed: int
+    input_shape: list
+    data: dict
+    layers: list
+    loss: dict
+    optimizer: dict
+    train: dict
+    description: str = ""
+    reproduces: str = ""
+    raw: dict = field(default_factory=dict, repr=False)
+
+    def param_specs(self):
+        """canonical name -> {shape, init, fan_in, fan_out}, in spec order."""
+        return {f"{layer['name']}.{local}": p
+                for layer in walk(self.layers) for local, p in layer["params"].items()}
+
+    def state_specs(self):
+        return {f"{layer['name']}.{local}": s
+                for layer in walk(self.layers) for local, s in layer["state"].items()}
+
+    def dropout_layers(self):
+        return [layer for layer in walk(self.layers) if layer["type"] == "dropout"]
+
+    @property
+    def out_shape(self):
+        return self.layers[-1]["out_shape"]
+
+    def for_impls(self):
+        """The plain, JSON-able description every implementation builds its network from."""
+        return json.loads(json.dumps({
+            "name": self.name, "dtype": self.dtype, "input_shape": self.input_shape,
+            "input": self.data["input"], "layers": _strip_init(self.layers),
+            "loss": self.loss, "optimizer": self.optimizer, "train": self.train}))
+
+    @property
+    def hash(self):
+        """sha256 of everything that determines the numbers (not the file name or comments)."""
+        body = dict(self.for_impls(), seed=self.seed, data=self.data)
+        text = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def with_overrides(self, **overrides):
+        """The same spec with keys replaced (`dtype=`, `train.steps=`), validated again."""
+        return parse_spec(_override(self.raw, overrides), self.file, self.name)
+
+
+def _override(raw, overrides):
+    """A copy of `raw` with {"key" or "section.key": value} applied; None means keep."""
+    raw = copy.deepcopy(raw)
+    for key, value in overrides.items():
+        if value is not None:
+            section, _, sub = key.partition(".")
+            if sub:
+                raw.setdefault(section, {})[sub] = value
+            else:
+                raw[key] = value
+    return raw
+
+
+def _strip_init(layers):
+    """Implementations get parameter shapes only: initial values come from the harness."""
+    out = []
+    for layer in layers:
+        layer = dict(layer)
+        layer["params"] = {k: p["shape"] for k, p in layer["params"].items()}
+        layer["state"] = {k: s["shape"] for k, s in layer["state"].items()}
+        if "layers" in layer:
+            layer["layers"] = _strip_init(layer["layers"])
+        out.append(layer)
+    return out
+
+
+# ---- reading files -----------------------------------------------------------------------------
+
+def load_spec(path, **overrides):
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, None, "no such spec file")
+    text = path.read_text(errors="replace")
+    if not text.strip():
+        raise InputError(path, None, "the file is empty")
+    return parse_spec(_override(_decode(text, path), overrides), str(path), path.stem)
+
+
+def _decode(text, path):
+    if path.suffix == ".json" or (path.suffix != ".toml" and text.lstrip().startswith("{")):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as err:
+            raise InputError(path, f"line {err.lineno}, column {err.colno}",
+                             f"JSON syntax error: {err.msg}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        msg = str(err)
+        where = re.search(r"\(at (line \d+, column \d+)\)", msg)
+        msg = re.sub(r"\s*\(at .*\)$", "", msg)
+        raise InputError(path, where.group(1) if where else None,
+                         f"TOML syntax error: {msg}") from None
+
+
+def zoo_names():
+    return sorted(p.name[:-5] for p in resources.files("harness.zoo").iterdir()
+                  if p.name.endswith(".toml"))
+
+
+def zoo_spec(name, **overrides):
+    if name not in zoo_names():
+        raise InputError("--zoo", name, f"no such zoo model; known: {', '.join(zoo_names())}")
+    with resources.as_file(resources.files("harness.zoo") / f"{name}.toml") as path:
+        return load_spec(path, **overrides)
+
+
+# ---- validation ----------------------------------------------------------------------------------
+
+def parse_spec(raw, file, default_name):
+    top = Table(file, "", raw)
+    name = top.str("name", default_name)
+    if not NAME.match(name):
+        raise top.error("name", f"must be letters, digits, '_', '-' or '.', got {name!r}")
+    description = top.str("description", "")
+    reproduces = top.str("reproduces", "")
+    dtype = top.str("dtype", "float64", choices=DTYPES)
+    seed = top.int("seed", 0, min=0)
+    input_shape = top.ints("input_shape", required=True)
+    if not input_shape:
+        raise top.error("input_shape", "must not be empty")
+    data = parse_data(top.table("data", required=True), input_shape)
+    ctx = {"input": data["input"], "vocab": data.get("vocab"),
+           "batch": data["batch_size"] or data.get("examples")}
+    layers, out_shape = parse_layers(top.tables("layers", required=True), input_shape, "", ctx)
+    loss = _parse_loss(top.table("loss", required=True), data, out_shape)
+    optimizer = _parse_optimizer(top.table("optimizer") or Table(file, "optimizer", {}))
+    train = _parse_train(top.table("train") or Table(file, "train", {}))
+    _check_batch(top, data, train)
+    top.finish()
+    return Spec(name, file, dtype, seed, input_shape, data, layers, loss, optimizer, train,
+                description, reproduces, raw)
+
+
+def _parse_loss(t, data, out_shape):
+    kind = t.str("type", required=True, choices=LOSSES)
+    reduction = t.str("reduction", "mean", choices=REDUCTIONS)
+    loss = {"type": kind, "reduction": reduction, "explicit": t.explicit()}
+    t.finish()
+    _check_outputs(t, kind, data, out_shape)
+    return loss
+
+
+def _check_outputs(t, kind, data, out_shape):
+    """The final layer must produce what the loss compares with the data's labels."""
+    shown = tuple(out_shape)
+    if len(out_shape) != 1:
+        raise t.error("type", f"the final layer must output one vector per example, "
+                              f"it outputs {shown}; add flatten or sequence_mean")
+    k = out_shape[0]
+    if data["task"] == CLASSIFICATION:
+        classes = data["classes"]
+        if kind == "softmax_cross_entropy" and k != classes:
+            raise t.error("type", f"softmax_cross_entropy needs {classes} outputs (one per "
+                                  f"class of {data['source']}), the final layer has {k}")
+        if kind != "softmax_cross_entropy" and k not in (classes, 1 if classes == 2 else classes):
+            raise t.error("type", f"{kind} on {classes} classes needs {classes} outputs "
+                                  f"(one-hot){' or 1' if classes == 2 else ''}, the final layer has {k}")
+    else:
+        if kind in ("softmax_cross_entropy", "binary_cross_entropy",
+                    "binary_cross_entropy_with_logits"):
+            raise t.error("type", f"{kind} needs class labels; {data['source']} gives "
+                                  f"real-valued targets (use mse or half_squared_error)")
+        if k != data["outputs"]:
+            raise t.error("type", f"{data['source']} has {data['outputs']} outputs, "
+                                  f"the final layer has {k}")
+
+
+def _parse_optimizer(t):
+    kind = t.str("type", "sgd", choices=list(OPTIMIZERS))
+    opt = {"type": kind, "lr": t.float("lr", 0.01, above=0.0)}
+    for key, default in OPTIMIZERS[kind].items():
+        if key in ("momentum", "beta1", "beta2", "rho"):
+            opt[key] = t.float(key, default, min=0.0, below=1.0)
+        elif key == "eps":
+            opt[key] = t.float(key, default, above=0.0)
+        else:
+            opt[key] = t.float(key, default, min=0.0)
+    opt["explicit"] = t.explicit()
+    t.finish()
+    return opt
+
+
+def _parse_train(t):
+    train = {"steps": t.int("steps", 100, min=1), "l1": t.float("l1", 0.0, min=0.0),
+             "l2": t.float("l2", 0.0, min=0.0), "clip_norm": t.float("clip_norm", None, above=0.0)}
+    t.finish()
+    return train
+
+
+def _check_batch(top, data, train):
+    """The batch size must fit the data set (sizes of file-backed sets are checked on load)."""
+    n = {"xor": 4, "digits": 1797, "digits28": 1797}.get(data["source"], data.get("examples"))
+    if data.get("examples") and data["source"] in ("digits", "digits28"):
+        n = min(n, data["examples"])
+    if n is not None and data["batch_size"] is not None and data["batch_size"] > n:
+        raise top.error("data.batch_size", f"is {data['batch_size']} but the data set has "
+                                           f"only {n} examples")

@@ -1,0 +1,1 @@
+"""Keras layers under tf.GradientTape: the TensorFlow implementation."""

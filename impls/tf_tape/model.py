@@ -1,0 +1,154 @@
+"""The network as a keras.Model; gradients from tf.GradientTape.
+
+forward: x -> each Keras layer in turn -> y_hat -> loss, recorded on the tape;
+tape.gradient then plays the recording backwards: the chain rule numpy_manual/model.py
+writes out. Both run as tf.functions, traced once per model (inputs keep their
+shapes and dtypes) and reused, so the finite-difference checks stay fast.
+"""
+from dataclasses import dataclass, field
+from functools import partial
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from .layers import build_layer, call_layers
+from .layout import from_native, to_native
+from .losses import build_loss
+
+__all__ = ["build_model", "set_params", "get_params", "loss_value", "loss_and_gradients"]
+
+
+class Network(keras.Model):
+    """The spec's layers in order: (B, *input_shape) -> y_hat (B, outputs)."""
+
+    def __init__(self, spec, native):
+        super().__init__(dtype=spec["dtype"])
+        self.blocks = [build_layer(layer, spec["dtype"], native) for layer in spec["layers"]]
+
+    def build(self, x_shape):
+        """Nothing of its own: the layers create their variables on the first call."""
+
+    def call(self, x, masks, training=True):
+        return call_layers(self.blocks, x, masks, training)
+
+
+@dataclass
+class Model:
+    spec: dict
+    native: bool
+    net: Network
+    loss: object                                       # loss(y_hat, y) -> scalar tensor
+    variables: dict                                    # layer name -> {Keras path: variable}
+    param_names: list = field(default_factory=list)    # canonical, in the harness's order
+    state_names: list = field(default_factory=list)
+    value: object = None                               # tf.function (x, y, masks) -> loss
+    gradients: object = None                           # tf.function -> (loss, native grads)
+
+
+def build_model(spec, native=False):
+    net = Network(spec, native)
+    net(*example_inputs(spec), training=False)  # the first call creates every variable
+    variables = {layer["name"]: native_variables(obj, layer)
+                 for layer, obj in zip(spec["layers"], net.blocks)}
+    model = Model(spec, native, net, build_loss(spec["loss"], native), variables)
+    model.value = tf.function(partial(compute_value, model))  # traced on first use, then reused
+    model.gradients = tf.function(partial(compute_gradients, model))
+    return model
+
+
+def example_inputs(spec):
+    """One example of zeros, and keep-everything masks for the dropout layers."""
+    dtype = "int64" if spec["input"] == "tokens" else spec["dtype"]
+    masks = {layer["name"]: np.ones((1, *layer["in_shape"]), spec["dtype"])
+             for layer in walk(spec["layers"]) if layer["type"] == "dropout"}
+    return np.zeros((1, *spec["input_shape"]), dtype), masks
+
+
+def walk(layers):
+    for layer in layers:
+        yield layer
+        yield from walk(layer.get("layers", []))
+
+
+def native_variables(obj, layer):
+    """{Keras variable path inside the layer: variable}: "kernel", "lstm_cell/kernel", "1.bias"."""
+    if layer["type"] == "residual":
+        prefix = len(layer["name"]) + 1
+        return {f"{sub['name'][prefix:]}.{k}": v
+                for sub, sub_obj in zip(layer["layers"], obj.blocks)
+                for k, v in native_variables(sub_obj, sub).items()}
+    return {v.path[len(obj.path) + 1:]: v for v in obj.weights}
+
+
+def local_params(params, layer):
+    """{"3.W": .., "3.0.b": ..} -> the params of layer "3" by local name {"W": .., "0.b": ..}."""
+    prefix = layer["name"] + "."
+    return {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
+
+
+def set_params(model, params, state):
+    for layer in model.spec["layers"]:
+        local = {**local_params(params, layer), **local_params(state, layer)}
+        variables = model.variables[layer["name"]]
+        for path, value in to_native(layer, local).items():
+            variables[path].assign(value)
+    model.param_names, model.state_names = list(params), list(state)
+
+
+def canonical_variables(model):
+    """canonical name -> the variable, or a tensor view of it where layout.py moves entries."""
+    out = {}
+    for layer in model.spec["layers"]:
+        local = from_native(layer, model.variables[layer["name"]])
+        out.update({f"{layer['name']}.{k}": v for k, v in local.items()})
+    return out
+
+
+def get_params(model):
+    values = {k: np.asarray(v) for k, v in canonical_variables(model).items()}
+    return ({k: values[k] for k in model.param_names},
+            {k: values[k] for k in model.state_names})
+
+
+def forward(model, x, y, masks):
+    y_hat = model.net(x, masks, training=True)  # (B, outputs); BatchNorm uses batch statistics
+    return model.loss(y_hat, y)
+
+
+def trainable(model):
+    """[(layer name, Keras path, variable)] of every trainable variable."""
+    return [(name, path, v) for name, variables in model.variables.items()
+            for path, v in variables.items() if v.trainable]
+
+
+def compute_value(model, x, y, masks):
+    with keras.StatelessScope():  # BatchNorm's running-statistics updates are dropped
+        return forward(model, x, y, masks)
+
+
+def compute_gradients(model, x, y, masks):
+    """-> (loss, {layer name: {Keras path: gradient}})."""
+    entries = trainable(model)
+    with tf.GradientTape() as tape:
+        loss = forward(model, x, y, masks)
+    grads = tape.gradient(loss, [v for _, _, v in entries])
+    native = {name: {} for name in model.variables}
+    for (name, path, _), g in zip(entries, grads):
+        native[name][path] = tf.convert_to_tensor(g)  # Embedding's IndexedSlices -> dense
+    return loss, native
+
+
+def loss_value(model, x, y, masks):
+    return float(model.value(x, y, masks))
+
+
+def loss_and_gradients(model, x, y, masks):
+    """The tape records the forward pass; tape.gradient walks it backwards."""
+    loss, native_grads = model.gradients(x, y, masks)
+    grads = {}
+    for layer in model.spec["layers"]:
+        local = from_native(layer, native_grads[layer["name"]])
+        grads.update({f"{layer['name']}.{k}": np.asarray(g) for k, g in local.items()})
+    _, state = get_params(model)
+    return float(loss), {k: grads[k] for k in model.param_names}, state

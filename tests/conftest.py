@@ -1,0 +1,29 @@
+"""Shared fixtures: one pool of framework workers for the whole session.
+
+Importing TensorFlow takes seconds, so the cross-framework tests run every case in
+one batch through a session-wide executor (workers stay alive between batches) and
+the parametrized tests then look at their own rows.
+"""
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # tests/cases.py
+
+from harness import registry  # noqa: E402
+from harness.executor import LocalExecutor  # noqa: E402
+
+FRAMEWORKS = registry.ORDER
+OTHERS = [fw for fw in FRAMEWORKS if fw != "numpy"]
+
+
+@pytest.fixture(scope="session")
+def executor():
+    with LocalExecutor(workers=2, threads=1) as ex:
+        yield ex
+
+
+def need(framework):
+    if not registry.installed(framework):
+        pytest.skip(f"{framework} is not installed")

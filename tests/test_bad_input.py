@@ -1,0 +1,244 @@
+"""Bad input: exit status 2, one line naming the file and the field, nothing written."""
+import gzip
+import json
+import struct
+
+import numpy as np
+import pytest
+
+from harness.cli import main
+
+GOOD = """
+name = "ok"
+input_shape = [4]
+[data]
+source = "random_classification"
+classes = 3
+examples = 10
+[[layers]]
+type = "dense"
+units = 3
+[loss]
+type = "softmax_cross_entropy"
+"""
+
+
+def variant(replace=None, append=""):
+    text = GOOD
+    for old, new in (replace or {}).items():
+        assert old in text, old
+        text = text.replace(old, new)
+    return text + append
+
+
+CASES = {
+    "toml_syntax": ("name = \n", "line 1"),
+    "empty_file": ("   \n", "empty"),
+    "missing_input_shape": (variant({"input_shape = [4]\n": ""}), "input_shape"),
+    "missing_layers": (variant({'[[layers]]\ntype = "dense"\nunits = 3\n': ""}), "layers"),
+    "missing_units": (variant({"units = 3\n": ""}), "layers[0].units"),
+    "missing_loss": (variant({'[loss]\ntype = "softmax_cross_entropy"\n': ""}), "loss"),
+    "unknown_layer": (variant({'type = "dense"': 'type = "dense2"'}), "layers[0].type"),
+    "unknown_loss": (variant({'"softmax_cross_entropy"': '"hinge"'}), "loss.type"),
+    "unknown_optimizer": (variant(append='[optimizer]\ntype = "lion"\n'), "optimizer.type"),
+    "unknown_init": (variant({"units = 3\n": 'units = 3\ninit = "xavier"\n'}), "layers[0].init.type"),
+    "unknown_init_key": (variant({"units = 3\n": 'units = 3\ninit = {type = "normal", sdev = 1}\n'}),
+                         "layers[0].init.sdev"),
+    "unknown_data_source": (variant({'"random_classification"': '"cifar"'}), "data.source"),
+    "unknown_key": (variant({"units = 3\n": "units = 3\nunit = 3\n"}), "layers[0].unit"),
+    "unknown_top_key": (variant(append='optimiser = "sgd"\n'), "optimiser"),
+    "units_is_string": (variant({"units = 3": 'units = "3"'}), "layers[0].units"),
+    "units_is_float": (variant({"units = 3": "units = 3.5"}), "layers[0].units"),
+    "units_zero": (variant({"units = 3": "units = 0"}), "layers[0].units"),
+    "units_negative": (variant({"units = 3": "units = -3"}), "layers[0].units"),
+    "examples_zero": (variant({"examples = 10": "examples = 0"}), "data.examples"),
+    "batch_too_big": (variant({"examples = 10": "examples = 10\nbatch_size = 11"}), "data.batch_size"),
+    "lr_nan": (variant(append='[optimizer]\ntype = "sgd"\nlr = nan\n'), "optimizer.lr"),
+    "lr_negative": (variant(append='[optimizer]\ntype = "adam"\nlr = -0.1\n'), "optimizer.lr"),
+    "lr_string": (variant(append='[optimizer]\ntype = "adam"\nlr = "fast"\n'), "optimizer.lr"),
+    "beta_one": (variant(append='[optimizer]\ntype = "adam"\nbeta2 = 1.0\n'), "optimizer.beta2"),
+    "steps_zero": (variant(append="[train]\nsteps = 0\n"), "train.steps"),
+    "l2_negative": (variant(append="[train]\nl2 = -1e-3\n"), "train.l2"),
+    "dropout_rate_one": (variant({'[[layers]]\ntype = "dense"': '[[layers]]\ntype = "dropout"\nrate = 1.0'
+                                  '\n[[layers]]\ntype = "dense"'}), "layers[0].rate"),
+    "dropout_rate_negative": (variant({'[[layers]]\ntype = "dense"': '[[layers]]\ntype = "dropout"\n'
+                                       'rate = -0.1\n[[layers]]\ntype = "dense"'}), "layers[0].rate"),
+    "seed_negative": (variant({'name = "ok"': 'name = "ok"\nseed = -1'}), "seed"),
+    "dtype_unknown": (variant({'name = "ok"': 'name = "ok"\ndtype = "float16"'}), "dtype"),
+    "input_shape_empty": (variant({"input_shape = [4]": "input_shape = []"}), "input_shape"),
+    "input_shape_zero": (variant({"input_shape = [4]": "input_shape = [0]"}), "input_shape[0]"),
+    "conv_after_flatten": (variant({"input_shape = [4]": "input_shape = [2, 2, 1]",
+                                    '[[layers]]\ntype = "dense"': '[[layers]]\ntype = "flatten"\n'
+                                    '[[layers]]\ntype = "conv2d"\nfilters = 2\nkernel_size = 1\n'
+                                    '[[layers]]\ntype = "flatten"\n[[layers]]\ntype = "dense"'}),
+                           "layers[1].type"),
+    "kernel_too_big": (variant({"input_shape = [4]": "input_shape = [2, 2, 1]",
+                                '[[layers]]\ntype = "dense"': '[[layers]]\ntype = "conv2d"\nfilters = 2\n'
+                                'kernel_size = 3\n[[layers]]\ntype = "flatten"\n[[layers]]\ntype = "dense"'}),
+                       "layers[0].kernel_size"),
+    "residual_changes_shape": (variant({'[[layers]]\ntype = "dense"': '[[layers]]\ntype = "residual"\n'
+                                        'layers = [{type = "dense", units = 5}]\n[[layers]]\ntype = "dense"'}),
+                               "layers[0].layers"),
+    "outputs_do_not_match_classes": (variant({"units = 3": "units = 4"}), "loss.type"),
+    "regression_with_cross_entropy": (variant({'"random_classification"\nclasses = 3':
+                                               '"random_regression"\noutputs = 3'}), "loss.type"),
+    "reduction_unknown": (variant({'type = "softmax_cross_entropy"':
+                                   'type = "softmax_cross_entropy"\nreduction = "avg"'}), "loss.reduction"),
+    "padding_unknown": (variant({"input_shape = [4]": "input_shape = [2, 2, 1]",
+                                 '[[layers]]\ntype = "dense"': '[[layers]]\ntype = "conv2d"\nfilters = 2\n'
+                                 'kernel_size = 1\npadding = "full"\n[[layers]]\ntype = "flatten"\n'
+                                 '[[layers]]\ntype = "dense"'}), "layers[0].padding"),
+    "embedding_not_first": (variant({"input_shape = [4]": "input_shape = [4]",
+                                     '[[layers]]\ntype = "dense"': '[[layers]]\ntype = "embedding"\n'
+                                     'vocab = 3\ndim = 2\n[[layers]]\ntype = "dense"'}), "layers[0].type"),
+    "bad_name": (variant({'name = "ok"': 'name = "../escape"'}), "name"),
+    "layers_not_a_list": (variant(append="").replace("[[layers]]", "[layers]"), "layers"),
+}
+
+
+def run_cli(tmp_path, argv):
+    outputs = [tmp_path / "out.json", tmp_path / "save", tmp_path / "report"]
+    code = main(argv)
+    return code, [p for p in outputs if p.exists()]
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_spec(tmp_path, capsys, case):
+    text, field = CASES[case]
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    code, written = run_cli(tmp_path, ["check", str(path), "--frameworks", "numpy", "--json",
+                                       str(tmp_path / "out.json"), "--save", str(tmp_path / "save")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert written == []
+    assert len(err.splitlines()) == 1, err
+    assert str(path) in err and field in err, err
+    assert "Traceback" not in err
+
+
+def test_json_spec_with_the_same_keys(tmp_path):
+    import tomllib
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(tomllib.loads(GOOD)))
+    assert main(["check", str(path), "--frameworks", "numpy", "--quiet"]) == 0
+
+
+def test_json_syntax_error(tmp_path, capsys):
+    path = tmp_path / "bad.json"
+    path.write_text('{"name": "x",\n "input_shape": [4,]}')
+    assert main(["check", str(path), "--frameworks", "numpy"]) == 2
+    err = capsys.readouterr().err
+    assert "bad.json: line 2" in err and len(err.strip().splitlines()) == 1
+
+
+def test_missing_spec_file(tmp_path, capsys):
+    assert main(["check", str(tmp_path / "nope.toml")]) == 2
+    assert "nope.toml" in capsys.readouterr().err
+
+
+def test_unknown_zoo_name(capsys):
+    assert main(["check", "--zoo", "resnet50"]) == 2
+    assert "resnet50" in capsys.readouterr().err
+
+
+def test_unknown_framework(capsys):
+    assert main(["check", "--zoo", "xor_2_2_1", "--frameworks", "numpy,mxnet"]) == 2
+    assert "mxnet" in capsys.readouterr().err
+
+
+def test_bad_cli_value_is_one_line(capsys):
+    assert pytest.raises(SystemExit, main, ["check", "--dtype", "float16"]).value.code == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_negative_seed_on_the_command_line(capsys):
+    assert main(["check", "--zoo", "xor_2_2_1", "--seed", "-3"]) == 2
+    assert "--seed" in capsys.readouterr().err
+
+
+def test_output_path_that_is_a_file(tmp_path, capsys):
+    (tmp_path / "report").write_text("not a folder")
+    assert main(["train", "--zoo", "xor_2_2_1", "--frameworks", "numpy",
+                 "--out", str(tmp_path / "report")]) == 2
+    assert "report" in capsys.readouterr().err
+
+
+# ---- MNIST files ------------------------------------------------------------------------------
+
+def idx(array, rank):
+    header = struct.pack(">BBBB", 0, 0, 8, rank) + b"".join(struct.pack(">I", n) for n in array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def mnist_spec(tmp_path, path):
+    spec = tmp_path / "mnist.toml"
+    spec.write_text(f"""
+name = "mnist_small"
+input_shape = [784]
+[data]
+source = "mnist"
+path = "{path}"
+batch_size = 4
+[[layers]]
+type = "dense"
+units = 10
+[loss]
+type = "softmax_cross_entropy"
+""")
+    return spec
+
+
+@pytest.fixture
+def digits28():
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (6, 28, 28)), rng.integers(0, 10, 6)
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_mnist_idx_files(tmp_path, digits28, compress):
+    images, labels = digits28
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    for name, data in (("train-images-idx3-ubyte", idx(images, 3)),
+                       ("train-labels-idx1-ubyte", idx(labels, 1))):
+        if compress:
+            (folder / (name + ".gz")).write_bytes(gzip.compress(data))
+        else:
+            (folder / name).write_bytes(data)
+    from harness.data import load_mnist
+    x, y = load_mnist(str(folder), None)
+    assert x.shape == (6, 28, 28) and np.allclose(x * 255, images) and (y == labels).all()
+    assert main(["check", str(mnist_spec(tmp_path, "mnist")), "--frameworks", "numpy", "--quiet"]) == 0
+
+
+def test_mnist_npz(tmp_path, digits28):
+    images, labels = digits28
+    np.savez(tmp_path / "mnist.npz", x_train=images.astype(np.uint8), y_train=labels)
+    assert main(["check", str(mnist_spec(tmp_path, "mnist.npz")), "--frameworks", "numpy",
+                 "--quiet"]) == 0
+
+
+@pytest.mark.parametrize("corruption", ["magic", "truncated", "gzip", "missing", "labels_count"])
+def test_corrupt_mnist(tmp_path, capsys, digits28, corruption):
+    images, labels = digits28
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    image_bytes, label_bytes = idx(images, 3), idx(labels, 1)
+    if corruption == "magic":
+        image_bytes = b"\x00\x00\x09\x03" + image_bytes[4:]
+    elif corruption == "truncated":
+        image_bytes = image_bytes[:-100]
+    elif corruption == "labels_count":
+        label_bytes = idx(labels[:5], 1)
+    (folder / "train-labels-idx1-ubyte").write_bytes(label_bytes)
+    if corruption == "gzip":
+        (folder / "train-images-idx3-ubyte.gz").write_bytes(b"not gzip at all")
+    elif corruption != "missing":
+        (folder / "train-images-idx3-ubyte").write_bytes(image_bytes)
+    code = main(["check", str(mnist_spec(tmp_path, "mnist")), "--frameworks", "numpy",
+                 "--json", str(tmp_path / "out.json")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and not (tmp_path / "out.json").exists()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert ("train-images" in err) or ("mnist.toml" in err), err

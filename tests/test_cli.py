@@ -1,0 +1,112 @@
+"""The command line end to end: outputs, schemas, exit codes, reports, diff."""
+import json
+
+import numpy as np
+import pytest
+
+from harness.cli import main
+
+XOR = ["--zoo", "xor_2_2_1"]
+
+
+def test_check_json_schema(tmp_path):
+    out = tmp_path / "check.json"
+    assert main(["check", *XOR, "--zoo", "mlp_3_4_2", "--frameworks", "numpy", "--json", str(out),
+                 "--quiet"]) == 0
+    doc = json.loads(out.read_text())
+    assert [m["name"] for m in doc["models"]] == ["xor_2_2_1", "mlp_3_4_2"]
+    m = doc["models"][0]
+    assert {"name", "dtype", "passed", "frameworks", "comparisons", "finite_difference"} <= set(m)
+    assert m["frameworks"]["numpy"]["status"] == "ok"
+    assert isinstance(m["frameworks"]["numpy"]["loss"], float)
+    fd = m["finite_difference"][0]
+    assert {"framework", "param", "rel_err", "status"} <= set(fd)
+    assert {r["param"] for r in m["finite_difference"]} == {"0.W", "0.b", "2.W", "2.b"}
+
+
+def test_check_save_golden_files(tmp_path):
+    assert main(["check", *XOR, "--frameworks", "numpy", "--save", str(tmp_path / "g"),
+                 "--quiet"]) == 0
+    folder = tmp_path / "g" / "xor_2_2_1"
+    params, batch, grads = (np.load(folder / f) for f in ("params.npz", "batch.npz", "numpy.npz"))
+    assert set(params.files) == {"0.W", "0.b", "2.W", "2.b"}
+    assert params["0.W"].shape == (2, 2) and params["2.W"].shape == (2, 1)
+    assert batch["x"].shape == (1, 2) and batch["y"].shape == (1, 1)  # per-example SGD
+    assert set(grads.files) == {"loss", "0.W", "0.b", "2.W", "2.b"}
+
+
+def test_dtype_override(tmp_path):
+    out = tmp_path / "c.json"
+    assert main(["check", *XOR, "--frameworks", "numpy", "--dtype", "float32", "--json", str(out),
+                 "--quiet"]) == 0
+    m = json.loads(out.read_text())["models"][0]
+    assert m["dtype"] == "float32" and m["finite_difference"] == []
+
+
+def test_seed_changes_the_numbers(tmp_path):
+    losses = []
+    for seed in (0, 1):
+        out = tmp_path / f"{seed}.json"
+        main(["check", *XOR, "--frameworks", "numpy", "--seed", str(seed), "--json", str(out),
+              "--quiet"])
+        losses.append(json.loads(out.read_text())["models"][0]["frameworks"]["numpy"]["loss"])
+    assert losses[0] != losses[1]
+
+
+def test_train_outputs(tmp_path, capsys):
+    out = tmp_path / "t.json"
+    assert main(["train", "--zoo", "digits_mlp", "--frameworks", "numpy", "--steps", "7",
+                 "--json", str(out), "--save", str(tmp_path / "s"), "--quiet"]) == 0
+    m = json.loads(out.read_text())["models"][0]
+    assert m["steps"] == 7 and m["mode"] == "aligned"
+    saved = np.load(tmp_path / "s" / "digits_mlp" / "numpy.npz")
+    assert saved["loss"].shape == (7,) and saved["0.W"].shape == (64, 300)
+    batch = np.load(tmp_path / "s" / "digits_mlp" / "batch.npz")
+    assert batch["x"].shape == (1797, 64) and batch["batches"].shape == (7, 32)
+    assert "digits_mlp" in capsys.readouterr().out
+
+
+def test_run_writes_a_complete_report(tmp_path):
+    out = tmp_path / "reports" / "latest"
+    assert main(["run", *XOR, "--zoo", "batchnorm_mlp", "--frameworks", "numpy", "--steps", "5",
+                 "--out", str(out), "--quiet"]) == 0
+    names = {p.name for p in out.iterdir()}
+    assert {"manifest.json", "results.json", "curves.csv", "gradients.csv", "grad_norms.csv",
+            "report.md", "report.html", "plots"} <= names
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert {"versions", "cpu", "threads", "git", "command", "started", "finished", "models"} <= set(manifest)
+    assert {m["dtype"] for m in manifest["models"]} == {"float64", "float32"}
+    import pandas as pd
+    curves = pd.read_csv(out / "curves.csv")
+    assert {"model", "framework", "step", "loss", "grad_norm"} <= set(curves.columns)
+    assert set(curves["mode"]) == {"aligned", "native"}
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 2  # one figure per model, embedded
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".latest")]
+
+
+def test_diff_identical_and_changed(tmp_path, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder in (a, b):
+        assert main(["run", *XOR, "--frameworks", "numpy", "--steps", "4", "--out", str(folder),
+                     "--quiet", "--skip-native"]) == 0
+    assert main(["diff", str(a), str(b)]) == 0
+    assert "identical" in capsys.readouterr().out
+    curves = (b / "curves.csv").read_text().splitlines()
+    fields = curves[1].split(",")
+    col = curves[0].split(",").index("loss")
+    fields[col] = repr(float(fields[col]) * (1 + 1e-6))
+    (b / "curves.csv").write_text("\n".join([curves[0], ",".join(fields), *curves[2:]]) + "\n")
+    assert main(["diff", str(a), str(b)]) == 1
+    assert "BEYOND" in capsys.readouterr().out
+
+
+def test_diff_of_a_folder_that_is_not_a_report(tmp_path, capsys):
+    assert main(["diff", str(tmp_path), str(tmp_path)]) == 2
+    assert "manifest.json" in capsys.readouterr().err
+
+
+def test_zoo_lists_every_spec_with_its_story(capsys):
+    assert main(["zoo"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) >= 14 and all(len(line.split(None, 1)) == 2 for line in lines)

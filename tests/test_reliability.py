@@ -1,0 +1,165 @@
+"""Reliability: same bits twice, contained failures, atomic reports, resume, Ray."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness import api, registry
+from harness.cli import main
+from harness.executor import LocalExecutor, WorkerProcess
+from harness.spec import parse_spec
+from harness.sweep import digest
+
+from cases import LAYERS
+from conftest import need
+
+INSTALLED = [fw for fw in registry.ORDER if registry.installed(fw)]
+SPECS = [parse_spec(dict(LAYERS[k], dtype=d), "x.toml", k) for k in
+         ("dropout", "batchnorm", "lstm", "attention_causal", "maxpool2d")
+         for d in ("float64", "float32")]
+
+
+def results_of(*outcomes):
+    return [r for o in outcomes for m in o.saved.values() for r in m[1].values()]
+
+
+def run_all(executor):
+    steps = [s.with_overrides(**{"train.steps": 5}) for s in SPECS]
+    check = api.check(steps, executor=executor)
+    train = api.train(steps, executor=executor)
+    assert all(r["status"] == "ok" for r in results_of(check, train))
+    return digest(results_of(check, train))
+
+
+def test_bit_identical_reruns_in_fresh_workers():
+    """Every framework: params, batches, losses, gradients, curves, final params; twice."""
+    with LocalExecutor(workers=2) as first:
+        a = run_all(first)
+    with LocalExecutor(workers=1) as second:  # other processes, other scheduling
+        b = run_all(second)
+    assert a == b
+
+
+def test_same_bits_from_the_ray_executor():
+    pytest.importorskip("ray")
+    from harness.ray_executor import RayExecutor
+    import ray
+    specs = [s.with_overrides(**{"train.steps": 3}) for s in SPECS[:4]]
+    with LocalExecutor(workers=2) as local:
+        expected = digest(results_of(api.check(specs, executor=local),
+                                     api.train(specs, executor=local)))
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 logging_level="ERROR", configure_logging=False)
+        with RayExecutor(workers=2) as remote:
+            got = digest(results_of(api.check(specs, executor=remote),
+                                    api.train(specs, executor=remote)))
+    finally:
+        ray.shutdown()
+    assert got == expected
+
+
+# ---- fault isolation -----------------------------------------------------------------------
+
+FAULTS = {"raise": "injected fault", "segfault": "SIGSEGV", "kill": "SIGKILL",
+          "exit": "exited with status 3", "hang": "timed out"}
+
+
+@pytest.mark.parametrize("fault", sorted(FAULTS))
+def test_a_dying_framework_does_not_lose_the_others(tmp_path, monkeypatch, capsys, fault):
+    need("torch")
+    monkeypatch.setenv("CROSSGRAD_FAULT", f"torch:{fault}:mlp_3_4_2")
+    out = tmp_path / "r.json"
+    code = main(["check", "--zoo", "xor_2_2_1", "mlp_3_4_2", "--frameworks", "numpy,torch",
+                 "--timeout", "20", "--json", str(out), "--quiet"])
+    assert code == 1
+    models = {m["name"]: m for m in json.loads(out.read_text())["models"]}
+    broken = models["mlp_3_4_2"]["frameworks"]["torch"]
+    assert broken["status"] == "failed" and FAULTS[fault] in broken["error"], broken
+    assert models["mlp_3_4_2"]["frameworks"]["numpy"]["status"] == "ok"
+    assert models["xor_2_2_1"]["passed"]  # the same worker kind served it before/after
+    assert FAULTS[fault] in capsys.readouterr().out  # the table says why
+
+
+def test_a_framework_that_cannot_be_imported_is_skipped(tmp_path, monkeypatch):
+    fake = tmp_path / "fake"
+    (fake / "jax").mkdir(parents=True)
+    (fake / "jax" / "__init__.py").write_text("raise ImportError('this jax is broken')\n")
+    monkeypatch.setenv("PYTHONPATH", str(fake))
+    out = tmp_path / "r.json"
+    assert main(["check", "--zoo", "xor_2_2_1", "--json", str(out), "--quiet"]) == 0 \
+        or "jax" not in INSTALLED
+    jax = json.loads(out.read_text())["models"][0]["frameworks"]["jax"]
+    assert jax["status"] == "skipped" and "this jax is broken" in jax["error"]
+
+
+def test_a_missing_framework_is_skipped_unless_asked_for(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(registry, "installed", lambda fw: fw != "jax")
+    out = tmp_path / "r.json"
+    assert main(["check", "--zoo", "xor_2_2_1", "--frameworks", "numpy", "--json", str(out),
+                 "--quiet"]) == 0
+    assert main(["check", "--zoo", "xor_2_2_1", "--frameworks", "numpy,jax"]) == 2
+    assert "jax" in capsys.readouterr().err
+    result = api.check([api.zoo("xor_2_2_1")], frameworks=None,
+                       executor=LocalExecutor(workers=1))
+    assert result.models[0]["frameworks"]["jax"]["status"] == "skipped"
+
+
+def test_worker_command_line_names_its_framework():
+    worker = WorkerProcess("numpy", threads=1)
+    try:
+        cmdline = Path(f"/proc/{worker.proc.pid}/cmdline").read_bytes().split(b"\0")
+        assert b"--framework" in cmdline and b"numpy" in cmdline
+        assert worker.hello["threads"] == {"blas_threads": 1}
+    finally:
+        worker.close()
+
+
+# ---- atomic reports and resume ----------------------------------------------------------
+
+def crossgrad(*args, **kw):
+    return subprocess.Popen([sys.executable, "-m", "harness.cli", *args], **kw)
+
+
+def test_an_interrupted_run_leaves_the_previous_report_and_resume_completes_it(tmp_path):
+    out = tmp_path / "reports" / "latest"
+    base = ["run", "--zoo", "digits_mlp", "mlp_3_4_2", "xor_2_2_1", "--frameworks", "numpy",
+            "--steps", "20", "--workers", "1", "--out", str(out)]
+    assert main(base + ["--quiet"]) == 0
+    before = (out / "manifest.json").read_text()
+    shutil.rmtree(out.parent / ".crossgrad-cache")
+
+    # the third job hangs, so the run is surely in the middle when it is killed
+    env = dict(os.environ, CROSSGRAD_FAULT="numpy:hang:xor_2_2_1")
+    proc = crossgrad(*base, stderr=subprocess.PIPE, text=True, env=env)
+    for line in proc.stderr:  # progress lines look like "[ 2/15] check numpy ..."
+        if line.startswith("[") and line[1:].lstrip().startswith("2/"):
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait()
+    assert (out / "manifest.json").read_text() == before  # the old report, untouched
+    assert len(list((out.parent / ".crossgrad-cache").glob("*.pkl"))) == 2
+    time.sleep(2)  # the orphaned worker notices its harness is gone and exits
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert str(proc.pid) not in ps and "harness.worker --framework numpy" not in ps
+
+    resumed = crossgrad(*base, "--resume", stderr=subprocess.PIPE, text=True)
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    assert err.count(" cached ") == 2
+    assert (out / "manifest.json").read_text() != before
+    assert sorted(p.name for p in out.parent.iterdir()) == [".crossgrad-cache", "latest"]
+
+
+def test_resumed_results_equal_fresh_ones(tmp_path):
+    base = ["run", "--zoo", "xor_2_2_1", "--frameworks", "numpy", "--steps", "5", "--quiet",
+            "--skip-native"]
+    assert main(base + ["--out", str(tmp_path / "a")]) == 0
+    assert main(base + ["--out", str(tmp_path / "b"), "--resume"]) == 0  # all from the cache
+    assert main(["diff", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
