@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from . import compare, registry
+from . import compare, pitfalls, registry
 from .errors import InputError
 from .executor import LocalExecutor
 from .jobs import Inputs, check_job, job_key, train_job
@@ -257,6 +257,8 @@ def assemble_train(spec, inputs, results, names, missing, native):
                               diverged_at=c["diverged_at"], max_rel_diff=e["max_rel_diff"],
                               parted_at=e["parted_at"], final_params_rel_err=final,
                               passed=e["passed"])
+        if native:
+            frameworks[fw]["native_defaults"] = pitfalls.in_play(spec, fw)
         base = {"model": spec.name, "dtype": spec.dtype, "mode": mode, "framework": fw}
         for step, (loss, norm) in enumerate(zip(c["loss"], c["grad_norm"])):
             curve_rows.append(dict(base, step=step, loss=loss, grad_norm=norm,

@@ -123,7 +123,9 @@ def write_report(folder, specs, check=None, aligned=None, native=None, manifest=
                    "native": native.to_json() if native else None}
         (tmp / "results.json").write_text(json.dumps(plain(results), indent=1) + "\n")
         for name, frame in tables.items():
-            frame.to_csv(tmp / f"{name}.csv", index=False)
+            # full precision where `crossgrad diff` compares values; norms are for reading
+            frame.to_csv(tmp / f"{name}.csv", index=False,
+                         float_format="%.6g" if name == "grad_norms" else None)
         (tmp / "plots").mkdir()
         for kind, *b in doc.blocks:
             if kind == "img":
@@ -175,6 +177,9 @@ def build_doc(specs, check, aligned, native, manifest, tables):
               "defaults for everything the spec does not set. <i>parts at</i> is the first step "
               "where the loss differs from the reference by more than 1e-3 (relative).")
         doc.table(*_train_rows(native))
+        doc.p("Where each framework's own defaults differ from the canonical math, for what "
+              "each model uses (the framework defaults in play):")
+        doc.table(*_native_causes(native))
     doc.h(2, "Models")
     for spec in _unique(specs):
         _model_section(doc, spec, check, aligned, native, tables)
@@ -251,6 +256,15 @@ BRANCH_NOTE = (
     "rounding. A ReLU (or max) whose input sat within float32 rounding of its kink went the "
     "other way in one framework; from there the runs follow different, equally valid "
     "trajectories. The arithmetic agrees; the trajectory is not stable under rounding.")
+
+
+def _native_causes(native):
+    header = ["model", "framework", "parts at", "max rel. diff", "defaults in play"]
+    rows = [[m["name"], fw, i.get("parted_at") if i.get("parted_at") is not None else "-",
+             fmt(i.get("max_rel_diff")), "; ".join(i.get("native_defaults") or []) or "-"]
+            for m in native.models for fw, i in m["frameworks"].items()
+            if i.get("status") == "ok" and i.get("native_defaults")]
+    return header, rows
 
 
 def _model_section(doc, spec, check, aligned, native, tables):

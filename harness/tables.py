@@ -101,16 +101,19 @@ def train_table(models):
                              f"max rel. difference {fmt(i['max_rel_diff'])}, beyond 1e-3 from step "
                              f"{i.get('parted_at')}{hint}")
             elif m["mode"] == "native" and i.get("parted_at") is not None:
+                causes = "; ".join(i.get("native_defaults") or []) or "none known"
                 notes.append(f"  {m['name']} {m['dtype']}: {fw} parts from {m['reference']} "
-                             f"at step {i['parted_at']} (relative difference > 1e-3)")
+                             f"at step {i['parted_at']} (relative difference > 1e-3); "
+                             f"defaults in play: {causes}")
     return render(header, rows) + ("\n" + "\n".join(notes) if notes else "")
 
 
 def train_footer(models):
     judged = [m for m in models if m["passed"] is not None]
     passed = sum(bool(m["passed"]) for m in judged)
-    text = (f"{len(models)} trainings: {passed} of {len(judged)} aligned runs agree "
-            f"(curves: float64 <= {CURVES['float64']:g}, float32 <= {CURVES['float32']:g} "
-            f"relative to the reference)")
     native = len(models) - len(judged)
-    return text + (f"; {native} native-defaults runs shown, not judged" if native else "")
+    parts = [f"{passed} of {len(judged)} aligned runs agree (curves: float64 <= "
+             f"{CURVES['float64']:g}, float32 <= {CURVES['float32']:g} relative to the "
+             "reference)"] if judged else []
+    parts += [f"{native} native-defaults runs shown, not judged"] if native else []
+    return f"{len(models)} trainings: " + "; ".join(parts)

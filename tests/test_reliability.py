@@ -21,7 +21,7 @@ from conftest import need
 
 INSTALLED = [fw for fw in registry.ORDER if registry.installed(fw)]
 SPECS = [parse_spec(dict(LAYERS[k], dtype=d), "x.toml", k) for k in
-         ("dropout", "batchnorm", "lstm", "attention_causal", "maxpool2d")
+         ("dropout", "batchnorm", "attention_causal")
          for d in ("float64", "float32")]
 
 
@@ -77,7 +77,7 @@ def test_a_dying_framework_does_not_lose_the_others(tmp_path, monkeypatch, capsy
     monkeypatch.setenv("CROSSGRAD_FAULT", f"torch:{fault}:mlp_3_4_2")
     out = tmp_path / "r.json"
     code = main(["check", "--zoo", "xor_2_2_1", "mlp_3_4_2", "--frameworks", "numpy,torch",
-                 "--timeout", "20", "--json", str(out), "--quiet"])
+                 "--timeout", "8", "--json", str(out), "--quiet"])
     assert code == 1
     models = {m["name"]: m for m in json.loads(out.read_text())["models"]}
     broken = models["mlp_3_4_2"]["frameworks"]["torch"]

@@ -21,12 +21,21 @@ class Optimizer(keras.optimizers.Optimizer):
         super().__init__(learning_rate=lambda: cfg["lr"])
         self.weight_decay_coupled = 0.0 if cfg["type"] == "adamw" else cfg["weight_decay"]
 
+    SLOTS = ()  # per-parameter state each rule keeps, made by build() in the parameter's dtype
+
+    def build(self, variables):
+        if self.built:
+            return
+        super().build(variables)
+        made = self.add_optimizer_variables(variables, list(self.SLOTS)) if self.SLOTS else []
+        self.slot = dict(zip(self.SLOTS, made))
+
+    def state(self, name, variable):
+        return self.slot[name][self._get_variable_index(variable)]
+
     def coupled(self, gradient, variable):
         wd = self.weight_decay_coupled
         return gradient + wd * variable if wd else gradient
-
-    def slots(self, variables, *names):
-        return self.add_optimizer_variables(variables, list(names))
 
 
 class SGD(Optimizer):
@@ -48,15 +57,11 @@ class Momentum(Optimizer):
         super().__init__(cfg)
         self.momentum, self.nesterov = cfg["momentum"], cfg["type"] == "nesterov"
 
-    def build(self, variables):
-        if self.built:
-            return
-        super().build(variables)
-        (self.velocities,) = self.slots(variables, "velocity")
+    SLOTS = ("velocity",)
 
     def update_step(self, gradient, variable, learning_rate):
         g = self.coupled(gradient, variable)
-        v = self.velocities[self._get_variable_index(variable)]
+        v = self.state("velocity", variable)
         self.assign(v, self.momentum * v + g)
         step = g + self.momentum * v if self.nesterov else v
         self.assign_sub(variable, learning_rate * step)
@@ -76,18 +81,14 @@ class Adam(Optimizer):
         self.beta1, self.beta2, self.eps = cfg["beta1"], cfg["beta2"], cfg["eps"]
         self.weight_decay_decoupled = cfg["weight_decay"] if cfg["type"] == "adamw" else 0.0
 
-    def build(self, variables):
-        if self.built:
-            return
-        super().build(variables)
-        self.m, self.v = self.slots(variables, "m", "v")
+    SLOTS = ("m", "v")
 
     def update_step(self, gradient, variable, learning_rate):
-        i, dtype = self._get_variable_index(variable), variable.dtype
+        dtype = variable.dtype
         if self.weight_decay_decoupled:
             self.assign(variable, variable * (1 - learning_rate * self.weight_decay_decoupled))
         g = self.coupled(gradient, variable)
-        m, v = self.m[i], self.v[i]
+        m, v = self.state("m", variable), self.state("v", variable)
         self.assign(m, self.beta1 * m + (1 - self.beta1) * g)
         self.assign(v, self.beta2 * v + (1 - self.beta2) * g * g)
         t = tf.cast(self.iterations + 1, "float64")  # corrections in float64, like Python's floats
@@ -107,15 +108,11 @@ class RMSprop(Optimizer):
         super().__init__(cfg)
         self.rho, self.eps = cfg["rho"], cfg["eps"]
 
-    def build(self, variables):
-        if self.built:
-            return
-        super().build(variables)
-        (self.velocities,) = self.slots(variables, "velocity")
+    SLOTS = ("velocity",)
 
     def update_step(self, gradient, variable, learning_rate):
         g = self.coupled(gradient, variable)
-        v = self.velocities[self._get_variable_index(variable)]
+        v = self.state("velocity", variable)
         self.assign(v, self.rho * v + (1 - self.rho) * g * g)
         self.assign_sub(variable, learning_rate * g / (tf.sqrt(v) + self.eps))
 
@@ -131,15 +128,11 @@ class Adagrad(Optimizer):
         super().__init__(cfg)
         self.eps = cfg["eps"]
 
-    def build(self, variables):
-        if self.built:
-            return
-        super().build(variables)
-        (self.accumulators,) = self.slots(variables, "accumulator")
+    SLOTS = ("accumulator",)
 
     def update_step(self, gradient, variable, learning_rate):
         g = self.coupled(gradient, variable)
-        s = self.accumulators[self._get_variable_index(variable)]
+        s = self.state("accumulator", variable)
         self.assign_add(s, g * g)
         self.assign_sub(variable, learning_rate * g / (tf.sqrt(s) + self.eps))
 

@@ -1,0 +1,161 @@
+"""Units of the harness: specs, data, initializers, comparisons, atomic writes."""
+import numpy as np
+import pytest
+
+from harness import compare, data, init
+from harness.atomic import atomic_dir
+from harness.layers import same_padding
+from harness.spec import parse_spec, zoo_names, zoo_spec
+
+from cases import LAYERS
+
+
+@pytest.mark.parametrize("name", zoo_names())
+def test_every_zoo_spec_parses_and_says_what_it_reproduces(name):
+    spec = zoo_spec(name)
+    assert spec.reproduces and spec.dtype == "float64"
+    assert spec.with_overrides(dtype="float32").hash != spec.hash
+
+
+def test_spec_hash_ignores_file_and_comments_but_not_numbers(tmp_path):
+    a = parse_spec(LAYERS["dense"], "a.toml", "dense")
+    b = parse_spec(LAYERS["dense"], "elsewhere/b.toml", "dense")
+    assert a.hash == b.hash
+    assert a.with_overrides(seed=4).hash != a.hash
+
+
+@pytest.mark.parametrize("n,k,s,expected", [(8, 3, 2, [0, 1]), (7, 3, 2, [1, 1]), (8, 2, 1, [0, 1]),
+                                            (5, 1, 3, [0, 0]), (8, 4, 4, [0, 0])])
+def test_same_padding_is_tensorflows(n, k, s, expected):
+    assert same_padding(n, k, s) == expected  # the odd pixel goes at the end
+
+
+def test_params_are_drawn_per_name_from_the_seed():
+    spec = parse_spec(LAYERS["residual_nested"], "x.toml", "x")
+    first, again = init.init_params(spec), init.init_params(spec)
+    assert all((first[k] == again[k]).all() for k in first)
+    assert list(first) == list(spec.param_specs())
+    assert first["1.3.0.W"].shape == (5, 5)  # nested residual names
+    other = init.init_params(spec.with_overrides(seed=99))
+    assert not np.array_equal(first["0.W"], other["0.W"])
+
+
+@pytest.mark.parametrize("kind", sorted(init.INITIALIZERS))
+def test_initializers_have_their_documented_scale(kind):
+    table = {"type": kind, **({"value": 0.5} if kind == "constant" else {})}
+    spec = parse_spec({"name": "x", "input_shape": [400], "data": {"source": "random_regression",
+                       "outputs": 300, "examples": 4}, "loss": {"type": "mse"},
+                       "layers": [{"type": "dense", "units": 300, "init": table}]}, "x", "x")
+    w = init.init_params(spec)["0.W"]
+    expected_std = {"zeros": 0, "ones": 0, "constant": 0, "normal": 1, "uniform": 0.1 / 12 ** 0.5,
+                    "glorot_uniform": (2 / 700) ** 0.5, "glorot_normal": (2 / 700) ** 0.5,
+                    "he_uniform": (2 / 400) ** 0.5, "he_normal": (2 / 400) ** 0.5,
+                    "lecun_normal": (1 / 400) ** 0.5, "torch_default": (1 / 1200) ** 0.5,
+                    "small_normal": 0.01, "orthogonal": (1 / 400) ** 0.5}[kind]
+    assert w.std() == pytest.approx(expected_std, rel=0.05, abs=1e-12)
+    if kind == "orthogonal":
+        np.testing.assert_allclose(w.T @ w, np.eye(300), atol=1e-12)
+
+
+def test_batches_cover_each_epoch_once():
+    order = data.batch_order(10, 3, steps=7, seed=0)
+    assert order.shape == (7, 3)
+    first_epoch = order[:3].ravel()
+    assert len(set(first_epoch)) == 9  # 3 batches of 3, the 10th example dropped this epoch
+    assert not np.array_equal(order[:3], order[3:6])  # a new permutation each epoch
+
+
+def test_targets_follow_the_loss():
+    labels = np.array([0, 2, 1])
+    assert data.targets(labels, "softmax_cross_entropy", [3], "float32").dtype == np.int64
+    onehot = data.targets(labels, "mse", [3], "float32")
+    assert onehot.dtype == np.float32 and (onehot.argmax(1) == labels).all()
+    assert data.targets(np.array([0, 1]), "binary_cross_entropy", [1], "float64").shape == (2, 1)
+
+
+def test_digits28_is_the_digits_resized():
+    x, y = data._digits(True)
+    small, _ = data._digits(False)
+    assert x.shape == (1797, 28, 28) and x.min() >= 0 and x.max() <= 1
+    assert np.corrcoef(x.reshape(1797, -1).mean(1), small.reshape(1797, -1).mean(1))[0, 1] > 0.99
+
+
+def test_dropout_masks_are_shared_dice():
+    layers = [{"name": "2", "in_shape": [5], "rate": 0.4}]
+    a = data.dropout_masks(layers, 8, 3, 0, "float64")["2"]
+    assert a.shape == (3, 8, 5) and set(np.unique(a)) <= {0.0, 1.0}
+    assert np.array_equal(a, data.dropout_masks(layers, 8, 3, 0, "float64")["2"])
+
+
+def test_relative_error_is_against_the_reference_tensor():
+    a, b = np.array([1.0, -4.0]), np.array([1.0, -4.0 + 4e-12])
+    max_abs, rel, cosine = compare.tensor_errors(a, b)
+    assert max_abs == pytest.approx(4e-12, rel=1e-3) and rel == pytest.approx(1e-12, rel=1e-3)
+    assert cosine == pytest.approx(1.0)
+
+
+def test_structural_zeros_are_named():
+    spec = parse_spec({"name": "z", "input_shape": [6, 4], "data": {"source": "random_sequence"},
+                       "layers": [{"type": "dense", "units": 4}, {"type": "batchnorm"},
+                                  {"type": "attention", "heads": 1, "key_dim": 2},
+                                  {"type": "residual", "layers": [{"type": "dense", "units": 4},
+                                                                  {"type": "identity"},
+                                                                  {"type": "batchnorm"}]},
+                                  {"type": "sequence_mean"}, {"type": "dense", "units": 3}],
+                       "loss": {"type": "softmax_cross_entropy"}}, "z", "z")
+    assert set(compare.structural_zeros(spec.layers)) == {"0.b", "2.bk", "3.0.b"}
+
+
+def test_a_structural_zero_is_judged_against_the_model_scale():
+    g = {"0.W": np.array([0.5, -0.25]), "0.b": np.array([1e-17])}
+    results = {"numpy": {"status": "ok", "loss": 1.0, "grads": g, "state": {}},
+               "torch": {"status": "ok", "loss": 1.0, "state": {},
+                         "grads": {"0.W": g["0.W"], "0.b": np.array([-3e-17])}}}
+    plain = {r["param"]: r for r in compare.pairwise(results, "float64")}
+    zeros = {r["param"]: r for r in compare.pairwise(results, "float64", {"0.b": "why"})}
+    assert not plain["0.b"]["passed"]                      # noise against noise
+    assert zeros["0.b"]["passed"] and zeros["0.b"]["rel_err"] == pytest.approx(8e-17)
+    assert "zero by construction" in zeros["0.b"]["note"]
+
+
+def test_branch_is_a_sudden_jump_only_in_float32():
+    smooth = [1e-7, 2e-7, 5e-6, 3e-5, 2e-4]                   # growing: not a branch
+    jump = [1e-7, 3e-8, 1e-7, 2e-4, 5e-3]
+    assert compare.branch_step(smooth, "float32") is None
+    assert compare.branch_step(jump, "float32") == 3
+    assert compare.branch_step(jump, "float64") is None
+
+
+def test_curve_errors_need_the_same_length_and_end():
+    ref = {"loss": [1.0, 0.9, 0.8], "diverged_at": None}
+    short = {"loss": [1.0, 0.9], "diverged_at": 1}
+    out = compare.curve_errors({"numpy": ref, "torch": short}, "numpy", "float64", False)
+    assert out["numpy"]["passed"] and not out["torch"]["passed"]
+
+
+def test_atomic_dir_leaves_the_old_folder_on_error(tmp_path):
+    target = tmp_path / "out"
+    with atomic_dir(target) as tmp:
+        (tmp / "a.txt").write_text("first")
+    with pytest.raises(RuntimeError):
+        with atomic_dir(target) as tmp:
+            (tmp / "a.txt").write_text("second")
+            raise RuntimeError("interrupted")
+    assert (target / "a.txt").read_text() == "first"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    with atomic_dir(target) as tmp:
+        (tmp / "b.txt").write_text("third")
+    assert [p.name for p in target.iterdir()] == ["b.txt"]
+
+
+def test_native_defaults_in_play_follow_the_spec():
+    from harness.pitfalls import in_play
+    spec = zoo_spec("tiny_transformer")  # AdamW, layernorm, gelu, attention, clipping
+    tf, jax, torch = (in_play(spec, fw) for fw in ("tensorflow", "jax", "torch"))
+    assert any("epsilon hat" in t for t in tf) and any("LayerNormalization" in t for t in tf)
+    assert any("tanh approximation" in t for t in jax) and any("Flax LayerNorm" in t for t in jax)
+    assert any("1e-6" in t for t in torch)  # clip_grad_norm_
+    assert not any("weight_decay" in t for t in jax)  # the zoo spec writes it
+    unset = spec.with_overrides(optimizer={"type": "adamw", "lr": 0.003})
+    assert "default weight_decay 0.0001 (spec: 0.01)" in in_play(unset, "jax")
+    assert in_play(zoo_spec("mlp_3_4_2"), "torch") == []  # sgd with lr written: nothing differs
