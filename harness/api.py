@@ -116,7 +116,7 @@ def check(specs, frameworks=None, executor=None, on_result=None, cache=None, pre
     names, missing = frameworks_to_run(frameworks)
     prepared = prepared or prepare(specs)
     per_model = run_per_model(prepared, names, lambda spec, inputs, fw: _with_key(
-        check_job(spec, inputs, fw), spec, False), executor, cache, on_result)
+        check_job(spec, inputs, fw), spec, False), executor, cache, on_result, frameworks)
     out = CheckResult()
     for (spec, inputs), results in zip(prepared, per_model):
         out.models.append(assemble_check(spec, inputs, results, names, missing))
@@ -124,10 +124,16 @@ def check(specs, frameworks=None, executor=None, on_result=None, cache=None, pre
     return out
 
 
-def run_per_model(prepared, names, make_job, executor, cache, on_result):
-    """Build one job per (model, framework), run them all, -> [{framework: result}] per model."""
+def run_per_model(prepared, names, make_job, executor, cache, on_result, requested=None):
+    """Build one job per (model, framework), run them all, -> [{framework: result}] per model.
+
+    A framework the user asked for by name that turns out not to import is a failure,
+    not a skip: they wanted its answer."""
     jobs = [make_job(spec, inputs, fw) for spec, inputs in prepared for fw in names]
     results = execute(jobs, executor, cache, on_result)
+    if requested:
+        results = [dict(r, status="failed", error=f"cannot be imported: {r.get('error')}")
+                   if r.get("status") == "skipped" else r for r in results]
     return [dict(zip(names, results[i * len(names):(i + 1) * len(names)]))
             for i in range(len(prepared))]
 
@@ -201,7 +207,8 @@ def train(specs, frameworks=None, native=False, steps=None, executor=None, on_re
     names, missing = frameworks_to_run(frameworks)
     prepared = prepared or prepare(specs, steps)
     per_model = run_per_model(prepared, names, lambda spec, inputs, fw: _with_key(
-        train_job(spec, inputs, fw, native), spec, native), executor, cache, on_result)
+        train_job(spec, inputs, fw, native), spec, native), executor, cache, on_result,
+        frameworks)
     out, curve_rows, norm_rows = TrainResult(), [], []
     for (spec, inputs), res in zip(prepared, per_model):
         entry, curves, norms = assemble_train(spec, inputs, res, names, missing, native)

@@ -99,6 +99,10 @@ def make_executor(args):
     if args.threads < 1:
         raise InputError("--threads", None, f"must be positive, got {args.threads}")
     if args.executor == "ray":
+        import importlib.util
+        if importlib.util.find_spec("ray") is None:
+            raise InputError("--executor", "ray", "Ray is not installed "
+                             "(pip install -c constraints.txt -e '.[ray]')")
         from .ray_executor import RayExecutor
         return RayExecutor(address=args.ray_address, workers=args.workers,
                            threads=args.threads, timeout=args.timeout)

@@ -41,14 +41,6 @@ def cmd_zoo(args):
     return EXIT_OK
 
 
-COMMANDS = {
-    "check": (cmd_check, "compare losses and gradients across frameworks and with finite "
-                         "differences", [add_models, add_dtype, add_execution, add_check_outputs]),
-    "zoo": (cmd_zoo, "list the built-in specs and the classic examples they reproduce", []),
-}
-
-
-
 def cmd_train(args):
     specs = collect_specs(args, [args.dtype], **{"train.steps": args.steps})
     for path, what in ((args.json, "file"), (args.save, "folder"), (args.out, "folder")):
@@ -132,17 +124,6 @@ def cmd_diff(args):
 def add_diff_args(p):
     p.add_argument("run_a", metavar="RUN_A", help="a report folder (crossgrad run --out)")
     p.add_argument("run_b", metavar="RUN_B", help="another report folder")
-
-
-COMMANDS.update({
-    "train": (cmd_train, "train every model in every framework and compare the loss curves",
-              [add_models, add_dtype, add_execution, add_check_outputs, add_train_options]),
-    "run": (cmd_run, "the main job: check and train the zoo (or the given specs) in both "
-                     "dtypes and write a report", [add_models, add_dtype, add_execution,
-                                                   add_run_options]),
-    "diff": (cmd_diff, "compare two report folders and say what changed beyond tolerance",
-             [add_diff_args]),
-})
 
 
 def _sweep_specs(args):
@@ -240,9 +221,20 @@ def add_bench_options(p):
     p.add_argument("--workers-list", default="1,2", help="worker counts to time, e.g. 1,2")
 
 
-COMMANDS.update({
+# name -> (function, help, argument adders), in the order `crossgrad --help` lists them
+COMMANDS = {
+    "check": (cmd_check, "compare losses and gradients across frameworks and with finite "
+                         "differences", [add_models, add_dtype, add_execution, add_check_outputs]),
+    "train": (cmd_train, "train every model in every framework and compare the loss curves",
+              [add_models, add_dtype, add_execution, add_check_outputs, add_train_options]),
+    "run": (cmd_run, "the main job: check and train the zoo (or the given specs) in both "
+                     "dtypes and write a report", [add_models, add_dtype, add_execution,
+                                                   add_run_options]),
+    "diff": (cmd_diff, "compare two report folders and say what changed beyond tolerance",
+             [add_diff_args]),
     "sweep": (cmd_sweep, "models x seeds x optimizers x dtypes as independent jobs",
               [add_models, add_execution, add_sweep_options]),
     "bench": (cmd_bench, "time a sweep with 1, 2, ... workers (prints figures; not a test)",
               [add_models, add_execution, add_bench_options]),
-})
+    "zoo": (cmd_zoo, "list the built-in specs and the classic examples they reproduce", []),
+}

@@ -19,7 +19,6 @@ from harness.sweep import digest
 from cases import LAYERS
 from conftest import need
 
-INSTALLED = [fw for fw in registry.ORDER if registry.installed(fw)]
 SPECS = [parse_spec(dict(LAYERS[k], dtype=d), "x.toml", k) for k in
          ("dropout", "batchnorm", "attention_causal")
          for d in ("float64", "float32")]
@@ -87,14 +86,18 @@ def test_a_dying_framework_does_not_lose_the_others(tmp_path, monkeypatch, capsy
     assert FAULTS[fault] in capsys.readouterr().out  # the table says why
 
 
-def test_a_framework_that_cannot_be_imported_is_skipped(tmp_path, monkeypatch):
+def test_a_framework_that_cannot_be_imported_is_skipped_or_failed(tmp_path, monkeypatch):
+    need("jax")
     fake = tmp_path / "fake"
     (fake / "jax").mkdir(parents=True)
     (fake / "jax" / "__init__.py").write_text("raise ImportError('this jax is broken')\n")
     monkeypatch.setenv("PYTHONPATH", str(fake))
     out = tmp_path / "r.json"
-    assert main(["check", "--zoo", "xor_2_2_1", "--json", str(out), "--quiet"]) == 0 \
-        or "jax" not in INSTALLED
+    assert main(["check", "--zoo", "xor_2_2_1", "--frameworks", "numpy,torch,jax",
+                 "--json", str(out), "--quiet"]) == 1  # asked for by name: a failure
+    jax = json.loads(out.read_text())["models"][0]["frameworks"]["jax"]
+    assert jax["status"] == "failed" and "this jax is broken" in jax["error"]
+    assert main(["check", "--zoo", "xor_2_2_1", "--json", str(out), "--quiet"]) == 0
     jax = json.loads(out.read_text())["models"][0]["frameworks"]["jax"]
     assert jax["status"] == "skipped" and "this jax is broken" in jax["error"]
 
