@@ -16,14 +16,17 @@ def cmd_check(args):
     check_output_path(args.json, "file")
     check_output_path(args.save, "folder")
     names, _ = api.frameworks_to_run(args.frameworks)
+    started = manifest.now()
     prepared = api.prepare(specs)
     with make_executor(args) as executor:
         result = api.check(specs, args.frameworks, executor, prepared=prepared,
                            on_result=Progress(len(specs) * len(names), args.quiet))
+        said = getattr(executor, "hellos", {})
     print(tables.check_table(result.models))
     print(tables.check_footer(result.models))
     if args.json:
-        write_json(args.json, result.to_json())
+        info = manifest.build(specs, args.executor, args.threads, started, said)
+        write_json(args.json, dict(result.to_json(), manifest=info))
     if args.save:
         save_arrays(args.save, result.saved, "check")
     return EXIT_OK if result.passed else EXIT_DISAGREE
@@ -55,12 +58,12 @@ def cmd_train(args):
         said = getattr(executor, "hellos", {})
     print(tables.train_table(result.models))
     print(tables.train_footer(result.models))
+    info = manifest.build(specs, args.executor, args.threads, started, said)
     if args.json:
-        write_json(args.json, result.to_json())
+        write_json(args.json, dict(result.to_json(), manifest=info))
     if args.save:
         save_arrays(args.save, result.saved, "train")
     if args.out:
-        info = manifest.build(specs, args.executor, args.threads, started, said)
         write_report(args.out, specs, aligned=None if args.native_defaults else result,
                      native=result if args.native_defaults else None, manifest=info)
         print(f"report: {Path(args.out) / 'report.html'}")

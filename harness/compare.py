@@ -16,6 +16,7 @@ CURVES = {"float64": 1e-10, "float32": 1e-4}
 PARTED = 1e-3  # native mode: the first step where a curve is this far from the reference
 
 
+@np.errstate(all="ignore")  # diverged runs hold inf and nan: they compare as inf/nan
 def tensor_errors(a, b):
     """(max abs error, relative error, cosine similarity) of two arrays of one shape."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
@@ -98,6 +99,7 @@ def finite_differences(results, probes):
     return rows
 
 
+@np.errstate(all="ignore")
 def curve_errors(curves, reference, dtype, native):
     """Per framework: how far its loss curve is from the reference framework's.
 

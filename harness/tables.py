@@ -9,8 +9,10 @@ SHORT = {"numpy": "np", "torch": "pt", "tensorflow": "tf", "jax": "jax"}
 
 
 def fmt(x):
-    if x is None or (isinstance(x, float) and math.isnan(x)):
+    if x is None:
         return "-"
+    if isinstance(x, float) and math.isnan(x):
+        return "nan"
     if isinstance(x, float) and math.isinf(x):
         return "inf"
     return f"{x:.1e}" if isinstance(x, float) else str(x)

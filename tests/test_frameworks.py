@@ -98,3 +98,26 @@ def test_optimizer_curves_agree_over_100_steps(optimizer_training, framework, op
     assert info["status"] == "ok", info.get("error")
     assert model["steps"] == 100 and info["diverged_at"] is None
     assert info["max_rel_diff"] <= CURVES[dtype], info
+
+
+DIVERGES = {"name": "diverges", "input_shape": [8], "loss": {"type": "mse"},
+            "data": {"source": "random_regression", "outputs": 2, "examples": 64},
+            "layers": [{"type": "dense", "units": 2}],
+            "optimizer": {"type": "sgd", "lr": 50.0}, "train": {"steps": 200}}
+
+
+@pytest.fixture(scope="module")
+def diverging(executor):
+    return by_key(api.train(specs([DIVERGES], DTYPES), executor=executor).models)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("framework", OTHERS)
+def test_divergence_is_caught_at_the_same_step(diverging, framework, dtype):
+    """lr = 50 on least squares: the loss overflows; every framework stops where NumPy does."""
+    need(framework)
+    model = diverging[("diverges", dtype)]
+    reference, info = model["frameworks"]["numpy"], model["frameworks"][framework]
+    assert reference["diverged_at"] is not None and reference["diverged_at"] < 200
+    assert info["status"] == "ok" and info["diverged_at"] == reference["diverged_at"]
+    assert info["passed"] and model["passed"]
