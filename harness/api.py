@@ -107,7 +107,7 @@ class CheckResult:
         return pd.DataFrame([summary_row(m) for m in self.models])
 
     def to_json(self):
-        return {"models": [{k: v for k, v in m.items()} for m in self.models]}
+        return {"models": self.models}
 
 
 def check(specs, frameworks=None, executor=None, on_result=None, cache=None, prepared=None):

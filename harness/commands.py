@@ -21,7 +21,7 @@ def cmd_check(args):
     with make_executor(args) as executor:
         result = api.check(specs, args.frameworks, executor, prepared=prepared,
                            on_result=Progress(len(specs) * len(names), args.quiet))
-        said = getattr(executor, "hellos", {})
+        said = executor.hellos
     print(tables.check_table(result.models))
     print(tables.check_footer(result.models))
     if args.json:
@@ -55,7 +55,7 @@ def cmd_train(args):
         result = api.train(specs, args.frameworks, args.native_defaults, executor=executor,
                            prepared=prepared,
                            on_result=Progress(len(specs) * len(names), args.quiet))
-        said = getattr(executor, "hellos", {})
+        said = executor.hellos
     print(tables.train_table(result.models))
     print(tables.train_footer(result.models))
     info = manifest.build(specs, args.executor, args.threads, started, said)
@@ -95,7 +95,7 @@ def cmd_run(args):
         native = api.train(native_specs, args.frameworks, True, None, executor, progress,
                            cache, [p for p in prepared if p[0] in native_specs]) \
             if native_specs else None
-        said = getattr(executor, "hellos", {})
+        said = executor.hellos
     print(tables.check_table(check.models))
     print(tables.check_footer(check.models))
     print()
@@ -158,7 +158,7 @@ def cmd_sweep(args):
     started = manifest.now()
     with make_executor(args) as executor:
         check, train = _run_sweep(specs, args, executor, args.quiet)
-        said = getattr(executor, "hellos", {})
+        said = executor.hellos
     from .sweep import digest
     rows = sweep_rows(check, train)
     print(tables.render(["model", "dtype", "check worst", "curve worst", "result"], rows))

@@ -177,7 +177,6 @@ def parse_spec(raw, file, default_name):
     loss = _parse_loss(top.table("loss", required=True), data, out_shape)
     optimizer = _parse_optimizer(top.table("optimizer") or Table(file, "optimizer", {}))
     train = _parse_train(top.table("train") or Table(file, "train", {}))
-    _check_batch(top, data, train)
     top.finish()
     return Spec(name, file, dtype, seed, input_shape, data, layers, loss, optimizer, train,
                 description, reproduces, raw)
@@ -238,12 +237,3 @@ def _parse_train(t):
     t.finish()
     return train
 
-
-def _check_batch(top, data, train):
-    """The batch size must fit the data set (sizes of file-backed sets are checked on load)."""
-    n = {"xor": 4, "digits": 1797, "digits28": 1797}.get(data["source"], data.get("examples"))
-    if data.get("examples") and data["source"] in ("digits", "digits28"):
-        n = min(n, data["examples"])
-    if n is not None and data["batch_size"] is not None and data["batch_size"] > n:
-        raise top.error("data.batch_size", f"is {data['batch_size']} but the data set has "
-                                           f"only {n} examples")

@@ -159,3 +159,39 @@ def test_native_defaults_in_play_follow_the_spec():
     unset = spec.with_overrides(optimizer={"type": "adamw", "lr": 0.003})
     assert "default weight_decay 0.0001 (spec: 0.01)" in in_play(unset, "jax")
     assert in_play(zoo_spec("mlp_3_4_2"), "torch") == []  # sgd with lr written: nothing differs
+
+
+def test_the_optimizer_defaults_in_the_pitfall_catalog_are_the_installed_ones():
+    """pitfalls.DEFAULTS is written by hand: read every value back from the frameworks."""
+    import inspect
+    from harness import registry
+    from harness.pitfalls import DEFAULTS
+
+    def default(fn, arg):
+        return inspect.signature(fn).parameters[arg].default
+    names = {"torch": {"lr": "lr", "eps": "eps", "weight_decay": "weight_decay"},
+             "tensorflow": {"lr": "learning_rate", "eps": "epsilon", "rho": "rho",
+                            "weight_decay": "weight_decay"},
+             "jax": {"weight_decay": "weight_decay", "rho": "decay", "eps": "eps"}}
+    classes = {
+        "torch": lambda m: {"sgd": m.optim.SGD, "momentum": m.optim.SGD, "nesterov": m.optim.SGD,
+                            "adam": m.optim.Adam, "adamw": m.optim.AdamW,
+                            "rmsprop": m.optim.RMSprop, "adagrad": m.optim.Adagrad},
+        "tensorflow": lambda m: {k: getattr(m.keras.optimizers, c) for k, c in (
+            ("sgd", "SGD"), ("momentum", "SGD"), ("nesterov", "SGD"), ("adam", "Adam"),
+            ("adamw", "AdamW"), ("rmsprop", "RMSprop"), ("adagrad", "Adagrad"))},
+        "jax": lambda m: {"adamw": m.adamw, "rmsprop": m.rmsprop, "adagrad": m.adagrad},
+    }
+    modules = {"torch": "torch", "tensorflow": "tensorflow", "jax": "optax"}
+    checked = 0
+    for fw, per_type in DEFAULTS.items():
+        if not registry.installed(fw):
+            continue
+        fns = classes[fw](__import__(modules[fw]))
+        for kind, values in per_type.items():
+            for key, value in values.items():
+                assert default(fns[kind], names[fw][key]) == value, (fw, kind, key)
+                checked += 1
+            if fw == "tensorflow" and kind == "sgd":  # the spec's default lr equals Keras'
+                assert default(fns[kind], "learning_rate") == 0.01
+    assert checked or not any(registry.installed(fw) for fw in DEFAULTS)
