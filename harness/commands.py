@@ -1,13 +1,16 @@
-"""What each `crossgrad` sub-command does; the argument plumbing lives in cli.py."""
+"""What each `crossgrad` sub-command does; shared options live in options.py."""
 from pathlib import Path
 
-from . import api, manifest, tables
-from .cache import ResultCache
-from .cli import (EXIT_DISAGREE, EXIT_OK, Progress, add_dtype, add_execution, add_models,
-                  check_output_path, collect_specs, make_executor)
-from .outputs import save_arrays, write_json
-from .report import write_report
-from .errors import InputError
+from . import api
+from .errors import EXIT_DISAGREE, EXIT_OK, InputError
+from .options import (Progress, add_dtype, add_execution, add_models, check_output_path,
+                      collect_specs, make_executor)
+from .report import tables
+from .report.write import write_report
+from .run import manifest
+from .run.cache import ResultCache
+from .run.execute import frameworks_to_run
+from .run.outputs import save_arrays, write_json
 from .spec import DTYPES, OPTIMIZERS, zoo_names, zoo_spec
 
 
@@ -15,11 +18,12 @@ def cmd_check(args):
     specs = collect_specs(args, [args.dtype])
     check_output_path(args.json, "file")
     check_output_path(args.save, "folder")
-    names, _ = api.frameworks_to_run(args.frameworks)
+    names, _ = frameworks_to_run(args.frameworks)
     started = manifest.now()
     prepared = api.prepare(specs)
     with make_executor(args) as executor:
-        result = api.check(specs, args.frameworks, executor, prepared=prepared,
+        result = api.check(specs, frameworks=args.frameworks, executor=executor,
+                           prepared=prepared,
                            on_result=Progress(len(specs) * len(names), args.quiet))
         said = executor.hellos
     print(tables.check_table(result.models))
@@ -48,11 +52,12 @@ def cmd_train(args):
     specs = collect_specs(args, [args.dtype], **{"train.steps": args.steps})
     for path, what in ((args.json, "file"), (args.save, "folder"), (args.out, "folder")):
         check_output_path(path, what)
-    names, _ = api.frameworks_to_run(args.frameworks)
+    names, _ = frameworks_to_run(args.frameworks)
     started = manifest.now()
     prepared = api.prepare(specs)
     with make_executor(args) as executor:
-        result = api.train(specs, args.frameworks, args.native_defaults, executor=executor,
+        result = api.train(specs, frameworks=args.frameworks, native=args.native_defaults,
+                           executor=executor,
                            prepared=prepared,
                            on_result=Progress(len(specs) * len(names), args.quiet))
         said = executor.hellos
@@ -82,19 +87,19 @@ def cmd_run(args):
     dtypes = [args.dtype] if args.dtype else list(DTYPES)
     specs = collect_specs(args, dtypes, **{"train.steps": args.steps})
     check_output_path(args.out, "folder")
-    names, _ = api.frameworks_to_run(args.frameworks)
+    names, _ = frameworks_to_run(args.frameworks)
     native_specs = [] if args.skip_native else [s for s in specs if s.dtype == "float64"]
     started = manifest.now()
     prepared = api.prepare(specs)
     cache = ResultCache(Path(args.out).parent / ".crossgrad-cache", reuse=args.resume)
     progress = Progress(len(names) * (2 * len(specs) + len(native_specs)), args.quiet)
     with make_executor(args) as executor:
-        check = api.check(specs, args.frameworks, executor, progress, cache, prepared)
-        aligned = api.train(specs, args.frameworks, False, None, executor, progress, cache,
-                            prepared)
-        native = api.train(native_specs, args.frameworks, True, None, executor, progress,
-                           cache, [p for p in prepared if p[0] in native_specs]) \
-            if native_specs else None
+        shared = dict(frameworks=args.frameworks, executor=executor, on_result=progress,
+                      cache=cache)
+        check = api.check(specs, prepared=prepared, **shared)
+        aligned = api.train(specs, prepared=prepared, **shared)
+        native = api.train(native_specs, native=True, prepared=[
+            p for p in prepared if p[0] in native_specs], **shared) if native_specs else None
         said = executor.hellos
     print(tables.check_table(check.models))
     print(tables.check_footer(check.models))
@@ -118,7 +123,7 @@ def add_run_options(p):
 
 
 def cmd_diff(args):
-    from .diff import diff_reports, render
+    from .report.diff import diff_reports, render
     changes = diff_reports(args.run_a, args.run_b)
     print(render(changes, args.run_a, args.run_b))
     return EXIT_DISAGREE if any(c["beyond_tolerance"] for c in changes) else EXIT_OK
@@ -144,11 +149,13 @@ def _sweep_specs(args):
 
 
 def _run_sweep(specs, args, executor, quiet):
-    names, _ = api.frameworks_to_run(args.frameworks)
+    names, _ = frameworks_to_run(args.frameworks)
     progress = Progress(2 * len(specs) * len(names), quiet)
     prepared = api.prepare(specs)
-    check = api.check(specs, args.frameworks, executor, progress, prepared=prepared)
-    train = api.train(specs, args.frameworks, False, None, executor, progress, prepared=prepared)
+    shared = dict(frameworks=args.frameworks, executor=executor, on_result=progress,
+                  prepared=prepared)
+    check = api.check(specs, **shared)
+    train = api.train(specs, **shared)
     return check, train
 
 

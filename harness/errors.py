@@ -1,8 +1,10 @@
-"""The one error type for bad user input: it names the file and the field."""
+"""The one error type for bad user input, and the exit statuses every command uses."""
+
+EXIT_OK, EXIT_DISAGREE, EXIT_BAD_INPUT = 0, 1, 2
 
 
 class InputError(Exception):
-    """A spec or data file is malformed; the CLI prints str(err) and exits 2."""
+    """A spec, data file or option is malformed; the CLI prints str(err) and exits 2."""
 
     def __init__(self, file, field, message):
         self.file = str(file)

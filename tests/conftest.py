@@ -11,8 +11,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/cases.py
 
-from harness import registry  # noqa: E402
-from harness.executor import LocalExecutor  # noqa: E402
+from crossgrad.harness import registry  # noqa: E402
+from crossgrad.harness.run.executor import LocalExecutor  # noqa: E402
 
 FRAMEWORKS = registry.ORDER
 OTHERS = [fw for fw in FRAMEWORKS if fw != "numpy"]

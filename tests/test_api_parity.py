@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.registry import FRAMEWORKS, MODULES
+from crossgrad.harness.registry import FRAMEWORKS, MODULES
 
 IMPLS = Path(__file__).resolve().parent.parent / "impls"
-FOLDERS = {name: IMPLS / fw.package.split(".")[1] for name, fw in FRAMEWORKS.items()}
+FOLDERS = {name: IMPLS / fw.package.rsplit(".", 1)[1] for name, fw in FRAMEWORKS.items()}
 
 
 def public_api(path):
@@ -56,13 +56,13 @@ def test_implementations_never_import_the_harness(framework):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 mods = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
-                assert not any(m.split(".")[0] == "harness" for m in mods), path
+                assert not any(m.split(".")[0] in ("harness", "crossgrad") for m in mods), path
 
 
 @pytest.mark.parametrize("framework", list(FRAMEWORKS))
 def test_every_layer_type_is_implemented(framework):
-    """The LAYERS catalog of each layers.py lists the same types as harness/layers.py."""
-    from harness.layers import PARSERS
+    """The LAYERS catalog of each layers.py lists the same types as the spec catalog."""
+    from crossgrad.harness.spec.catalog import PARSERS
     tree = ast.parse((FOLDERS[framework] / "layers.py").read_text())
     source = ast.unparse(next(n for n in tree.body if isinstance(n, ast.Assign) and
                               any(getattr(t, "id", None) == "LAYERS" for t in n.targets)))

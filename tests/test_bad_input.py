@@ -6,7 +6,7 @@ import struct
 import numpy as np
 import pytest
 
-from harness.cli import main
+from crossgrad.harness.cli import main
 
 GOOD = """
 name = "ok"
@@ -206,7 +206,7 @@ def test_mnist_idx_files(tmp_path, digits28, compress):
             (folder / (name + ".gz")).write_bytes(gzip.compress(data))
         else:
             (folder / name).write_bytes(data)
-    from harness.data import load_mnist
+    from crossgrad.harness.spec.data import load_mnist
     x, y = load_mnist(str(folder), None)
     assert x.shape == (6, 28, 28) and np.allclose(x * 255, images) and (y == labels).all()
     assert main(["check", str(mnist_spec(tmp_path, "mnist")), "--frameworks", "numpy", "--quiet"]) == 0

@@ -3,7 +3,7 @@ import json
 
 import numpy as np
 
-from harness.cli import main
+from crossgrad.harness.cli import main
 
 XOR = ["--zoo", "xor_2_2_1"]
 

@@ -2,13 +2,14 @@
 x losses x reductions, x optimizers (with L1, L2 and clipping).
 
 Every case runs through the real worker processes, exactly as `crossgrad check` and
-`crossgrad train` do; the tolerances are the project's (harness/compare.py).
+`crossgrad train` do; the tolerances are the project's (harness/compare/).
 """
 import pytest
 
-from harness import api
-from harness.compare import CURVES, PAIRWISE
-from harness.spec import parse_spec
+from crossgrad.harness import api
+from crossgrad.harness.compare.curves import CURVES
+from crossgrad.harness.compare.pairwise import PAIRWISE
+from crossgrad.harness.spec import parse_spec
 
 from cases import LAYERS, LOSSES, OPTIMIZERS, training, with_reduction
 from conftest import OTHERS, need

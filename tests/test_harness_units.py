@@ -2,10 +2,11 @@
 import numpy as np
 import pytest
 
-from harness import compare, data, init
-from harness.atomic import atomic_dir
-from harness.layers import same_padding
-from harness.spec import parse_spec, zoo_names, zoo_spec
+from crossgrad.harness.compare import curves, pairwise, zeros
+from crossgrad.harness.run.atomic import atomic_dir
+from crossgrad.harness.spec import data, initializers as init
+from crossgrad.harness.spec.catalog import same_padding
+from crossgrad.harness.spec import parse_spec, zoo_names, zoo_spec
 
 from cases import LAYERS
 
@@ -89,7 +90,7 @@ def test_dropout_masks_are_shared_dice():
 
 def test_relative_error_is_against_the_reference_tensor():
     a, b = np.array([1.0, -4.0]), np.array([1.0, -4.0 + 4e-12])
-    max_abs, rel, cosine = compare.tensor_errors(a, b)
+    max_abs, rel, cosine = pairwise.tensor_errors(a, b)
     assert max_abs == pytest.approx(4e-12, rel=1e-3) and rel == pytest.approx(1e-12, rel=1e-3)
     assert cosine == pytest.approx(1.0)
 
@@ -103,7 +104,7 @@ def test_structural_zeros_are_named():
                                                                   {"type": "batchnorm"}]},
                                   {"type": "sequence_mean"}, {"type": "dense", "units": 3}],
                        "loss": {"type": "softmax_cross_entropy"}}, "z", "z")
-    assert set(compare.structural_zeros(spec.layers)) == {"0.b", "2.bk", "3.0.b"}
+    assert set(zeros.structural_zeros(spec.layers)) == {"0.b", "2.bk", "3.0.b"}
 
 
 def test_a_structural_zero_is_judged_against_the_model_scale():
@@ -111,8 +112,8 @@ def test_a_structural_zero_is_judged_against_the_model_scale():
     results = {"numpy": {"status": "ok", "loss": 1.0, "grads": g, "state": {}},
                "torch": {"status": "ok", "loss": 1.0, "state": {},
                          "grads": {"0.W": g["0.W"], "0.b": np.array([-3e-17])}}}
-    plain = {r["param"]: r for r in compare.pairwise(results, "float64")}
-    zeros = {r["param"]: r for r in compare.pairwise(results, "float64", {"0.b": "why"})}
+    plain = {r["param"]: r for r in pairwise.pairwise(results, "float64")}
+    zeros = {r["param"]: r for r in pairwise.pairwise(results, "float64", {"0.b": "why"})}
     assert not plain["0.b"]["passed"]                      # noise against noise
     assert zeros["0.b"]["passed"] and zeros["0.b"]["rel_err"] == pytest.approx(8e-17)
     assert "zero by construction" in zeros["0.b"]["note"]
@@ -121,15 +122,15 @@ def test_a_structural_zero_is_judged_against_the_model_scale():
 def test_branch_is_a_sudden_jump_only_in_float32():
     smooth = [1e-7, 2e-7, 5e-6, 3e-5, 2e-4]                   # growing: not a branch
     jump = [1e-7, 3e-8, 1e-7, 2e-4, 5e-3]
-    assert compare.branch_step(smooth, "float32") is None
-    assert compare.branch_step(jump, "float32") == 3
-    assert compare.branch_step(jump, "float64") is None
+    assert curves.branch_step(smooth, "float32") is None
+    assert curves.branch_step(jump, "float32") == 3
+    assert curves.branch_step(jump, "float64") is None
 
 
 def test_curve_errors_need_the_same_length_and_end():
     ref = {"loss": [1.0, 0.9, 0.8], "diverged_at": None}
     short = {"loss": [1.0, 0.9], "diverged_at": 1}
-    out = compare.curve_errors({"numpy": ref, "torch": short}, "numpy", "float64", False)
+    out = curves.curve_errors({"numpy": ref, "torch": short}, "numpy", "float64", False)
     assert out["numpy"]["passed"] and not out["torch"]["passed"]
 
 
@@ -149,7 +150,7 @@ def test_atomic_dir_leaves_the_old_folder_on_error(tmp_path):
 
 
 def test_native_defaults_in_play_follow_the_spec():
-    from harness.pitfalls import in_play
+    from crossgrad.harness.compare.pitfalls import in_play
     spec = zoo_spec("tiny_transformer")  # AdamW, layernorm, gelu, attention, clipping
     tf, jax, torch = (in_play(spec, fw) for fw in ("tensorflow", "jax", "torch"))
     assert any("epsilon hat" in t for t in tf) and any("LayerNormalization" in t for t in tf)
@@ -164,8 +165,8 @@ def test_native_defaults_in_play_follow_the_spec():
 def test_the_optimizer_defaults_in_the_pitfall_catalog_are_the_installed_ones():
     """pitfalls.DEFAULTS is written by hand: read every value back from the frameworks."""
     import inspect
-    from harness import registry
-    from harness.pitfalls import DEFAULTS
+    from crossgrad.harness import registry
+    from crossgrad.harness.compare.pitfalls import DEFAULTS
 
     def default(fn, arg):
         return inspect.signature(fn).parameters[arg].default
@@ -183,6 +184,8 @@ def test_the_optimizer_defaults_in_the_pitfall_catalog_are_the_installed_ones():
         "jax": lambda m: {"adamw": m.adamw, "rmsprop": m.rmsprop, "adagrad": m.adagrad},
     }
     modules = {"torch": "torch", "tensorflow": "tensorflow", "jax": "optax"}
+    if not any(registry.installed(fw) for fw in DEFAULTS):
+        pytest.skip("none of torch, tensorflow, jax is installed")
     checked = 0
     for fw, per_type in DEFAULTS.items():
         if not registry.installed(fw):
@@ -194,4 +197,4 @@ def test_the_optimizer_defaults_in_the_pitfall_catalog_are_the_installed_ones():
                 checked += 1
             if fw == "tensorflow" and kind == "sgd":  # the spec's default lr equals Keras'
                 assert default(fns[kind], "learning_rate") == 0.01
-    assert checked or not any(registry.installed(fw) for fw in DEFAULTS)
+    assert checked

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from harness import api, registry
-from harness.cli import main
-from harness.executor import LocalExecutor, WorkerProcess
-from harness.spec import parse_spec
-from harness.sweep import digest
+from crossgrad.harness import api, registry
+from crossgrad.harness.cli import main
+from crossgrad.harness.run.executor import LocalExecutor, WorkerProcess
+from crossgrad.harness.spec import parse_spec
+from crossgrad.harness.sweep import digest
 
 from cases import LAYERS
 from conftest import need
@@ -47,7 +47,7 @@ def test_bit_identical_reruns_in_fresh_workers():
 
 def test_same_bits_from_the_ray_executor():
     pytest.importorskip("ray")
-    from harness.ray_executor import RayExecutor
+    from crossgrad.harness.run.ray_executor import RayExecutor
     import ray
     specs = [s.with_overrides(**{"train.steps": 3}) for s in SPECS[:4]]
     with LocalExecutor(workers=2) as local:
@@ -127,7 +127,7 @@ def test_worker_command_line_names_its_framework():
 # ---- atomic reports and resume ----------------------------------------------------------
 
 def crossgrad(*args, **kw):
-    return subprocess.Popen([sys.executable, "-m", "harness.cli", *args], **kw)
+    return subprocess.Popen([sys.executable, "-m", "crossgrad.harness.cli", *args], **kw)
 
 
 def test_an_interrupted_run_leaves_the_previous_report_and_resume_completes_it(tmp_path):
@@ -150,7 +150,7 @@ def test_an_interrupted_run_leaves_the_previous_report_and_resume_completes_it(t
     assert len(list((out.parent / ".crossgrad-cache").glob("*.pkl"))) == 2
     time.sleep(2)  # the orphaned worker notices its harness is gone and exits
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-    assert str(proc.pid) not in ps and "harness.worker --framework numpy" not in ps
+    assert str(proc.pid) not in ps and "run.worker --framework numpy" not in ps
 
     resumed = crossgrad(*base, "--resume", stderr=subprocess.PIPE, text=True)
     _, err = resumed.communicate(timeout=300)

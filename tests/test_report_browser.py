@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from harness.cli import main
+from crossgrad.harness.cli import main
 
 from conftest import need
 

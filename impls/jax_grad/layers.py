@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from .layout import key
+from ..canonical import block_key
 
 __all__ = ["LAYERS", "build_layer"]
 
@@ -154,7 +154,7 @@ def layernorm(layer, native):
 
 def residual(layer, native):
     """y = x + f(x), f the block's sub-layers; p is nested: {"0": {"W": ...}, ...}."""
-    subs = [(key(sub), build_layer(sub, None, native)) for sub in layer["layers"]]
+    subs = [(block_key(sub, layer), build_layer(sub, None, native)) for sub in layer["layers"]]
 
     def forward(p, x, ctx):
         h = x

@@ -8,6 +8,8 @@ MultiHeadDotProductAttention), and a residual block's flat local names ("0.W")
 become a nested pytree ({"0": {"W": ...}}).
 """
 
+from ..canonical import block_key, share
+
 __all__ = ["to_native", "from_native"]
 
 
@@ -15,7 +17,8 @@ def to_native(layer, params):
     if layer["type"] == "attention":
         return {name: split_heads(layer, name, p) for name, p in params.items()}
     if layer["type"] == "residual":  # "0.W" -> {"0": {"W": ...}}, each sub-layer by its own rule
-        return {key(sub): to_native(sub, sub_params(sub, params)) for sub in layer["layers"]}
+        return {block_key(sub, layer): to_native(sub, share(params, block_key(sub, layer)))
+                for sub in layer["layers"]}
     # dense, conv2d, rnn/lstm/gru, batchnorm/layernorm, embedding: nothing moves
     return dict(params)
 
@@ -24,8 +27,8 @@ def from_native(layer, native):
     if layer["type"] == "attention":
         return {name: merge_heads(name, p) for name, p in native.items()}
     if layer["type"] == "residual":  # {"0": {"W": ...}} -> "0.W"
-        return {f"{key(sub)}.{local}": p for sub in layer["layers"]
-                for local, p in from_native(sub, native[key(sub)]).items()}
+        return {f"{block_key(sub, layer)}.{local}": p for sub in layer["layers"]
+                for local, p in from_native(sub, native[block_key(sub, layer)]).items()}
     return dict(native)  # nothing moves
 
 
@@ -47,13 +50,3 @@ def merge_heads(name, p):
     return p.reshape(*p.shape[:-2], -1)              # (D, heads, key_dim) -> (D, heads*key_dim),
                                                      # (heads, key_dim) -> (heads*key_dim,)
 
-
-def key(sub):
-    """A sub-layer's key inside its residual block: "3.1" -> "1"."""
-    return sub["name"].rsplit(".", 1)[1]
-
-
-def sub_params(sub, params):
-    """The block's {"1.W": .., "1.b": ..} -> sub-layer "1"'s {"W": .., "b": ..}."""
-    prefix = key(sub) + "."
-    return {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..canonical import local_params
 from .layers import build_layer
 from .layout import from_native, to_native
 from .losses import build_loss
@@ -51,12 +52,6 @@ def make_objective(layers, loss):
             x = forward(params[layer["name"]], x, ctx)  # shapes: layer["out_shape"]
         return loss(x, y), ctx.state
     return objective
-
-
-def local_params(params, layer):
-    """{"3.W": .., "3.0.b": ..} -> the params of layer "3" by local name {"W": .., "0.b": ..}."""
-    prefix = layer["name"] + "."
-    return {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
 
 
 def set_params(model, params, state):

@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from ..canonical import new_curves, penalised, record
 from .losses import penalty
 from .model import inputs
 from .optimizers import build_optimizer
@@ -21,11 +22,13 @@ def train(model, x, y, batches, masks):
     step = jax.jit(make_step(model, optimizer, cfg))  # compiled on the first call, then reused
     data = (*inputs(model, x, y, masks), jnp.asarray(batches))  # the whole data set, on device once
     opt_state = optimizer.init(model.params)
-    curves = {"loss": [], "grad_norm": [], "layer_norms": {}, "diverged_at": None}
+    curves = new_curves()
     for k in range(len(batches)):
         params, new_opt_state, model.state, loss, norm, layer_norms = step(
             model.params, opt_state, model.state, data, k)
-        loss, norm = record(curves, model, loss, norm, layer_norms)
+        order = [layer["name"] for layer in model.spec["layers"]]  # jit returns sorted keys
+        loss, norm = record(curves, float(loss), float(norm), {
+            name: float(layer_norms[name]) for name in order if name in layer_norms})
         if not math.isfinite(loss) or not math.isfinite(norm):
             curves["diverged_at"] = k
             break
@@ -59,16 +62,6 @@ def make_step(model, optimizer, cfg):
 
 
 def weights(params):
-    """The tensors whose local name is exactly "W" (the penalised ones), by canonical name."""
-    return {jax.tree_util.keystr(path, simple=True, separator="."): w
-            for path, w in jax.tree_util.tree_leaves_with_path(params) if path[-1].key == "W"}
-
-
-def record(curves, model, loss, norm, layer_norms):
-    """Append the loss, the global gradient norm and one norm per top-level layer, as floats."""
-    for name in (layer["name"] for layer in model.spec["layers"]):  # jit returns sorted keys
-        if name in layer_norms:
-            curves["layer_norms"].setdefault(name, []).append(float(layer_norms[name]))
-    curves["loss"].append(float(loss))
-    curves["grad_norm"].append(float(norm))
-    return curves["loss"][-1], curves["grad_norm"][-1]
+    """The penalised tensors of a params pytree, by canonical name ("3.0.W")."""
+    return penalised({jax.tree_util.keystr(path, simple=True, separator="."): w
+                      for path, w in jax.tree_util.tree_leaves_with_path(params)})

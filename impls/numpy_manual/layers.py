@@ -11,6 +11,8 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy.special import erf
 
+from ..canonical import block_key, share
+
 __all__ = ["LAYERS", "build_layer"]
 
 
@@ -257,25 +259,20 @@ class Residual:
 
     def __init__(self, layer):
         self.layers = [build_layer(sub, None, False) for sub in layer["layers"]]
-        self.names = [sub["name"] for sub in layer["layers"]]
-        self.prefix = len(layer["name"]) + 1
-
-    def sub_params(self, p, name):
-        local = name[self.prefix:] + "."  # "3.1" inside "3" -> "1."
-        return {k[len(local):]: v for k, v in p.items() if k.startswith(local)}
+        self.keys = [block_key(sub, layer) for sub in layer["layers"]]  # "3.1" in "3" -> "1"
 
     def forward(self, p, x, ctx):
         h, caches = x, []
-        for layer, name in zip(self.layers, self.names):
-            h, cache = layer.forward(self.sub_params(p, name), h, ctx)
+        for layer, key in zip(self.layers, self.keys):
+            h, cache = layer.forward(share(p, key), h, ctx)
             caches.append(cache)
         return x + h, caches
 
     def backward(self, p, caches, dy):
         dh, grads = dy, {}
-        for layer, name, cache in reversed(list(zip(self.layers, self.names, caches))):
-            dh, sub = layer.backward(self.sub_params(p, name), cache, dh)
-            grads.update({f"{name[self.prefix:]}.{k}": g for k, g in sub.items()})
+        for layer, key, cache in reversed(list(zip(self.layers, self.keys, caches))):
+            dh, sub = layer.backward(share(p, key), cache, dh)
+            grads.update({f"{key}.{k}": g for k, g in sub.items()})
         return dy + dh, grads
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..canonical import local_params
 from .layers import build_layer
 from .layout import from_native, to_native
 from .losses import build_loss
@@ -33,12 +34,6 @@ class Model:
 def build_model(spec, native=False):
     layers = [(layer, build_layer(layer, spec["dtype"], native)) for layer in spec["layers"]]
     return Model(spec, layers, build_loss(spec["loss"], native))
-
-
-def local_params(params, layer):
-    """{"3.W": .., "3.0.b": ..} -> the params of layer "3" by local name {"W": .., "0.b": ..}."""
-    prefix = layer["name"] + "."
-    return {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
 
 
 def set_params(model, params, state):

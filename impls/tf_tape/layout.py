@@ -7,6 +7,8 @@ initial values into Keras', and Keras' gradients back into canonical ones.
 """
 import tensorflow as tf
 
+from ..canonical import per_sublayer
+
 __all__ = ["to_native", "from_native"]
 
 _CELL = {"rnn": "simple_rnn_cell", "lstm": "lstm_cell", "gru": "gru_cell"}
@@ -33,7 +35,7 @@ def to_native(layer, params):
     """{canonical local name: value} -> {Keras variable path: value}."""
     kind = layer["type"]
     if kind == "residual":
-        return _nested(layer, params, to_native)
+        return per_sublayer(layer, params, to_native)  # "1.W" -> "1.kernel", per sub-layer
     if kind == "gru":
         params = {k: _swap_r_z(v) for k, v in params.items()}   # gates [r, z, n] -> Keras [z, r, h]
     if kind == "attention":
@@ -45,7 +47,7 @@ def from_native(layer, native):
     """{Keras variable path: value} -> {canonical local name: value}."""
     kind = layer["type"]
     if kind == "residual":
-        return _nested(layer, native, from_native)
+        return per_sublayer(layer, native, from_native)
     names = {path: ours for ours, path in NAMES.get(kind, {}).items()}
     params = {names[k]: v for k, v in native.items()}
     if kind == "gru":
@@ -71,12 +73,3 @@ def _heads_shape(layer, local):
         return (d,)
     return (d, heads, key_dim) if local[0] == "W" else (heads, key_dim)
 
-
-def _nested(layer, values, convert):
-    """A residual block: convert each sub-layer's share ("1.W" -> "1.kernel" and back)."""
-    out, prefix = {}, len(layer["name"]) + 1
-    for sub in layer["layers"]:
-        local = sub["name"][prefix:] + "."            # "3.1" inside "3" -> "1."
-        share = {k[len(local):]: v for k, v in values.items() if k.startswith(local)}
-        out.update({local + k: v for k, v in convert(sub, share).items()})
-    return out

@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ..canonical import block_key, local_params
 from .layers import build_layer, call_layers
 from .layout import from_native, to_native
 from .losses import build_loss
@@ -74,17 +75,10 @@ def walk(layers):
 def native_variables(obj, layer):
     """{Keras variable path inside the layer: variable}: "kernel", "lstm_cell/kernel", "1.bias"."""
     if layer["type"] == "residual":
-        prefix = len(layer["name"]) + 1
-        return {f"{sub['name'][prefix:]}.{k}": v
+        return {f"{block_key(sub, layer)}.{k}": v
                 for sub, sub_obj in zip(layer["layers"], obj.blocks)
                 for k, v in native_variables(sub_obj, sub).items()}
     return {v.path[len(obj.path) + 1:]: v for v in obj.weights}
-
-
-def local_params(params, layer):
-    """{"3.W": .., "3.0.b": ..} -> the params of layer "3" by local name {"W": .., "0.b": ..}."""
-    prefix = layer["name"] + "."
-    return {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
 
 
 def set_params(model, params, state):

@@ -7,6 +7,7 @@ that a diverged step stops before its update.
 import numpy as np
 import tensorflow as tf
 
+from ..canonical import new_curves, penalised, per_layer, record
 from .losses import penalty
 from .model import canonical_variables, forward, trainable
 from .optimizers import build_optimizer
@@ -18,12 +19,14 @@ def train(model, x, y, batches, masks):
     """Run len(batches) steps; return the curves (loss and norms before each update)."""
     optimizer = build_optimizer(model.spec["optimizer"], model.native)
     gradients, update = compile_step(model, optimizer, model.spec["train"])
-    curves = {"loss": [], "grad_norm": [], "layer_norms": {}, "diverged_at": None}
+    curves = new_curves()
     for step, idx in enumerate(batches):
         step_masks = {name: m[step] for name, m in masks.items()}
         loss, grads, squares = gradients(x[idx], y[idx], step_masks)
         loss, squares = loss.numpy(), {k: sq.numpy() for k, sq in squares.items()}
-        norm = record(curves, loss, squares)
+        norm = np.sqrt(sum(squares.values()))
+        record(curves, float(loss), float(norm),
+               {layer: float(np.sqrt(sq)) for layer, sq in squares.items()})
         if not np.isfinite(loss) or not np.isfinite(norm):
             curves["diverged_at"] = step
             break
@@ -42,13 +45,11 @@ def compile_step(model, optimizer, cfg):
     @tf.function
     def gradients(x, y, masks):
         with tf.GradientTape() as tape:
-            weights = {k: w for k, w in canonical_variables(model).items()
-                       if k.rsplit(".", 1)[1] == "W"}
+            weights = penalised(canonical_variables(model))
             loss = forward(model, x, y, masks) + penalty(weights, cfg["l1"], cfg["l2"])
         grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, variables)]  # dense
-        squares = {}
-        for (layer, _, _), g in zip(entries, grads):
-            squares[layer] = squares.get(layer, 0.0) + tf.reduce_sum(g * g)  # in the model's dtype
+        squares = per_layer({f"{layer}.{path}": g for (layer, path, _), g in zip(entries, grads)},
+                            lambda g: tf.reduce_sum(g * g))  # in the model's dtype
         return loss, grads, squares
 
     @tf.function
@@ -59,12 +60,3 @@ def compile_step(model, optimizer, cfg):
         optimizer.apply_gradients(zip(grads, variables))
     return gradients, update
 
-
-def record(curves, loss, squares):
-    """Append the loss, the global gradient norm and one norm per top-level layer."""
-    for layer, sq in squares.items():
-        curves["layer_norms"].setdefault(layer, []).append(float(np.sqrt(sq)))
-    norm = np.sqrt(sum(squares.values()))
-    curves["loss"].append(float(loss))
-    curves["grad_norm"].append(float(norm))
-    return norm

@@ -9,6 +9,8 @@ same names on both sides and pass through.
 """
 import torch
 
+from ..canonical import per_sublayer
+
 __all__ = ["to_native", "from_native"]
 
 RECURRENT = ("rnn", "lstm", "gru")
@@ -19,7 +21,7 @@ RUNNING = ("running_mean", "running_var")
 def to_native(layer, params):
     kind, p = layer["type"], params
     if kind == "residual":
-        return _per_sublayer(layer, p, to_native)
+        return per_sublayer(layer, p, to_native)  # "1.W" -> "1.weight", sub-layer by sub-layer
     native = {k: p[k] for k in RUNNING if k in p}
     if kind == "dense":
         native["weight"] = p["W"].T                    # (in, out) -> (out, in): y = x weight^T + b
@@ -51,7 +53,7 @@ def from_native(layer, native):
     """The inverse of to_native; what `native` lacks (a parameter without gradient) is skipped."""
     kind, n = layer["type"], native
     if kind == "residual":
-        return _per_sublayer(layer, n, from_native)
+        return per_sublayer(layer, n, from_native)
     params = {}
     if kind == "dense" and "weight" in n:
         params["W"] = n["weight"].T                    # (out, in) -> (in, out)
@@ -82,12 +84,3 @@ def from_native(layer, native):
 def _renamed(tensors, names):
     return {new: tensors[old] for old, new in names.items() if old in tensors}
 
-
-def _per_sublayer(layer, tensors, convert):
-    """A residual block: convert each sub-layer's "j.*" entries, j its index in the block."""
-    out = {}
-    for sub in layer["layers"]:
-        j = sub["name"][len(layer["name"]) + 1:]       # "3.1" inside "3" -> "1"
-        mine = {k[len(j) + 1:]: v for k, v in tensors.items() if k.startswith(j + ".")}
-        out.update({f"{j}.{k}": v for k, v in convert(sub, mine).items()})
-    return out

@@ -6,6 +6,7 @@ layouts. Every crossing goes through layout.py, one layer at a time.
 import torch
 from torch import nn
 
+from ..canonical import local_params
 from .layers import Dropout, build_layer
 from .layout import from_native, to_native
 from .losses import build_loss
@@ -35,12 +36,6 @@ class Model(nn.Module):
 
 def build_model(spec, native=False):
     return Model(spec, native)  # training mode, the default: BatchNorm uses batch statistics
-
-
-def local_params(params, layer):
-    """{"3.W": .., "3.0.b": ..} -> the params of layer "3" by local name {"W": .., "0.b": ..}."""
-    prefix = layer["name"] + "."
-    return {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
 
 
 def canonical(model, native_of):

@@ -1,6 +1,7 @@
 """The training loop: forward, loss.backward(), record, clip, optimizer.step()."""
 import torch
 
+from ..canonical import new_curves, penalised, per_layer, record
 from .losses import penalty
 from .model import canonical
 from .optimizers import build_optimizer
@@ -14,19 +15,23 @@ def train(model, x, y, batches, masks):
     parameters = [p for p in model.parameters() if p.requires_grad]  # not the frozen biases
     optimizer = build_optimizer(model.spec["optimizer"], model.native)(parameters)
     x, y = torch.as_tensor(x), torch.as_tensor(y)
-    curves = {"loss": [], "grad_norm": [], "layer_norms": {}, "diverged_at": None}
+    curves = new_curves()
     for step, idx in enumerate(batches):
         step_masks = {name: torch.as_tensor(m[step]) for name, m in masks.items()}
         idx = torch.as_tensor(idx)
         optimizer.zero_grad()
         loss = model.loss(model(x[idx], step_masks), y[idx])
         # the penalty is on the canonical W (a view of torch's weight), so its name can be checked
-        weights = {k: w for k, w in canonical(model, lambda m: dict(m.named_parameters())).items()
-                   if k.rsplit(".", 1)[1] == "W"}
+        weights = penalised(canonical(model, lambda m: dict(m.named_parameters())))
         loss = loss + penalty(weights, cfg["l1"], cfg["l2"])
         loss.backward()
-        norm = record(curves, loss, {k: p.grad for k, p in model.layers.named_parameters()
-                                     if p.grad is not None})
+        # torch names: their first component ("3" in "3.0.weight") is the layer's index in
+        # model.layers, the same as in the canonical name
+        squares = per_layer({k: p.grad for k, p in model.layers.named_parameters()
+                             if p.grad is not None}, lambda g: (g * g).sum())  # model's dtype
+        norm = sum(squares.values()).sqrt()
+        record(curves, loss.item(), norm.item(),
+               {layer: sq.sqrt().item() for layer, sq in squares.items()})
         if not torch.isfinite(loss) or not torch.isfinite(norm):
             curves["diverged_at"] = step
             break
@@ -45,20 +50,3 @@ def clip(parameters, norm, clip_norm, native):
     for p in parameters:
         p.grad.mul_(scale)
 
-
-def record(curves, loss, grads):
-    """Append the loss, the global gradient norm and one norm per top-level layer.
-
-    `grads` is keyed by torch names; their first component ("3" in "3.0.weight") is the
-    layer's index in model.layers, the same as in the canonical name.
-    """
-    squares = {}
-    for name, g in grads.items():
-        layer = name.split(".", 1)[0]
-        squares[layer] = squares.get(layer, 0.0) + (g * g).sum()  # in the model's dtype
-    for layer, sq in squares.items():
-        curves["layer_norms"].setdefault(layer, []).append(sq.sqrt().item())
-    norm = sum(squares.values()).sqrt()
-    curves["loss"].append(loss.item())
-    curves["grad_norm"].append(norm.item())
-    return norm

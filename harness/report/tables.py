@@ -1,11 +1,10 @@
 """Plain-text tables for the terminal (and the markdown report)."""
 import math
 
-from .compare import CURVES, PAIRWISE
-from .finite_diff import TOLERANCE as FD_TOLERANCE
-from .registry import ORDER
-
-SHORT = {"numpy": "np", "torch": "pt", "tensorflow": "tf", "jax": "jax"}
+from ..compare.curves import CURVES
+from ..compare.finite_diff import TOLERANCE as FD_TOLERANCE
+from ..compare.pairwise import PAIRWISE
+from ..registry import ORDER, short
 
 
 def fmt(x):
@@ -29,8 +28,8 @@ def check_table(models):
     """One row per model: status per framework, worst relative error per pair, worst FD."""
     fws = [fw for fw in ORDER if any(fw in m["frameworks"] for m in models)]
     pairs = [(a, b) for i, a in enumerate(fws) for b in fws[i + 1:]]
-    header = ["model", "dtype", *[SHORT[f] for f in fws],
-              *[f"{SHORT[a]}~{SHORT[b]}" for a, b in pairs], "fin.diff", "result"]
+    header = ["model", "dtype", *[short(f) for f in fws],
+              *[f"{short(a)}~{short(b)}" for a, b in pairs], "fin.diff", "result"]
     rows, notes = [], []
     for m in models:
         worst = {}
@@ -72,8 +71,8 @@ def check_footer(models):
 def train_table(models):
     """One row per model: final loss and worst curve difference per framework."""
     fws = [fw for fw in ORDER if any(fw in m["frameworks"] for m in models)]
-    header = ["model", "dtype", "mode", "steps", *[f"{SHORT[f]} final" for f in fws],
-              *[f"{SHORT[f]} vs ref" for f in fws[1:]], "result"]
+    header = ["model", "dtype", "mode", "steps", *[f"{short(f)} final" for f in fws],
+              *[f"{short(f)} vs ref" for f in fws[1:]], "result"]
     rows, notes = [], []
     for m in models:
         info = [m["frameworks"].get(f, {}) for f in fws]

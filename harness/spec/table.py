@@ -6,7 +6,7 @@ which keys the user wrote, and `finish()` refuses keys nobody asked for.
 """
 import math
 
-from .errors import InputError
+from ..errors import InputError
 
 
 def _type_name(value):

@@ -1,4 +1,4 @@
-"""One framework, one process: `python -m harness.worker --framework torch --threads 1`.
+"""One framework, one process: `python -m crossgrad.harness.run.worker --framework torch`.
 
 The command line names the framework so `ps` shows who is who. The worker imports
 its implementation once (TensorFlow alone takes seconds), says hello with its
@@ -8,6 +8,10 @@ stderr instead, whose last lines the harness reports if the worker dies.
 
 CROSSGRAD_FAULT=<framework>:<raise|segfault|kill|hang|exit>[:<model>] injects a
 fault before a job, so the fault isolation of the executors can be tested for real.
+
+`perform(impl, job)` is the worker side of a job (jobs.py builds the harness side):
+it builds the model from the spec, loads the shared arrays, and returns canonical
+NumPy arrays only.
 """
 import argparse
 import faulthandler
@@ -17,6 +21,8 @@ import sys
 import threading
 import time
 import traceback
+
+import numpy as np
 
 from . import protocol
 
@@ -28,8 +34,7 @@ def main(argv=None):
     channel = os.fdopen(os.dup(1), "wb")   # protocol messages only
     os.dup2(2, 1)                          # stray prints from frameworks go to stderr
     try:
-        from . import registry
-        from .jobs import execute
+        from .. import registry
         impl = registry.load(args.framework)
         settings = impl.runtime.configure(args.threads)
     except Exception as err:  # an import that fails is reported, not raised
@@ -41,11 +46,46 @@ def main(argv=None):
     while (job := protocol.recv(sys.stdin.buffer)) is not None:
         try:
             _inject_fault(args.framework, job)
-            result = dict(execute(impl, job), status="ok")
+            result = dict(perform(impl, job), status="ok")
         except Exception as err:
             result = {"status": "failed", "error": _short_error(err)}
         protocol.send(channel, result)
     return 0
+
+
+def perform(impl, job):
+    """Run one job against one implementation; every array returned is canonical NumPy."""
+    start = time.perf_counter()
+    model = impl.model.build_model(job["spec"], native=job["native"])
+    impl.model.set_params(model, job["params"], job["state"])
+    if job["kind"] == "check":
+        result = _check(impl, model, job)
+    else:
+        curves = impl.train.train(model, job["x"], job["y"], job["batches"], job["masks"])
+        params, state = impl.model.get_params(model)
+        result = {"curves": curves, "params": _numpy(params), "state": _numpy(state)}
+    result["seconds"] = time.perf_counter() - start
+    return result
+
+
+def _check(impl, model, job):
+    """Loss and gradients on the batch, then the loss along every finite-difference probe."""
+    x, y, masks = job["x"], job["y"], job["masks"]
+    loss, grads, state = impl.model.loss_and_gradients(model, x, y, masks)
+    fd_values = []
+    for name, direction in job["probes"]:
+        row = []
+        for t in job["steps"]:
+            moved = dict(job["params"], **{name: job["params"][name] + t * direction})
+            impl.model.set_params(model, moved, job["state"])
+            row.append(impl.model.loss_value(model, x, y, masks))
+        fd_values.append(row)
+    return {"loss": float(loss), "grads": _numpy(grads), "state": _numpy(state),
+            "fd_values": np.asarray(fd_values)}
+
+
+def _numpy(arrays):
+    return {k: np.asarray(v) for k, v in arrays.items()}
 
 
 def _exit_with_parent():
@@ -61,7 +101,7 @@ def _exit_with_parent():
 
 
 def _parse(argv):
-    parser = argparse.ArgumentParser(prog="python -m harness.worker")
+    parser = argparse.ArgumentParser(prog="python -m crossgrad.harness.run.worker")
     parser.add_argument("--framework", required=True)
     parser.add_argument("--threads", type=int, default=1)
     return parser.parse_args(argv)

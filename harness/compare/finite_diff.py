@@ -1,9 +1,7 @@
 """Finite-difference checks of each framework's gradient, in float64.
 
-For every parameter tensor the harness picks probe directions d (unit norm): every
-basis vector of a tiny tensor; for a larger one two random Gaussian directions and
-one random entry (64 probes a model at most, every tensor at least once). Each
-worker evaluates its own loss at p + t d for t = +-h0/4^k;
+For every parameter tensor the harness picks probe directions d (spec/probes.py) and
+each worker evaluates its own loss at p + t d for t = +-h0/4^k;
 here those values become the directional derivative by Ridders' extrapolation over
 the window of steps with the smallest error estimate (its own estimate plus the
 rounding noise eps*|loss|/h), and are compared with <g, d> from the gradient:
@@ -23,44 +21,15 @@ reported with status "kink" and both one-sided values, not silently passed or
 failed; the pairwise comparison still checks the gradient every framework chose.
 """
 import math
-import zlib
 
 import numpy as np
 
-H0, RATIO, LEVELS = 0.5, 4.0, 11   # steps h0, h0/4, ..., h0/4^10 (about 5e-7)
+from ..registry import ORDER
+from ..spec.probes import H0, LEVELS, RATIO
+
 WINDOW = 4                   # Ridders runs on every 4 consecutive steps; the best error wins
-SMALL = 3                    # tensors up to this size are probed entry by entry
-BUDGET = 64                  # probes per model: one random direction per tensor, then more
 TOLERANCE = 1e-6
 EPS = np.finfo(np.float64).eps
-
-
-def steps():
-    """The offsets t at which workers evaluate the loss: [+h0, -h0, +h0/4, -h0/4, ...]."""
-    hs = H0 / RATIO ** np.arange(LEVELS)
-    return np.stack([hs, -hs], 1).reshape(-1)
-
-
-def probes(param_shapes, seed):
-    """[(param name, unit direction)] drawn from the seed; the same for every framework.
-
-    Round 1 gives every tensor one probe (a random direction, or its first entry if tiny);
-    round 2 a second random direction and round 3 one random entry, while the budget lasts."""
-    picks = {name: _candidates(name, math.prod(shape), seed) for name, shape in param_shapes.items()}
-    out = []
-    for round_ in range(max(map(len, picks.values()), default=0)):
-        for name, shape in param_shapes.items():
-            if round_ < len(picks[name]) and (round_ == 0 or len(out) < BUDGET):
-                out.append((name, picks[name][round_].reshape(shape)))
-    return sorted(out, key=lambda p: list(param_shapes).index(p[0]))
-
-
-def _candidates(name, size, seed):
-    if size <= SMALL:
-        return [np.eye(size)[i] for i in range(size)]
-    rng = np.random.default_rng([seed, 4, zlib.crc32(name.encode())])
-    gauss = [rng.standard_normal(size) for _ in range(2)]
-    return [g / np.linalg.norm(g) for g in gauss] + [np.eye(1, size, rng.integers(size)).ravel()]
 
 
 def extrapolate(estimates, power, noise):
@@ -120,3 +89,16 @@ def describe(direction):
     if len(nonzero) == 1:
         return "entry " + str(tuple(int(i) for i in np.unravel_index(nonzero[0], direction.shape)))
     return "random"
+
+
+def finite_differences(results, probes):
+    """One row per (framework, probe), from the loss values each worker computed."""
+    rows = []
+    for fw in ORDER:
+        result = results.get(fw, {})
+        if result.get("status") != "ok" or not len(probes):
+            continue
+        for (name, direction), values in zip(probes, result["fd_values"]):
+            row = check(name, direction, result["grads"][name], result["loss"], values)
+            rows.append({"framework": fw, **row, "passed": row["status"] != "mismatch"})
+    return rows

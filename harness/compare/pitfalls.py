@@ -8,7 +8,7 @@ The sources are in the README ("Framework pitfalls found").
 from dataclasses import dataclass
 from typing import Callable
 
-from .layers import walk
+from ..spec.catalog import walk
 
 # Defaults of the framework optimizers for the keys a spec may leave out:
 # {framework: {optimizer type: {spec key: framework default}}}

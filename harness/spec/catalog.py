@@ -10,7 +10,7 @@ and GRU gates [r, z, n]; attention Wq/Wk/Wv (D, heads*key_dim), Wo (heads*key_di
 """
 import math
 
-from .init import parse_initializer
+from .initializers import parse_initializer
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "gelu", "identity")
 

@@ -8,10 +8,9 @@ matplotlib.use("Agg")  # files only, no screen
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .compare import CURVES, PAIRWISE  # noqa: E402
-from .registry import ORDER  # noqa: E402
-
-COLORS = {"numpy": "#444444", "torch": "#ee4c2c", "tensorflow": "#ff9900", "jax": "#2f6fdf"}
+from ..compare.curves import CURVES  # noqa: E402
+from ..compare.pairwise import PAIRWISE  # noqa: E402
+from ..registry import ORDER, color  # noqa: E402
 STYLES = {"float64": "-", "float32": "--"}
 EXACT = 1e-17  # where exact agreement is drawn on a log axis
 
@@ -38,7 +37,7 @@ def model_figure(name, reference, curves, native, norms, comparisons):
 
 def _loss_curves(ax, curves, title):
     for (fw, dtype), c in curves.groupby(["framework", "dtype"]):
-        ax.plot(c["step"], c["loss"], STYLES.get(dtype, "-"), color=COLORS[fw], lw=1.3,
+        ax.plot(c["step"], c["loss"], STYLES.get(dtype, "-"), color=color(fw), lw=1.3,
                 label=fw if dtype == "float64" else None, alpha=0.85)
     ax.set(title=title, xlabel="step", ylabel="loss")
     ax.legend(fontsize=8)
@@ -50,7 +49,7 @@ def _differences(ax, curves, reference, title, tolerances):
         if fw == reference:
             continue
         y = np.clip(c["rel_diff"].to_numpy(float), EXACT, None)
-        ax.semilogy(c["step"], y, STYLES.get(dtype, "-"), color=COLORS[fw], lw=1.2,
+        ax.semilogy(c["step"], y, STYLES.get(dtype, "-"), color=color(fw), lw=1.2,
                     label=f"{fw} {dtype}")
         drawn = True
     if tolerances:

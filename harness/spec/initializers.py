@@ -10,7 +10,7 @@ import zlib
 
 import numpy as np
 
-from .reader import Table
+from .table import Table
 
 # name -> (keys with defaults, draw(rng, shape, fan_in, fan_out, **keys) -> float64 array)
 INITIALIZERS = {

@@ -1,150 +1,29 @@
-"""The report folder: manifest.json, CSV tables, results.json, report.md, report.html.
-
-Both documents are built from one list of blocks, so they say the same thing;
-the HTML embeds its plots and needs nothing beside it.
-"""
-import base64
+"""What the report says: its blocks (headings, paragraphs, tables, one figure per model)."""
 import html
-import json
 
 import pandas as pd
 
 from . import plots
-from .atomic import atomic_dir
-from .compare import CURVES, PAIRWISE
-from .finite_diff import TOLERANCE as FD_TOLERANCE
-from .outputs import plain
-from .registry import ORDER
+from ..compare.curves import CURVES
+from ..compare.finite_diff import TOLERANCE as FD_TOLERANCE
+from ..compare.pairwise import PAIRWISE
+from ..registry import FRAMEWORKS, ORDER, REFERENCE
+from .document import Doc
 from .tables import fmt
 
 HOW_TO_READ = (
-    "Every model was run by four implementations from the same initial weights, data, "
+    f"Every model was run by {len(ORDER)} implementations from the same initial weights, data, "
     "batch order and dropout masks, drawn once from the seed. <b>Gradient check</b>: the "
     "loss and every parameter's gradient on the first batch, compared pair by pair as "
     "max|a - b| / max|a| (the error relative to the tensor's largest entry) and, in "
     "float64, against finite differences. <b>Training</b>: the loss before each update, "
-    "relative to the reference implementation (NumPy). <b>Native defaults</b>: each "
+    f"relative to the reference implementation ({FRAMEWORKS[REFERENCE].label}). <b>Native defaults</b>: each "
     "framework's optimizer and loss as a practitioner would first write them, with the "
     "framework's own defaults; there the curves are expected to part, and the step where "
     "they do is shown. Tolerances: float64 gradients within "
     f"{PAIRWISE['float64']:g}, float32 within {PAIRWISE['float32']:g}, finite differences "
     f"within {FD_TOLERANCE:g}; curves within {CURVES['float64']:g} (float64) and "
     f"{CURVES['float32']:g} (float32).")
-
-
-class Doc:
-    """Blocks: ("h", level, text) ("p", html) ("table", header, rows) ("img", name, png)."""
-
-    def __init__(self):
-        self.blocks = []
-
-    def h(self, level, text):
-        self.blocks.append(("h", level, text))
-
-    def p(self, text):
-        self.blocks.append(("p", text))
-
-    def table(self, header, rows):
-        self.blocks.append(("table", header, rows))
-
-    def img(self, name, png):
-        self.blocks.append(("img", name, png))
-
-    def markdown(self):
-        out = []
-        for kind, *b in self.blocks:
-            if kind == "h":
-                out.append("#" * b[0] + " " + b[1])
-            elif kind == "p":
-                out.append(b[0].replace("<b>", "**").replace("</b>", "**")
-                           .replace("<code>", "`").replace("</code>", "`"))
-            elif kind == "table":
-                out.append("| " + " | ".join(b[0]) + " |\n|" + "---|" * len(b[0]) + "\n" +
-                           "\n".join("| " + " | ".join(map(str, r)) + " |" for r in b[1]))
-            else:
-                out.append(f"![{b[0]}](plots/{b[0]}.png)")
-        return "\n\n".join(out) + "\n"
-
-    def html(self, title):
-        body = []
-        for kind, *b in self.blocks:
-            if kind == "h":
-                body.append(f"<h{b[0]} id='{html.escape(b[1])}'>{html.escape(b[1])}</h{b[0]}>")
-            elif kind == "p":
-                body.append(f"<p>{b[0]}</p>")
-            elif kind == "table":
-                head = "".join(f"<th>{html.escape(str(c))}</th>" for c in b[0])
-                rows = "".join("<tr>" + "".join(f"<td class='{_cls(c)}'>{html.escape(str(c))}"
-                                                "</td>" for c in r) + "</tr>" for r in b[1])
-                body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
-            else:
-                data = base64.b64encode(b[1]).decode()
-                body.append(f"<img class='plot' alt='plots of {html.escape(b[0])}' "
-                            f"src='data:image/png;base64,{data}'>")
-        return HTML.format(title=html.escape(title), body="\n".join(body))
-
-
-def _cls(cell):
-    return {"PASS": "pass", "FAIL": "fail", "failed": "fail", "skipped": "skip"}.get(str(cell), "")
-
-
-HTML = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
-<style>
-body {{ font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }}
-table {{ border-collapse: collapse; margin: 0.8em 0; font-size: 12.5px; }}
-th, td {{ border: 1px solid #ccc; padding: 3px 7px; text-align: left; }}
-th {{ background: #f3f3f3; }}
-td.pass {{ color: #17803d; font-weight: 600; }} td.fail {{ color: #c4161c; font-weight: 700; }}
-td.skip {{ color: #888; }} img.plot {{ width: 100%; border: 1px solid #eee; }}
-code {{ background: #f6f6f6; padding: 0 3px; }}
-</style></head><body>
-{body}
-<script>
-// Lets a headless browser (and the tests) tell that every plot decoded.
-window.addEventListener("load", () => {{
-  const images = [...document.images];
-  document.body.dataset.plots = images.length;
-  document.body.dataset.plotsDecoded = images.filter(i => i.complete && i.naturalWidth > 0).length;
-}});
-</script>
-</body></html>
-"""
-
-
-def write_report(folder, specs, check=None, aligned=None, native=None, manifest=None):
-    """Write the whole folder atomically: complete, or the previous one stays."""
-    tables = _frames(check, aligned, native)
-    doc = build_doc(specs, check, aligned, native, manifest, tables)
-    with atomic_dir(folder) as tmp:
-        (tmp / "manifest.json").write_text(json.dumps(plain(manifest), indent=1) + "\n")
-        results = {"check": check.to_json() if check else None,
-                   "train": aligned.to_json() if aligned else None,
-                   "native": native.to_json() if native else None}
-        (tmp / "results.json").write_text(json.dumps(plain(results), indent=1) + "\n")
-        for name, frame in tables.items():
-            # full precision where `crossgrad diff` compares values; norms are for reading
-            frame.to_csv(tmp / f"{name}.csv", index=False,
-                         float_format="%.6g" if name == "grad_norms" else None)
-        (tmp / "plots").mkdir()
-        for kind, *b in doc.blocks:
-            if kind == "img":
-                (tmp / "plots" / f"{b[0]}.png").write_bytes(b[1])
-        (tmp / "report.md").write_text(doc.markdown())
-        (tmp / "report.html").write_text(doc.html("crossgrad report"))
-
-
-def _frames(check, aligned, native):
-    trains = [t for t in (aligned, native) if t is not None]
-    frames = {
-        "checks": check.summary if check else pd.DataFrame(),
-        "gradients": check.comparisons if check else pd.DataFrame(),
-        "finite_differences": check.finite_difference if check else pd.DataFrame(),
-        "curves": pd.concat([t.curves for t in trains]) if trains else pd.DataFrame(),
-        "grad_norms": pd.concat([t.grad_norms for t in trains]) if trains else pd.DataFrame(),
-        "training": pd.concat([t.summary for t in trains]) if trains else pd.DataFrame(),
-    }
-    return frames
 
 
 def build_doc(specs, check, aligned, native, manifest, tables):
@@ -277,7 +156,7 @@ def _model_section(doc, spec, check, aligned, native, tables):
     native_curves = mine[mine["mode"] == "native"] if len(mine) else None
     norms = tables["grad_norms"]
     ref = next((m["reference"] for m in (aligned.models if aligned else [])
-                if m["name"] == spec.name), "numpy")
+                if m["name"] == spec.name), REFERENCE)
     if len(norms):
         norms = norms[(norms["model"] == spec.name) & (norms["mode"] == "aligned") &
                       (norms["dtype"] == "float64") & (norms["framework"] == ref)]

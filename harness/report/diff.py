@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .compare import CURVES
-from .errors import InputError
+from ..compare.curves import CURVES
+from ..errors import InputError
 from .tables import fmt, render as render_table
 
 

@@ -6,8 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import registry
-from .threads import recorded
+from .. import registry
+from .environment import recorded
 
 
 def now():
@@ -29,7 +29,7 @@ def cpu():
 
 def git_commit():
     """The project's commit, and whether the working tree differs from it."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]  # the checkout: harness/run/ is two below
     try:
         commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], text=True,
                                 capture_output=True, timeout=10).stdout.strip()

@@ -14,9 +14,9 @@ from importlib import resources
 from pathlib import Path
 
 from .data import CLASSIFICATION, parse_data
-from .errors import InputError
-from .layers import parse_layers, walk
-from .reader import Table
+from ..errors import InputError
+from .catalog import parse_layers, walk
+from .table import Table
 
 DTYPES = ("float64", "float32")
 LOSSES = ("mse", "half_squared_error", "binary_cross_entropy",
@@ -35,6 +35,7 @@ OPTIMIZERS = {
 }
 TOP_KEYS = ("name", "description", "reproduces", "dtype", "seed", "input_shape", "data",
             "layers", "loss", "optimizer", "train")
+ZOO = __package__ + ".zoo"  # the built-in specs, package data
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
@@ -145,14 +146,14 @@ def _decode(text, path):
 
 
 def zoo_names():
-    return sorted(p.name[:-5] for p in resources.files("harness.zoo").iterdir()
+    return sorted(p.name[:-5] for p in resources.files(ZOO).iterdir()
                   if p.name.endswith(".toml"))
 
 
 def zoo_spec(name, **overrides):
     if name not in zoo_names():
         raise InputError("--zoo", name, f"no such zoo model; known: {', '.join(zoo_names())}")
-    with resources.as_file(resources.files("harness.zoo") / f"{name}.toml") as path:
+    with resources.as_file(resources.files(ZOO) / f"{name}.toml") as path:
         return load_spec(path, **overrides)
 
 

@@ -1,10 +1,11 @@
 """Running jobs in worker processes: a local pool, and (in ray_executor) a Ray cluster.
 
-A worker serves one framework; a pool slot keeps its worker while jobs of that
-framework remain, so each framework is imported once per slot. A job whose worker
-raises, dies (segfault, SIGKILL) or runs past the timeout comes back as
-{"status": "failed", "error": ...}; the slot starts a fresh worker for the next job,
-and every other result is kept.
+A worker serves one framework; a `Slot` keeps its worker while jobs of that framework
+remain, so each framework is imported once per slot. A job whose worker raises, dies
+(segfault, SIGKILL) or runs past the timeout comes back as {"status": "failed",
+"error": ...}; the slot starts a fresh worker for the next job, and every other result
+is kept. The local pool and the Ray executor share `Slot`, `JobQueue` and `drive`:
+they differ only in where a slot lives (a thread here, a Ray actor there).
 """
 import os
 import signal
@@ -15,9 +16,10 @@ import threading
 import time
 
 from . import protocol
-from .threads import worker_env
+from .environment import worker_env
 
 STARTUP_SECONDS = 300
+WORKER_MODULE = __package__ + ".worker"
 
 
 class WorkerDied(Exception):
@@ -25,13 +27,13 @@ class WorkerDied(Exception):
 
 
 class WorkerProcess:
-    """A running `python -m harness.worker --framework X`."""
+    """A running `python -m crossgrad.harness.run.worker --framework X`."""
 
     def __init__(self, framework, threads):
         self.framework = framework
         self.stderr = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "harness.worker", "--framework", framework,
+            [sys.executable, "-m", WORKER_MODULE, "--framework", framework,
              "--threads", str(threads)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
             env=worker_env(threads), start_new_session=True)
@@ -86,6 +88,45 @@ class WorkerProcess:
         self.stderr.close()
 
 
+class Slot:
+    """One place where jobs run, one at a time: it keeps its worker between jobs of the
+    same framework, starts a fresh one after a death, and says when a framework cannot start."""
+
+    def __init__(self, threads, timeout):
+        self.threads, self.timeout, self.worker = threads, timeout, None
+
+    @property
+    def framework(self):
+        return self.worker.framework if self.worker else None
+
+    def run(self, job):
+        """-> (result, the new worker's hello or None, whether the framework failed to start)."""
+        hello = None
+        if self.worker is not None and self.worker.framework != job["framework"]:
+            self.close()
+        if self.worker is None:
+            try:
+                self.worker = WorkerProcess(job["framework"], self.threads)
+            except WorkerDied as err:
+                return {"status": "failed", "error": f"worker could not start: {err}"}, None, True
+            if not self.worker.hello.get("ok"):
+                error = self.worker.hello.get("error", "import failed")
+                self.close()
+                return {"status": "skipped", "error": error}, None, True
+            hello = self.worker.hello
+        try:
+            return self.worker.run(job, self.timeout), hello, False
+        except WorkerDied as err:
+            self.worker.kill()
+            self.worker = None
+            return {"status": "failed", "error": str(err)}, hello, False
+
+    def close(self):
+        if self.worker is not None:
+            self.worker.close()
+            self.worker = None
+
+
 class JobQueue:
     """Jobs not yet started; a slot prefers its own framework, then one nobody runs."""
 
@@ -114,6 +155,38 @@ class JobQueue:
             return dropped
 
 
+def drive(jobs, slots, run_on, on_result=None, serving=lambda n: None):
+    """Run `jobs` on `slots` slots, one thread each: `run_on(n, job)` runs a job on slot n and
+    returns Slot.run's triple; `serving(n)` is the framework slot n's worker already serves.
+    -> (results in job order, {framework: hello of each worker started})."""
+    results, hellos, queue = [None] * len(jobs), {}, JobQueue(jobs)
+
+    def finish(index, result):
+        results[index] = result
+        if on_result:
+            on_result(jobs[index], result)
+
+    def loop(n):
+        framework = serving(n)
+        while (taken := queue.take(n, framework)) is not None:
+            index, job = taken
+            result, hello, unstartable = run_on(n, job)
+            framework = None if unstartable else job["framework"]
+            if hello:
+                hellos[job["framework"]] = hello
+            finish(index, result)
+            if unstartable:  # the same import would fail again: the framework's jobs end here
+                for i, _ in queue.drop_framework(job["framework"]):
+                    finish(i, dict(result))
+
+    threads = [threading.Thread(target=loop, args=(n,), daemon=True) for n in range(slots)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results, hellos
+
+
 class LocalExecutor:
     """A pool of `workers` slots (default: one per CPU core) on this machine."""
 
@@ -123,8 +196,7 @@ class LocalExecutor:
         self.workers = workers or os.cpu_count() or 1
         self.threads, self.timeout = threads, timeout
         self.hellos = {}
-        self.idle = []            # workers kept between run() calls, until close()
-        self.lock = threading.Lock()
+        self.slots = []           # kept between run() calls, with their workers, until close()
 
     def __enter__(self):
         return self
@@ -133,69 +205,16 @@ class LocalExecutor:
         self.close()
 
     def close(self):
-        with self.lock:
-            idle, self.idle = self.idle, []
-        for worker in idle:
-            worker.close()
+        for slot in self.slots:
+            slot.close()
+        self.slots = []
 
     def run(self, jobs, on_result=None):
         """Run every job; results in job order, each a dict with a "status"."""
-        results = [None] * len(jobs)
-        queue = JobQueue(jobs)
-
-        def finish(index, result):
-            results[index] = result
-            if on_result:
-                on_result(jobs[index], result)
-
-        slots = [threading.Thread(target=self._slot, args=(n, queue, finish), daemon=True)
-                 for n in range(min(self.workers, len(jobs)))]
-        for t in slots:
-            t.start()
-        for t in slots:
-            t.join()
+        while len(self.slots) < min(self.workers, len(jobs)):
+            self.slots.append(Slot(self.threads, self.timeout))
+        results, hellos = drive(jobs, min(self.workers, len(jobs)),
+                                lambda n, job: self.slots[n].run(job), on_result,
+                                lambda n: self.slots[n].framework)
+        self.hellos.update(hellos)
         return results
-
-    def _slot(self, slot, queue, finish):
-        worker = None
-        while (taken := queue.take(slot, worker.framework if worker else None)) is not None:
-            index, job = taken
-            if worker is not None and worker.framework != job["framework"]:
-                worker.close()
-                worker = None
-            if worker is None:
-                worker, status, error = self._idle_or_start(job["framework"])
-                if worker is None:
-                    for i, _ in [(index, job)] + queue.drop_framework(job["framework"]):
-                        finish(i, {"status": status, "error": error})
-                    continue
-            try:
-                finish(index, worker.run(job, self.timeout))
-            except WorkerDied as err:
-                finish(index, {"status": "failed", "error": str(err)})
-                worker.kill()
-                worker = None
-        if worker is not None:
-            with self.lock:
-                self.idle.append(worker)
-
-    def _idle_or_start(self, framework):
-        with self.lock:
-            for worker in self.idle:
-                if worker.framework == framework:
-                    self.idle.remove(worker)
-                    return worker, None, None
-        return self._start(framework)
-
-    def _start(self, framework):
-        """-> (worker, None, None); or (None, "skipped", why) when the framework cannot be
-        imported, (None, "failed", why) when its worker crashes while starting."""
-        try:
-            worker = WorkerProcess(framework, self.threads)
-        except WorkerDied as err:
-            return None, "failed", f"worker could not start: {err}"
-        if not worker.hello.get("ok"):
-            worker.close()
-            return None, "skipped", worker.hello.get("error", "import failed")
-        self.hellos[framework] = worker.hello
-        return worker, None, None

@@ -1,0 +1,1 @@
+"""Reporting: terminal tables, plots, the report folder (markdown and HTML), and `diff`."""

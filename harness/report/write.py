@@ -1,0 +1,43 @@
+"""The report folder: manifest.json, results.json, CSV tables, plots/, report.md, report.html."""
+import json
+
+import pandas as pd
+
+from ..run.atomic import atomic_dir
+from ..run.outputs import plain
+from .content import build_doc
+
+
+def write_report(folder, specs, check=None, aligned=None, native=None, manifest=None):
+    """Write the whole folder atomically: complete, or the previous one stays."""
+    tables = _frames(check, aligned, native)
+    doc = build_doc(specs, check, aligned, native, manifest, tables)
+    with atomic_dir(folder) as tmp:
+        (tmp / "manifest.json").write_text(json.dumps(plain(manifest), indent=1) + "\n")
+        results = {"check": check.to_json() if check else None,
+                   "train": aligned.to_json() if aligned else None,
+                   "native": native.to_json() if native else None}
+        (tmp / "results.json").write_text(json.dumps(plain(results), indent=1) + "\n")
+        for name, frame in tables.items():
+            # full precision where `crossgrad diff` compares values; norms are for reading
+            frame.to_csv(tmp / f"{name}.csv", index=False,
+                         float_format="%.6g" if name == "grad_norms" else None)
+        (tmp / "plots").mkdir()
+        for kind, *b in doc.blocks:
+            if kind == "img":
+                (tmp / "plots" / f"{b[0]}.png").write_bytes(b[1])
+        (tmp / "report.md").write_text(doc.markdown())
+        (tmp / "report.html").write_text(doc.html("crossgrad report"))
+
+
+def _frames(check, aligned, native):
+    trains = [t for t in (aligned, native) if t is not None]
+    frames = {
+        "checks": check.summary if check else pd.DataFrame(),
+        "gradients": check.comparisons if check else pd.DataFrame(),
+        "finite_differences": check.finite_difference if check else pd.DataFrame(),
+        "curves": pd.concat([t.curves for t in trains]) if trains else pd.DataFrame(),
+        "grad_norms": pd.concat([t.grad_norms for t in trains]) if trains else pd.DataFrame(),
+        "training": pd.concat([t.summary for t in trains]) if trains else pd.DataFrame(),
+    }
+    return frames

@@ -1,0 +1,24 @@
+"""Thread pinning: the environment every worker starts with, recorded in the manifest.
+
+Results are bit-identical run to run only for a fixed thread count: a different
+count splits reductions differently. The count is a setting (--threads, default 1),
+never derived from the machine or the executor. Each framework's own pins live in
+the registry; every worker gets all of them.
+"""
+import os
+
+from .. import registry
+
+
+def worker_env(threads, base=None):
+    """The environment for a worker process: every framework's pins, for `threads` threads."""
+    env = dict(os.environ if base is None else base)
+    for framework in registry.FRAMEWORKS.values():
+        env.update(framework.environment(threads, env))
+    env["PYTHONHASHSEED"] = "0"
+    return env
+
+
+def recorded(threads):
+    """What the manifest says about threads (the variables above, as set)."""
+    return {"threads": threads, "environment": worker_env(threads, base={})}
