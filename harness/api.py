@@ -13,10 +13,14 @@ compare.results.assemble_check.
 """
 import pandas as pd
 
+from .ablation import causes
+from .compare import hvp, precision
 from .compare.results import (CheckResult, TrainResult, assemble_check, assemble_train,
                               explain_branches)
-from .run.execute import frameworks_to_run, run_per_model
+from .run.execute import check_original_asked, frameworks_to_run, run_jobs, run_per_model
 from .run.jobs import Inputs, check_job, job_key, train_job
+from .run.reference import reference_job
+from .spec.precision import REDUCED
 from .spec import load_spec, zoo_names, zoo_spec
 from . import registry
 
@@ -28,16 +32,33 @@ def prepare(specs, steps=None):
     return [(spec, Inputs(spec, steps)) for spec in specs]
 
 
-def check(specs, *, frameworks=None, executor=None, on_result=None, cache=None, prepared=None):
+def check(specs, *, frameworks=None, executor=None, on_result=None, cache=None, prepared=None,
+          order=1, matmul_precision=None):
     """Loss and gradients of every spec in every framework, compared pair by pair and with
-    finite differences (float64 specs). Returns a CheckResult."""
+    finite differences (float64 specs); order=2 adds Hessian-vector products along the
+    probes (compare/hvp.py). A spec in bfloat16 or float16 (and float32 when
+    `matmul_precision` is given: "highest", or "default", each framework's own) is also
+    compared with a float64 reference (compare/precision.py). Returns a CheckResult."""
     names, missing = frameworks_to_run(frameworks)
+    check_original_asked(specs, frameworks)
     prepared = prepared or prepare(specs)
-    per_model = run_per_model(prepared, names, lambda spec, inputs, fw: _with_key(
-        check_job(spec, inputs, fw), spec, False), executor, cache, on_result, frameworks)
+    def job(spec, inputs, fw):
+        return _with_key(dict(check_job(spec, inputs, fw), order=order,
+                              matmul_precision=matmul_precision), spec, False)
+
+    per_model = run_per_model(prepared, names, job, executor, cache, on_result, frameworks)
+    compared = [i for i, (spec, _) in enumerate(prepared) if needs_reference(spec, matmul_precision)]
+    references = dict(zip(compared, run_jobs(
+        [reference_job(job(*prepared[i], registry.REFERENCE)) for i in compared], executor,
+        cache, on_result))) if compared else {}
     out = CheckResult()
-    for (spec, inputs), results in zip(prepared, per_model):
-        out.models.append(assemble_check(spec, inputs, results, names, missing))
+    for i, ((spec, inputs), results) in enumerate(zip(prepared, per_model)):
+        tol = 2 * precision.tolerance(spec.dtype, spec.layers) if spec.dtype in REDUCED else None
+        out.models.append(assemble_check(spec, inputs, results, list(results), missing, tol))
+        if order == 2:
+            hvp.attach(out.models[-1], results, inputs.probes, spec.layers)
+        if i in references:
+            precision.attach(out.models[-1], spec, results, references[i], matmul_precision)
         out.saved[(spec.name, spec.dtype)] = (inputs, results)
     return out
 
@@ -46,26 +67,37 @@ def train(specs, *, frameworks=None, native=False, steps=None, executor=None, on
           cache=None, prepared=None):
     """Train every spec for `steps` (default: the spec's) in every framework, same batches."""
     names, missing = frameworks_to_run(frameworks)
+    check_original_asked(specs, frameworks)
     prepared = prepared or prepare(specs, steps)
     per_model = run_per_model(prepared, names, lambda spec, inputs, fw: _with_key(
         train_job(spec, inputs, fw, native), spec, native), executor, cache, on_result,
         frameworks)
     out, curve_rows, norm_rows = TrainResult(), [], []
     for (spec, inputs), res in zip(prepared, per_model):
-        entry, curves, norms = assemble_train(spec, inputs, res, names, missing, native)
+        entry, curves, norms = assemble_train(spec, inputs, res, list(res), missing, native)
         out.models.append(entry)
         curve_rows += curves
         norm_rows += norms
         out.saved[(spec.name, spec.dtype)] = (inputs, res)
     out.curves, out.grad_norms = pd.DataFrame(curve_rows), pd.DataFrame(norm_rows)
     explain_branches(out.models, out.curves)
+    if native is True:  # each parting's causes: the pitfalls in play, one at a time
+        causes.confirm(out, prepared, executor, cache, on_result)
     return out
+
+
+def needs_reference(spec, matmul_precision=None):
+    """Whether a check of `spec` is also compared with float64: reduced precision always,
+    float32 when the matmul precision was asked for."""
+    return spec.dtype in REDUCED or (spec.dtype == "float32" and matmul_precision is not None)
 
 
 def _with_key(job, spec, native):
     job["key"] = job_key(job["kind"], spec, job["framework"],
                          registry.version(job["framework"]), native,
-                         len(job["batches"]) if job["kind"] == "train" else None)
+                         len(job["batches"]) if job["kind"] == "train" else None,
+                         job.get("participant"), job.get("order", 1),
+                         job.get("matmul_precision"))
     return job
 
 

@@ -1,43 +1,69 @@
-"""What each `crossgrad` sub-command does; shared options live in options.py."""
+"""What each `crossgrad` sub-command does; shared options live in options.py.
+
+Each command checks everything it was given (options, specs, outputs) before any work
+starts, prints its tables, then writes its outputs (ownership.py says what it may replace).
+"""
 from pathlib import Path
 
 from . import api
 from .errors import EXIT_DISAGREE, EXIT_OK, InputError
-from .options import (Progress, add_dtype, add_execution, add_models, check_output_path,
-                      collect_specs, make_executor)
+from .options import (Progress, add_dtype, add_execution, add_models, check_execution,
+                      claim_outputs, collect_specs, make_executor, positive_int,
+                      positive_int_list, tables_stream)
+from .porting import add_import_args, cmd_import
 from .report import tables
+from .ablation.command import add_pitfalls_args, cmd_pitfalls
+from .schemas import add_schema_args, cmd_schema
+from .teach.command import add_explain_args, cmd_explain
+from .teach.measure import job_count as gallery_jobs, measure_gallery
 from .report.write import write_report
 from .run import manifest
 from .run.cache import ResultCache
-from .run.execute import frameworks_to_run
+from .run.execute import frameworks_to_run, job_count
 from .run.outputs import save_arrays, write_json
 from .spec import DTYPES, OPTIMIZERS, zoo_names, zoo_spec
 
 
 def cmd_check(args):
+    check_execution(args)
     specs = collect_specs(args, [args.dtype])
-    check_output_path(args.json, "file")
-    check_output_path(args.save, "folder")
+    outputs = claim_outputs(args, files=["--json"], folders=["--save"])
     names, _ = frameworks_to_run(args.frameworks)
     started = manifest.now()
     prepared = api.prepare(specs)
     with make_executor(args) as executor:
+        references = sum(api.needs_reference(s, args.matmul_precision) for s in specs)
         result = api.check(specs, frameworks=args.frameworks, executor=executor,
-                           prepared=prepared,
-                           on_result=Progress(len(specs) * len(names), args.quiet))
+                           prepared=prepared, order=args.order,
+                           matmul_precision=args.matmul_precision,
+                           on_result=Progress(job_count(specs, names) + references, args.quiet))
         said = executor.hellos
-    print(tables.check_table(result.models))
-    print(tables.check_footer(result.models))
+    out = tables_stream(outputs)
+    print(tables.check_table(result.models), file=out)
+    print(tables.check_footer(result.models), file=out)
+    if any("precision" in m for m in result.models):
+        print("\n" + tables.precision_table(result.models), file=out)
     if args.json:
         info = manifest.build(specs, args.executor, args.threads, started, said)
-        write_json(args.json, dict(result.to_json(), manifest=info))
+        write_json(outputs["--json"], dict(result.to_json(), manifest=info))
     if args.save:
-        save_arrays(args.save, result.saved, "check")
+        save_arrays(outputs["--save"], result.saved, "check")
     return EXIT_OK if result.passed else EXIT_DISAGREE
 
 
+def add_check_options(p):
+    p.add_argument("--order", type=int, choices=(1, 2), default=1,
+                   help="2: also Hessian-vector products along the finite-difference probes, "
+                        "every pair and each against differences of its own gradient (float64)")
+    p.add_argument("--matmul-precision", choices=("highest", "default"),
+                   help="full-precision matmuls (crossgrad's pin) or each framework's default; "
+                        "either way a float32 check is then also compared with float64")
+
+
 def add_check_outputs(p):
-    p.add_argument("--json", metavar="OUT", help="write the results as JSON (schema in README)")
+    p.add_argument("--json", metavar="OUT",
+                   help="write the results as JSON (schema in README); '-': to stdout, and the "
+                        "tables to stderr")
     p.add_argument("--save", metavar="DIR", help="write params, batch and gradients as .npz")
 
 
@@ -49,9 +75,9 @@ def cmd_zoo(args):
 
 
 def cmd_train(args):
+    check_execution(args)
     specs = collect_specs(args, [args.dtype], **{"train.steps": args.steps})
-    for path, what in ((args.json, "file"), (args.save, "folder"), (args.out, "folder")):
-        check_output_path(path, what)
+    outputs = claim_outputs(args, files=["--json"], folders=["--save", "--out"])
     names, _ = frameworks_to_run(args.frameworks)
     started = manifest.now()
     prepared = api.prepare(specs)
@@ -59,24 +85,25 @@ def cmd_train(args):
         result = api.train(specs, frameworks=args.frameworks, native=args.native_defaults,
                            executor=executor,
                            prepared=prepared,
-                           on_result=Progress(len(specs) * len(names), args.quiet))
+                           on_result=Progress(job_count(specs, names), args.quiet))
         said = executor.hellos
-    print(tables.train_table(result.models))
-    print(tables.train_footer(result.models))
+    out = tables_stream(outputs)
+    print(tables.train_table(result.models), file=out)
+    print(tables.train_footer(result.models), file=out)
     info = manifest.build(specs, args.executor, args.threads, started, said)
     if args.json:
-        write_json(args.json, dict(result.to_json(), manifest=info))
+        write_json(outputs["--json"], dict(result.to_json(), manifest=info))
     if args.save:
-        save_arrays(args.save, result.saved, "train")
+        save_arrays(outputs["--save"], result.saved, "train")
     if args.out:
-        write_report(args.out, specs, aligned=None if args.native_defaults else result,
+        write_report(outputs["--out"], specs, aligned=None if args.native_defaults else result,
                      native=result if args.native_defaults else None, manifest=info)
-        print(f"report: {Path(args.out) / 'report.html'}")
+        print(f"report: {Path(args.out) / 'report.html'}", file=out)
     return EXIT_OK if result.passed else EXIT_DISAGREE
 
 
 def add_train_options(p):
-    p.add_argument("--steps", type=int, help="override every spec's train.steps")
+    p.add_argument("--steps", type=positive_int, help="override every spec's train.steps")
     p.add_argument("--native-defaults", action="store_true",
                    help="each framework's own optimizer/loss defaults instead of the aligned math")
     p.add_argument("--out", metavar="DIR", help="write a report folder (manifest, CSV, plots)")
@@ -84,15 +111,18 @@ def add_train_options(p):
 
 def cmd_run(args):
     """The main job: check and train every model in both dtypes, then write the report."""
+    check_execution(args)
     dtypes = [args.dtype] if args.dtype else list(DTYPES)
     specs = collect_specs(args, dtypes, **{"train.steps": args.steps})
-    check_output_path(args.out, "folder")
+    outputs = claim_outputs(args, folders=["--out"])
     names, _ = frameworks_to_run(args.frameworks)
     native_specs = [] if args.skip_native else [s for s in specs if s.dtype == "float64"]
     started = manifest.now()
     prepared = api.prepare(specs)
-    cache = ResultCache(Path(args.out).parent / ".crossgrad-cache", reuse=args.resume)
-    progress = Progress(len(names) * (2 * len(specs) + len(native_specs)), args.quiet)
+    cache = ResultCache(reuse=args.resume)
+    progress = Progress(2 * job_count(specs, names) + job_count(native_specs, names)
+                        + (gallery_jobs([], [], True, None, args.frameworks)
+                           if args.mistakes else 0), args.quiet)
     with make_executor(args) as executor:
         shared = dict(frameworks=args.frameworks, executor=executor, on_result=progress,
                       cache=cache)
@@ -100,6 +130,8 @@ def cmd_run(args):
         aligned = api.train(specs, prepared=prepared, **shared)
         native = api.train(native_specs, native=True, prepared=[
             p for p in prepared if p[0] in native_specs], **shared) if native_specs else None
+        mistakes = measure_gallery(args.frameworks, executor, progress)[2] \
+            if args.mistakes else None
         said = executor.hellos
     print(tables.check_table(check.models))
     print(tables.check_footer(check.models))
@@ -107,19 +139,23 @@ def cmd_run(args):
     print(tables.train_table(aligned.models + (native.models if native else [])))
     print(tables.train_footer(aligned.models + (native.models if native else [])))
     info = manifest.build(specs, args.executor, args.threads, started, said)
-    write_report(args.out, specs, check, aligned, native, info)
+    write_report(outputs["--out"], specs, check, aligned, native, info, mistakes)
     print(f"\nreport: {Path(args.out) / 'report.html'} (and report.md, CSV tables, manifest.json)")
     return EXIT_OK if check.passed and aligned.passed else EXIT_DISAGREE
 
 
 def add_run_options(p):
-    p.add_argument("--steps", type=int, help="override every spec's train.steps")
+    p.add_argument("--steps", type=positive_int, help="override every spec's train.steps")
     p.add_argument("--out", metavar="DIR", default="reports/latest",
                    help="the report folder (default: reports/latest)")
     p.add_argument("--resume", action="store_true",
-                   help="reuse results of an earlier or interrupted run with the same key")
+                   help="reuse results of an earlier or interrupted run with the same key "
+                        "(kept in $XDG_CACHE_HOME/crossgrad, default ~/.cache/crossgrad)")
     p.add_argument("--skip-native", action="store_true",
                    help="leave out the native-defaults training")
+    p.add_argument("--mistakes", action="store_true",
+                   help="also measure the mistakes gallery (crossgrad explain mistakes) and "
+                        "add its section to the report")
 
 
 def cmd_diff(args):
@@ -136,6 +172,7 @@ def add_diff_args(p):
 
 def _sweep_specs(args):
     from .sweep import parse_seeds, variants
+    check_execution(args)
     dtypes = [d.strip() for d in args.dtypes.split(",")]
     bad = [d for d in dtypes if d not in DTYPES]
     if bad:
@@ -144,13 +181,14 @@ def _sweep_specs(args):
     unknown = [o for o in optimizers if o not in OPTIMIZERS]
     if unknown:
         raise InputError("--optimizers", unknown[0], f"choose from {', '.join(OPTIMIZERS)}")
+    seeds = parse_seeds(args.seeds)
     base = collect_specs(args, dtypes, **{"train.steps": args.steps})
-    return variants(base, parse_seeds(args.seeds), optimizers)
+    return variants(base, seeds, optimizers)
 
 
 def _run_sweep(specs, args, executor, quiet):
     names, _ = frameworks_to_run(args.frameworks)
-    progress = Progress(2 * len(specs) * len(names), quiet)
+    progress = Progress(2 * job_count(specs, names), quiet)
     prepared = api.prepare(specs)
     shared = dict(frameworks=args.frameworks, executor=executor, on_result=progress,
                   prepared=prepared)
@@ -161,24 +199,26 @@ def _run_sweep(specs, args, executor, quiet):
 
 def cmd_sweep(args):
     specs = _sweep_specs(args)
-    check_output_path(args.json, "file")
+    outputs = claim_outputs(args, files=["--json"])
     started = manifest.now()
     with make_executor(args) as executor:
         check, train = _run_sweep(specs, args, executor, args.quiet)
         said = executor.hellos
     from .sweep import digest
+    out = tables_stream(outputs)
     rows = sweep_rows(check, train)
-    print(tables.render(["model", "dtype", "check worst", "curve worst", "result"], rows))
+    print(tables.render(["model", "dtype", "check worst", "curve worst", "result"], rows),
+          file=out)
     failed = sum(r[-1] == "FAIL" for r in rows)
-    print(f"{len(rows)} variants: {len(rows) - failed} agree, {failed} do not")
+    print(f"{len(rows)} variants: {len(rows) - failed} agree, {failed} do not", file=out)
     results = [r for m in check.saved.values() for r in m[1].values()] + \
               [r for m in train.saved.values() for r in m[1].values()]
-    print(f"digest of every result: {digest(results)}")
+    print(f"digest of every result: {digest(results)}", file=out)
     if args.json:
-        write_json(args.json, {"check": check.to_json(), "train": train.to_json(),
-                               "digest": digest(results),
-                               "manifest": manifest.build(specs, args.executor, args.threads,
-                                                          started, said)})
+        write_json(outputs["--json"], {"check": check.to_json(), "train": train.to_json(),
+                                       "digest": digest(results),
+                                       "manifest": manifest.build(specs, args.executor,
+                                                                  args.threads, started, said)})
     return EXIT_OK if check.passed and train.passed else EXIT_DISAGREE
 
 
@@ -198,16 +238,19 @@ def add_sweep_options(p):
     p.add_argument("--seeds", default="0", help="e.g. 0-9, or 0,3,5")
     p.add_argument("--optimizers", help=f"comma-separated subset of {','.join(OPTIMIZERS)}")
     p.add_argument("--dtypes", default="float64", help="comma-separated: float64,float32")
-    p.add_argument("--steps", type=int, help="override every spec's train.steps")
-    p.add_argument("--json", metavar="OUT", help="write every result and the digest as JSON")
+    p.add_argument("--steps", type=positive_int, help="override every spec's train.steps")
+    p.add_argument("--json", metavar="OUT",
+                   help="write every result and the digest as JSON ('-': stdout)")
 
 
 def cmd_bench(args):
     """The same sweep with 1, 2, ... workers: wall time, speed-up, and whether the bits match."""
+    if args.step_time:
+        return cmd_step_time(args)
     import time
     from .sweep import digest
     specs = _sweep_specs(args)
-    counts = [int(n) for n in args.workers_list.split(",")]
+    counts = args.workers_list
     rows, first = [], None
     for n in counts:
         args.workers = n
@@ -226,15 +269,52 @@ def cmd_bench(args):
     return EXIT_OK
 
 
+def cmd_step_time(args):
+    """bench --step-time: one training step of each implementation against a plain loop of
+    the same network in the same framework, and GFLOP/s against a GEMM probe (bench/)."""
+    from .bench.command import measure, ratios
+    check_execution(args)
+    specs = collect_specs(args, [args.dtype or "float32"])
+    outputs = claim_outputs(args, files=["--json"])
+    names, _ = frameworks_to_run(args.frameworks)
+    document, failed = measure(specs, names, args.batch_sizes, args.threads, args.timeout)
+    out = tables_stream(outputs)
+    ms = lambda s: "-" if s is None else f"{1e3 * s:.3f}"  # noqa: E731
+    rows = [[m, b, f, ms(impl), ms(plain), "-" if r is None else f"{r:.2f}x", f"{g:.2f}",
+             "-" if p is None else f"{p:.0f}%", f"{c:.2f}"]
+            for m, b, f, impl, plain, r, g, p, c in ratios(document)]
+    print(tables.render(["model", "batch", "framework", "impl ms", "plain ms", "impl/plain",
+                         "GFLOP/s", "of GEMM peak", "compile s"], rows), file=out)
+    machine = document["machine"]
+    peaks = ", ".join(f"{f} {g:.1f}" for f, g in machine["gemm_gflops"].items())
+    print(f"{machine['dtype']}, {machine['threads']} thread(s) per worker, {machine['processor']}; "
+          f"GEMM {machine['gemm_n']}^3 peak GFLOP/s: {peaks}; load "
+          f"{machine['load_before'][0]:.1f} -> {machine['load_after'][0]:.1f}", file=out)
+    for model, framework, error in failed:
+        print(f"{model} {framework}: failed: {error}", file=out)
+    if args.json:
+        write_json(outputs["--json"], document)
+    return EXIT_DISAGREE if failed else EXIT_OK
+
+
 def add_bench_options(p):
     add_sweep_options(p)
-    p.add_argument("--workers-list", default="1,2", help="worker counts to time, e.g. 1,2")
+    p.add_argument("--workers-list", type=positive_int_list, default=[1, 2],
+                   help="worker counts to time, e.g. 1,2")
+    p.add_argument("--step-time", action="store_true",
+                   help="time one training step per model, framework and batch size against "
+                        "a plain loop of the same network (with --batch-sizes, --dtype, --json)")
+    p.add_argument("--batch-sizes", type=positive_int_list, default=[1, 100, 1000],
+                   help="--step-time: batch sizes to time, e.g. 1,100,1000")
+    p.add_argument("--dtype", choices=("float32", "float64"),
+                   help="--step-time: the dtype of every spec (default float32)")
 
 
 # name -> (function, help, argument adders), in the order `crossgrad --help` lists them
 COMMANDS = {
     "check": (cmd_check, "compare losses and gradients across frameworks and with finite "
-                         "differences", [add_models, add_dtype, add_execution, add_check_outputs]),
+                         "differences", [add_models, add_dtype, add_execution, add_check_options,
+                                         add_check_outputs]),
     "train": (cmd_train, "train every model in every framework and compare the loss curves",
               [add_models, add_dtype, add_execution, add_check_outputs, add_train_options]),
     "run": (cmd_run, "the main job: check and train the zoo (or the given specs) in both "
@@ -246,5 +326,14 @@ COMMANDS = {
               [add_models, add_execution, add_sweep_options]),
     "bench": (cmd_bench, "time a sweep with 1, 2, ... workers (prints figures; not a test)",
               [add_models, add_execution, add_bench_options]),
+    "import": (cmd_import, "a PyTorch or Keras model of yours -> a spec and its weights; "
+                           "check then runs the original too", [add_import_args]),
+    "explain": (cmd_explain, "HTML pages: a layer type's math and four implementations side "
+                             "by side, a zoo model's numbers, the mistakes gallery",
+                [add_explain_args, add_execution]),
+    "pitfalls": (cmd_pitfalls, "prove each framework pitfall: its minimal spec with that one "
+                               "default on, and aligned", [add_pitfalls_args, add_execution]),
     "zoo": (cmd_zoo, "list the built-in specs and the classic examples they reproduce", []),
+    "schema": (cmd_schema, "print the JSON Schema of a spec, or of check's or train's --json",
+               [add_schema_args]),
 }

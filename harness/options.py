@@ -1,69 +1,185 @@
 """Command-line options shared by the sub-commands, and the steps that turn them into work:
-specs from files and zoo names, an executor, output checks, progress lines."""
+specs from files and zoo names, an executor, claimed outputs, progress lines.
+
+Every option is checked when it is parsed (argparse `type=`), so a bad value is one line
+naming the flag, exit 2, before any spec is read or any work starts.
+"""
+import argparse
+import math
+import os
 import sys
 import time
-from pathlib import Path
 
 from . import registry
 from .errors import InputError
-from .spec import DTYPES, load_spec, zoo_names, zoo_spec
+from .run.ownership import claim_file, claim_folder
+from .spec import load_spec, sizes, zoo_names, zoo_spec
+from .spec.precision import ALL as ALL_DTYPES, REDUCED
 
+REDUCED_NOT_TRAINED = ("reduced precision is checked, not trained: crossgrad check --dtype "
+                       "bfloat16|float16 compares every framework with float64")
+
+
+# ---- values --------------------------------------------------------------------------------
+
+def _number(text, convert, what):
+    try:
+        return convert(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+
+
+def _refuse(condition, message):
+    if condition:
+        raise argparse.ArgumentTypeError(message)
+
+
+def positive_int(text):
+    value = _number(text, int, "a whole number")
+    _refuse(value < 1, f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative_int(text):
+    value = _number(text, int, "a whole number")
+    _refuse(value < 0, f"must be non-negative, got {value}")
+    return value
+
+
+def positive_seconds(text):
+    value = _number(text, float, "a number of seconds")
+    _refuse(not (math.isfinite(value) and value > 0),
+            f"must be a positive number of seconds, got {text}")
+    return value
+
+
+def gigabytes(text):
+    value = _number(text, float, "a number of GB")
+    _refuse(not (math.isfinite(value) and value > 0), f"must be a positive number of GB, got {text}")
+    return value
+
+
+def framework_list(text):
+    names = [x.strip() for x in text.split(",") if x.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"names no framework; choose from "
+                                         f"{','.join(registry.ORDER)}")
+    return names
+
+
+def ray_address(text):
+    host, sep, port = text.rpartition(":")
+    if not (sep and host and port.isdigit() and 0 < int(port) < 65536):
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, e.g. 127.0.0.1:6379, got {text!r}")
+    return text
+
+
+def positive_int_list(text):
+    return [positive_int(x) for x in text.split(",")]
+
+
+class ZooNames(argparse.Action):
+    """--zoo a b, or --zoo a,b. A value that looks like a path (a '/', or .toml/.json at the
+    end) is no zoo name: it and what follows are spec files (`--zoo xor_2_2_1 my.toml`)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        names, files = list(getattr(namespace, self.dest) or []), []
+        for i, value in enumerate(values):
+            if "/" in value or value.endswith((".toml", ".json")):
+                files = values[i:]
+                break
+            split = [n.strip() for n in value.split(",") if n.strip()]
+            if not split:
+                parser.error(f"argument {option_string}: {value!r} names no zoo model")
+            names += split
+        setattr(namespace, self.dest, names)
+        setattr(namespace, "zoo_files", list(getattr(namespace, "zoo_files", None) or []) + files)
+
+
+# ---- the shared options --------------------------------------------------------------------
 
 def add_models(p):
     p.add_argument("specs", nargs="*", metavar="SPEC", help="spec files (.toml or .json)")
-    p.add_argument("--zoo", nargs="+", action="extend", default=[], metavar="NAME",
-                   help="built-in specs (`crossgrad zoo` lists them); no SPEC and no --zoo: all")
-    p.add_argument("--seed", type=int, help="override every spec's seed")
+    p.add_argument("--zoo", nargs="+", action=ZooNames, default=[], metavar="NAME",
+                   help="built-in specs, by space or comma (`crossgrad zoo` lists them); a path "
+                        "ends the list; no SPEC and no --zoo: all")
+    p.add_argument("--seed", type=non_negative_int, help="override every spec's seed")
 
 
 def add_dtype(p):
-    p.add_argument("--dtype", choices=DTYPES, help="override every spec's dtype")
+    p.add_argument("--dtype", choices=ALL_DTYPES,
+                   help="override every spec's dtype (bfloat16, float16: check only)")
 
 
 def add_execution(p):
-    p.add_argument("--frameworks", type=lambda s: [x.strip() for x in s.split(",") if x.strip()],
-                   help=f"comma-separated subset of {','.join(registry.ORDER)}")
+    p.add_argument("--frameworks", type=framework_list,
+                   help=f"comma-separated subset of {','.join(registry.PARTICIPANTS)} "
+                        "(original: an imported spec's own model)")
     p.add_argument("--executor", choices=("local", "ray"), default="local")
-    p.add_argument("--ray-address", help="join an existing Ray cluster (with --executor ray)")
-    p.add_argument("--workers", type=int, help="worker processes at once (default: CPU cores)")
-    p.add_argument("--threads", type=int, default=1,
+    p.add_argument("--ray-address", metavar="HOST:PORT", type=ray_address,
+                   help="join the Ray cluster there (with --executor ray; see the README)")
+    p.add_argument("--workers", type=positive_int,
+                   help="worker processes at once (default: CPU cores)")
+    p.add_argument("--threads", type=positive_int, default=1,
                    help="threads per worker (results repeat bit for bit for a fixed value)")
-    p.add_argument("--timeout", type=float, help="seconds one job may take before it is failed")
+    p.add_argument("--timeout", type=positive_seconds,
+                   help="seconds a worker may take to start, and then each job")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--max-memory", type=gigabytes, metavar="GB",
+                   help="refuse specs estimated to need more (default: half of this machine's "
+                        "memory; see README, Limits)")
 
 
 # ---- from options to work ---------------------------------------------------------------------
 
 def collect_specs(args, dtypes=(None,), **overrides):
     """Spec files and zoo names -> validated Specs, one per (spec, dtype)."""
-    if args.seed is not None and args.seed < 0:
-        raise InputError("--seed", None, f"must be non-negative, got {args.seed}")
-    sources = [("file", s) for s in args.specs] + [("zoo", z) for z in args.zoo]
+    files = list(args.specs) + list(getattr(args, "zoo_files", []))
+    sources = [("file", s) for s in files] + [("zoo", z) for z in args.zoo]
     if not sources:
         sources = [("zoo", z) for z in zoo_names()]
+    training = "train.steps" in overrides  # the commands that train
+    if training and getattr(args, "dtype", None) in REDUCED:
+        raise InputError("--dtype", args.dtype, REDUCED_NOT_TRAINED)
     specs, seen = [], {}
     for kind, source in sources:
         for dtype in dtypes:
             extra = dict(overrides, dtype=dtype, seed=args.seed)
             spec = load_spec(source, **extra) if kind == "file" else zoo_spec(source, **extra)
+            if training and spec.dtype in REDUCED:
+                raise InputError(spec.file, "dtype", f"{spec.dtype}: {REDUCED_NOT_TRAINED}")
             key = (spec.name, spec.dtype, spec.seed)
             if key in seen:
                 raise InputError(source, "name", f"{spec.name!r} is also the name of {seen[key]}")
             seen[key] = source
             specs.append(spec)
+    check_memory(specs, args, training)
     return specs
 
 
-def make_executor(args):
-    if args.workers is not None and args.workers < 1:
-        raise InputError("--workers", None, f"must be positive, got {args.workers}")
-    if args.threads < 1:
-        raise InputError("--threads", None, f"must be positive, got {args.threads}")
+def check_memory(specs, args, training):
+    """Refuse, before any data is loaded, a spec whose estimated memory exceeds the limit."""
+    given = getattr(args, "max_memory", None)
+    frameworks = len(getattr(args, "frameworks", None) or registry.ORDER)
+    if given:
+        sizes.check(specs, given * 1e9, training, frameworks, "set by --max-memory")
+    else:
+        sizes.check(specs, sizes.default_limit(), training, frameworks)
+
+
+def check_execution(args):
+    if args.ray_address and args.executor != "ray":
+        raise InputError("--ray-address", None, "joins a Ray cluster; add --executor ray")
     if args.executor == "ray":
         import importlib.util
         if importlib.util.find_spec("ray") is None:
             raise InputError("--executor", "ray", "Ray is not installed "
                              "(pip install -c constraints.txt -e '.[ray]')")
+
+
+def make_executor(args):
+    check_execution(args)
+    if args.executor == "ray":
         from .run.ray_executor import RayExecutor
         return RayExecutor(address=args.ray_address, workers=args.workers,
                            threads=args.threads, timeout=args.timeout)
@@ -71,15 +187,30 @@ def make_executor(args):
     return LocalExecutor(workers=args.workers, threads=args.threads, timeout=args.timeout)
 
 
-def check_output_path(path, what):
-    """Refuse an output that cannot be written before any work starts."""
-    if path is None:
-        return
-    p = Path(path)
-    if what == "folder" and p.exists() and not p.is_dir():
-        raise InputError(path, None, "exists and is not a folder")
-    if what == "file" and p.is_dir():
-        raise InputError(path, None, "is a folder, expected a file name")
+def claim_outputs(args, files=(), folders=()):
+    """Check every output before any work: -> {flag: where to write it} (see ownership).
+    Two outputs that are the same path, or one inside the other, are refused."""
+    claimed = {}
+    for flag in folders:
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if value is not None:
+            claimed[flag] = claim_folder(value, flag)
+    for flag in files:
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if value is not None:
+            claimed[flag] = claim_file(value, flag)
+    paths = [(f, os.path.realpath(p)) for f, p in claimed.items() if p not in (None, "-")]
+    for i, (a, pa) in enumerate(paths):
+        for b, pb in paths[i + 1:]:
+            if pa == pb or pa.startswith(pb + os.sep) or pb.startswith(pa + os.sep):
+                raise InputError(b, None, f"overlaps {a} (the same path, or one inside the "
+                                          f"other); choose paths apart")
+    return claimed
+
+
+def tables_stream(outputs):
+    """Tables go to stdout, unless the JSON document claimed it (`--json -`, /dev/stdout)."""
+    return sys.stderr if outputs.get("--json") == "-" else sys.stdout
 
 
 class Progress:
@@ -89,6 +220,10 @@ class Progress:
         self.total, self.done, self.quiet = total, 0, quiet
         self.start = time.monotonic()
 
+    def expect(self, more):
+        """Jobs decided during the run (the causes of native partings): counted in the total."""
+        self.total += more
+
     def __call__(self, job, result):
         self.done += 1
         if self.quiet:
@@ -97,6 +232,7 @@ class Progress:
         took = result.get("seconds")
         took = f"{took:6.1f} s" if took is not None and not result.get("cached") else ""
         width = len(str(self.total))
-        print(f"[{self.done:{width}d}/{self.total}] {job['kind']:5s} {job['framework']:10s} "
+        who = job.get("participant", job["framework"])
+        print(f"[{self.done:{width}d}/{self.total}] {job['kind']:5s} {who:10s} "
               f"{job['model']:18s} {job['dtype']:7s} {status:7s} {took}", file=sys.stderr,
               flush=True)

@@ -63,6 +63,10 @@ FRAMEWORKS = {f.name: f for f in (
 )}
 ORDER = list(FRAMEWORKS)  # the reference first: every "a vs b" pair has a earlier than b
 REFERENCE = ORDER[0]
+# An imported model itself (harness/importers), run in its own framework's worker beside
+# the four when a spec came from `crossgrad import`; it pairs after them.
+ORIGINAL = "original"
+PARTICIPANTS = ORDER + [ORIGINAL]
 MODULES = ("runtime", "layout", "layers", "losses", "optimizers", "model", "train")
 
 
@@ -82,7 +86,7 @@ def version(name):
 
 def short(name):
     """Column head of a framework; names outside the registry (a participant) stand as they are."""
-    return FRAMEWORKS[name].short if name in FRAMEWORKS else name
+    return FRAMEWORKS[name].short if name in FRAMEWORKS else "orig" if name == ORIGINAL else name
 
 
 def color(name):

@@ -1,17 +1,32 @@
 """Plumbing the four implementations share, so that what differs between their folders
-is the framework's idiom only: canonical names, the penalised weights, curve records.
+is the framework's idiom only: canonical names, the penalised weights, curve records,
+and the checks on what a plugin layer returns.
 
 Canonical parameter names are "<layer>.<local>" ("3.W"), and "<block>.<j>.<local>"
 inside a residual block ("3.1.b"). Nothing here imports a framework.
 """
+import os
 
-__all__ = ["local_params", "block_key", "share", "per_sublayer", "penalised", "layer_of",
-           "per_layer", "new_curves", "record"]
+__all__ = ["local_params", "by_layer", "block_key", "share", "per_sublayer", "penalised",
+           "layer_of", "per_layer", "new_curves", "record", "native_on", "SLOTS", "slot_key",
+           "slots_of", "lockstep_record",
+           "PluginError", "plugin_method", "returned_pair", "check_output", "check_gradients"]
 
 
 def local_params(params, layer):
     """{"3.W": .., "3.0.b": ..} -> the params of layer "3" by local name {"W": .., "0.b": ..}."""
     return share(params, layer["name"])
+
+
+def by_layer(values):
+    """{"3.W": .., "3.0.b": .., "4.W": ..} -> {"3": {"W": .., "0.b": ..}, "4": {"W": ..}}: every
+    layer's local params in one pass (local_params per layer scans every name for every
+    layer; a deep model's loss evaluation spent most of its time there)."""
+    out = {}
+    for name, value in values.items():
+        layer, _, local = name.partition(".")
+        out.setdefault(layer, {})[local] = value
+    return out
 
 
 def block_key(sub, block):
@@ -65,3 +80,112 @@ def record(curves, loss, norm, layer_norms):
     curves["loss"].append(loss)
     curves["grad_norm"].append(norm)
     return loss, norm
+
+
+# ---- native defaults, one pitfall at a time (impls/README.md, "Native defaults") -------------
+
+def native_on(native, pitfall):
+    """Whether a framework default named `pitfall` ("keras.adam_epsilon_hat") is kept.
+
+    `native` is False (aligned: the canonical math), True (every framework default, as
+    `--native-defaults` runs them) or a collection of pitfall names (the others aligned:
+    `crossgrad pitfalls` switches one at a time).
+    """
+    return native is True or (bool(native) and pitfall in native)
+
+
+# ---- optimizer state: canonical names (impls/README.md, "Optimizer state") -----------------------
+
+# per optimizer type, the slots the canonical rule keeps for every parameter, each of the
+# parameter's shape and layout; besides them "step", the number of updates applied so far
+SLOTS = {"sgd": (), "momentum": ("v",), "nesterov": ("v",), "adam": ("m", "v"),
+         "adamw": ("m", "v"), "rmsprop": ("v",), "adagrad": ("s",)}
+
+
+def slot_key(param, slot):
+    """The canonical name of a parameter's slot: slot_key("0.W", "m") == "0.W/m"."""
+    return f"{param}/{slot}"
+
+
+def slots_of(state, slot):
+    """{parameter name: value} of one slot from a canonical optimizer state ("0.W/m" -> "0.W")."""
+    tail = "/" + slot
+    return {k[:-len(tail)]: v for k, v in state.items() if k.endswith(tail)}
+
+
+def lockstep_record(loss, grads, params, state, optimizer):
+    """What lockstep() yields per step, all canonical: the loss and gradients of the objective
+    (before clipping) at the step's start, and the parameters, running statistics and
+    optimizer state after its update."""
+    return {"loss": loss, "grads": grads, "params": params, "state": state,
+            "optimizer": optimizer}
+
+
+# ---- plugin layers: what every framework's `plugin` builder checks -----------------------------
+
+class PluginError(ValueError):
+    """A plugin layer returned something its model cannot use (shape, dtype, kind)."""
+    located = True  # the message names the plugin's method, file and line
+
+
+def plugin_method(layer, method, framework):
+    """The plugin's `method` (e.g. "torch"), or NotImplementedError saying which one is missing."""
+    found = getattr(layer["plugin"], method, None)
+    if not callable(found):
+        raise NotImplementedError(f"plugin {layer['type']} has no {framework} implementation")
+    return found
+
+
+def returned_pair(layer, method, value, form):
+    """`value` if it is a pair, as `method` must return (form: "(y, cache)"), else PluginError."""
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        return value
+    raise plugin_error(layer, method, f"must return {form}, returned a {type(value).__name__}")
+
+
+def check_output(layer, method, value, shape, dtype, facts, what="y"):
+    """`value` if it is a tensor of `shape` (batch axis first) in `dtype`, else PluginError.
+
+    facts(value) -> (shape, dtype name) in the framework's terms, or (None, type name) for
+    something that is not one of its tensors; an unknown (None) axis matches any size.
+    """
+    got_shape, got_dtype = facts(value)
+    if got_shape is None:
+        problem = f"returned {what} as a {got_dtype}, not a tensor"
+    elif len(got_shape) != len(shape) or any(
+            g is not None and g != s for g, s in zip(got_shape, shape)):
+        problem = f"returned {what} of shape {_shape(got_shape)}, expected {_shape(shape)}"
+    elif got_dtype != dtype:
+        problem = f"returned {what} in {got_dtype}, the model computes in {dtype}"
+    else:
+        return value
+    raise plugin_error(layer, method, problem)
+
+
+def check_gradients(layer, method, grads, dtype, facts):
+    """`grads` if it holds one gradient per parameter, each of its parameter's shape and dtype."""
+    if not isinstance(grads, dict):
+        raise plugin_error(layer, method, f"must return the gradients as a dict by parameter "
+                                          f"name, returned a {type(grads).__name__}")
+    if set(grads) != set(layer["params"]):
+        raise plugin_error(layer, method, f"returned gradients for {sorted(grads)}, "
+                                          f"its parameters are {sorted(layer['params'])}")
+    for name, shape in layer["params"].items():
+        check_output(layer, method, grads[name], tuple(shape), dtype, facts,
+                     what=f"the gradient of {name}")
+    return grads
+
+
+def plugin_error(layer, method, problem):
+    """PluginError("plugin <type>: <method> <problem> (<Class.method> at <file>:<line>)")."""
+    name = getattr(method, "__name__", str(method))
+    code = getattr(getattr(method, "__func__", method), "__code__", None)
+    where = (f" ({getattr(method, '__qualname__', name)} at "
+             f"{os.path.basename(code.co_filename)}:{code.co_firstlineno})" if code else "")
+    return PluginError(f"plugin {layer['type']}: {name} {problem}{where}")
+
+
+def _shape(shape):
+    """(6, 7), (6,), or (?, 7) for an axis of unknown size."""
+    axes = ["?" if s is None else str(s) for s in shape]
+    return f"({axes[0]},)" if len(axes) == 1 else f"({', '.join(axes)})"

@@ -18,6 +18,12 @@ FRAMEWORKS = registry.ORDER
 OTHERS = [fw for fw in FRAMEWORKS if fw != "numpy"]
 
 
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch):
+    """`crossgrad run` stores results in the user's cache folder; a test's go under tmp."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+
+
 @pytest.fixture(scope="session")
 def executor():
     with LocalExecutor(workers=2, threads=1) as ex:

@@ -1,8 +1,9 @@
 """The harness's rooms: every module imports, dependencies point one way, no cycles.
 
-Levels, bottom up: the base (errors, registry), spec/, run/, compare/, report/, then
-the top (api, options, commands, cli, sweep) and the public `crossgrad` package. A module
-may import its own level or below, never above; module-level imports form no cycle.
+Levels, bottom up: the base (errors, registry), spec/, run/ and bench/ (the workers run
+both), compare/, report/, then the top (api, options, commands, cli, sweep) and the public
+`crossgrad` package. A module may import its own level or below, never above; module-level
+imports form no cycle.
 """
 import ast
 import importlib
@@ -15,7 +16,8 @@ import crossgrad
 import crossgrad.harness as harness
 
 ROOT = Path(harness.__file__).parent
-LEVELS = {"errors": 0, "registry": 0, "spec": 1, "run": 2, "compare": 3, "report": 4}
+LEVELS = {"errors": 0, "registry": 0, "spec": 1, "importers": 1.5, "run": 2, "bench": 2,
+          "compare": 3, "report": 4}
 TOP = 5
 
 

@@ -1,12 +1,15 @@
 """Bad input: exit status 2, one line naming the file and the field, nothing written."""
 import gzip
 import json
+import os
 import struct
 
 import numpy as np
 import pytest
 
 from crossgrad.harness.cli import main
+
+from limited import crossgrad
 
 GOOD = """
 name = "ok"
@@ -64,7 +67,7 @@ CASES = {
     "dropout_rate_negative": (variant({'[[layers]]\ntype = "dense"': '[[layers]]\ntype = "dropout"\n'
                                        'rate = -0.1\n[[layers]]\ntype = "dense"'}), "layers[0].rate"),
     "seed_negative": (variant({'name = "ok"': 'name = "ok"\nseed = -1'}), "seed"),
-    "dtype_unknown": (variant({'name = "ok"': 'name = "ok"\ndtype = "float16"'}), "dtype"),
+    "dtype_unknown": (variant({'name = "ok"': 'name = "ok"\ndtype = "float8"'}), "dtype"),
     "input_shape_empty": (variant({"input_shape = [4]": "input_shape = []"}), "input_shape"),
     "input_shape_zero": (variant({"input_shape = [4]": "input_shape = [0]"}), "input_shape[0]"),
     "conv_after_flatten": (variant({"input_shape = [4]": "input_shape = [2, 2, 1]",
@@ -93,6 +96,18 @@ CASES = {
                                      'vocab = 3\ndim = 2\n[[layers]]\ntype = "dense"'}), "layers[0].type"),
     "bad_name": (variant({'name = "ok"': 'name = "../escape"'}), "name"),
     "layers_not_a_list": (variant(append="").replace("[[layers]]", "[layers]"), "layers"),
+    # the spec's limits (harness/spec/limits.py)
+    "name_newline": (variant({'name = "ok"': 'name = "ok\\n"'}), "name"),
+    "name_control": (variant({'name = "ok"': 'name = "o\\u0007k"'}), "name"),
+    "name_101_characters": (variant({'name = "ok"': f'name = "{"n" * 101}"'}), "name"),
+    "residual_17_deep": (variant({'[[layers]]\ntype = "dense"': "[[layers]]\n" + "type = \"residual\"\n"
+                                  "layers = [" + '{type = "residual", layers = [' * 16 + '{type = "relu"}'
+                                  + "]}" * 16 + "]\n[[layers]]\ntype = \"dense\""}),
+                         "layers[0]" + ".layers[0]" * 16 + ".type"),
+    "layers_257": (variant({'[[layers]]\ntype = "dense"': '[[layers]]\ntype = "relu"\n' * 256
+                            + '[[layers]]\ntype = "dense"'}), "layers"),
+    "input_shape_9_axes": (variant({"input_shape = [4]": "input_shape = [1, 1, 1, 1, 1, 1, 1, 1, 4]"}),
+                           "input_shape"),
 }
 
 
@@ -113,7 +128,8 @@ def test_bad_spec(tmp_path, capsys, case):
     assert code == 2
     assert written == []
     assert len(err.splitlines()) == 1, err
-    assert str(path) in err and field in err, err
+    assert err.startswith(f"crossgrad: {path}: "), err
+    assert field in err[len(f"crossgrad: {path}: "):], err  # tmp_path holds the case's name
     assert "Traceback" not in err
 
 
@@ -137,6 +153,93 @@ def test_missing_spec_file(tmp_path, capsys):
     assert "nope.toml" in capsys.readouterr().err
 
 
+def one_line(capsys, *words):
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert all(w in err for w in words), err
+    return err
+
+
+def test_a_folder_given_as_the_spec(tmp_path, capsys):
+    (tmp_path / "specs").mkdir()
+    assert main(["check", str(tmp_path / "specs")]) == 2
+    one_line(capsys, "specs", "is a folder, expected a spec file")
+
+
+def test_a_spec_without_read_permission(tmp_path, capsys, monkeypatch):
+    """Root reads anything, so the refusal is also simulated at os.open."""
+    path = tmp_path / "secret.toml"
+    path.write_text(GOOD)
+    path.chmod(0)
+    if os.geteuid() != 0:
+        assert main(["check", str(path), "--frameworks", "numpy"]) == 2
+        one_line(capsys, "secret.toml", "permission denied")
+    real_open = os.open
+
+    def denied(name, *args, **kwargs):
+        if str(name) == str(path):
+            raise PermissionError(13, "Permission denied", str(name))
+        return real_open(name, *args, **kwargs)
+    monkeypatch.setattr(os, "open", denied)
+    assert main(["check", str(path), "--frameworks", "numpy"]) == 2
+    one_line(capsys, "secret.toml", "permission denied")
+
+
+def test_a_fifo_given_as_the_spec(tmp_path):
+    os.mkfifo(tmp_path / "spec.toml")
+    done = crossgrad(tmp_path, ["check", tmp_path / "spec.toml"], address_space=1 << 30,
+                     timeout=60)  # a regression blocks reading the FIFO: the timeout fails it
+    assert done.code == 2 and "FIFO" in done.stderr, done.stderr
+
+
+def test_a_symlink_loop_given_as_the_spec(tmp_path, capsys):
+    (tmp_path / "a.toml").symlink_to(tmp_path / "b.toml")
+    (tmp_path / "b.toml").symlink_to(tmp_path / "a.toml")
+    assert main(["check", str(tmp_path / "a.toml")]) == 2
+    one_line(capsys, "a.toml", "symlink loop")
+
+
+def test_a_spec_larger_than_a_mebibyte(tmp_path, capsys):
+    path = tmp_path / "big.toml"
+    path.write_text(GOOD + "#" * (1 << 20))
+    assert main(["check", str(path)]) == 2
+    one_line(capsys, "big.toml", "at most")
+
+
+@pytest.mark.parametrize("form", ["json", "toml"])
+def test_nesting_thousands_deep_is_one_line(tmp_path, capsys, form):
+    """Deep enough for the TOML/JSON decoders' recursion: still one line naming the file."""
+    if form == "json":
+        text = ('{"name": "n", "input_shape": [2], "data": {"source": "xor"}, '
+                '"loss": {"type": "mse"}, "layers": [' + '{"type": "residual", "layers": [' * 3000
+                + '{"type": "relu"}' + "]}" * 3000 + "]}")
+    else:
+        text = ('name = "n"\ninput_shape = [2]\nlayers = [' + '{type = "residual", layers = [' * 1000
+                + '{type = "relu"}' + "]}" * 1000 + "]\n")
+    path = tmp_path / f"deep.{form}"
+    path.write_text(text)
+    assert main(["check", str(path)]) == 2
+    one_line(capsys, f"deep.{form}", "nest deeper than 64")
+
+
+def test_steps_over_a_billion(tmp_path):
+    """In a child with little memory: drawing 1e9 steps' batches up front, as crossgrad once
+    did, must fail there and not on the machine."""
+    path = tmp_path / "bad.toml"
+    path.write_text(variant(append="[train]\nsteps = 1000000001\n"))
+    done = crossgrad(tmp_path, ["check", path, "--frameworks", "numpy"], address_space=1 << 30,
+                     timeout=60)
+    assert done.code == 2 and "train.steps: must be at most 1,000,000,000" in done.stderr, \
+        done.stderr
+
+
+def test_a_name_from_a_long_file_name(tmp_path, capsys):
+    path = tmp_path / ("n" * 150 + ".toml")
+    path.write_text(GOOD.replace('name = "ok"\n', ""))
+    assert main(["check", str(path), "--frameworks", "numpy"]) == 2
+    one_line(capsys, "name: is 150 characters long, at most 100", "from the file name")
+
+
 def test_unknown_zoo_name(capsys):
     assert main(["check", "--zoo", "resnet50"]) == 2
     assert "resnet50" in capsys.readouterr().err
@@ -148,12 +251,20 @@ def test_unknown_framework(capsys):
 
 
 def test_bad_cli_value_is_one_line(capsys):
-    assert pytest.raises(SystemExit, main, ["check", "--dtype", "float16"]).value.code == 2
+    assert pytest.raises(SystemExit, main, ["check", "--dtype", "float8"]).value.code == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
 
 
+def exit_status(argv):
+    """main's return value, or the status of the SystemExit its option parser raised."""
+    try:
+        return main(argv)
+    except SystemExit as stop:
+        return stop.code
+
+
 def test_negative_seed_on_the_command_line(capsys):
-    assert main(["check", "--zoo", "xor_2_2_1", "--seed", "-3"]) == 2
+    assert exit_status(["check", "--zoo", "xor_2_2_1", "--seed", "-3"]) == 2
     assert "--seed" in capsys.readouterr().err
 
 

@@ -80,7 +80,8 @@ def test_run_writes_a_complete_report(tmp_path):
     assert {"model", "framework", "step", "loss", "grad_norm"} <= set(curves.columns)
     assert set(curves["mode"]) == {"aligned", "native"}
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 2  # one figure per model, embedded
+    assert html.count("<div class='panels'>") == 2  # interactive plots per model
+    assert {"xor_2_2_1.png", "batchnorm_mlp.png"} <= {p.name for p in (out / "plots").iterdir()}
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".latest")]
 
 

@@ -20,12 +20,11 @@ Kinks: where the loss is not differentiable along d (ReLU exactly at 0, tied max
 reported with status "kink" and both one-sided values, not silently passed or
 failed; the pairwise comparison still checks the gradient every framework chose.
 """
-import math
 
 import numpy as np
 
-from ..registry import ORDER
-from ..spec.probes import H0, LEVELS, RATIO
+from ..registry import PARTICIPANTS
+from ..spec.probes import H0, LEVELS, RATIO, ridders
 
 WINDOW = 4                   # Ridders runs on every 4 consecutive steps; the best error wins
 TOLERANCE = 1e-6
@@ -42,22 +41,6 @@ def extrapolate(estimates, power, noise):
         runs.append((value, err + noise[s + WINDOW - 1]))
     return min(runs, key=lambda r: r[1])
 
-
-def ridders(estimates, power):
-    """Extrapolate D(h_k) (error ~ h^p, h^(p+power)...) to h -> 0. -> (value, error estimate)."""
-    best, err, prev = estimates[0], math.inf, []
-    for k, first in enumerate(estimates):
-        row = [first]
-        for j in range(1, k + 1):
-            fac = RATIO ** (power * j)
-            row.append((fac * row[j - 1] - prev[j - 1]) / (fac - 1))
-            e = max(abs(row[j] - row[j - 1]), abs(row[j] - prev[j - 1]))
-            if e <= err:
-                best, err = row[j], e
-        if k and abs(row[k] - prev[k - 1]) >= 2 * err:
-            break  # higher orders got worse: rounding has taken over
-        prev = row
-    return best, err
 
 
 def estimate(loss0, values):
@@ -94,7 +77,7 @@ def describe(direction):
 def finite_differences(results, probes):
     """One row per (framework, probe), from the loss values each worker computed."""
     rows = []
-    for fw in ORDER:
+    for fw in PARTICIPANTS:
         result = results.get(fw, {})
         if result.get("status") != "ok" or not len(probes):
             continue

@@ -6,9 +6,11 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from .. import registry
-from . import pitfalls
-from .curves import branch_step, curve_errors
+from ..importers import original
+from . import lockstep
+from .curves import branch_step, curve_errors, verdict
 from .finite_diff import finite_differences
+from .layers import first_partings, layer_rows
 from .pairwise import tensor_errors, pairwise, validate
 from .zeros import structural_zeros
 
@@ -38,6 +40,11 @@ class CheckResult:
         return self.frame("finite_difference")
 
     @property
+    def layers(self):
+        """model, dtype, layer, type, a, b, forward_rel_err, backward_rel_err."""
+        return self.frame("layers")
+
+    @property
     def frameworks(self):
         return pd.DataFrame([dict(model=m["name"], dtype=m["dtype"], framework=fw, **info)
                              for m in self.models for fw, info in m["frameworks"].items()])
@@ -50,29 +57,67 @@ class CheckResult:
         return {"models": self.models}
 
 
-def assemble_check(spec, inputs, results, names, missing):
-    """One model's JSON entry: framework statuses, pairwise rows, finite-difference rows."""
+def assemble_check(spec, inputs, results, names, missing, tol=None):
+    """One model's JSON entry: framework statuses, pairwise rows, finite-difference rows.
+    `tol`: the pairwise pass mark where it is not the dtype's (reduced precision)."""
     frameworks = {fw: {"status": "skipped", "loss": None, "error": why}
                   for fw, why in missing.items()}
     for fw in names:
         r = results.get(fw, {"status": "failed", "error": "no result"})
-        if r.get("status") == "ok":
+        if r.get("status") == "ok" and "gradients" not in r:  # "gradients": skipped, loss only
             bad = validate(r, inputs.params, inputs.state, spec.dtype)
             if bad:
                 r = {"status": "failed", "error": bad}
         results[fw] = r
         frameworks[fw] = {"status": r["status"], "loss": r.get("loss"),
-                          "version": registry.version(fw), "seconds": r.get("seconds")}
+                          "version": _version(fw, spec), "seconds": r.get("seconds"),
+                          **_original(fw, spec)}
         if r["status"] != "ok":
             frameworks[fw]["error"] = r.get("error")
-    comparisons = pairwise(results, spec.dtype, structural_zeros(spec.layers))
-    fd = finite_differences(results, inputs.probes)
+        if "layer_values_error" in r:  # no per-layer rows for it; the check itself goes on
+            frameworks[fw]["layer_values_error"] = r["layer_values_error"]
+        if "gradients" in r:
+            frameworks[fw].update(gradients=r["gradients"], gradients_reason=r["gradients_reason"])
+    # a framework without gradients has none to pair: its loss is compared, and numpy
+    # (the only one that can lack them) comes first in every pair
+    comparisons = pairwise(results, spec.dtype, structural_zeros(spec.layers), tol)
+    fd = _finite_differences(results, inputs.probes)
+    layers = layer_rows(spec.layers, results)  # they explain a failure, they do not judge
     failed = [fw for fw in names if frameworks[fw]["status"] == "failed"]
     passed = (not failed and all(r["passed"] for r in comparisons)
               and all(r["passed"] for r in fd))
     return {"name": spec.name, "dtype": spec.dtype, "seed": spec.seed, "spec_hash": spec.hash,
             "passed": bool(passed), "frameworks": frameworks,
-            "comparisons": comparisons, "finite_difference": fd}
+            "comparisons": comparisons, "finite_difference": fd, "fd_tensors": inputs.fd_tensors,
+            "layers": layers,
+            "first_parting": first_partings(spec.layers, layers, comparisons, spec.dtype, tol)}
+
+
+def _version(fw, spec):
+    """The framework's version; the original's is that of the framework it runs in."""
+    return registry.version(original.worker(spec) if fw == registry.ORIGINAL else fw)
+
+
+def _original(fw, spec):
+    """What the original participant is: its framework and model file."""
+    if fw != registry.ORIGINAL:
+        return {}
+    return {"model_framework": spec.original["framework"], "model_file": spec.original["file"]}
+
+
+def _finite_differences(results, probes):
+    """Each framework's loss probed against its own gradient; a framework without gradients
+    (a plugin without numpy_backward) probes its loss against the first framework's that
+    has them, and its rows say whose ("gradient_from")."""
+    donor = next((fw for fw in registry.ORDER if results.get(fw, {}).get("status") == "ok"
+                  and "gradients" not in results[fw]), None)
+    lent = {fw: dict(r, grads=results[donor]["grads"]) if donor else dict(r, status="no grads")
+            for fw, r in results.items() if r.get("status") == "ok" and "gradients" in r}
+    rows = finite_differences(dict(results, **lent), probes)
+    for row in rows:
+        if row["framework"] in lent:
+            row["gradient_from"] = donor
+    return rows
 
 
 def summary_row(m):
@@ -113,9 +158,11 @@ class TrainResult:
 
 
 def explain_branches(models, curves):
-    """A float32 curve that fails, while the same model's float64 curve agrees, and that left
-    the reference in one jump, is marked "branched" (a kink under rounding, not a difference
-    in the math): reported as such, not as a failure."""
+    """Without lockstep (the imported original; a reference that cannot step): a float32
+    curve that fails, while the same model's float64 curve agrees, and that left the
+    reference in one jump, is marked "branched" (a kink under rounding, not a difference
+    in the math): reported as such, not as a failure. With lockstep, curves.verdict
+    has decided already."""
     f64 = {(m["name"], m["mode"]): m for m in models if m["dtype"] == "float64"}
     for m in models:
         control = f64.get((m["name"], m["mode"]))
@@ -123,13 +170,13 @@ def explain_branches(models, curves):
             continue
         for fw, info in m["frameworks"].items():
             agreed64 = control["frameworks"].get(fw, {}).get("passed")
-            if info.get("passed") is not False or not agreed64:
+            if info.get("passed") is not False or not agreed64 or "lockstep_parted_at" in info:
                 continue
             mine = curves[(curves["model"] == m["name"]) & (curves["dtype"] == "float32") &
                           (curves["mode"] == m["mode"]) & (curves["framework"] == fw)]
             step = branch_step(mine.sort_values("step")["rel_diff"], "float32")
             if step is not None:
-                info.update(passed=True, branched_at=step)
+                info.update(passed=True, verdict="PASS*", branched_at=step)
         m["passed"] = all(i.get("passed") is not False for i in m["frameworks"].values()
                           if i["status"] == "ok") and not any(
             i["status"] == "failed" for i in m["frameworks"].values())
@@ -144,24 +191,31 @@ def assemble_train(spec, inputs, results, names, missing, native):
     curve_rows, norm_rows = [], []
     for fw in names:
         r = results.get(fw, {"status": "failed", "error": "no result"})
-        info = {"status": r["status"], "version": registry.version(fw), "seconds": r.get("seconds")}
+        info = {"status": r["status"], "version": _version(fw, spec), "seconds": r.get("seconds"),
+                **_original(fw, spec)}
         if r["status"] != "ok":
             frameworks[fw] = dict(info, error=r.get("error"))
             continue
         c, e = r["curves"], errors[fw]
         final = _final_params_error(r, results.get(reference),
                                     structural_zeros(spec.layers))
+        locked, per_step = lockstep.judge(r.get("lockstep"), spec.dtype,
+                                          structural_zeros(spec.layers))
         frameworks[fw] = dict(info, final_loss=c["loss"][-1] if c["loss"] else None,
                               diverged_at=c["diverged_at"], max_rel_diff=e["max_rel_diff"],
                               parted_at=e["parted_at"], final_params_rel_err=final,
-                              passed=e["passed"])
-        if native:
-            frameworks[fw]["native_defaults"] = pitfalls.in_play(spec, fw)
+                              passed=e["passed"], **locked)
+        # PASS, PASS* (branched, amplified) or FAIL, from the curve and lockstep; native runs
+        # are shown, not judged (the causes of a parting: harness/ablation/causes.py)
+        if not native:
+            verdict(frameworks[fw], e["rel_diff"], spec.dtype)
         base = {"model": spec.name, "dtype": spec.dtype, "mode": mode, "framework": fw}
         for step, (loss, norm) in enumerate(zip(c["loss"], c["grad_norm"])):
             curve_rows.append(dict(base, step=step, loss=loss, grad_norm=norm,
                                    rel_diff=float(e["rel_diff"][step])
-                                   if step < len(e["rel_diff"]) else math.nan))
+                                   if step < len(e["rel_diff"]) else math.nan,
+                                   lockstep_rel_err=float(per_step[step]) if per_step is not None
+                                   and step < len(per_step) else math.nan))
         for layer, values in c["layer_norms"].items():
             norm_rows += [dict(base, step=s, layer=layer, norm=v) for s, v in enumerate(values)]
     ran = [fw for fw in names if frameworks[fw]["status"] == "ok"]
@@ -169,8 +223,16 @@ def assemble_train(spec, inputs, results, names, missing, native):
     passed = None if native else bool(not failed and all(frameworks[fw]["passed"] for fw in ran))
     entry = {"name": spec.name, "dtype": spec.dtype, "mode": mode, "seed": spec.seed,
              "spec_hash": spec.hash, "steps": inputs.steps, "reference": reference,
-             "passed": passed, "frameworks": frameworks}
+             "passed": passed, "diverged_at": None if failed else _diverged_alike(frameworks, ran),
+             "frameworks": frameworks}
     return entry, curve_rows, norm_rows
+
+
+def _diverged_alike(frameworks, ran):
+    """The step at which every framework stopped on a non-finite loss or gradient, or None.
+    The result then says DIVERGED (report/tables.train_result), never a bare PASS."""
+    steps = {frameworks[fw]["diverged_at"] for fw in ran}
+    return steps.pop() if ran and len(steps) == 1 and None not in steps else None
 
 
 def _final_params_error(result, reference, zeros):

@@ -1,4 +1,13 @@
-"""One figure per model: curves, their differences, gradient norms, gradient agreement."""
+"""The static figures of report.md (plots/*.png); report.html draws the same as interactive
+panels (panels.py).
+
+One figure per model: the aligned loss curves and their difference from the reference with
+the tolerances, the native-defaults curves marked where they part and why, per-layer
+gradient norms, and the gradient agreement per tensor (a framework x framework heatmap
+instead, where a pair disagrees). The legend sits below the axes, so it never covers a
+curve or a tolerance line. A second, small figure per model shows the per-layer
+comparison of the check when it ran.
+"""
 import io
 import math
 
@@ -7,99 +16,218 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no screen
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 
 from ..compare.curves import CURVES  # noqa: E402
 from ..compare.pairwise import PAIRWISE  # noqa: E402
-from ..registry import ORDER, color  # noqa: E402
+from ..registry import ORDER, PARTICIPANTS, color, short  # noqa: E402
+
 STYLES = {"float64": "-", "float32": "--"}
+MARKERS = {"float64": "o", "float32": "^"}
 EXACT = 1e-17  # where exact agreement is drawn on a log axis
+GREY = "#888888"
 
 
-def model_figure(name, reference, curves, native, norms, comparisons):
-    """curves/native: DataFrames of one model (aligned / native-defaults training);
-    norms: per-layer gradient norms; comparisons: the float64 check's pairwise rows."""
-    fig, axes = plt.subplots(2, 3, figsize=(13, 6.6), dpi=80)
+def model_figure(name, reference, curves, native, norms, comparisons, partings=()):
+    """curves/native: DataFrames of one model (aligned / native-defaults training); norms:
+    the reference's per-layer gradient norms; comparisons: the check's pairwise rows (both
+    dtypes); partings: findings.partings() of this model."""
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7.2), dpi=80)
     _loss_curves(axes[0, 0], curves, "Loss curves (float64 solid, float32 dashed)")
-    _differences(axes[0, 1], curves, reference, f"Relative loss difference from {reference}", True)
-    _layer_norms(axes[1, 0], norms)
-    _heatmap(axes[1, 1], comparisons)
+    _differences(axes[0, 1], curves, reference, f"Relative loss difference from {reference}",
+                 CURVES)
+    _lockstep(axes[0, 1], curves)
+    _layer_norms(fig, axes[1, 0], norms)
+    _agreement(fig, axes[1, 1], comparisons)
     if native is not None and len(native):
         _loss_curves(axes[0, 2], native, "Native defaults: loss curves (float64)")
-        _differences(axes[1, 2], native, reference, f"Native defaults: difference from {reference}",
-                     False)
+        _differences(axes[1, 2], native, reference,
+                     f"Native defaults: difference from {reference}", {})
+        for ax in axes[:, 2]:
+            _mark_partings(ax, partings)
     else:
         for ax in axes[:, 2]:
             ax.axis("off")
     fig.suptitle(name, fontsize=13, x=0.01, ha="left")
-    fig.tight_layout()
+    frameworks = [fw for fw in PARTICIPANTS if fw in set(curves.get("framework", []))] or ORDER
+    _legend(fig, frameworks)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     return _png(fig)
+
+
+def layer_figure(name, layers):
+    """The per-layer comparison: each top-level layer's forward output and dL/dx error, the
+    worst over the framework pairs, with the tolerance."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.0), dpi=80)
+    labels = _layer_labels(layers)
+    x = np.arange(len(labels))
+    for dtype in sorted({r.get("dtype", "float64") for r in layers}):
+        for direction, style in (("forward", "-"), ("backward", ":")):
+            y = [_worst(r.get(f"{direction}_rel_err") for r in layers
+                        if (r["layer"], r["type"]) == lab and r.get("dtype", "float64") == dtype)
+                 for lab in labels]
+            ax.semilogy(x, np.clip(np.array(y, float), EXACT, None), style,
+                        marker=MARKERS.get(dtype, "o"), color="#333333" if direction == "forward"
+                        else "#2f6fdf", ms=4, lw=1)
+        ax.axhline(PAIRWISE.get(dtype, PAIRWISE["float64"]), color=GREY, ls=STYLES.get(dtype, "-"),
+                   lw=0.8)
+    ax.set_xticks(x, [f"{lay} {typ}" for lay, typ in labels], rotation=45, ha="right", fontsize=7)
+    ax.set(title=f"{name}: per-layer agreement (worst pair)", ylabel="rel. error",
+           ylim=(EXACT / 3, None))
+    fig.legend(handles=[Line2D([], [], color="#333333", label="forward output"),
+                        Line2D([], [], color="#2f6fdf", ls=":", label="dL/dx"),
+                        Line2D([], [], color=GREY, label="tolerance (pairwise)")],
+               loc="lower center", ncol=3, fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    return _png(fig)
+
+
+def _layer_labels(layers):
+    seen = []
+    for r in layers:
+        if (r["layer"], r["type"]) not in seen:
+            seen.append((r["layer"], r["type"]))
+    return seen
+
+
+def _worst(values):
+    values = [v for v in values if v is not None]
+    return max(values) if values else math.nan
 
 
 def _loss_curves(ax, curves, title):
     for (fw, dtype), c in curves.groupby(["framework", "dtype"]):
-        ax.plot(c["step"], c["loss"], STYLES.get(dtype, "-"), color=color(fw), lw=1.3,
-                label=fw if dtype == "float64" else None, alpha=0.85)
+        ax.plot(c["step"], c["loss"], STYLES.get(dtype, "-"), color=color(fw), lw=1.3, alpha=0.85)
     ax.set(title=title, xlabel="step", ylabel="loss")
-    ax.legend(fontsize=8)
 
 
 def _differences(ax, curves, reference, title, tolerances):
-    drawn = False
     for (fw, dtype), c in curves.groupby(["framework", "dtype"]):
         if fw == reference:
             continue
         y = np.clip(c["rel_diff"].to_numpy(float), EXACT, None)
-        ax.semilogy(c["step"], y, STYLES.get(dtype, "-"), color=color(fw), lw=1.2,
-                    label=f"{fw} {dtype}")
-        drawn = True
-    if tolerances:
-        for dtype, tol in CURVES.items():
-            ax.axhline(tol, color="#999999", ls=STYLES[dtype], lw=0.8)
-            ax.text(0, tol, f" {dtype} tolerance", fontsize=7, va="bottom", color="#777777")
+        ax.semilogy(c["step"], y, STYLES.get(dtype, "-"), color=color(fw), lw=1.2)
+    for dtype, tol in tolerances.items():
+        ax.axhline(tol, color=GREY, ls=STYLES[dtype], lw=0.8)
+        ax.text(0, tol, f" {dtype} tolerance", fontsize=7, va="bottom", color="#666666")
     ax.set(title=title, xlabel="step", ylabel="|loss - reference| / |reference|", yscale="log",
            ylim=(EXACT / 3, None))
-    if drawn:
-        ax.legend(fontsize=7, ncol=2)
     ax.text(1, EXACT, "exact  ", fontsize=7, ha="right", va="bottom",
             transform=ax.get_yaxis_transform(), color="#777777")
 
 
-def _layer_norms(ax, norms):
+def _lockstep(ax, curves):
+    """Each step's worst lockstep error (that step taken again from the reference's state), as
+    thin dotted lines over the curve differences, with the lockstep tolerances: a chaotic
+    network's curve climbs while its lockstep line stays flat at rounding level."""
+    if "lockstep_rel_err" not in curves or not curves["lockstep_rel_err"].notna().any():
+        return
+    for (fw, dtype), c in curves.groupby(["framework", "dtype"]):
+        y = c["lockstep_rel_err"].to_numpy(float)
+        if np.isfinite(y).any():
+            ax.semilogy(c["step"], np.clip(y, EXACT, None), ":", color=color(fw), lw=0.9)
+    for dtype in sorted(set(curves["dtype"])):
+        tol = PAIRWISE[dtype]
+        ax.axhline(tol, color=GREY, ls=":", lw=0.6)
+        ax.text(1, tol, f"{dtype} lockstep tolerance ", fontsize=6.5, ha="right", va="bottom",
+                color="#666666", transform=ax.get_yaxis_transform())
+    ax.set_title(ax.get_title() + "\n(dotted: lockstep, each step from the reference's state)",
+                 fontsize=9)
+
+
+def _mark_partings(ax, partings):
+    """A vertical line where each native curve parts, labelled with the first cause, on the
+    side of the line with more room."""
+    last = ax.get_xlim()[1]
+    for p in partings:
+        ax.axvline(p["step"], color=color(p["framework"]), lw=0.9, ls=":")
+        cause = p["causes"][0] if p["causes"] else "no known cause"
+        more = f" (+{len(p['causes']) - 1})" if len(p["causes"]) > 1 else ""
+        text = f"{short(p['framework'])} @{p['step']}: {_clip(cause, 44)}{more}"
+        ax.text(p["step"], 0.98, text, rotation=90, va="top", fontsize=6.5,
+                ha="left" if p["step"] <= last / 2 else "right",
+                color=color(p["framework"]), transform=ax.get_xaxis_transform())
+
+
+def _clip(text, n):
+    return text if len(text) <= n else text[:n - 1] + "…"
+
+
+def _layer_norms(fig, ax, norms):
     if norms is None or not len(norms):
         ax.axis("off")
         return
-    layers = sorted(norms["layer"].unique(), key=lambda s: int(s))
+    layers = sorted(norms["layer"].unique(), key=_layer_order)
     cmap = plt.get_cmap("viridis")
-    for i, layer in enumerate(layers):
+    for k, layer in enumerate(layers):
         c = norms[norms["layer"] == layer]
-        ax.semilogy(c["step"], c["norm"].clip(lower=1e-300), color=cmap(i / max(1, len(layers) - 1)),
-                    lw=1, label=f"layer {layer}" if len(layers) <= 8 or i in (0, len(layers) - 1)
-                    else None)
+        ax.semilogy(c["step"], c["norm"].clip(lower=1e-300),
+                    color=cmap(k / max(1, len(layers) - 1)), lw=1)
     ax.set(title=f"Gradient norm per layer ({norms['framework'].iloc[0]}, float64)",
            xlabel="step", ylabel="||dL/d params of the layer||")
-    ax.legend(fontsize=7, ncol=2)
+    scale = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, max(1, len(layers) - 1)))
+    bar = fig.colorbar(scale, ax=ax, fraction=0.046)
+    bar.set_ticks([0, max(1, len(layers) - 1)], labels=[f"layer {layers[0]}",
+                                                        f"layer {layers[-1]}"])
+    bar.ax.tick_params(labelsize=7)
 
 
-def _heatmap(ax, comparisons):
-    fws = [fw for fw in ORDER if fw in set(comparisons["a"]) | set(comparisons["b"])] \
-        if comparisons is not None and len(comparisons) else []
-    if not fws:
+def _layer_order(name):
+    return [int(p) if p.isdigit() else p for p in str(name).split(".")]
+
+
+def _agreement(fig, ax, comparisons):
+    """Per tensor, the worst error over the pairs against each dtype's tolerance; where
+    some pair fails, the framework x framework heatmap of that dtype says which."""
+    if comparisons is None or not len(comparisons):
         ax.axis("off")
         return
-    grid = np.full((len(fws), len(fws)), np.nan)
     grads = comparisons[comparisons["kind"] == "grad"]
+    failing = grads[~grads["passed"].astype(bool)]
+    if len(failing):
+        _heatmap(fig, ax, grads[grads["dtype"] == failing["dtype"].iloc[0]])
+        return
+    names = list(dict.fromkeys(grads["param"]))
+    for dtype, rows in grads.groupby("dtype"):
+        worst = rows.groupby("param")["rel_err"].max()
+        y = [max(worst.get(n, math.nan), EXACT) for n in names]
+        ax.semilogy(range(len(names)), y, MARKERS.get(dtype, "o"), color="#333333", ms=4,
+                    ls="none", mfc="none" if dtype == "float32" else "#333333")
+        ax.axhline(PAIRWISE[dtype], color=GREY, ls=STYLES.get(dtype, "-"), lw=0.8)
+        ax.text(0, PAIRWISE[dtype], f" {dtype} tolerance", fontsize=7, va="bottom",
+                color="#666666")
+    step = max(1, len(names) // 12)
+    ax.set_xticks(range(0, len(names), step), names[::step], rotation=45, ha="right", fontsize=7)
+    ax.set(title="Gradient agreement per tensor (worst pair)", ylabel="rel. error",
+           ylim=(EXACT / 3, 1e-3))
+
+
+def _heatmap(fig, ax, grads):
+    dtype = grads["dtype"].iloc[0]
+    fws = [fw for fw in PARTICIPANTS if fw in set(grads["a"]) | set(grads["b"])]
+    grid = np.full((len(fws), len(fws)), np.nan)
     for (a, b), rows in grads.groupby(["a", "b"]):
         i, j = fws.index(a), fws.index(b)
-        grid[i, j] = grid[j, i] = math.log10(max(rows["rel_err"].max(), EXACT))
-    image = ax.imshow(grid, cmap="RdYlGn_r", vmin=-17, vmax=-5)
+        grid[i, j] = grid[j, i] = max(rows["rel_err"].max(), EXACT)
+    tol = PAIRWISE[dtype]
+    # centred on the tolerance: green within it, red beyond
+    image = ax.imshow(np.log10(grid / tol), cmap="RdYlGn_r", vmin=-6, vmax=6)
     for i in range(len(fws)):
         for j in range(len(fws)):
             if not np.isnan(grid[i, j]):
-                ax.text(j, i, f"1e{grid[i, j]:.0f}", ha="center", va="center", fontsize=8)
+                ax.text(j, i, f"{grid[i, j]:.0e}", ha="center", va="center", fontsize=8)
     ax.set_xticks(range(len(fws)), fws, fontsize=8)
     ax.set_yticks(range(len(fws)), fws, fontsize=8)
-    ax.set_title(f"Worst gradient rel. error, float64 (pass <= {PAIRWISE['float64']:g})")
-    plt.colorbar(image, ax=ax, fraction=0.046, label="log10")
+    ax.set_title(f"Worst gradient rel. error, {dtype} (pass <= {tol:g})")
+    fig.colorbar(image, ax=ax, fraction=0.046, label="log10(error / tolerance)")
+
+
+def _legend(fig, frameworks):
+    handles = [Line2D([], [], color=color(fw), lw=2, label=fw) for fw in frameworks]
+    handles += [Line2D([], [], color="#333333", ls=STYLES[d], label=d) for d in STYLES]
+    handles += [Line2D([], [], color=GREY, lw=0.8, label="tolerance")]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8,
+               frameon=False)
 
 
 def _png(fig):

@@ -1,10 +1,15 @@
 """Plain-text tables for the terminal (and the markdown report)."""
 import math
 
-from ..compare.curves import CURVES
+from ..compare.curves import CURVES, PARTED
 from ..compare.finite_diff import TOLERANCE as FD_TOLERANCE
+from ..compare.hvp import EXACT as HVP_EXACT, hvp_notes, summary as hvp_summary
+from ..compare.layers import parting_line
+from ..compare.precision import digits
+from ..spec.precision import REDUCED
+from ..compare.lockstep import differs_text
 from ..compare.pairwise import PAIRWISE
-from ..registry import ORDER, short
+from ..registry import PARTICIPANTS, REFERENCE, short
 
 
 def fmt(x):
@@ -26,10 +31,12 @@ def render(header, rows):
 
 def check_table(models):
     """One row per model: status per framework, worst relative error per pair, worst FD."""
-    fws = [fw for fw in ORDER if any(fw in m["frameworks"] for m in models)]
+    fws = [fw for fw in PARTICIPANTS if any(fw in m["frameworks"] for m in models)]
     pairs = [(a, b) for i, a in enumerate(fws) for b in fws[i + 1:]]
+    second = any("hvp" in m for m in models)  # check --order 2 ran
     header = ["model", "dtype", *[short(f) for f in fws],
-              *[f"{short(a)}~{short(b)}" for a, b in pairs], "fin.diff", "result"]
+              *[f"{short(a)}~{short(b)}" for a, b in pairs], "fin.diff",
+              *(["hvp", "hvp~fd"] if second else []), "result"]
     rows, notes = [], []
     for m in models:
         worst = {}
@@ -37,23 +44,39 @@ def check_table(models):
             key = (c["a"], c["b"])
             worst[key] = max(worst.get(key, 0.0), c["rel_err"])
         fd = [r["rel_err"] for r in m["finite_difference"] if r["status"] != "kink"]
-        status = [m["frameworks"].get(f, {}).get("status", "-") for f in fws]
+        status = [_status(m["frameworks"].get(f, {})) for f in fws]
         rows.append([m["name"], m["dtype"], *status, *[fmt(worst.get(p)) for p in pairs],
-                     fmt(max(fd)) if fd else "-", "PASS" if m["passed"] else "FAIL"])
-        notes += _notes(m)
+                     fmt(max(fd)) if fd else "-",
+                     *(map(fmt, hvp_summary(m.get("hvp", []))) if second else []),
+                     "PASS" if m["passed"] else "FAIL"])
+        notes += _notes(m) + hvp_notes(m)
     return render(header, rows) + ("\n" + "\n".join(notes) if notes else "")
+
+
+def _status(info):
+    """"loss" for a framework whose loss was checked but not its gradients."""
+    return "loss" if info.get("gradients") == "skipped" else info.get("status", "-")
 
 
 def _notes(m):
     notes = [f"  {m['name']} {m['dtype']}: {fw} {info['status']}: {info.get('error')}"
              for fw, info in m["frameworks"].items() if info["status"] != "ok"]
+    donors = {r["framework"]: r["gradient_from"] for r in m["finite_difference"]
+              if "gradient_from" in r}
+    notes += [f"  {m['name']} {m['dtype']}: {fw} gradients skipped ({info['gradients_reason']}); "
+              + (f"finite differences of its loss check {donors[fw]}'s gradients" if fw in donors
+                 else "its loss is compared") for fw, info in m["frameworks"].items()
+              if info.get("gradients") == "skipped"]
     bad = [c for c in m["comparisons"] if not c["passed"]]
     for c in sorted(bad, key=lambda c: -c["rel_err"])[:3]:
         notes.append(f"  {m['name']} {m['dtype']}: {c['a']} vs {c['b']} disagree on "
                      f"{c['param']}: rel err {fmt(c['rel_err'])}")
+    notes += [f"  {m['name']} {m['dtype']}: {parting_line(p)}" for p in m.get("first_parting", [])]
     for r in [r for r in m["finite_difference"] if r["status"] == "mismatch"][:3]:
         notes.append(f"  {m['name']}: finite differences disagree with {r['framework']} on "
                      f"{r['param']} ({r['direction']}): rel err {fmt(r['rel_err'])}")
+    if sampled(m):
+        notes.append(f"  {m['name']}: {sampled(m)}")
     kinks = [r for r in m["finite_difference"] if r["status"] == "kink"]
     if kinks:
         notes.append(f"  {m['name']}: {len(kinks)} finite-difference probes cross a kink "
@@ -61,18 +84,33 @@ def _notes(m):
     return notes
 
 
+def sampled(m):
+    """A line when the finite-difference budget left tensors unprobed, else ''."""
+    cover = m.get("fd_tensors")
+    if not cover or cover["probed"] >= cover["total"]:
+        return ""
+    return (f"finite differences probed {cover['probed']} of {cover['total']} parameter tensors "
+            f"(the budget is 64 probes; a sample drawn from the seed; every tensor is still "
+            f"compared pairwise)")
+
+
 def check_footer(models):
     passed = sum(m["passed"] for m in models)
     return (f"{len(models)} checks: {passed} passed, {len(models) - passed} failed "
             f"(pairwise: float64 <= {PAIRWISE['float64']:g}, float32 <= {PAIRWISE['float32']:g}; "
-            f"finite differences <= {FD_TOLERANCE:g})")
+            f"finite differences <= {FD_TOLERANCE:g}"
+            + (f"; H v: exact pairs <= {HVP_EXACT:g}, against gradient differences <= "
+               f"{FD_TOLERANCE:g}" if any("hvp" in m for m in models) else "")
+            + ("; bfloat16, float16: per model, 2x the tolerance against float64 below"
+               if any(m["dtype"] in REDUCED for m in models) else "") + ")")
 
 
 def train_table(models):
-    """One row per model: final loss and worst curve difference per framework."""
-    fws = [fw for fw in ORDER if any(fw in m["frameworks"] for m in models)]
+    """One row per model: final loss and worst curve difference per framework, and the worst
+    lockstep error over the frameworks."""
+    fws = [fw for fw in PARTICIPANTS if any(fw in m["frameworks"] for m in models)]
     header = ["model", "dtype", "mode", "steps", *[f"{short(f)} final" for f in fws],
-              *[f"{short(f)} vs ref" for f in fws[1:]], "result"]
+              *[f"{short(f)} vs ref" for f in fws[1:]], "lockstep", "result"]
     rows, notes = [], []
     for m in models:
         info = [m["frameworks"].get(f, {}) for f in fws]
@@ -80,41 +118,200 @@ def train_table(models):
                   else i.get("status", "-") for i in info]
         diffs = [fmt(i.get("max_rel_diff")) if i.get("status") == "ok" else "-"
                  for i in info[1:]]
-        result = {True: "PASS", False: "FAIL", None: "shown"}[m["passed"]]
-        if m["passed"] and any(i.get("branched_at") is not None for i in info):
-            result = "PASS*"
-        rows.append([m["name"], m["dtype"], m["mode"], m["steps"], *finals, *diffs, result])
-        for fw, i in m["frameworks"].items():
-            if i.get("status") not in ("ok",):
-                notes.append(f"  {m['name']} {m['dtype']}: {fw} {i.get('status')}: {i.get('error')}")
-            elif i.get("branched_at") is not None:
-                notes.append(f"  {m['name']} {m['dtype']}: {fw} branched from {m['reference']} at "
-                             f"step {i['branched_at']}: the float64 curves agree, and in one float32 "
-                             f"step the difference jumped 100x (a ReLU/max flipped at its kink "
-                             f"under rounding); compared up to there")
-            elif i.get("diverged_at") is not None:
-                notes.append(f"  {m['name']} {m['dtype']}: {fw} diverged (non-finite loss or "
-                             f"gradient) at step {i['diverged_at']}")
-            elif i.get("passed") is False:
-                hint = (" (float32: with the float64 curves as a control, `crossgrad run` tells "
-                        "a branch at a kink from a real disagreement)") if m["dtype"] == "float32" else ""
-                notes.append(f"  {m['name']} {m['dtype']}: {fw} disagrees with {m['reference']}: "
-                             f"max rel. difference {fmt(i['max_rel_diff'])}, beyond 1e-3 from step "
-                             f"{i.get('parted_at')}{hint}")
-            elif m["mode"] == "native" and i.get("parted_at") is not None:
-                causes = "; ".join(i.get("native_defaults") or []) or "none known"
-                notes.append(f"  {m['name']} {m['dtype']}: {fw} parts from {m['reference']} "
-                             f"at step {i['parted_at']} (relative difference > 1e-3); "
-                             f"defaults in play: {causes}")
+        rows.append([m["name"], m["dtype"], m["mode"], m["steps"], *finals, *diffs,
+                     fmt(worst_lockstep(m)), train_result(m)])
+        if m.get("diverged_at") is not None:
+            notes.append(f"  {m['name']} {m['dtype']}: {diverged_line(m)}")
+        notes += [f"  {m['name']} {m['dtype']}: {line}" for fw, i in m["frameworks"].items()
+                  if (line := train_event(m, fw, i))]
     return render(header, rows) + ("\n" + "\n".join(notes) if notes else "")
+
+
+def event(m, i):
+    """(what, step) of a framework's run, for a compact cell, or None: the same step the
+    sentence of train_event names. what: "lockstep" (FAIL: where lockstep parts),
+    "branched", "amplified" (PASS*), "beyond" (FAIL without lockstep: where the curve
+    leaves its tolerance), "parts" (native: beyond PARTED)."""
+    if m["mode"] == "aligned" and i.get("lockstep_parted_at") is not None:
+        return "lockstep", i["lockstep_parted_at"]
+    for what, key in (("branched", "branched_at"), ("amplified", "amplified_at")):
+        if i.get(key) is not None:
+            return what, i[key]
+    if i.get("passed") is False and i.get("exceeded_at") is not None:
+        return "beyond", i["exceeded_at"]
+    if m["mode"] == "native" and i.get("parted_at") is not None:
+        return "parts", i["parted_at"]
+    return None
+
+
+def worst_lockstep(m):
+    """The worst lockstep error of a model's frameworks, or None where none ran."""
+    errs = [i["lockstep_max_rel_err"] for i in m["frameworks"].values()
+            if i.get("lockstep_max_rel_err") is not None]
+    return max(errs) if errs else None
+
+
+def train_event(m, fw, i):
+    """What happened to one framework's run, in one sentence (or None: nothing to say), with
+    the step of its event: the same words and number in the terminal and the report, and
+    the same step in the JSON (branched_at, amplified_at, lockstep_parted_at, exceeded_at,
+    parted_at)."""
+    ref, tol = m["reference"], CURVES[m["dtype"]]
+    if i.get("status") != "ok":
+        return f"{fw} {i.get('status')}: {i.get('error')}"
+    if i.get("lockstep_parted_at") is not None and m["mode"] == "aligned":
+        return (f"{fw} FAIL: in lockstep it leaves {REFERENCE}'s step at step "
+                f"{i['lockstep_parted_at']}: {differs_text(i['lockstep_differs'])}; a real "
+                f"difference in the step's arithmetic" + (
+                    f" (the curves stay within {tol:g}, worst {fmt(i['max_rel_diff'])}: their "
+                    f"tolerance hides it)" if i.get("exceeded_at") is None else ""))
+    if i.get("branched_at") is not None:
+        backing = (f"lockstep agrees at every step (worst {fmt(i['lockstep_max_rel_err'])})"
+                   if "lockstep_max_rel_err" in i else "the float64 curves agree")
+        return (f"{fw} branched from {ref} at step {i['branched_at']}: {backing}, and in one "
+                f"float32 step the difference jumped 100x (a ReLU/max flipped at its kink "
+                f"under rounding); compared up to there")
+    if i.get("verdict") == "PASS*" and "amplified_at" in i:
+        return amplified_line(fw, i, m["dtype"])
+    if i.get("diverged_at") is not None and m.get("diverged_at") is None:
+        return f"{fw} diverged (non-finite loss or gradient) at step {i['diverged_at']}"
+    if i.get("passed") is False:
+        hint = (" (float32: with the float64 curves as a control, `crossgrad run` tells "
+                "a branch at a kink from a real disagreement)"
+                if m["dtype"] == "float32" and "lockstep_max_rel_err" not in i else "")
+        where = (f"beyond {tol:g} from step {i['exceeded_at']}" if i.get("exceeded_at")
+                 is not None else "and the runs stop at different steps")
+        return (f"{fw} disagrees with {ref}: max rel. difference {fmt(i['max_rel_diff'])}, "
+                f"{where}{hint}")
+    if m["mode"] == "native" and i.get("parted_at") is not None:
+        causes = ", ".join(f"{a['pitfall']} {fmt(a['effect'])}" for a in
+                           i.get("native_ablation", []) if a["confirmed"]) \
+            or "none of those in play alone"
+        locked = (f"; in lockstep from step {i['lockstep_parted_at']} "
+                  f"({differs_text(i['lockstep_differs'])})"
+                  if i.get("lockstep_parted_at") is not None else "")
+        return (f"{fw} parts from {ref} at step {i['parted_at']} (relative difference > "
+                f"{PARTED:g}){locked}; causes (each framework default alone, largest "
+                f"relative difference by then): {causes}")
+    return None
+
+
+def amplified_line(fw, i, dtype):
+    """PASS* amplified: lockstep agrees, and the curve difference grew from rounding level."""
+    growth = i.get("growth_per_step")
+    grew = f"grew x{growth:.1f} per step" if growth is not None else "grew"
+    past = (f", past {CURVES[dtype]:g} at step {i['exceeded_at']}"
+            if i.get("exceeded_at") is not None else "")
+    return (f"{fw} amplified at step {i['amplified_at']}: in lockstep every one of its "
+            f"{i['lockstep_steps']} steps agrees with {REFERENCE}'s (worst "
+            f"{fmt(i['lockstep_max_rel_err'])} <= {PAIRWISE[dtype]:g}), and the curve "
+            f"difference left rounding level at step {i['amplified_at']} and {grew}{past} "
+            f"(max {fmt(i['max_rel_diff'])}): the dynamics amplify rounding, the arithmetic agrees")
+
+
+def train_result(m):
+    """PASS, PASS* (a float32 branch at a kink, or rounding amplified by the dynamics, while
+    lockstep agrees), FAIL, shown (native defaults, not judged), or DIVERGED: every
+    framework stopped at the same non-finite step, agreeing up to it."""
+    if m.get("diverged_at") is not None and m["passed"] is not False:
+        return "DIVERGED"
+    if m["passed"] and any(i.get("verdict") == "PASS*" for i in m["frameworks"].values()):
+        return "PASS*"
+    return {True: "PASS", False: "FAIL", None: "shown"}[m["passed"]]
+
+
+def diverged_line(m):
+    """The note for a model whose every framework diverged at the same step."""
+    agree = ("their curves disagree before it" if m["passed"] is False else
+             "they agree up to there" if m["passed"] else "their curves are shown up to there")
+    return (f"every framework diverged (non-finite loss or gradient) at step "
+            f"{m['diverged_at']}; {agree}, and nothing after it is compared")
 
 
 def train_footer(models):
     judged = [m for m in models if m["passed"] is not None]
     passed = sum(bool(m["passed"]) for m in judged)
     native = len(models) - len(judged)
+    starred = sum(train_result(m) == "PASS*" for m in judged)
     parts = [f"{passed} of {len(judged)} aligned runs agree (curves: float64 <= "
              f"{CURVES['float64']:g}, float32 <= {CURVES['float32']:g} relative to the "
-             "reference)"] if judged else []
+             f"reference; lockstep: float64 <= {PAIRWISE['float64']:g}, float32 <= "
+             f"{PAIRWISE['float32']:g} at every step)"
+             + (f", {starred} of them PASS* (curves beyond tolerance, lockstep within)"
+                if starred else "")] if judged else []
     parts += [f"{native} native-defaults runs shown, not judged"] if native else []
+    diverged = sum(m.get("diverged_at") is not None for m in models)
+    parts += [f"{diverged} diverged in every framework alike (DIVERGED)"] if diverged else []
     return f"{len(models)} trainings: " + "; ".join(parts)
+
+
+def precision_table(models):
+    """One row per model compared with float64 (reduced precision, or float32 with
+    --matmul-precision): each framework's correct digits (the worst of its loss, gradients
+    and state), the tolerance in digits, and the verdict."""
+    compared = [m for m in models if "precision" in m]
+    fws = [fw for fw in PARTICIPANTS if any(fw in m["frameworks"] for m in compared)]
+    header = ["model", "dtype", "matmul", *[f"{short(f)} digits" for f in fws], "tolerance",
+              "result"]
+    rows, notes = [], []
+    for m in compared:
+        tol = m["tolerance"]["versus_float64"]
+        cells = [_digits(m["frameworks"].get(f, {})) for f in fws]
+        branched = any("branched_at" in info for info in m["frameworks"].values())
+        rows.append([m["name"], m["dtype"], m["matmul_precision"], *cells,
+                     f"{digits(tol):.1f} ({tol:.0e})",
+                     ("PASS*" if branched else "PASS") if m["passed"] else "FAIL"])
+        notes += precision_notes(m)
+    return (render(header, rows) + ("\n" + "\n".join(notes) if notes else "")
+            + "\n" + "digits: -log10(max |x - float64| / max |float64|), the worst tensor; the "
+            "reference is NumPy in float64 on the same rounded weights and data")
+
+
+def _digits(info):
+    d = info.get("digits")
+    if info.get("status") != "ok" or d is None:
+        return info.get("status", "-")
+    return "exact" if d == math.inf else f"{d:.1f}"
+
+
+def precision_notes(m):
+    """Which tensor and which layer lose the digits, for every framework beyond tolerance."""
+    head = f"  {m['name']} {m['dtype']}:"
+    if m["reference"].get("error") or m["reference"]["status"] != "ok":
+        return [f"{head} no float64 reference: {m['reference'].get('error')}"]
+    notes = []
+    small = m.get("below_normal") or {}
+    if small:
+        name = next(iter(small))
+        notes.append(f"{head} {len(small)} gradients lie below {m['dtype']}'s smallest normal "
+                     f"number (the first, {name}, at most {fmt(small[name])}): the format holds "
+                     "them with fewer digits, or as 0")
+    for fw in PARTICIPANTS:
+        at = m["frameworks"].get(fw, {}).get("branched_at")
+        if at:
+            notes.append(f"{head} {fw} branched at layer {at['layer']} ({at['type']}): every "
+                         "output agrees with float64, and the first dL/dx beyond tolerance is "
+                         "there (an input rounded across a ReLU's or a max's kink); the "
+                         "gradients below it are compared up to there only")
+        bad = sorted((r for r in m["precision"] if r["framework"] == fw and not r["passed"]),
+                     key=lambda r: -r["rel_err"])
+        if not bad:
+            continue
+        worst = bad[0]
+        notes.append(f"{head} {fw} beyond tolerance on {len(bad)} tensors, worst {worst['param']}: "
+                     f"rel err {fmt(worst['rel_err'])} ({worst['digits']:.1f} digits)"
+                     + _where(m, fw, worst["tolerance"]))
+    return notes
+
+
+def _where(m, fw, tol):
+    """'; first beyond it: layer 3 (dense) output' from the per-layer rows, if any is."""
+    rows = [r for r in m.get("precision_layers", []) if r["framework"] == fw]
+    first = next((("output", r) for r in rows if not r["forward_rel_err"] <= tol), None) or \
+        next((("dL/dx", r) for r in reversed(rows)
+              if r["backward_rel_err"] is not None and not r["backward_rel_err"] <= tol), None)
+    if first is None:
+        return ""
+    what, r = first
+    err = r["forward_rel_err"] if what == "output" else r["backward_rel_err"]
+    return f"; first beyond it: layer {r['layer']} ({r['type']}) {what}, rel err {fmt(err)}"

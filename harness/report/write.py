@@ -5,18 +5,27 @@ import pandas as pd
 
 from ..run.atomic import atomic_dir
 from ..run.outputs import plain
-from .content import build_doc
+from .drawing import png_bytes, rendering
 
 
-def write_report(folder, specs, check=None, aligned=None, native=None, manifest=None):
+def write_report(folder, specs, check=None, aligned=None, native=None, manifest=None,
+                 mistakes=None):
     """Write the whole folder atomically: complete, or the previous one stays."""
+    from .content import build_doc  # here: its figures import matplotlib, which takes seconds
     tables = _frames(check, aligned, native)
-    doc = build_doc(specs, check, aligned, native, manifest, tables)
-    with atomic_dir(folder) as tmp:
+    with rendering():  # the figures are drawn in other processes while the rest is built
+        _write(folder, build_doc(specs, check, aligned, native, manifest, tables, mistakes),
+               check, aligned, native, manifest, tables, mistakes)
+
+
+def _write(folder, doc, check, aligned, native, manifest, tables, mistakes):
+    with atomic_dir(folder, "report", "--out") as tmp:
         (tmp / "manifest.json").write_text(json.dumps(plain(manifest), indent=1) + "\n")
         results = {"check": check.to_json() if check else None,
                    "train": aligned.to_json() if aligned else None,
                    "native": native.to_json() if native else None}
+        if mistakes is not None:  # run --mistakes
+            results["mistakes"] = mistakes
         (tmp / "results.json").write_text(json.dumps(plain(results), indent=1) + "\n")
         for name, frame in tables.items():
             # full precision where `crossgrad diff` compares values; norms are for reading
@@ -25,7 +34,7 @@ def write_report(folder, specs, check=None, aligned=None, native=None, manifest=
         (tmp / "plots").mkdir()
         for kind, *b in doc.blocks:
             if kind == "img":
-                (tmp / "plots" / f"{b[0]}.png").write_bytes(b[1])
+                (tmp / "plots" / f"{b[0]}.png").write_bytes(png_bytes(b[1]))
         (tmp / "report.md").write_text(doc.markdown())
         (tmp / "report.html").write_text(doc.html("crossgrad report"))
 

@@ -1,52 +1,93 @@
-"""Write-then-rename, so that an interrupted run leaves the previous result or nothing.
+"""Write-then-rename, so that an interrupted or failed write leaves the previous result or nothing.
 
-A folder is built under a hidden temporary name beside its destination and swapped
-into place when complete: with renameat2(RENAME_EXCHANGE) where Linux offers it (one
-atomic step), otherwise by two renames. Temporary folders of runs that were killed
-carry their pid and are removed by the next run.
+A folder is built under a hidden temporary name beside its destination,
+`.<name>.tmp-<pid>-<random>`, whose crossgrad marker is written first, and swapped into
+place when complete: with renameat2(RENAME_EXCHANGE) where Linux offers it (one atomic
+step), otherwise by two renames. A file is written inside such a temporary folder and
+renamed over its destination. The previous output is then removed entry by entry as its
+own marker lists them (ownership.remove_owned). Temporary folders of runs that died are
+removed by the next run, but only those with that exact name, a dead pid and the marker.
 """
 import contextlib
 import ctypes
 import ctypes.util
 import os
+import re
 import shutil
+import sys
 import tempfile
 from pathlib import Path
+
+from .ownership import claim_folder, entries_of, read_marker, remove_owned, write_marker
 
 AT_FDCWD, RENAME_EXCHANGE = -100, 2
 
 
+class OutputFailed(Exception):
+    """An output could not be written (a full disk, a file size limit, permissions);
+    the previous output at `path` is unchanged."""
+
+    def __init__(self, path, reason):
+        self.path, self.reason = str(path), reason
+        super().__init__(f"{path}: could not be written ({reason}); "
+                         "the previous output there, if any, is unchanged")
+
+
 @contextlib.contextmanager
-def atomic_dir(path):
-    """Yield an empty temporary folder; on success it becomes `path`, on error it is removed."""
+def atomic_dir(path, kind="output", flag="--out"):
+    """Yield an empty temporary folder; on success it replaces `path`, on error it is removed."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale(path)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent))
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the result should not be
+    with failures_named(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale(path)
+        tmp = _temporary_folder(path, kind)
     try:
-        yield tmp
+        with failures_named(path):
+            yield tmp
+            write_marker(tmp, kind, entries_of(tmp))
+            claim_folder(path, flag)  # again: the user may have put files there meanwhile
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # made and marked by this process above
         raise
-    _swap_into_place(tmp, path)
+    with failures_named(path):  # a swap cut short leaves a marked temporary: the next run's
+        _swap_into_place(tmp, path)
 
 
 @contextlib.contextmanager
 def atomic_file(path, mode="w"):
     """Yield a file object; on success it replaces `path` in one rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent)
+    with failures_named(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale(path)
+        tmp = _temporary_folder(path, "temporary")
     try:
-        os.chmod(tmp, 0o666 & ~_umask())
-        with os.fdopen(fd, mode) as f:
-            yield f
-        os.replace(tmp, path)
+        with failures_named(path):
+            with open(tmp / path.name, mode) as f:
+                yield f
+            os.replace(tmp / path.name, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def failures_named(path):
+    """OSError while writing -> OutputFailed naming the output and the reason, in one line."""
+    try:
+        yield
+    except OSError as err:
+        raise OutputFailed(path, err.strerror or str(err)) from err
+
+
+def _temporary_folder(path, kind):
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent))
+    try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the result should not be
+        write_marker(tmp, kind)  # first: from now on the folder is recognisably crossgrad's
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
+    return tmp
 
 
 def _umask():
@@ -60,12 +101,19 @@ def _swap_into_place(new, path):
         os.rename(new, path)
         return
     if _exchange(new, path):
-        shutil.rmtree(new)  # `new` now holds the previous result
+        _remove_previous(new, path)  # `new` now holds the previous result
         return
-    old = path.with_name(f".{path.name}.old-{os.getpid()}")
-    os.rename(path, old)
+    old = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent))
+    os.rename(path, old)  # replaces the empty folder just made
     os.rename(new, path)
-    shutil.rmtree(old)
+    _remove_previous(old, path)
+
+
+def _remove_previous(old, path):
+    left = remove_owned(old)
+    if left:  # files that appeared after the check: kept, and said where
+        print(f"crossgrad: {path}: kept {len(left)} entries crossgrad did not write in {old}",
+              file=sys.stderr)
 
 
 def _exchange(a, b):
@@ -79,12 +127,26 @@ def _exchange(a, b):
                           RENAME_EXCHANGE) == 0
 
 
-def _remove_stale(path):
-    """Temporary siblings left by runs whose process no longer exists."""
-    for sibling in path.parent.glob(f".{path.name}.*-*"):
-        parts = sibling.name[len(path.name) + 2:].split("-")
-        if len(parts) >= 2 and parts[1].isdigit() and not _alive(int(parts[1])):
-            shutil.rmtree(sibling, ignore_errors=True) if sibling.is_dir() else sibling.unlink()
+def remove_stale(path):
+    """Temporary siblings of `path` left by runs whose process no longer exists: exactly
+    crossgrad's name pattern, a real folder, and crossgrad's marker inside. A folder still
+    being written goes whole; a complete one (a previous output) only as its marker lists."""
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.tmp-(\d+)-[A-Za-z0-9_]+")
+    try:
+        siblings = list(os.scandir(path.parent))
+    except OSError:
+        return
+    for entry in siblings:
+        match = pattern.fullmatch(entry.name)
+        if not match or not entry.is_dir(follow_symlinks=False) or _alive(int(match[1])):
+            continue
+        marker = read_marker(entry.path)
+        if marker is None:
+            continue
+        if marker.get("complete"):
+            remove_owned(Path(entry.path))
+        else:
+            shutil.rmtree(entry.path, ignore_errors=True)
 
 
 def _alive(pid):

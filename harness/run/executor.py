@@ -1,7 +1,8 @@
 """Running jobs in worker processes: a local pool, and (in ray_executor) a Ray cluster.
 
 A worker serves one framework; a `Slot` keeps its worker while jobs of that framework
-remain, so each framework is imported once per slot. A job whose worker raises, dies
+remain, and the local pool parks the workers its slots move away from (`Parking`), so a
+run imports each framework about once. A job whose worker raises, dies
 (segfault, SIGKILL) or runs past the timeout comes back as {"status": "failed",
 "error": ...}; the slot starts a fresh worker for the next job, and every other result
 is kept. The local pool and the Ray executor share `Slot`, `JobQueue` and `drive`:
@@ -18,7 +19,7 @@ import time
 from . import protocol
 from .environment import worker_env
 
-STARTUP_SECONDS = 300
+STARTUP_SECONDS = 300  # a worker's import and hello, unless a --timeout bounds it
 WORKER_MODULE = __package__ + ".worker"
 
 
@@ -29,15 +30,21 @@ class WorkerDied(Exception):
 class WorkerProcess:
     """A running `python -m crossgrad.harness.run.worker --framework X`."""
 
-    def __init__(self, framework, threads):
+    def __init__(self, framework, threads, startup=None):
         self.framework = framework
+        startup = startup or STARTUP_SECONDS
         self.stderr = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", WORKER_MODULE, "--framework", framework,
              "--threads", str(threads)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
             env=worker_env(threads), start_new_session=True)
-        self.hello = self._receive(time.monotonic() + STARTUP_SECONDS, "starting")
+        try:
+            self.hello = self._receive(time.monotonic() + startup,
+                                       f"starting (after {startup:g} s)")
+        except WorkerDied:
+            self.close()
+            raise
 
     def run(self, job, timeout=None):
         try:
@@ -78,9 +85,16 @@ class WorkerProcess:
         except (ProcessLookupError, PermissionError):
             pass
 
-    def close(self):
+    def hang_up(self):
+        """Close its stdin: the worker finishes its job, if any, and exits."""
         try:
             self.proc.stdin.close()
+        except OSError:
+            pass
+
+    def close(self):
+        try:
+            self.hang_up()
             self.proc.wait(timeout=30)
         except (OSError, subprocess.TimeoutExpired):
             self.kill()
@@ -88,12 +102,52 @@ class WorkerProcess:
         self.stderr.close()
 
 
+class Parking:
+    """Idle workers kept for later jobs of their framework, at most one per framework: a slot
+    that moves on to another framework parks its worker here instead of closing it, so a run
+    of several phases (check, train, native) imports each framework about once."""
+
+    def __init__(self):
+        self.idle, self.lock = {}, threading.Lock()
+
+    def take(self, framework):
+        """A live parked worker of `framework`, or None."""
+        with self.lock:
+            worker = self.idle.pop(framework, None)
+        if worker is not None and worker.proc.poll() is not None:  # died while parked
+            worker.close()
+            return None
+        return worker
+
+    def put(self, worker):
+        with self.lock:
+            if worker.framework not in self.idle:
+                self.idle[worker.framework] = worker
+                return
+        worker.close()
+
+    def close(self, kill=False, also=()):
+        """Close every parked worker and `also` (workers leaving with them): all are told
+        first, so that they exit side by side."""
+        with self.lock:
+            workers, self.idle = [*self.idle.values(), *also], {}
+        for worker in workers:
+            if kill:
+                worker.kill()
+            else:
+                worker.hang_up()
+        for worker in workers:
+            worker.close()
+
+
 class Slot:
     """One place where jobs run, one at a time: it keeps its worker between jobs of the
-    same framework, starts a fresh one after a death, and says when a framework cannot start."""
+    same framework, starts a fresh one after a death, and says when a framework cannot start.
+    With a `parking`, a worker it moves away from waits there for a later job of its own."""
 
-    def __init__(self, threads, timeout):
+    def __init__(self, threads, timeout, parking=None):
         self.threads, self.timeout, self.worker = threads, timeout, None
+        self.parking = parking
 
     @property
     def framework(self):
@@ -103,10 +157,12 @@ class Slot:
         """-> (result, the new worker's hello or None, whether the framework failed to start)."""
         hello = None
         if self.worker is not None and self.worker.framework != job["framework"]:
-            self.close()
+            self.park()
+        if self.worker is None and self.parking is not None:
+            self.worker = self.parking.take(job["framework"])  # its hello was said already
         if self.worker is None:
             try:
-                self.worker = WorkerProcess(job["framework"], self.threads)
+                self.worker = WorkerProcess(job["framework"], self.threads, self.timeout)
             except WorkerDied as err:
                 return {"status": "failed", "error": f"worker could not start: {err}"}, None, True
             if not self.worker.hello.get("ok"):
@@ -121,17 +177,49 @@ class Slot:
             self.worker = None
             return {"status": "failed", "error": str(err)}, hello, False
 
-    def close(self):
+    def park(self):
+        if self.parking is None:
+            self.close()
+        elif self.worker is not None:
+            self.parking.put(self.worker)
+            self.worker = None
+
+    def close(self, kill=False):
+        """`kill`: the run is being abandoned (Ctrl-C, SIGTERM); do not wait for a job."""
         if self.worker is not None:
+            if kill:
+                self.worker.kill()
             self.worker.close()
             self.worker = None
 
 
+# the longest import first, then the slower frameworks (their jobs are the long ones)
+FRAMEWORK_ORDER = ("tensorflow", "jax", "torch", "numpy")
+
+
+def schedule_order(job):
+    """A sort key: framework by FRAMEWORK_ORDER, then the larger jobs first (loss evaluations
+    times parameters), so the last jobs of a phase, where a slot may wait, are short ones."""
+    rank = (FRAMEWORK_ORDER.index(job["framework"]) if job["framework"] in FRAMEWORK_ORDER
+            else len(FRAMEWORK_ORDER))
+    if job["kind"] == "check":
+        evaluations = 1 + len(job.get("probes", ())) * len(_or_empty(job.get("steps")))
+    else:
+        evaluations = len(_or_empty(job.get("batches"))) * (2 if job.get("lockstep") else 1)
+    size = sum(getattr(p, "size", 1) for p in (job.get("params") or {}).values())
+    return rank, -evaluations * (1 + size)
+
+
+def _or_empty(sequence):
+    return () if sequence is None else sequence
+
+
 class JobQueue:
-    """Jobs not yet started; a slot prefers its own framework, then one nobody runs."""
+    """Jobs not yet started, in `schedule_order`; a slot prefers its own framework, then one
+    nobody runs."""
 
     def __init__(self, jobs):
-        self.pending = list(enumerate(jobs))
+        self.pending = sorted(enumerate(jobs), key=lambda entry: schedule_order(entry[1]))
         self.running = {}  # slot -> framework
         self.lock = threading.Lock()
 
@@ -197,22 +285,25 @@ class LocalExecutor:
         self.threads, self.timeout = threads, timeout
         self.hellos = {}
         self.slots = []           # kept between run() calls, with their workers, until close()
+        self.parking = Parking()  # the workers no slot serves now, until close()
 
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, kind, *exc):
+        self.close(kill=kind is not None)
 
-    def close(self):
+    def close(self, kill=False):
+        serving = [slot.worker for slot in self.slots if slot.worker is not None]
         for slot in self.slots:
-            slot.close()
+            slot.worker = None
         self.slots = []
+        self.parking.close(kill, also=serving)
 
     def run(self, jobs, on_result=None):
         """Run every job; results in job order, each a dict with a "status"."""
         while len(self.slots) < min(self.workers, len(jobs)):
-            self.slots.append(Slot(self.threads, self.timeout))
+            self.slots.append(Slot(self.threads, self.timeout, self.parking))
         results, hellos = drive(jobs, min(self.workers, len(jobs)),
                                 lambda n, job: self.slots[n].run(job), on_result,
                                 lambda n: self.slots[n].framework)

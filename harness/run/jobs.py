@@ -1,17 +1,22 @@
 """Jobs: everything one framework needs for one model, built on the harness side.
 
 A job is a plain dict of NumPy arrays and JSON-able values, so it crosses a pipe or
-a Ray cluster unchanged. `Inputs` draws every array of one (spec, dtype, seed) once:
-params, data, batch order, dropout masks and the finite-difference probes; every
-framework's job is cut from the same Inputs. worker.py runs a job inside a worker.
+a Ray cluster unchanged. `Inputs` draws the arrays of one (spec, dtype, seed) once:
+params, data and the finite-difference probes; the batch order and dropout masks are
+drawn step by step from their seeded streams (spec.data.BatchOrder, DropoutMasks), so a
+job carries their seed and sizes, not steps x batch arrays. Every framework's job is
+cut from the same Inputs. worker.py runs a job inside a worker.
 """
 import hashlib
 import json
 
 from ..errors import InputError
+from ..importers import original
+from ..registry import ORIGINAL, REFERENCE
 from ..spec import probes
 from ..spec.data import batch_order, dropout_masks, load_data, targets
 from ..spec.initializers import init_params, init_state
+from ..spec.precision import rounded
 
 
 class Inputs:
@@ -25,10 +30,11 @@ class Inputs:
         if self.batch_size > n:
             raise InputError(spec.file, "data.batch_size",
                              f"is {self.batch_size} but the data set has only {n} examples")
-        self.x = data.x if spec.data["input"] == "tokens" else data.x.astype(spec.dtype)
+        self.x = data.x if spec.data["input"] == "tokens" else rounded(data.x, spec.dtype)
         self.y = targets(data.labels, spec.loss["type"], spec.out_shape, spec.dtype)
-        self.params, self.state = init_params(spec), init_state(spec)
+        self.params, self.state = _initial(spec)
         self.steps = steps or spec.train["steps"]
+        # drawn when a step asks: `check` reads step 0 only, whatever train.steps says
         self.batches = batch_order(n, self.batch_size, self.steps, spec.seed,
                                    spec.data["shuffle"])
         self.masks = dropout_masks(spec.dropout_layers(), self.batch_size, self.steps,
@@ -36,29 +42,66 @@ class Inputs:
         # finite differences mean nothing in float32: no probes there
         self.probes = probes.probes({k: v.shape for k, v in self.params.items()}, spec.seed) \
             if spec.dtype == "float64" else []
+        # the budget is a hard cap: beyond it a seeded sample of tensors is probed (JSON, report)
+        self.fd_tensors = {"probed": len({name for name, _ in self.probes}),
+                           "total": len(self.params)} if spec.dtype == "float64" else None
 
     def first_batch(self):
         idx = self.batches[0]
         return self.x[idx], self.y[idx], {k: m[0] for k, m in self.masks.items()}
 
 
-def job_key(kind, spec, framework, version, native, steps=None):
-    """What a cached result is keyed by: spec hash, framework and version, dtype, seed, mode."""
+def _initial(spec):
+    """Initial params and state: drawn, or a `params` file's (its missing state drawn)."""
+    if spec.initial is None:
+        return init_params(spec), init_state(spec)
+    return ({k: rounded(spec.initial[k], spec.dtype) for k in spec.param_specs()},
+            {k: spec.initial.get(k, v).astype(spec.dtype) for k, v in init_state(spec).items()})
+
+
+def job_key(kind, spec, framework, version, native, steps=None, participant=None, order=1,
+            matmul_precision=None):
+    """What a cached result is keyed by: spec hash, framework and version, dtype, seed, mode;
+    for the original, also the content of its model file."""
     body = {"kind": kind, "spec": spec.hash, "framework": framework, "version": version,
             "dtype": spec.dtype, "seed": spec.seed, "native": native, "steps": steps}
+    if participant == ORIGINAL:
+        body.update(participant=ORIGINAL, original=spec.original["sha256"])
+    if kind == "check":
+        body["layers"] = True  # its results carry the per-layer values (check_job asks)
+    if kind == "train":
+        body["lockstep"] = True  # and the lockstep measurements (train_job asks)
+    if order != 1:
+        body["order"] = order  # and H v along every probe (check --order 2)
+    if matmul_precision == "default":
+        body["matmul_precision"] = "default"  # the framework's own, not full precision
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:24]
 
 
 def check_job(spec, inputs, framework, native=False):
     x, y, masks = inputs.first_batch()
-    return {"kind": "check", "framework": framework, "model": spec.name, "dtype": spec.dtype,
-            "native": native, "spec": spec.for_impls(), "params": inputs.params,
-            "state": inputs.state, "x": x, "y": y, "masks": masks, "probes": inputs.probes,
-            "steps": probes.steps() if inputs.probes else None}
+    return _hosted({"kind": "check", "framework": framework, "model": spec.name,
+                    "dtype": spec.dtype, "native": native, "spec": spec.for_impls(),
+                    "plugins": spec.plugins, "params": inputs.params, "state": inputs.state,
+                    "x": x, "y": y, "masks": masks, "probes": inputs.probes,
+                    "steps": probes.steps() if inputs.probes else None,
+                    "layers": True}, spec)  # each layer's output and dL/dx too (compare/layers.py)
 
 
 def train_job(spec, inputs, framework, native=False):
-    return {"kind": "train", "framework": framework, "model": spec.name, "dtype": spec.dtype,
-            "native": native, "spec": spec.for_impls(), "params": inputs.params,
-            "state": inputs.state, "x": inputs.x, "y": inputs.y, "batches": inputs.batches,
-            "masks": inputs.masks}
+    return _hosted({"kind": "train", "framework": framework, "model": spec.name,
+                    "dtype": spec.dtype, "native": native, "spec": spec.for_impls(),
+                    "plugins": spec.plugins, "params": inputs.params, "state": inputs.state,
+                    "x": inputs.x, "y": inputs.y, "batches": inputs.batches,
+                    "masks": inputs.masks,
+                    # every step also from the reference's state (run/lockstep.py); the
+                    # reference itself and the imported original (its own loop) do not
+                    "lockstep": framework not in (REFERENCE, ORIGINAL)}, spec)
+
+
+def _hosted(job, spec):
+    """The original's job runs in its framework's worker: "framework" names that worker."""
+    if job["framework"] == ORIGINAL:
+        job.update(framework=original.worker(spec), participant=ORIGINAL,
+                   original=spec.original)
+    return job

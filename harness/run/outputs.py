@@ -1,10 +1,14 @@
 """Files a run leaves behind: --json documents and --save golden arrays, written atomically."""
 import json
 import math
+import os
+import stat
+import sys
 
 import numpy as np
 
-from .atomic import atomic_dir, atomic_file
+from .atomic import atomic_dir, atomic_file, failures_named
+from .ownership import tool_version
 
 
 def plain(value):
@@ -22,15 +26,34 @@ def plain(value):
     return value
 
 
-def write_json(path, document):
-    with atomic_file(path) as f:
+def write_json(target, document):
+    """`target` as ownership.claim_file gave it: "-" is standard output; a device or a pipe
+    is written straight into (it cannot be replaced); a file is replaced whole."""
+    if isinstance(document, dict):  # the stamp that lets a later run replace this file
+        document = {"crossgrad": tool_version(), **document}
+
+    def dump(f):
         json.dump(plain(document), f, indent=1, allow_nan=False)
         f.write("\n")
+    if str(target) == "-":
+        dump(sys.stdout)
+        sys.stdout.flush()
+        return
+    try:
+        special = not stat.S_ISREG(os.stat(target).st_mode)
+    except FileNotFoundError:
+        special = False
+    if special:
+        with failures_named(target), open(target, "w") as f:
+            dump(f)
+        return
+    with atomic_file(target) as f:
+        dump(f)
 
 
 def save_arrays(folder, saved, kind):
     """--save: one folder per model with params.npz, batch.npz and <framework>.npz."""
-    with atomic_dir(folder) as tmp:
+    with atomic_dir(folder, "save", "--save") as tmp:
         multi = len({dtype for _, dtype in saved}) > 1
         for (name, dtype), (inputs, results) in saved.items():
             out = tmp / name / dtype if multi else tmp / name

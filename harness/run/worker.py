@@ -24,7 +24,10 @@ import traceback
 
 import numpy as np
 
-from . import protocol
+from ..importers import original
+from ..registry import ORIGINAL
+from ..spec import plugins
+from . import lockstep, protocol, second_order
 
 
 def main(argv=None):
@@ -42,11 +45,14 @@ def main(argv=None):
                                 "error": f"{type(err).__name__}: {err}"})
         return 3
     protocol.send(channel, {"type": "hello", "ok": True, "pid": os.getpid(),
-                            "versions": impl.runtime.versions(), "threads": settings})
+                            "versions": impl.runtime.versions(), "threads": settings,
+                            "precision": impl.runtime.precision(pinned=True)})
     while (job := protocol.recv(sys.stdin.buffer)) is not None:
         try:
             _inject_fault(args.framework, job)
             result = dict(perform(impl, job), status="ok")
+        except plugins.Unsupported as err:  # a plugin without this framework's method
+            result = {"status": "skipped", "error": str(err), "unsupported": True}
         except Exception as err:
             result = {"status": "failed", "error": _short_error(err)}
         protocol.send(channel, result)
@@ -56,32 +62,99 @@ def main(argv=None):
 def perform(impl, job):
     """Run one job against one implementation; every array returned is canonical NumPy."""
     start = time.perf_counter()
-    model = impl.model.build_model(job["spec"], native=job["native"])
-    impl.model.set_params(model, job["params"], job["state"])
-    if job["kind"] == "check":
-        result = _check(impl, model, job)
-    else:
-        curves = impl.train.train(model, job["x"], job["y"], job["batches"], job["masks"])
-        params, state = impl.model.get_params(model)
-        result = {"curves": curves, "params": _numpy(params), "state": _numpy(state)}
+    runtime = impl.runtime  # the worker's framework, also under an original model
+    if job.get("participant") == ORIGINAL:  # the imported model itself, behind the same API
+        impl = original.implementation(impl, job["original"])
+    used = plugins.attach(job["spec"]["layers"], job.get("plugins", ()))
+    reason = plugins.unsupported(used, job["framework"], job["kind"])
+    if reason:
+        raise plugins.Unsupported(reason)
+    if job["kind"] == "bench":  # crossgrad bench --step-time (bench/steptime.py)
+        from ..bench import steptime
+        return dict(steptime.measure(impl, job), seconds=time.perf_counter() - start)
+    # full-precision matmuls, or (check --matmul-precision default) the framework's own
+    in_effect = runtime.precision(pinned=job.get("matmul_precision") != "default")
+    try:
+        model = impl.model.build_model(job["spec"], native=job["native"])
+        impl.model.set_params(model, job["params"], job["state"])
+        if job["kind"] == "check":
+            result = dict(_check(impl, model, job, job["framework"] == "numpy"
+                                 and plugins.without_backward(used)), precision=in_effect)
+        else:
+            curves = impl.train.train(model, job["x"], job["y"], job["batches"], job["masks"])
+            params, state = impl.model.get_params(model)
+            result = {"curves": curves, "params": _numpy(params), "state": _numpy(state)}
+    finally:
+        runtime.precision(pinned=True)
     result["seconds"] = time.perf_counter() - start
+    if job.get("lockstep"):  # after the free run, and timed apart (run/lockstep.py)
+        no_reference = plugins.without_backward(used)
+        result["lockstep"] = ({"error": f"the reference cannot step: {no_reference}"}
+                              if no_reference else lockstep.measure(impl, model, job))
     return result
 
 
-def _check(impl, model, job):
-    """Loss and gradients on the batch, then the loss along every finite-difference probe."""
+def _check(impl, model, job, no_backward=None):
+    """Loss and gradients on the batch, then the loss along every finite-difference probe.
+    `no_backward`: why there is no gradient (a plugin without numpy_backward); the loss
+    values still check the other frameworks' gradients by finite differences."""
     x, y, masks = job["x"], job["y"], job["masks"]
-    loss, grads, state = impl.model.loss_and_gradients(model, x, y, masks)
-    fd_values = []
+    if no_backward:
+        loss, grads, state = impl.model.loss_value(model, x, y, masks), {}, {}
+    else:
+        loss, grads, state = impl.model.loss_and_gradients(model, x, y, masks)
+    result = {"loss": float(loss), "grads": _numpy(grads), "state": _numpy(state),
+              "fd_values": np.asarray(_probe_losses(impl, model, job))}
+    if no_backward:
+        result.update(gradients="skipped", gradients_reason=no_backward)
+    elif job.get("layers"):  # after the probes, from the job's own params: the same bits above
+        result.update(_layer_values(impl, model, job))
+    if job.get("order") == 2 and job["probes"]:  # check --order 2: H v along every probe
+        result.update(_second_order(impl, model, job, no_backward))
+    return result
+
+
+def _probe_losses(impl, model, job):
+    """[[the loss at params + t * direction for each step t] for each probe]. An
+    implementation's `probe_losses` sets only the probed parameter's layer for each step;
+    one without it (an imported original) gets the whole moved params set each time."""
+    params, state, x, y, masks = job["params"], job["state"], job["x"], job["y"], job["masks"]
+    if job["probes"]:  # the batch's loss and gradients moved the running statistics
+        impl.model.set_params(model, params, state)
+    rows = []
     for name, direction in job["probes"]:
+        values = (params[name] + t * direction for t in job["steps"])
+        if hasattr(impl.model, "probe_losses"):
+            rows.append(impl.model.probe_losses(model, params, x, y, masks, name, values))
+            continue
         row = []
-        for t in job["steps"]:
-            moved = dict(job["params"], **{name: job["params"][name] + t * direction})
-            impl.model.set_params(model, moved, job["state"])
+        for value in values:
+            impl.model.set_params(model, dict(params, **{name: value}), state)
             row.append(impl.model.loss_value(model, x, y, masks))
-        fd_values.append(row)
-    return {"loss": float(loss), "grads": _numpy(grads), "state": _numpy(state),
-            "fd_values": np.asarray(fd_values)}
+        rows.append(row)
+    return rows
+
+
+def _second_order(impl, model, job, no_backward):
+    """H v and differences of the gradient along each probe (run/second_order.py). A framework
+    that cannot give them says why; its first-order results stand."""
+    if no_backward:
+        return {"hvp_skipped": f"no gradient to differentiate ({no_backward})"}
+    try:
+        return {"second_order": second_order.probe_all(impl, model, job)}
+    except Exception as err:
+        return {"hvp_error": _short_error(err)}
+
+
+def _layer_values(impl, model, job):
+    """Each top-level layer's output and dL/dx. They explain a failing check and never fail
+    one: an implementation that cannot give them says why, and the check goes on."""
+    impl.model.set_params(model, job["params"], job["state"])
+    try:
+        outputs, input_grads = impl.model.layer_values(model, job["x"], job["y"], job["masks"])
+    except Exception as err:
+        return {"layer_values_error": _short_error(err)}
+    return {"layer_outputs": _numpy(outputs), "layer_input_grads": _numpy(input_grads)}
 
 
 def _numpy(arrays):
@@ -108,8 +181,12 @@ def _parse(argv):
 
 
 def _short_error(err):
-    """The exception and the innermost frame of the implementation that raised it."""
-    frames = [f for f in traceback.extract_tb(err.__traceback__) if "/impls/" in f.filename]
+    """The exception and the innermost frame of the implementation or plugin that raised it
+    (a plugin's wrong output, `located`, already names the plugin's method, file and line)."""
+    frames = [f for f in traceback.extract_tb(err.__traceback__)
+              if "/impls/" in f.filename or plugins.is_plugin_file(f.filename)]
+    if getattr(err, "located", False):
+        frames = []
     where = f" (at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno})" if frames else ""
     return f"{type(err).__name__}: {err}{where}"
 
@@ -134,4 +211,9 @@ def _inject_fault(framework, job):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # every answer is sent and nothing else is kept: skip the interpreter's teardown, which
+    # takes TensorFlow seconds while the harness waits for the worker to go
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

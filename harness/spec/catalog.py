@@ -10,6 +10,8 @@ and GRU gates [r, z, n]; attention Wq/Wk/Wv (D, heads*key_dim), Wo (heads*key_di
 """
 import math
 
+from ..errors import InputError
+from .limits import LAYERS, RESIDUAL_DEPTH
 from .initializers import parse_initializer
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "gelu", "identity")
@@ -18,20 +20,32 @@ ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "gelu", "identity")
 def parse_layers(tables, in_shape, prefix, ctx):
     """[[layers]] tables -> list of layer dicts, checking each follows the one before."""
     layers, shape = [], list(in_shape)
+    parsers = {**PARSERS, **ctx.get("plugins", {})}  # plugin types: spec/plugins.py
+    _count(tables, ctx)
     for i, t in enumerate(tables):
-        kind = t.str("type", required=True, choices=list(PARSERS))
+        kind = t.str("type", required=True, choices=list(parsers))
         name = f"{prefix}{i}"
         if kind == "embedding" and (prefix or i or ctx["input"] != "tokens"):
             raise t.error("type", "embedding must be the first layer, on integer token inputs")
         if i == 0 and not prefix and ctx["input"] == "tokens" and kind != "embedding":
             raise t.error("type", "token inputs need an embedding as the first layer")
         layer = {"type": kind, "name": name, "in_shape": list(shape), "params": {}, "state": {}}
-        PARSERS[kind](t, layer, ctx)
+        parsers[kind](t, layer, ctx)
         layer["explicit"] = t.explicit()
         t.finish()
         shape = layer["out_shape"]
         layers.append(layer)
     return layers, shape
+
+
+def _count(tables, ctx):
+    """At most LAYERS layers in all, residual blocks' included: refused before parsing."""
+    ctx["layers"] = ctx.get("layers", 0) + len(tables)
+    if tables and ctx["layers"] > LAYERS:
+        where = tables[0].path.rsplit("[", 1)[0]
+        raise InputError(tables[0].file, where, f"the spec has more than {LAYERS} "
+                         f"layers (counting those inside residual blocks); at most "
+                         f"{LAYERS}")
 
 
 def _need_rank(t, layer, rank, what):
@@ -161,6 +175,10 @@ def parse_dropout(t, layer, ctx):
 
 
 def parse_residual(t, layer, ctx):
+    depth = layer["name"].count(".") + 1  # "3" is a block at depth 1, "3.0" inside it at 2
+    if depth > RESIDUAL_DEPTH:
+        raise t.error("type", f"residual blocks nest {depth} deep here; at most "
+                              f"{RESIDUAL_DEPTH}")
     subs = t.tables("layers", required=True)
     layer["layers"], out = parse_layers(subs, layer["in_shape"], layer["name"] + ".", ctx)
     if out != layer["in_shape"]:

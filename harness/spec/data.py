@@ -1,18 +1,23 @@
-"""Data sets, batch order and dropout masks, all drawn once in NumPy from the seed.
+"""Data sets, batch order and dropout masks, all drawn in NumPy from the seed.
 
 Nothing is downloaded: `digits` ships inside scikit-learn, `mnist` reads files
-the user points at, and the random sources are generated here.
+the user points at (spec/mnist.py), and the random sources are generated here.
 Random streams are keyed by (seed, purpose, ...): 1 data, 2 batch order, 3 dropout.
+The data set is drawn once; the batch order and dropout masks step by step, when a
+step asks for them (BatchOrder, DropoutMasks), so nothing grows with train.steps.
 """
 import gzip
+import importlib.util
 import math
+import operator
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from .mnist import load_mnist
+from .precision import rounded
 
 CLASSIFICATION, REGRESSION = "classification", "regression"
 
@@ -81,13 +86,23 @@ def load_data(data, input_shape, seed, spec_file):
 
 
 def _digits(resize28):
-    from sklearn.datasets import load_digits  # bundled with scikit-learn, no download
-    digits = load_digits()
-    x = digits.images / 16.0  # (1797, 8, 8) in [0, 1]
+    table = _bundled_digits()  # (1797, 65): 64 pixels in 0..16, then the label
+    x = table[:, :-1].reshape(-1, 8, 8) / 16.0  # (1797, 8, 8) in [0, 1]
     if resize28:
         r = _bilinear_matrix(8, 28)
         x = np.einsum("ij,njk,lk->nil", r, x, r)  # (1797, 28, 28)
-    return x, digits.target.astype(np.int64)
+    return x, table[:, -1].astype(int).astype(np.int64)
+
+
+def _bundled_digits():
+    """scikit-learn's digits.csv.gz (no download), read as its load_digits reads it, but
+    found without importing scikit-learn: that import is seconds of a short check's start."""
+    found = importlib.util.find_spec("sklearn")
+    if found is None:
+        raise ModuleNotFoundError("No module named 'sklearn'", name="sklearn")
+    path = Path(found.origin).parent / "datasets" / "data" / "digits.csv.gz"
+    with gzip.open(path, mode="rt", encoding="utf-8") as text:
+        return np.loadtxt(text, delimiter=",")
 
 
 def _bilinear_matrix(n_in, n_out):
@@ -118,97 +133,143 @@ def _random(data, input_shape, rng):
     return x, (features @ teacher).argmax(1)
 
 
-# ---- MNIST files: IDX (optionally gzipped) or .npz --------------------------------------
-
-IDX_NAMES = {"images": ("train-images-idx3-ubyte", "train-images.idx3-ubyte"),
-             "labels": ("train-labels-idx1-ubyte", "train-labels.idx1-ubyte")}
-
-
-def load_mnist(path, spec_file):
-    """`path` is an .npz (x/y or x_train/y_train) or a folder with the IDX training files."""
-    p = Path(path)
-    if not p.is_absolute() and spec_file and Path(spec_file).exists():
-        p = Path(spec_file).parent / p
-    if not p.exists():
-        raise InputError(spec_file, "data.path", f"no such file or folder: {p}")
-    if p.is_dir():
-        images, labels = (_find_idx(p, kind, spec_file) for kind in ("images", "labels"))
-        x, y = read_idx(images, 3), read_idx(labels, 1)
-        source = images
-    else:
-        x, y = _read_npz(p)
-        source = p
-    if x.shape[1:] != (28, 28) or len(x) != len(y):
-        raise InputError(source, None, f"expected N images of 28x28 and N labels, "
-                                       f"got images {x.shape} and labels {y.shape}")
-    if len(y) and (y.min() < 0 or y.max() > 9):
-        raise InputError(source, None, f"labels must be digits 0-9, found {y.min()}..{y.max()}")
-    return x.astype(np.float64) / 255.0, y.astype(np.int64)
-
-
-def _find_idx(folder, kind, spec_file):
-    for stem in IDX_NAMES[kind]:
-        for name in (stem, stem + ".gz"):
-            if (folder / name).exists():
-                return folder / name
-    raise InputError(spec_file, "data.path", f"{folder} has no {IDX_NAMES[kind][0]}[.gz]")
-
-
-def read_idx(path, rank):
-    """An IDX file (LeCun's MNIST format): magic 0x0000 08 <rank>, big-endian sizes, bytes."""
-    try:
-        raw = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError) as err:
-        raise InputError(path, None, f"cannot read: {err}") from None
-    if len(raw) < 4 + 4 * rank or raw[:3] != b"\x00\x00\x08" or raw[3] != rank:
-        raise InputError(path, "byte 0", f"not an IDX file of rank {rank} "
-                                         f"(magic {raw[:4].hex() or 'missing'})")
-    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(rank)]
-    body = raw[4 + 4 * rank:]
-    if len(body) != math.prod(dims):
-        raise InputError(path, f"byte {4 + 4 * rank}", f"header says {dims} = "
-                         f"{math.prod(dims)} bytes of data, the file has {len(body)}")
-    return np.frombuffer(body, np.uint8).reshape(dims)
-
-
-def _read_npz(path):
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            for xk, yk in (("x", "y"), ("x_train", "y_train")):
-                if xk in z and yk in z:
-                    return np.asarray(z[xk]), np.asarray(z[yk])
-            keys = ", ".join(z.files) or "none"
-    except (OSError, ValueError, EOFError, zlib.error) as err:
-        raise InputError(path, None, f"not a readable .npz file: {err}") from None
-    raise InputError(path, None, f"needs arrays x and y (or x_train and y_train), has {keys}")
-
-
 # ---- targets, batches and masks -------------------------------------------------------------
 
 def targets(labels, loss, out_shape, dtype):
     """Labels in the form the loss takes: class ids for softmax CE, floats otherwise."""
     if loss == "softmax_cross_entropy" or labels.ndim == 2:
-        return labels if labels.ndim == 1 else labels.astype(dtype)
+        return labels if labels.ndim == 1 else rounded(labels, dtype)
     if out_shape == [1]:
         return labels[:, None].astype(dtype)   # (N, 1): the probability of class 1
     return np.eye(out_shape[0], dtype=dtype)[labels]  # (N, C) one-hot
 
 
+class BatchOrder:
+    """Step k's example indices, (batch_size,), drawn when asked for.
+
+    The order is epochs of a seeded permutation, each epoch's remainder dropped: step k
+    is batch k % per_epoch of epoch k // per_epoch. Only the current epoch's permutation
+    is held (walking forward replays the stream; going back restarts it), so memory does
+    not grow with steps, and the object pickles as its sizes and seed. The numbers are
+    those of drawing every epoch up front from the same stream."""
+
+    def __init__(self, n, batch_size, steps, seed, shuffle=True):
+        self.n, self.batch_size, self.steps = n, batch_size, steps
+        self.seed, self.shuffle = seed, shuffle
+        self.per_epoch = n // batch_size
+        self._forget()
+
+    def _forget(self):
+        self._rng, self._epoch, self._order = None, -1, None
+
+    def __getstate__(self):
+        return {k: getattr(self, k) for k in ("n", "batch_size", "steps", "seed", "shuffle")}
+
+    def __setstate__(self, state):
+        self.__init__(**state)
+
+    def __len__(self):
+        return self.steps
+
+    @property
+    def shape(self):
+        return (self.steps, self.batch_size)
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return _stack([self[i] for i in range(*k.indices(self.steps))], (self.batch_size,),
+                          np.int64)
+        epoch, j = divmod(_step(k, self.steps), self.per_epoch)
+        start = j * self.batch_size
+        return self._epoch_order(epoch)[start:start + self.batch_size].copy()
+
+    def __iter__(self):
+        return (self[k] for k in range(self.steps))
+
+    def __array__(self, dtype=None, copy=None):
+        """(steps, batch_size): the whole order, for --save."""
+        return self[:].astype(dtype or np.int64, copy=False)
+
+    def _epoch_order(self, epoch):
+        if not self.shuffle:
+            return np.arange(self.n)
+        if self._rng is None or epoch < self._epoch:
+            self._rng, self._epoch = np.random.default_rng([self.seed, 2]), -1
+        while self._epoch < epoch:  # one permutation per epoch, in stream order
+            self._order, self._epoch = self._rng.permutation(self.n), self._epoch + 1
+        return self._order
+
+
+class DropoutMasks:
+    """Step k's keep-mask of one dropout layer, (batch_size, *shape) of 0/1, drawn when asked.
+
+    Step k's uniforms are draws k*size .. (k+1)*size - 1 of the layer's PCG64 stream
+    (one draw per float64): the stream is advanced there and read, so any step costs one
+    mask and the numbers are those of drawing (steps, batch_size, *shape) at once."""
+
+    def __init__(self, name, rate, batch_size, shape, steps, seed, dtype):
+        self.name, self.rate, self.batch_size = name, rate, batch_size
+        self.example_shape = list(shape)
+        self.steps, self.seed, self.dtype = steps, seed, dtype
+        self.size = batch_size * math.prod(shape)
+        self._rng, self._next = None, None
+
+    def __getstate__(self):
+        return {"name": self.name, "rate": self.rate, "batch_size": self.batch_size,
+                "shape": self.example_shape, "steps": self.steps, "seed": self.seed,
+                "dtype": self.dtype}
+
+    def __setstate__(self, state):
+        self.__init__(**state)
+
+    def __len__(self):
+        return self.steps
+
+    @property
+    def shape(self):
+        return (self.steps, self.batch_size, *self.example_shape)
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return _stack([self[i] for i in range(*k.indices(self.steps))],
+                          self.shape[1:], self.dtype)
+        k = _step(k, self.steps)
+        if k != self._next:  # not the step after the last one: jump there in the stream
+            self._rng = np.random.default_rng([self.seed, 3, zlib.crc32(self.name.encode())])
+            self._rng.bit_generator.advance(k * self.size)
+        self._next = k + 1
+        u = self._rng.random((self.batch_size, *self.example_shape))
+        return (u >= self.rate).astype(self.dtype)
+
+    def __iter__(self):
+        return (self[k] for k in range(self.steps))
+
+    def __array__(self, dtype=None, copy=None):
+        """(steps, batch_size, *shape): every step's mask, for --save."""
+        return self[:].astype(dtype or self.dtype, copy=False)
+
+
+def _step(k, steps):
+    k = operator.index(k)
+    if k < 0:
+        k += steps
+    if not 0 <= k < steps:
+        raise IndexError(f"step {k} of {steps}")
+    return k
+
+
+def _stack(rows, shape, dtype):
+    return np.stack(rows) if rows else np.zeros((0, *shape), dtype)
+
+
 def batch_order(n, batch_size, steps, seed, shuffle=True):
-    """(steps, batch_size) example indices: epochs of a seeded permutation, remainder dropped."""
-    rng = np.random.default_rng([seed, 2])
-    per_epoch = n // batch_size
-    epochs = math.ceil(steps / per_epoch)
-    order = [rng.permutation(n) if shuffle else np.arange(n) for _ in range(epochs)]
-    order = np.stack([o[:per_epoch * batch_size] for o in order])
-    return order.reshape(-1, batch_size)[:steps]
+    """(steps, batch_size) example indices, drawn step by step: see BatchOrder."""
+    return BatchOrder(n, batch_size, steps, seed, shuffle)
 
 
 def dropout_masks(dropout_layers, batch_size, steps, seed, dtype):
-    """name -> (steps, batch_size, *shape) keep-masks of 0/1: the same dice for every framework."""
-    masks = {}
-    for layer in dropout_layers:
-        rng = np.random.default_rng([seed, 3, zlib.crc32(layer["name"].encode())])
-        u = rng.random((steps, batch_size, *layer["in_shape"]))
-        masks[layer["name"]] = (u >= layer["rate"]).astype(dtype)
-    return masks
+    """name -> (steps, batch_size, *shape) keep-masks of 0/1, drawn step by step: the same
+    dice for every framework (see DropoutMasks)."""
+    return {layer["name"]: DropoutMasks(layer["name"], layer["rate"], batch_size,
+                                        layer["in_shape"], steps, seed, dtype)
+            for layer in dropout_layers}

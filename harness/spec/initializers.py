@@ -10,6 +10,7 @@ import zlib
 
 import numpy as np
 
+from .precision import rounded
 from .table import Table
 
 # name -> (keys with defaults, draw(rng, shape, fan_in, fan_out, **keys) -> float64 array)
@@ -77,9 +78,9 @@ def draw(init, shape, fan_in, fan_out, seed, name):
 
 
 def init_params(model):
-    """Canonical name -> initial array, in the model's dtype."""
-    return {name: draw(p["init"], p["shape"], p["fan_in"], p["fan_out"], model.seed, name)
-            .astype(model.dtype)
+    """Canonical name -> initial array, in the model's dtype (rounded once from float64)."""
+    return {name: rounded(draw(p["init"], p["shape"], p["fan_in"], p["fan_out"], model.seed,
+                               name), model.dtype)
             for name, p in model.param_specs().items()}
 
 

@@ -15,10 +15,15 @@ from pathlib import Path
 
 from .data import CLASSIFICATION, parse_data
 from ..errors import InputError
+from .limits import AXES, NAME_CHARS, NESTING, SPEC_BYTES, STEPS
 from .catalog import parse_layers, walk
+from .files import kind_of, read_bounded
+from .imported import parse_original, parse_params
+from .params_file import digest as params_digest
+from .plugins import load_plugins
+from .precision import ALL as ALL_DTYPES, DTYPES, available  # noqa: F401  (DTYPES re-exported)
 from .table import Table
 
-DTYPES = ("float64", "float32")
 LOSSES = ("mse", "half_squared_error", "binary_cross_entropy",
           "binary_cross_entropy_with_logits", "softmax_cross_entropy")
 REDUCTIONS = ("mean", "sum")
@@ -34,9 +39,9 @@ OPTIMIZERS = {
     "adagrad": {"eps": 1e-10, "weight_decay": 0.0},
 }
 TOP_KEYS = ("name", "description", "reproduces", "dtype", "seed", "input_shape", "data",
-            "layers", "loss", "optimizer", "train")
+            "layers", "loss", "optimizer", "train", "plugins", "params", "original")
 ZOO = __package__ + ".zoo"  # the built-in specs, package data
-NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")  # whole string (fullmatch): no "a\n"
 
 
 @dataclass
@@ -54,6 +59,9 @@ class Spec:
     description: str = ""
     reproduces: str = ""
     raw: dict = field(default_factory=dict, repr=False)
+    plugins: list = field(default_factory=list)  # sources of plugin layers (spec/plugins.py)
+    initial: dict = None    # `params`: canonical name -> initial array, instead of initializers
+    original: dict = None   # `[original]`: the model it was imported from (spec/imported.py)
 
     def param_specs(self):
         """canonical name -> {shape, init, fan_in, fan_out}, in spec order."""
@@ -82,12 +90,19 @@ class Spec:
     def hash(self):
         """sha256 of everything that determines the numbers (not the file name or comments)."""
         body = dict(self.for_impls(), seed=self.seed, data=self.data)
+        if self.plugins:  # the plugins' code determines the numbers too
+            body["plugins"] = [source["sha256"] for source in self.plugins]
+        if self.initial is not None:  # so do the weights of a `params` file
+            body["params"] = params_digest(self.initial)
         text = json.dumps(body, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
 
     def with_overrides(self, **overrides):
         """The same spec with keys replaced (`dtype=`, `train.steps=`), validated again."""
-        return parse_spec(_override(self.raw, overrides), self.file, self.name)
+        spec = parse_spec(_override(self.raw, overrides), self.file, self.name)
+        if "params" not in self.raw and self.initial is not None:  # weights given in memory
+            spec.initial, spec.original = self.initial, self.original
+        return spec
 
 
 def _override(raw, overrides):
@@ -120,29 +135,54 @@ def _strip_init(layers):
 
 def load_spec(path, **overrides):
     path = Path(path)
-    if not path.is_file():
+    if not (path.exists() or path.is_symlink()):
         raise InputError(path, None, "no such spec file")
-    text = path.read_text(errors="replace")
+    kind, _ = kind_of(path)
+    if kind != "file":
+        raise InputError(path, None, f"is {kind}, expected a spec file (.toml or .json)")
+    text = read_bounded(path, SPEC_BYTES, "a spec file").decode(errors="replace")
     if not text.strip():
         raise InputError(path, None, "the file is empty")
-    return parse_spec(_override(_decode(text, path), overrides), str(path), path.stem)
+    raw = _decode(text, path)
+    _check_nesting(raw, path)
+    return parse_spec(_override(raw, overrides), str(path), path.stem)
 
 
 def _decode(text, path):
     if path.suffix == ".json" or (path.suffix != ".toml" and text.lstrip().startswith("{")):
         try:
             return json.loads(text)
+        except RecursionError:
+            raise _too_deep(path) from None
         except json.JSONDecodeError as err:
             raise InputError(path, f"line {err.lineno}, column {err.colno}",
                              f"JSON syntax error: {err.msg}") from None
     try:
         return tomllib.loads(text)
+    except RecursionError:
+        raise _too_deep(path) from None
     except tomllib.TOMLDecodeError as err:
         msg = str(err)
         where = re.search(r"\(at (line \d+, column \d+)\)", msg)
         msg = re.sub(r"\s*\(at .*\)$", "", msg)
         raise InputError(path, where.group(1) if where else None,
                          f"TOML syntax error: {msg}") from None
+
+
+def _check_nesting(raw, path):
+    """Tables and lists at most NESTING deep, measured without recursion."""
+    stack = [(raw, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > NESTING:
+            raise _too_deep(path)
+        children = value.values() if isinstance(value, dict) else \
+            value if isinstance(value, list) else ()
+        stack += [(v, depth + 1) for v in children if isinstance(v, (dict, list))]
+
+
+def _too_deep(path):
+    return InputError(path, None, f"tables and lists nest deeper than {NESTING} levels")
 
 
 def zoo_names():
@@ -161,26 +201,47 @@ def zoo_spec(name, **overrides):
 
 def parse_spec(raw, file, default_name):
     top = Table(file, "", raw)
-    name = top.str("name", default_name)
-    if not NAME.match(name):
-        raise top.error("name", f"must be letters, digits, '_', '-' or '.', got {name!r}")
+    name = _parse_name(top, default_name)
     description = top.str("description", "")
     reproduces = top.str("reproduces", "")
-    dtype = top.str("dtype", "float64", choices=DTYPES)
+    dtype = top.str("dtype", "float64", choices=ALL_DTYPES)
+    if dtype == "bfloat16" and not available(dtype):  # registers its name with NumPy
+        raise top.error("dtype", "bfloat16 needs the ml_dtypes package (JAX installs it)")
     seed = top.int("seed", 0, min=0)
     input_shape = top.ints("input_shape", required=True)
-    if not input_shape:
-        raise top.error("input_shape", "must not be empty")
+    if not input_shape or len(input_shape) > AXES:
+        raise top.error("input_shape", f"must have 1 to {AXES} axes, "
+                                       f"got {len(input_shape)}")
     data = parse_data(top.table("data", required=True), input_shape)
+    plugins, plugin_parsers = load_plugins(top)
     ctx = {"input": data["input"], "vocab": data.get("vocab"),
-           "batch": data["batch_size"] or data.get("examples")}
+           "batch": data["batch_size"] or data.get("examples"), "plugins": plugin_parsers}
     layers, out_shape = parse_layers(top.tables("layers", required=True), input_shape, "", ctx)
     loss = _parse_loss(top.table("loss", required=True), data, out_shape)
     optimizer = _parse_optimizer(top.table("optimizer") or Table(file, "optimizer", {}))
     train = _parse_train(top.table("train") or Table(file, "train", {}))
+    spec = Spec(name, file, dtype, seed, input_shape, data, layers, loss, optimizer, train,
+                description, reproduces, raw, plugins)
+    spec.initial = parse_params(top, spec.param_specs(), spec.state_specs())
+    spec.original = parse_original(top)
     top.finish()
-    return Spec(name, file, dtype, seed, input_shape, data, layers, loss, optimizer, train,
-                description, reproduces, raw)
+    return spec
+
+
+def _parse_name(top, default_name):
+    """The model's name: it becomes folder and file names, CSV cells and report headings."""
+    name = top.str("name", default_name)
+    where = "" if top.has("name") else " (from the file name; set name = \"...\")"
+    control = next((c for c in name if ord(c) < 32 or ord(c) == 127), None)
+    if control is not None:
+        raise top.error("name", f"must not contain control characters, found {control!r} "
+                                f"in {name!r}{where}")
+    if len(name) > NAME_CHARS:
+        raise top.error("name", f"is {len(name)} characters long, at most "
+                                f"{NAME_CHARS}{where}")
+    if not NAME.fullmatch(name):
+        raise top.error("name", f"must be letters, digits, '_', '-' or '.', got {name!r}{where}")
+    return name
 
 
 def _parse_loss(t, data, out_shape):
@@ -233,7 +294,8 @@ def _parse_optimizer(t):
 
 
 def _parse_train(t):
-    train = {"steps": t.int("steps", 100, min=1), "l1": t.float("l1", 0.0, min=0.0),
+    train = {"steps": t.int("steps", 100, min=1, max=STEPS),
+             "l1": t.float("l1", 0.0, min=0.0),
              "l2": t.float("l2", 0.0, min=0.0), "clip_norm": t.float("clip_norm", None, above=0.0)}
     t.finish()
     return train

@@ -58,11 +58,11 @@ class Table:
             raise self.error(key, f"must be true or false, got {_type_name(value)}")
         return value
 
-    def int(self, key, default=None, required=False, min=None):
+    def int(self, key, default=None, required=False, min=None, max=None):
         value = self.raw(key, default, required)
         if value is None:
             return None
-        return check_int(value, min, lambda m: self.error(key, m))
+        return check_int(value, min, lambda m: self.error(key, m), max)
 
     def float(self, key, default=None, required=False, min=None, max=None, below=None,
               above=None):
@@ -111,10 +111,12 @@ class Table:
             raise self.error(unknown[0], "unknown key")
 
 
-def check_int(value, min, make_error):
+def check_int(value, min, make_error, max=None):
     if isinstance(value, bool) or not isinstance(value, int):
         raise make_error(f"must be an integer, got {_type_name(value)}")
     if min is not None and value < min:
         word = "positive" if min == 1 else f">= {min}"
         raise make_error(f"must be {word}, got {value}")
+    if max is not None and value > max:
+        raise make_error(f"must be at most {max:,}, got {value:,}")
     return value

@@ -5,15 +5,17 @@ kernel, conv W (kh, kw, C_in, C_out) is lax's HWIO on NHWC images, and the recur
 cells in layers.py are written in the canonical gate order. So for most layers nothing
 moves. Two things do: attention gets an explicit heads axis (the layout of Flax's
 MultiHeadDotProductAttention), and a residual block's flat local names ("0.W")
-become a nested pytree ({"0": {"W": ...}}).
+become a nested pytree ({"0": {"W": ...}}). A plugin layer's parameters pass through.
 """
 
 from ..canonical import block_key, share
 
-__all__ = ["to_native", "from_native"]
+__all__ = ["to_native", "from_native", "activation_from_native"]
 
 
 def to_native(layer, params):
+    if "plugin" in layer:
+        return dict(params)  # a plugin takes its parameters canonical
     if layer["type"] == "attention":
         return {name: split_heads(layer, name, p) for name, p in params.items()}
     if layer["type"] == "residual":  # "0.W" -> {"0": {"W": ...}}, each sub-layer by its own rule
@@ -24,6 +26,8 @@ def to_native(layer, params):
 
 
 def from_native(layer, native):
+    if "plugin" in layer:
+        return dict(native)
     if layer["type"] == "attention":
         return {name: merge_heads(name, p) for name, p in native.items()}
     if layer["type"] == "residual":  # {"0": {"W": ...}} -> "0.W"
@@ -50,3 +54,7 @@ def merge_heads(name, p):
     return p.reshape(*p.shape[:-2], -1)              # (D, heads, key_dim) -> (D, heads*key_dim),
                                                      # (heads, key_dim) -> (heads*key_dim,)
 
+
+def activation_from_native(shape, value):
+    """A layer's input or output (or its gradient): images run NHWC here too, nothing moves."""
+    return value

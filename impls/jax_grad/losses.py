@@ -1,45 +1,74 @@
 """Each loss maps (y_hat, y) to a scalar; jax.grad does the rest. `penalty`: L1/L2 on the weights.
 
+One builder per loss type, `def <type>(loss, native)`, with the same name, signature,
+order and first docstring line (the canonical formula) as in the other three folders.
 Optax's losses return one value per example or per element and leave the reduction to
-the caller, so each function below returns the terms whose average is the "mean"
-reduction: per element for mse and the binary cross-entropies (as PyTorch and Keras
-average them), per example for half_squared_error and softmax cross-entropy.
+the caller: per element for mse and the binary cross-entropies (as PyTorch and Keras
+average them), per example for half_squared_error and softmax cross-entropy. They are
+the canonical math: `native` changes nothing.
 """
 import jax.numpy as jnp
 import optax
 
-__all__ = ["build_loss", "penalty"]
+__all__ = ["mse", "half_squared_error", "binary_cross_entropy",
+           "binary_cross_entropy_with_logits", "softmax_cross_entropy", "LOSSES", "build_loss",
+           "penalty"]
 
 
-def mse(y_hat, y):
-    return optax.squared_error(y_hat, y)                       # (B, k)
+def reduced(values, loss):
+    """loss(y_hat, y): the mean or the sum of values(y_hat, y), per element or per example."""
+    reduce = jnp.mean if loss["reduction"] == "mean" else jnp.sum
+    return lambda y_hat, y: reduce(values(y_hat, y))
 
 
-def half_squared_error(y_hat, y):
-    return optax.l2_loss(y_hat, y).sum(-1)                     # 0.5 * sum_k (y_hat - y)^2: (B,)
+def mse(loss, native):
+    """L = sum_{b,k} (y_hat - y)^2, divided by B*K for "mean": y_hat, y (B, K)
+
+    optax.squared_error, per element.
+    """
+    return reduced(optax.squared_error, loss)
 
 
-def binary_cross_entropy(p, y):
-    # Optax has no cross-entropy on probabilities; no clipping: the exact math
-    return -(y * jnp.log(p) + (1 - y) * jnp.log(1 - p))        # (B, k)
+def half_squared_error(loss, native):
+    """L = sum_b 0.5 sum_k (y_hat - y)^2, divided by B for "mean": y_hat, y (B, K)
+
+    optax.l2_loss (0.5 (y_hat - y)^2) summed over k: per example.
+    """
+    return reduced(lambda y_hat, y: optax.l2_loss(y_hat, y).sum(-1), loss)
 
 
-def binary_cross_entropy_with_logits(z, y):
-    return optax.sigmoid_binary_cross_entropy(z, y)            # via log_sigmoid: never overflows
+def binary_cross_entropy(loss, native):
+    """L = -sum_{b,k} y log p + (1 - y) log(1 - p), divided by B*K for "mean": p, y (B, K)
+
+    Written out: Optax has no cross-entropy on probabilities. No clipping: the exact math.
+    """
+    return reduced(lambda p, y: -(y * jnp.log(p) + (1 - y) * jnp.log(1 - p)), loss)
 
 
-def softmax_cross_entropy(logits, labels):
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels)  # (B,)
+def binary_cross_entropy_with_logits(loss, native):
+    """L = -sum_{b,k} y log s(z) + (1 - y) log(1 - s(z)), s the sigmoid, / (B*K) for "mean": z, y (B, K)
+
+    optax.sigmoid_binary_cross_entropy, via log_sigmoid: it never overflows.
+    """
+    return reduced(optax.sigmoid_binary_cross_entropy, loss)
 
 
-LOSSES = {f.__name__: f for f in (mse, half_squared_error, binary_cross_entropy,
-                                  binary_cross_entropy_with_logits, softmax_cross_entropy)}
+def softmax_cross_entropy(loss, native):
+    """L = -sum_b log softmax(z_b)[y_b], divided by B for "mean": z (B, C) logits, y (B,) class ids
+
+    optax.softmax_cross_entropy_with_integer_labels, per example.
+    """
+    return reduced(optax.softmax_cross_entropy_with_integer_labels, loss)
+
+
+LOSSES = {builder.__name__: builder for builder in (  # loss type -> builder of the same name
+    mse, half_squared_error, binary_cross_entropy, binary_cross_entropy_with_logits,
+    softmax_cross_entropy)}
 
 
 def build_loss(loss, native):
-    """loss(y_hat, y) -> scalar. Optax's losses are the canonical math: `native` changes nothing."""
-    fn, reduce = LOSSES[loss["type"]], jnp.mean if loss["reduction"] == "mean" else jnp.sum
-    return lambda y_hat, y: reduce(fn(y_hat, y))
+    """loss(y_hat, y) -> scalar, for the spec's loss section."""
+    return LOSSES[loss["type"]](loss, native)
 
 
 def penalty(weights, l1, l2):

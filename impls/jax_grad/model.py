@@ -10,12 +10,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..canonical import local_params
+from ..canonical import by_layer, layer_of, local_params
 from .layers import build_layer
-from .layout import from_native, to_native
+from .layout import activation_from_native, from_native, to_native
 from .losses import build_loss
 
-__all__ = ["build_model", "set_params", "get_params", "loss_value", "loss_and_gradients"]
+__all__ = ["build_model", "set_params", "get_params", "loss_value", "probe_losses",
+           "loss_and_gradients", "layer_values", "hessian_vector_product"]
 
 
 @dataclass
@@ -27,10 +28,12 @@ class Context:
 @dataclass
 class Model:
     spec: dict
-    native: bool
+    native: object  # False, True or pitfall names: canonical.native_on
     objective: object      # (params, state, x, y, masks) -> (loss, new state), pure
     value: object          # jax.jit(objective)
     value_and_grad: object  # jax.jit(jax.value_and_grad(objective, has_aux=True))
+    tap_grads: object      # jax.jit(jax.grad(tapped objective, has_aux=True)): per-layer values
+    hvp: object            # jax.jit(jvp of the gradient): Hessian-vector products
     params: dict = field(default_factory=dict)   # layer name -> that layer's params (layout.py)
     state: dict = field(default_factory=dict)    # canonical name -> running statistic
     names: list = field(default_factory=list)    # canonical parameter names, in the harness's order
@@ -38,9 +41,23 @@ class Model:
 
 def build_model(spec, native=False):
     layers = [(layer, build_layer(layer, spec["dtype"], native)) for layer in spec["layers"]]
-    objective = make_objective(layers, build_loss(spec["loss"], native))
+    loss = build_loss(spec["loss"], native)
+    objective = make_objective(layers, loss)
     return Model(spec, native, objective, jax.jit(objective),
-                 jax.jit(jax.value_and_grad(objective, has_aux=True)))
+                 jax.jit(jax.value_and_grad(objective, has_aux=True)),
+                 jax.jit(jax.grad(make_tapped(layers, loss), has_aux=True)),
+                 jax.jit(make_hvp(objective)))
+
+
+def make_hvp(objective):
+    """(params, direction, state, x, y, masks) -> H v: forward mode over reverse mode, the
+    derivative of the gradient along v (jax.jvp of jax.grad), one pass."""
+
+    def hvp(params, direction, state, x, y, masks):
+        def gradient(p):
+            return jax.grad(objective, has_aux=True)(p, state, x, y, masks)[0]
+        return jax.jvp(gradient, (params,), (direction,))[1]
+    return hvp
 
 
 def make_objective(layers, loss):
@@ -54,12 +71,27 @@ def make_objective(layers, loss):
     return objective
 
 
+def make_tapped(layers, loss):
+    """The objective with a zero "tap" added to each layer's input, as its first argument:
+    d loss / d tap is d loss / d(that input), which grad gives where the layers hide it.
+    (taps, params, state, x, y, masks) -> (loss, {layer name: its output})."""
+
+    def tapped(taps, params, state, x, y, masks):
+        ctx, outputs = Context(masks, dict(state)), {}
+        for layer, forward in layers:
+            if layer["name"] in taps:  # none before token ids: they have no gradient
+                x = x + taps[layer["name"]]  # + 0: the values do not move
+            x = outputs[layer["name"]] = forward(params[layer["name"]], x, ctx)
+        return loss(x, y), outputs
+    return tapped
+
+
 def set_params(model, params, state):
     """Canonical NumPy arrays -> the params pytree {layer name: its params}, in the model's dtype."""
-    dtype = model.spec["dtype"]
+    dtype, grouped = model.spec["dtype"], by_layer(params)
     model.params = {}
     for layer in model.spec["layers"]:
-        local = {k: jnp.asarray(v, dtype) for k, v in local_params(params, layer).items()}
+        local = {k: jnp.asarray(v, dtype) for k, v in grouped.get(layer["name"], {}).items()}
         model.params[layer["name"]] = to_native(layer, local)
     model.state = {k: jnp.asarray(v, dtype) for k, v in state.items()}
     model.names = list(params)
@@ -91,9 +123,55 @@ def loss_value(model, x, y, masks):
     return float(loss)
 
 
+def probe_losses(model, params, x, y, masks, name, values):
+    """The loss with the parameter `name` at each of `values` in turn, the others at `params`
+    (as set), one jitted call each: only its layer's pytree entry is built again, the batch
+    is converted once, and the losses are fetched together at the end (dispatch runs ahead)."""
+    dtype, batch = model.spec["dtype"], inputs(model, x, y, masks)
+    layer = next(layer for layer in model.spec["layers"] if layer["name"] == layer_of(name))
+    key = name[len(layer["name"]) + 1:]
+    local = {k: jnp.asarray(v, dtype) for k, v in local_params(params, layer).items()}
+    losses = []
+    for value in values:
+        moved = to_native(layer, dict(local, **{key: jnp.asarray(value, dtype)}))
+        tree = dict(model.params, **{layer["name"]: moved})
+        losses.append(model.value(tree, model.state, *batch)[0])
+    return [float(loss) for loss in losses]
+
+
 def loss_and_gradients(model, x, y, masks):
     """One jitted call: the loss, d loss / d params (a pytree like params) and the new state."""
     (loss, state), grads = model.value_and_grad(model.params, model.state,
                                                 *inputs(model, x, y, masks))
     model.state = state
     return float(loss), canonical(model, grads), {k: np.array(v) for k, v in state.items()}
+
+
+def layer_values(model, x, y, masks):
+    """Each top-level layer's output and dloss/d(its input), in a pass of their own: the
+    gradient with respect to the zero taps. {layer name: array}, spec order, canonical
+    layouts. A layer fed token ids has no input gradient and no entry in the second dict."""
+    x, y, masks = inputs(model, x, y, masks)
+    layers = model.spec["layers"]
+    taps = {layer["name"]: jnp.zeros((len(x), *layer["in_shape"]), model.spec["dtype"])
+            for i, layer in enumerate(layers) if i > 0 or model.spec["input"] != "tokens"}
+    input_grads, outputs = model.tap_grads(taps, model.params, model.state, x, y, masks)
+    out, grads = {}, {}
+    for layer in layers:  # jit returns dicts with sorted keys: back to spec order
+        name = layer["name"]
+        out[name] = np.array(activation_from_native(layer["out_shape"], outputs[name]))
+        if name in input_grads:
+            grads[name] = np.array(activation_from_native(layer["in_shape"], input_grads[name]))
+    return out, grads
+
+
+def hessian_vector_product(model, x, y, masks, vector):
+    """H v, the Hessian of the loss times a direction v of the parameters ({canonical name:
+    array}): jax.jvp of jax.grad, the tangent of the gradient along v, jitted once per model.
+    -> ({canonical name: (H v) entry}, "jvp of grad")."""
+    dtype = model.spec["dtype"]
+    direction = {layer["name"]: to_native(layer, {k: jnp.asarray(v, dtype) for k, v
+                                                  in local_params(vector, layer).items()})
+                 for layer in model.spec["layers"]}
+    hv = model.hvp(model.params, direction, model.state, *inputs(model, x, y, masks))
+    return canonical(model, hv), "jvp of grad"

@@ -15,9 +15,10 @@ import jax
 import jaxlib
 import optax
 
-__all__ = ["configure", "versions"]
+__all__ = ["configure", "versions", "precision"]
 
 jax.config.update("jax_enable_x64", True)
+DEFAULT_PRECISION = jax.config.jax_default_matmul_precision  # JAX's own, as found at import
 
 
 def configure(threads):
@@ -34,12 +35,19 @@ def configure(threads):
     # thread per core. (`intra_op_parallelism_threads=N`, often copied into XLA_FLAGS,
     # is a TensorFlow session option that XLA silently ignores.)
     os.environ["NPROC"] = str(threads)
-    # Full-precision matmuls and convolutions: the default already on CPU, but on
-    # GPU/TPU the default would round float32 operands to TF32/bfloat16.
-    jax.config.update("jax_default_matmul_precision", "highest")
+    # full-precision matmuls and convolutions (precision below): the default already on
+    # CPU, but on GPU/TPU the default would round float32 operands to TF32/bfloat16
     return {"XLA_FLAGS": flags, "NPROC": str(threads), "jax_enable_x64": True,
-            "jax_default_matmul_precision": "highest"}
+            **precision(pinned=True)}
 
 
 def versions():
     return {"jax": jax.__version__, "jaxlib": jaxlib.__version__, "optax": optax.__version__}
+
+
+def precision(pinned=True):
+    """Full-precision matmuls and convolutions (pinned: "highest"), or JAX's default (None:
+    the backend's DEFAULT precision, which on GPU/TPU rounds float32 operands to TF32 or
+    bfloat16); -> what is in effect. Functions traced afterwards use it."""
+    jax.config.update("jax_default_matmul_precision", "highest" if pinned else DEFAULT_PRECISION)
+    return {"jax_default_matmul_precision": jax.config.jax_default_matmul_precision or "default"}

@@ -1,63 +1,128 @@
-"""The training loop: one jitted step (value_and_grad, norms, clip, Optax update) per batch."""
+"""The training loop: one jitted step (value_and_grad, norms, clip, Optax update) per batch.
+
+`train` runs free; `lockstep` starts every step from a given state (the reference's)
+and yields what the step did. Both run the same step function; lockstep's jitted copy
+also returns the gradients, compiled apart: an extra output changes how XLA fuses the
+step, and with it the free run's last bits.
+"""
 import math
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from ..canonical import new_curves, penalised, record
+from ..canonical import lockstep_record, native_on, new_curves, penalised, record
 from .losses import penalty
-from .model import inputs
-from .optimizers import build_optimizer
+from .model import canonical, get_params, inputs, set_params
+from .optimizers import build_optimizer, get_optimizer_state, set_optimizer_state
 
-__all__ = ["train"]
+__all__ = ["train", "lockstep"]
 
 
 def train(model, x, y, batches, masks):
-    """Run len(batches) steps; return the curves (loss and norms before each update)."""
-    cfg = model.spec["train"]
-    optimizer = build_optimizer(model.spec["optimizer"], model.native)
-    if model.native and cfg["clip_norm"] is not None:
-        optimizer = optax.chain(optax.clip_by_global_norm(cfg["clip_norm"]), optimizer)
-    step = jax.jit(make_step(model, optimizer, cfg))  # compiled on the first call, then reused
-    data = (*inputs(model, x, y, masks), jnp.asarray(batches))  # the whole data set, on device once
+    """Run len(batches) steps; return the curves (loss and norms before each update).
+
+    The records stay on the device and are read every CHECK_EVERY steps: the steps run
+    ahead without waiting for them. A diverged step found then is undone on the host (the
+    parameters before it are kept, the state after it, as if the loop had stopped there);
+    the steps computed after it are dropped. The step itself is the same function."""
+    optimizer, step, _ = trainer(model)
+    x, y, _ = inputs(model, x, y, {})  # the whole data set, on the device once
     opt_state = optimizer.init(model.params)
-    curves = new_curves()
+    order = [layer["name"] for layer in model.spec["layers"]]  # jit returns sorted keys
+    curves, pending = new_curves(), []
     for k in range(len(batches)):
-        params, new_opt_state, model.state, loss, norm, layer_norms = step(
-            model.params, opt_state, model.state, data, k)
-        order = [layer["name"] for layer in model.spec["layers"]]  # jit returns sorted keys
-        loss, norm = record(curves, float(loss), float(norm), {
-            name: float(layer_norms[name]) for name in order if name in layer_norms})
-        if not math.isfinite(loss) or not math.isfinite(norm):
-            curves["diverged_at"] = k
-            break
-        model.params, opt_state = params, new_opt_state
+        before = model.params
+        model.params, opt_state, model.state, loss, norm, layer_norms = step(
+            model.params, opt_state, model.state, x, y, *step_inputs(model, batches, masks, k))
+        pending.append((before, model.state, loss, norm, layer_norms))
+        if len(pending) == CHECK_EVERY or k == len(batches) - 1:
+            if diverged(model, curves, pending, order, k + 1 - len(pending)):
+                break
+            pending = []
     return curves
 
 
-def make_step(model, optimizer, cfg):
-    """One step as a pure function: (params, opt_state, state, data, k) -> new values, records."""
+CHECK_EVERY = 16
+
+
+def diverged(model, curves, pending, order, first):
+    """Record the pending steps (first, first + 1, ...) up to the first non-finite one; at
+    that one, put back the parameters before it and the state after it, and say so."""
+    records = jax.device_get([(loss, norm, norms) for _, _, loss, norm, norms in pending])
+    for j, (loss, norm, layer_norms) in enumerate(records):
+        loss, norm = record(curves, float(loss), float(norm), {
+            name: float(layer_norms[name]) for name in order if name in layer_norms})
+        if not math.isfinite(loss) or not math.isfinite(norm):
+            curves["diverged_at"] = first + j
+            model.params, model.state = pending[j][0], pending[j][1]
+            return True
+    return False
+
+
+def lockstep(model, x, y, batches, masks, starts):
+    """Step k from the k-th of `starts`, (params, state, optimizer state or None: a fresh
+    optimizer's), canonical; yields lockstep_record(...) of each step."""
+    optimizer, _, step = trainer(model)
+    x, y, _ = inputs(model, x, y, {})
+    fresh = optimizer.init(model.params)  # also the template the canonical state fills
+    for k, (params, state, opt_state) in zip(range(len(batches)), starts):
+        set_params(model, params, state)
+        opt_state = fresh if opt_state is None else set_optimizer_state(fresh, model, opt_state)
+        new_params, new_opt_state, model.state, loss, norm, _, grads = step(
+            model.params, opt_state, model.state, x, y, *step_inputs(model, batches, masks, k))
+        grads = canonical(model, grads)  # before clipping
+        if math.isfinite(float(loss)) and math.isfinite(float(norm)):  # else: no update
+            model.params, opt_state = new_params, new_opt_state
+        yield lockstep_record(float(loss), grads, *get_params(model),
+                              get_optimizer_state(opt_state, model))
+
+
+def trainer(model):
+    """(the Optax transformation, the jitted step, its copy that also returns the gradients),
+    made once per model and kept on it; each compiles on its first call."""
+    if getattr(model, "trainer", None) is None:
+        cfg = model.spec["train"]
+        optimizer = build_optimizer(model.spec["optimizer"], model.native)
+        if native_on(model.native, "optax.clip_by_global_norm") and cfg["clip_norm"] is not None:
+            optimizer = optax.chain(optax.clip_by_global_norm(cfg["clip_norm"]), optimizer)
+        model.trainer = (optimizer, jax.jit(make_step(model, optimizer, cfg)),
+                         jax.jit(make_step(model, optimizer, cfg, with_gradients=True)))
+    return model.trainer
+
+
+def step_inputs(model, batches, masks, k):
+    """Step k's indices and masks, drawn now and fed as arguments (same shapes every step, so
+    nothing recompiles); masks are 0/1, exact in any dtype."""
+    return (jnp.asarray(batches[k]),
+            {name: jnp.asarray(m[k], model.spec["dtype"]) for name, m in masks.items()})
+
+
+def make_step(model, optimizer, cfg, with_gradients=False):
+    """One step as a pure function: (params, opt_state, state, x, y, idx, masks) -> new values
+    and records (and the gradients before clipping, `with_gradients`); idx (B,) picks the
+    step's examples from the whole data set x, y."""
 
     def objective(params, state, x, y, masks):
         loss, state = model.objective(params, state, x, y, masks)
         return loss + penalty(weights(params), cfg["l1"], cfg["l2"]), state
 
-    def step(params, opt_state, state, data, k):
-        x, y, masks, batches = data
-        idx = batches[k]
-        step_masks = {name: m[k] for name, m in masks.items()}
-        (loss, state), grads = jax.value_and_grad(objective, has_aux=True)(
-            params, state, x[idx], y[idx], step_masks)
+    optax_clips = native_on(model.native, "optax.clip_by_global_norm")  # in `optimizer`
+
+    def step(params, opt_state, state, x, y, idx, masks):
+        (loss, state), raw = jax.value_and_grad(objective, has_aux=True)(
+            params, state, x[idx], y[idx], masks)
         squares = {layer: sum(jnp.sum(g * g) for g in jax.tree.leaves(tree))  # in the model's dtype
-                   for layer, tree in grads.items() if jax.tree.leaves(tree)}
+                   for layer, tree in raw.items() if jax.tree.leaves(tree)}
         norm = jnp.sqrt(sum(squares.values()))
-        if cfg["clip_norm"] is not None and not model.native:
+        grads = raw
+        if cfg["clip_norm"] is not None and not optax_clips:
             scale = jnp.minimum(1.0, cfg["clip_norm"] / norm)  # exactly g *= min(1, c / |g|)
-            grads = jax.tree.map(lambda g: g * scale, grads)
+            grads = jax.tree.map(lambda g: g * scale, raw)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         layer_norms = {layer: jnp.sqrt(sq) for layer, sq in squares.items()}
-        return optax.apply_updates(params, updates), opt_state, state, loss, norm, layer_norms
+        out = (optax.apply_updates(params, updates), opt_state, state, loss, norm, layer_norms)
+        return out + (raw,) if with_gradients else out
     return step
 
 

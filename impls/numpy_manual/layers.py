@@ -1,110 +1,177 @@
 """Every layer as a pair: forward(p, x, ctx) -> (y, cache) and backward(p, cache, dy) -> (dx, grads).
 
+One builder per layer type, `def <type>(layer, dtype, native)`, with the same name,
+signature, order and first docstring line (the canonical equation) as in the other three
+folders; it returns a `Layer` holding the forward and the backward written by hand.
 `p` holds the layer's parameters under their local names ("W", "b", ...), in the
 canonical layout, which is NumPy's own. `ctx` carries the dropout masks and the
-BatchNorm running statistics. Shapes in comments include the batch axis B.
+BatchNorm running statistics. NumPy is the reference: `native` changes nothing.
+Shapes in comments include the batch axis B.
 Scalars stay Python floats: a NumPy float64 scalar would silently promote float32 arrays.
 """
 import math
+from typing import Callable, NamedTuple
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy.special import erf
 
-from ..canonical import block_key, share
+from ..canonical import (block_key, check_gradients, check_output, plugin_method, returned_pair,
+                         share)
 
-__all__ = ["LAYERS", "build_layer"]
+__all__ = ["sigmoid", "tanh", "relu", "leaky_relu", "gelu", "identity", "dropout", "flatten",
+           "dense", "conv2d", "maxpool2d", "avgpool2d", "batchnorm", "layernorm", "residual",
+           "sequence_mean", "embedding", "rnn", "lstm", "gru", "attention", "plugin",
+           "LAYERS", "build_layer"]
 
 
-def sigmoid(x):
+class Layer(NamedTuple):
+    """What every builder returns: the layer's forward and its hand-written backward, and
+    (dense, conv2d) the parameters' gradients alone: the first layer's dx is a matrix
+    product nothing reads while training."""
+    forward: Callable   # (p, x, ctx) -> (y, cache)
+    backward: Callable  # (p, cache, dy) -> (dx, {local name: gradient})
+    gradients: Callable = None  # (p, cache, dy) -> {local name: gradient}, no dx
+
+
+def logistic(x):
     return np.exp(-np.logaddexp(0, -x))  # 1 / (1 + exp(-x)) without overflow
 
 
 # ---- elementwise -----------------------------------------------------------------------------
 
-class Activation:
-    """f applied elementwise; backward multiplies by f'(x), written from x or from y = f(x)."""
+def elementwise(f, df):
+    """The Layer of y = f(x): backward multiplies dy by f', written from x or from y = f(x)."""
 
-    def __init__(self, layer):
-        self.kind, self.alpha = layer["type"], layer.get("alpha")
-
-    def forward(self, p, x, ctx):
-        if self.kind == "sigmoid":
-            y = sigmoid(x)
-        elif self.kind == "tanh":
-            y = np.tanh(x)
-        elif self.kind == "relu":
-            y = np.maximum(x, 0)
-        elif self.kind == "leaky_relu":
-            y = np.where(x > 0, x, self.alpha * x)
-        elif self.kind == "gelu":
-            y = 0.5 * x * (1 + erf(x / math.sqrt(2)))  # exact GELU: x * Phi(x)
-        else:
-            y = x
+    def forward(p, x, ctx):
+        y = f(x)
         return y, (x, y)
 
-    def backward(self, p, cache, dy):
+    def backward(p, cache, dy):
         x, y = cache
-        if self.kind == "sigmoid":
-            return dy * y * (1 - y), {}
-        if self.kind == "tanh":
-            return dy * (1 - y * y), {}
-        if self.kind == "relu":
-            return dy * (x > 0), {}  # the subgradient 0 at x == 0, as every framework picks
-        if self.kind == "leaky_relu":
-            return np.where(x > 0, dy, self.alpha * dy), {}  # not where(.., 1.0, alpha): float64
-        if self.kind == "gelu":
-            cdf = 0.5 * (1 + erf(x / math.sqrt(2)))
-            pdf = np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
-            return dy * (cdf + x * pdf), {}
-        return dy, {}
+        return df(x, y, dy), {}
+    return Layer(forward, backward)
 
 
-class Dropout:
-    """Inverted dropout with the harness's mask: y = x * mask / (1 - rate)."""
+def sigmoid(layer, dtype, native):
+    """y = 1 / (1 + exp(-x)), elementwise: x, y (B, ...)
 
-    def __init__(self, layer):
-        self.name, self.rate = layer["name"], layer["rate"]
+    dy/dx = y (1 - y), from the output.
+    """
+    def backward(x, y, dy):
+        d = dy * y
+        d *= 1 - y  # (dy y) (1 - y)
+        return d
+    return elementwise(logistic, backward)
 
-    def forward(self, p, x, ctx):
-        scale = ctx.masks[self.name] / (1 - self.rate)  # (B, ...) of 0 and 1/(1-rate)
+
+def tanh(layer, dtype, native):
+    """y = tanh(x), elementwise: x, y (B, ...)
+
+    dy/dx = 1 - y^2, from the output.
+    """
+    def backward(x, y, dy):
+        d = np.multiply(y, y)
+        np.subtract(1, d, out=d)
+        d *= dy  # dy * (1 - y^2), in one temporary
+        return d
+    return elementwise(np.tanh, backward)
+
+
+def relu(layer, dtype, native):
+    """y = max(x, 0), elementwise, slope 0 at x = 0: x, y (B, ...)
+
+    The subgradient 0 at x == 0, as every framework picks.
+    """
+    return elementwise(lambda x: np.maximum(x, 0), lambda x, y, dy: dy * (x > 0))
+
+
+def leaky_relu(layer, dtype, native):
+    """y = x if x > 0 else alpha * x, elementwise: x, y (B, ...)
+
+    The backward selects dy or alpha * dy (not dy * where(.., 1.0, alpha): that is float64).
+    """
+    alpha = layer["alpha"]
+    return elementwise(lambda x: np.where(x > 0, x, alpha * x),
+                       lambda x, y, dy: np.where(x > 0, dy, alpha * dy))
+
+
+def gelu(layer, dtype, native):
+    """y = x * Phi(x) = 0.5 x (1 + erf(x / sqrt(2))), elementwise (exact, not tanh): x, y (B, ...)
+
+    dy/dx = Phi(x) + x phi(x), phi the standard normal density.
+    """
+    def backward(x, y, dy):
+        cdf = 0.5 * (1 + phi_erf(x))
+        pdf = np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+        return dy * (cdf + x * pdf)
+    return elementwise(lambda x: 0.5 * x * (1 + phi_erf(x)), backward)
+
+
+def phi_erf(x):
+    """erf(x / sqrt(2)) in x's dtype: SciPy has no float16 erf and returns float64 for it."""
+    return erf(x / math.sqrt(2)).astype(x.dtype, copy=False)
+
+
+def identity(layer, dtype, native):
+    """y = x: x, y (B, ...)"""
+    return elementwise(lambda x: x, lambda x, y, dy: dy)
+
+
+def dropout(layer, dtype, native):
+    """y = x * mask / (1 - rate), mask (B, ...) of 0 and 1 drawn by the harness: x, y (B, ...)
+
+    Inverted dropout: the backward scales dy by the same factor.
+    """
+    name, rate = layer["name"], layer["rate"]
+
+    def forward(p, x, ctx):
+        scale = ctx.masks[name] / (1 - rate)  # (B, ...) of 0 and 1/(1-rate)
         return x * scale, scale
 
-    def backward(self, p, scale, dy):
+    def backward(p, scale, dy):
         return dy * scale, {}
+    return Layer(forward, backward)
 
 
-class Flatten:
-    """(B, H, W, C) -> (B, H*W*C), row-major: the canonical NHWC order."""
+def flatten(layer, dtype, native):
+    """y = x reshaped to (B, H*W*C), row-major over (H, W, C): x (B, H, W, C)
 
-    def __init__(self, layer):
-        pass
-
-    def forward(self, p, x, ctx):
+    The canonical NHWC order; the backward reshapes back.
+    """
+    def forward(p, x, ctx):
         return x.reshape(len(x), -1), x.shape
 
-    def backward(self, p, shape, dy):
+    def backward(p, shape, dy):
         return dy.reshape(shape), {}
+    return Layer(forward, backward)
 
 
 # ---- dense and convolution -----------------------------------------------------------------
 
-class Dense:
-    """y = x W + b on the last axis: x (B, ..., in), W (in, out)."""
+def dense(layer, dtype, native):
+    """y = x W + b on the last axis: x (B, ..., in), W (in, out), b (out,), y (B, ..., out)
 
-    def __init__(self, layer):
-        self.use_bias = layer["use_bias"]
+    dW = x^T dy and db = sum dy over every axis but the last; dx = dy W^T.
+    """
+    use_bias = layer["use_bias"]
 
-    def forward(self, p, x, ctx):
+    def forward(p, x, ctx):
         y = x @ p["W"]  # (B, ..., out)
-        return (y + p["b"] if self.use_bias else y), x
+        if use_bias:
+            y += p["b"]  # y is new: add in place
+        return y, x
 
-    def backward(self, p, x, dy):
+    def gradients(p, x, dy):
         x2, dy2 = x.reshape(-1, x.shape[-1]), dy.reshape(-1, dy.shape[-1])  # (N, in), (N, out)
         grads = {"W": x2.T @ dy2}
-        if self.use_bias:
+        if use_bias:
             grads["b"] = dy2.sum(0)
-        return dy @ p["W"].T, grads
+        return grads
+
+    def backward(p, x, dy):
+        return dy @ p["W"].T, gradients(p, x, dy)
+    return Layer(forward, backward, gradients)
 
 
 def pad_hw(x, pads, value=0.0):
@@ -134,71 +201,82 @@ def crop_hw(xp, pads):
     return xp[:, top:xp.shape[1] - bottom, left:xp.shape[2] - right]
 
 
-class Conv2D:
-    """Cross-correlation on NHWC: y[b,h,w,f] = sum_{i,j,c} xpad[b, h*sh+i, w*sw+j, c] W[i,j,c,f] + b[f]."""
+def conv2d(layer, dtype, native):
+    """y[b,i,j] = sum_{u,v} xpad[b, i*sh+u, j*sw+v] W[u,v] + b: x (B, H, W, C_in), W (kh, kw, C_in, C_out)
 
-    def __init__(self, layer):
-        self.strides, self.pads = layer["strides"], layer["pads"]
-        self.use_bias = layer["use_bias"]
+    Cross-correlation on NHWC as one matrix product over every window the kernel visits;
+    the backward scatters each window's gradient back onto the padded input.
+    """
+    strides, pads, use_bias = layer["strides"], layer["pads"], layer["use_bias"]
 
-    def forward(self, p, x, ctx):
+    def forward(p, x, ctx):
         kh, kw, c_in, c_out = p["W"].shape
-        xp = pad_hw(x, self.pads)
-        cols = windows(xp, (kh, kw), self.strides)                   # (B, Ho, Wo, kh, kw, C_in)
+        xp = pad_hw(x, pads)
+        cols = windows(xp, (kh, kw), strides)                        # (B, Ho, Wo, kh, kw, C_in)
         y = cols.reshape(*cols.shape[:3], -1) @ p["W"].reshape(-1, c_out)  # (B, Ho, Wo, C_out)
-        return (y + p["b"] if self.use_bias else y), (cols, xp.shape)
+        return (y + p["b"] if use_bias else y), (cols, xp.shape)
 
-    def backward(self, p, cache, dy):
-        cols, padded_shape = cache
+    def gradients(p, cache, dy):
+        cols, _ = cache
         kh, kw, c_in, c_out = p["W"].shape
         flat = cols.reshape(-1, kh * kw * c_in)                      # (B*Ho*Wo, kh*kw*C_in)
         grads = {"W": (flat.T @ dy.reshape(-1, c_out)).reshape(p["W"].shape)}
-        if self.use_bias:
+        if use_bias:
             grads["b"] = dy.sum((0, 1, 2))
+        return grads
+
+    def backward(p, cache, dy):
+        cols, padded_shape = cache
+        c_out = p["W"].shape[-1]
         dcols = (dy @ p["W"].reshape(-1, c_out).T).reshape(cols.shape)  # (B, Ho, Wo, kh, kw, C_in)
-        return crop_hw(scatter_windows(dcols, padded_shape, self.strides), self.pads), grads
+        return crop_hw(scatter_windows(dcols, padded_shape, strides), pads), gradients(p, cache, dy)
+    return Layer(forward, backward, gradients)
 
 
-class MaxPool2D:
-    """Max over each window; padding is -inf so it never wins. Ties go to the first maximum."""
+def maxpool2d(layer, dtype, native):
+    """y[b,i,j] = max_{u,v} xpad[b, i*sh+u, j*sw+v], padded with -inf: x (B, H, W, C), y (B, Ho, Wo, C)
 
-    def __init__(self, layer):
-        self.size, self.strides, self.pads = layer["pool_size"], layer["strides"], layer["pads"]
+    The padding never wins; with tied maxima the gradient goes to the first one.
+    """
+    size, strides, pads = layer["pool_size"], layer["strides"], layer["pads"]
 
-    def forward(self, p, x, ctx):
-        xp = pad_hw(x, self.pads, -np.inf)
-        win = windows(xp, self.size, self.strides)
+    def forward(p, x, ctx):
+        xp = pad_hw(x, pads, -np.inf)
+        win = windows(xp, size, strides)
         flat = win.reshape(*win.shape[:3], -1, win.shape[-1])       # (B, Ho, Wo, kh*kw, C)
         arg = flat.argmax(3)                                        # (B, Ho, Wo, C)
         y = np.take_along_axis(flat, arg[:, :, :, None], 3)[:, :, :, 0]
         return y, (arg, win.shape, xp.shape)
 
-    def backward(self, p, cache, dy):
+    def backward(p, cache, dy):
         arg, win_shape, padded_shape = cache
         onehot = np.arange(win_shape[3] * win_shape[4])[:, None] == arg[:, :, :, None]
         dwin = (onehot * dy[:, :, :, None]).reshape(win_shape)       # (B, Ho, Wo, kh, kw, C)
-        return crop_hw(scatter_windows(dwin, padded_shape, self.strides), self.pads), {}
+        return crop_hw(scatter_windows(dwin, padded_shape, strides), pads), {}
+    return Layer(forward, backward)
 
 
-class AvgPool2D:
-    """Mean over the real pixels of each window (padding is not counted)."""
+def avgpool2d(layer, dtype, native):
+    """y[b,i,j] = mean_{u,v} x[b, i*sh+u, j*sw+v], real pixels only: x (B, H, W, C), y (B, Ho, Wo, C)
 
-    def __init__(self, layer):
-        self.size, self.strides, self.pads = layer["pool_size"], layer["strides"], layer["pads"]
+    The padding is not counted (TensorFlow's rule); each pixel gets dy / count back.
+    """
+    size, strides, pads = layer["pool_size"], layer["strides"], layer["pads"]
 
-    def forward(self, p, x, ctx):
-        xp = pad_hw(x, self.pads)
-        ones = pad_hw(np.ones((1, *x.shape[1:3], 1), x.dtype), self.pads)
-        count = windows(ones, self.size, self.strides).sum((3, 4))  # (1, Ho, Wo, 1)
-        y = windows(xp, self.size, self.strides).sum((3, 4)) / count
+    def forward(p, x, ctx):
+        xp = pad_hw(x, pads)
+        ones = pad_hw(np.ones((1, *x.shape[1:3], 1), x.dtype), pads)
+        count = windows(ones, size, strides).sum((3, 4))            # (1, Ho, Wo, 1)
+        y = windows(xp, size, strides).sum((3, 4)) / count
         return y, (count, xp.shape)
 
-    def backward(self, p, cache, dy):
+    def backward(p, cache, dy):
         count, padded_shape = cache
-        kh, kw = self.size
-        share = (dy / count)[:, :, :, None, None, :]                 # (B, Ho, Wo, 1, 1, C)
-        dwin = np.broadcast_to(share, (*dy.shape[:3], kh, kw, dy.shape[3]))
-        return crop_hw(scatter_windows(dwin, padded_shape, self.strides), self.pads), {}
+        kh, kw = size
+        part = (dy / count)[:, :, :, None, None, :]                  # (B, Ho, Wo, 1, 1, C)
+        dwin = np.broadcast_to(part, (*dy.shape[:3], kh, kw, dy.shape[3]))
+        return crop_hw(scatter_windows(dwin, padded_shape, strides), pads), {}
+    return Layer(forward, backward)
 
 
 # ---- normalisation ---------------------------------------------------------------------------
@@ -210,201 +288,138 @@ def normalize_backward(dxhat, xhat, inv_std, axes):
                           - xhat * (dxhat * xhat).sum(axes, keepdims=True))
 
 
-class BatchNorm:
-    """Training mode: batch statistics over every axis but the last; updates running stats."""
+def batchnorm(layer, dtype, native):
+    """y = gamma (x - mean) / sqrt(var + eps) + beta, statistics over all axes but the last: x (B, ..., C)
 
-    def __init__(self, layer):
-        self.name, self.eps, self.momentum = layer["name"], layer["eps"], layer["momentum"]
+    Training mode, biased variance in the normalisation; the running statistics take
+    `momentum` of the batch mean and of the unbiased batch variance.
+    """
+    name, eps, m = layer["name"], layer["eps"], layer["momentum"]
 
-    def forward(self, p, x, ctx):
+    def forward(p, x, ctx):
         axes = tuple(range(x.ndim - 1))
         mean, var = x.mean(axes), x.var(axes)                        # (C,), biased
-        inv_std = 1 / np.sqrt(var + self.eps)
+        inv_std = 1 / np.sqrt(var + eps)
         xhat = (x - mean) * inv_std
-        n, m = x.size // x.shape[-1], self.momentum
+        n = x.size // x.shape[-1]
         for stat, batch in (("running_mean", mean), ("running_var", var * n / (n - 1))):
-            key = f"{self.name}.{stat}"  # the running variance takes the unbiased estimate
+            key = f"{name}.{stat}"  # the running variance takes the unbiased estimate
             ctx.state[key] = (1 - m) * ctx.state[key] + m * batch
         return p["gamma"] * xhat + p["beta"], (xhat, inv_std, axes)
 
-    def backward(self, p, cache, dy):
+    def backward(p, cache, dy):
         xhat, inv_std, axes = cache
         grads = {"gamma": (dy * xhat).sum(axes), "beta": dy.sum(axes)}
         return normalize_backward(dy * p["gamma"], xhat, inv_std, axes), grads
+    return Layer(forward, backward)
 
 
-class LayerNorm:
-    """Normalise over the last axis of each example (and time step)."""
+def layernorm(layer, dtype, native):
+    """y = gamma (x - mean) / sqrt(var + eps) + beta, statistics over the last axis: x (B, ..., D)
 
-    def __init__(self, layer):
-        self.eps = layer["eps"]
+    Biased variance, per example (and time step).
+    """
+    eps = layer["eps"]
 
-    def forward(self, p, x, ctx):
+    def forward(p, x, ctx):
         mean, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
-        inv_std = 1 / np.sqrt(var + self.eps)
+        inv_std = 1 / np.sqrt(var + eps)
         xhat = (x - mean) * inv_std
         return p["gamma"] * xhat + p["beta"], (xhat, inv_std)
 
-    def backward(self, p, cache, dy):
+    def backward(p, cache, dy):
         xhat, inv_std = cache
         axes = tuple(range(dy.ndim - 1))
         grads = {"gamma": (dy * xhat).sum(axes), "beta": dy.sum(axes)}
         return normalize_backward(dy * p["gamma"], xhat, inv_std, (-1,)), grads
+    return Layer(forward, backward)
 
 
 # ---- composition -----------------------------------------------------------------------------
 
-class Residual:
-    """y = x + f(x), f a stack of sub-layers: the gradient takes both paths and adds."""
+def residual(layer, dtype, native):
+    """y = x + f(x), f the block's layers in order: x, y (B, ...)
 
-    def __init__(self, layer):
-        self.layers = [build_layer(sub, None, False) for sub in layer["layers"]]
-        self.keys = [block_key(sub, layer) for sub in layer["layers"]]  # "3.1" in "3" -> "1"
+    The gradient takes both paths and adds: dx = dy + (f's backward of dy).
+    """
+    subs = [(block_key(sub, layer), build_layer(sub, dtype, native))  # "3.1" in "3" -> "1"
+            for sub in layer["layers"]]
 
-    def forward(self, p, x, ctx):
+    def forward(p, x, ctx):
         h, caches = x, []
-        for layer, key in zip(self.layers, self.keys):
-            h, cache = layer.forward(share(p, key), h, ctx)
+        for key, sub in subs:
+            h, cache = sub.forward(share(p, key), h, ctx)
             caches.append(cache)
         return x + h, caches
 
-    def backward(self, p, caches, dy):
+    def backward(p, caches, dy):
         dh, grads = dy, {}
-        for layer, key, cache in reversed(list(zip(self.layers, self.keys, caches))):
-            dh, sub = layer.backward(share(p, key), cache, dh)
-            grads.update({f"{key}.{k}": g for k, g in sub.items()})
+        for (key, sub), cache in reversed(list(zip(subs, caches))):
+            dh, local = sub.backward(share(p, key), cache, dh)
+            grads.update({f"{key}.{k}": g for k, g in local.items()})
         return dy + dh, grads
+    return Layer(forward, backward)
 
 
-class SequenceMean:
-    """(B, T, D) -> (B, D)."""
-
-    def __init__(self, layer):
-        pass
-
-    def forward(self, p, x, ctx):
+def sequence_mean(layer, dtype, native):
+    """y = mean over t of x[:, t]: x (B, T, D), y (B, D)"""
+    def forward(p, x, ctx):
         return x.mean(1), x.shape[1]
 
-    def backward(self, p, time, dy):
+    def backward(p, time, dy):
         return np.repeat(dy[:, None, :] / time, time, axis=1), {}
+    return Layer(forward, backward)
 
 
-class Embedding:
-    """Token ids (B, T) -> rows of E: (B, T, dim). No gradient flows to integer inputs."""
+def embedding(layer, dtype, native):
+    """y = E[x], the row of E for each token id: x (B, T) integers, E (vocab, dim), y (B, T, dim)
 
-    def __init__(self, layer):
-        pass
-
-    def forward(self, p, x, ctx):
+    No gradient flows to integer inputs; dE adds dy into the rows that were read.
+    """
+    def forward(p, x, ctx):
         return p["E"][x], x
 
-    def backward(self, p, x, dy):
+    def backward(p, x, dy):
         dE = np.zeros_like(p["E"])
         np.add.at(dE, x, dy)  # a token used twice collects both gradients
         return None, {"E": dE}
+    return Layer(forward, backward)
 
 
 # ---- recurrent: backpropagation through time ----------------------------------------------
 
-class Recurrent:
-    """Shared loop of rnn/lstm/gru: run `cell` over time, then BPTT with `cell_backward`."""
+def recurrent(layer, cell, cell_backward, carries):
+    """Run `cell` over time from zero carries; backward: `cell_backward` from the last step to
+    the first (backpropagation through time), each adding its weight gradients to `grads`."""
+    units, return_sequences = layer["units"], layer["return_sequences"]
 
-    def __init__(self, layer):
-        self.units, self.return_sequences = layer["units"], layer["return_sequences"]
+    def zeros(batch, dtype):
+        return tuple(np.zeros((batch, units), dtype) for _ in range(carries))
 
-    def forward(self, p, x, ctx):
+    def forward(p, x, ctx):
         batch, time, _ = x.shape
-        carry = self.zero_carry(batch, x.dtype)
-        hs, caches = [], []
+        carry, hs, caches = zeros(batch, x.dtype), [], []
         for t in range(time):
-            carry, cache = self.cell(p, x[:, t], carry)
+            carry, cache = cell(p, x[:, t], carry)
             hs.append(carry[0])
             caches.append(cache)
-        y = np.stack(hs, 1) if self.return_sequences else hs[-1]   # (B, T, H) or (B, H)
+        y = np.stack(hs, 1) if return_sequences else hs[-1]         # (B, T, H) or (B, H)
         return y, (caches, x.shape)
 
-    def backward(self, p, cache, dy):
+    def backward(p, cache, dy):
         caches, (batch, time, _) = cache
         grads = {k: np.zeros_like(v) for k, v in p.items()}
         dx = np.zeros((batch, time, p["W"].shape[0]), dy.dtype)
-        dcarry = self.zero_carry(batch, dy.dtype)
+        dcarry = zeros(batch, dy.dtype)
         for t in reversed(range(time)):
-            dh_out = dy[:, t] if self.return_sequences else (dy if t == time - 1 else 0)
+            dh_out = dy[:, t] if return_sequences else (dy if t == time - 1 else 0)
             dcarry = (dcarry[0] + dh_out, *dcarry[1:])
-            dx[:, t], dcarry = self.cell_backward(p, caches[t], dcarry, grads)
+            dx[:, t], dcarry = cell_backward(p, caches[t], dcarry, grads)
         return dx, grads
-
-    def zero_carry(self, batch, dtype):
-        return (np.zeros((batch, self.units), dtype),)
+    return Layer(forward, backward)
 
 
-class SimpleRNN(Recurrent):
-    """h = tanh(x W + h_prev U + b)."""
-
-    def cell(self, p, x, carry):
-        (h_prev,) = carry
-        h = np.tanh(x @ p["W"] + h_prev @ p["U"] + p["b"])
-        return (h,), (x, h_prev, h)
-
-    def cell_backward(self, p, cache, dcarry, grads):
-        x, h_prev, h = cache
-        dz = dcarry[0] * (1 - h * h)
-        _accumulate(grads, p, x, h_prev, dz, dz)
-        return dz @ p["W"].T, (dz @ p["U"].T,)
-
-
-class LSTM(Recurrent):
-    """Gates [i, f, g, o] = split(x W + h_prev U + b); c = f c_prev + i g; h = o tanh(c)."""
-
-    def zero_carry(self, batch, dtype):
-        return (np.zeros((batch, self.units), dtype), np.zeros((batch, self.units), dtype))
-
-    def cell(self, p, x, carry):
-        h_prev, c_prev = carry
-        z = x @ p["W"] + h_prev @ p["U"] + p["b"]                    # (B, 4H)
-        zi, zf, zg, zo = np.split(z, 4, axis=1)
-        i, f, g, o = sigmoid(zi), sigmoid(zf), np.tanh(zg), sigmoid(zo)
-        c = f * c_prev + i * g
-        h = o * np.tanh(c)
-        return (h, c), (x, h_prev, c_prev, i, f, g, o, c)
-
-    def cell_backward(self, p, cache, dcarry, grads):
-        x, h_prev, c_prev, i, f, g, o, c = cache
-        dh, dc = dcarry
-        tanh_c = np.tanh(c)
-        dc = dc + dh * o * (1 - tanh_c * tanh_c)
-        dz = np.concatenate([dc * g * i * (1 - i), dc * c_prev * f * (1 - f),
-                             dc * i * (1 - g * g), dh * tanh_c * o * (1 - o)], axis=1)
-        _accumulate(grads, p, x, h_prev, dz, dz)
-        return dz @ p["W"].T, (dz @ p["U"].T, dc * f)
-
-
-class GRU(Recurrent):
-    """r, z = sigmoid(...); n = tanh(x W_n + b0_n + r (h U_n + b1_n)); h = (1 - z) n + z h_prev."""
-
-    def cell(self, p, x, carry):
-        (h_prev,) = carry
-        gx = x @ p["W"] + p["b"][0]                                  # (B, 3H), input side
-        gh = h_prev @ p["U"] + p["b"][1]                             # (B, 3H), recurrent side
-        (xr, xz, xn), (hr, hz, hn) = np.split(gx, 3, 1), np.split(gh, 3, 1)
-        r, z = sigmoid(xr + hr), sigmoid(xz + hz)
-        n = np.tanh(xn + r * hn)
-        h = (1 - z) * n + z * h_prev
-        return (h,), (x, h_prev, r, z, n, hn)
-
-    def cell_backward(self, p, cache, dcarry, grads):
-        x, h_prev, r, z, n, hn = cache
-        (dh,) = dcarry
-        dn = dh * (1 - z) * (1 - n * n)                              # through tanh
-        dzr = dh * (h_prev - n) * z * (1 - z)
-        dr = dn * hn * r * (1 - r)
-        dgx = np.concatenate([dr, dzr, dn], 1)                       # (B, 3H)
-        dgh = np.concatenate([dr, dzr, dn * r], 1)
-        _accumulate(grads, p, x, h_prev, dgx, dgh)
-        return dgx @ p["W"].T, (dgh @ p["U"].T + dh * z,)
-
-
-def _accumulate(grads, p, x, h_prev, dgx, dgh):
+def add_step_gradients(grads, x, h_prev, dgx, dgh):
     """Add one time step's weight gradients; GRU keeps the two biases apart."""
     grads["W"] += x.T @ dgx
     grads["U"] += h_prev.T @ dgh
@@ -415,6 +430,76 @@ def _accumulate(grads, p, x, h_prev, dgx, dgh):
         grads["b"] += dgx.sum(0)
 
 
+def rnn(layer, dtype, native):
+    """h' = tanh(x W + h U + b): x (B, T, F), W (F, H), U (H, H), b (H,), y (B, T, H) or (B, H)"""
+    def cell(p, x, carry):
+        (h_prev,) = carry
+        h = np.tanh(x @ p["W"] + h_prev @ p["U"] + p["b"])
+        return (h,), (x, h_prev, h)
+
+    def cell_backward(p, cache, dcarry, grads):
+        x, h_prev, h = cache
+        dz = dcarry[0] * (1 - h * h)
+        add_step_gradients(grads, x, h_prev, dz, dz)
+        return dz @ p["W"].T, (dz @ p["U"].T,)
+    return recurrent(layer, cell, cell_backward, carries=1)
+
+
+def lstm(layer, dtype, native):
+    """gates [i, f, g, o] = x W + h U + b; c' = f*c + i*g; h' = o*tanh(c'): W (F, 4H), U (H, 4H), b (4H,)
+
+    i, f, o through a sigmoid, g through tanh; h0 = c0 = 0. The backward carries dh and dc.
+    """
+    def cell(p, x, carry):
+        h_prev, c_prev = carry
+        z = x @ p["W"] + h_prev @ p["U"] + p["b"]                    # (B, 4H)
+        zi, zf, zg, zo = np.split(z, 4, axis=1)
+        i, f, g, o = logistic(zi), logistic(zf), np.tanh(zg), logistic(zo)
+        c = f * c_prev + i * g
+        h = o * np.tanh(c)
+        return (h, c), (x, h_prev, c_prev, i, f, g, o, c)
+
+    def cell_backward(p, cache, dcarry, grads):
+        x, h_prev, c_prev, i, f, g, o, c = cache
+        dh, dc = dcarry
+        tanh_c = np.tanh(c)
+        dc = dc + dh * o * (1 - tanh_c * tanh_c)
+        dz = np.concatenate([dc * g * i * (1 - i), dc * c_prev * f * (1 - f),
+                             dc * i * (1 - g * g), dh * tanh_c * o * (1 - o)], axis=1)
+        add_step_gradients(grads, x, h_prev, dz, dz)
+        return dz @ p["W"].T, (dz @ p["U"].T, dc * f)
+    return recurrent(layer, cell, cell_backward, carries=2)
+
+
+def gru(layer, dtype, native):
+    """r, z = sigmoid(x W + b[0] + h U + b[1]); n = tanh(x W_n + b[0]_n + r*(h U_n + b[1]_n)); h' = (1-z)*n + z*h
+
+    Gates [r, z, n]: W (F, 3H), U (H, 3H), b (2, 3H) = [input side, recurrent side];
+    the reset gate applied after U (PyTorch's form). h0 = 0.
+    """
+    def cell(p, x, carry):
+        (h_prev,) = carry
+        gx = x @ p["W"] + p["b"][0]                                  # (B, 3H), input side
+        gh = h_prev @ p["U"] + p["b"][1]                             # (B, 3H), recurrent side
+        (xr, xz, xn), (hr, hz, hn) = np.split(gx, 3, 1), np.split(gh, 3, 1)
+        r, z = logistic(xr + hr), logistic(xz + hz)
+        n = np.tanh(xn + r * hn)
+        h = (1 - z) * n + z * h_prev
+        return (h,), (x, h_prev, r, z, n, hn)
+
+    def cell_backward(p, cache, dcarry, grads):
+        x, h_prev, r, z, n, hn = cache
+        (dh,) = dcarry
+        dn = dh * (1 - z) * (1 - n * n)                              # through tanh
+        dzr = dh * (h_prev - n) * z * (1 - z)
+        dr = dn * hn * r * (1 - r)
+        dgx = np.concatenate([dr, dzr, dn], 1)                       # (B, 3H)
+        dgh = np.concatenate([dr, dzr, dn * r], 1)
+        add_step_gradients(grads, x, h_prev, dgx, dgh)
+        return dgx @ p["W"].T, (dgh @ p["U"].T + dh * z,)
+    return recurrent(layer, cell, cell_backward, carries=1)
+
+
 # ---- attention -------------------------------------------------------------------------------
 
 def softmax(s):
@@ -422,70 +507,218 @@ def softmax(s):
     return e / e.sum(-1, keepdims=True)
 
 
-class Attention:
-    """Multi-head self-attention: softmax(q k^T / sqrt(key_dim)) v, heads concatenated, then Wo."""
+def split_heads(t, heads, key_dim):
+    """(B, T, heads*key_dim) -> (B, heads, T, key_dim)."""
+    b, time, _ = t.shape
+    return t.reshape(b, time, heads, key_dim).transpose(0, 2, 1, 3)
 
-    def __init__(self, layer):
-        self.heads, self.key_dim = layer["heads"], layer["key_dim"]
-        self.causal, self.use_bias = layer["causal"], layer["use_bias"]
 
-    def project(self, p, x, w):
+def merge_heads(t):
+    """(B, heads, T, key_dim) -> (B, T, heads*key_dim)."""
+    b, _, time, _ = t.shape
+    return t.transpose(0, 2, 1, 3).reshape(b, time, -1)
+
+
+def attention(layer, dtype, native):
+    """y = concat_heads(softmax(q k^T / sqrt(key_dim)) v) Wo + bo, q = x Wq + bq (k, v alike): x, y (B, T, D)
+
+    Wq, Wk, Wv (D, heads*key_dim), Wo (heads*key_dim, D); with `causal`, query i sees
+    keys j <= i. The backward runs the same steps in reverse, softmax's Jacobian included.
+    """
+    heads, key_dim, causal, use_bias = (layer[k] for k in ("heads", "key_dim", "causal",
+                                                           "use_bias"))
+
+    def project(p, x, w):
         y = x @ p["W" + w]
-        return y + p["b" + w] if self.use_bias else y
+        return y + p["b" + w] if use_bias else y
 
-    def split(self, t):
-        """(B, T, heads*key_dim) -> (B, heads, T, key_dim)."""
-        b, time, _ = t.shape
-        return t.reshape(b, time, self.heads, self.key_dim).transpose(0, 2, 1, 3)
+    def project_backward(grads, w, x, dy):
+        grads["W" + w] = x.reshape(-1, x.shape[-1]).T @ dy.reshape(-1, dy.shape[-1])
+        if use_bias:
+            grads["b" + w] = dy.sum((0, 1))
 
-    def merge(self, t):
-        """(B, heads, T, key_dim) -> (B, T, heads*key_dim)."""
-        b, _, time, _ = t.shape
-        return t.transpose(0, 2, 1, 3).reshape(b, time, -1)
-
-    def forward(self, p, x, ctx):
-        q, k, v = (self.split(self.project(p, x, w)) for w in "qkv")
-        s = q @ k.transpose(0, 1, 3, 2) / math.sqrt(self.key_dim)   # (B, heads, T, T)
-        if self.causal:
+    def forward(p, x, ctx):
+        q, k, v = (split_heads(project(p, x, w), heads, key_dim) for w in "qkv")
+        s = q @ k.transpose(0, 1, 3, 2) / math.sqrt(key_dim)        # (B, heads, T, T)
+        if causal:
             time = x.shape[1]
             s = np.where(np.tri(time, dtype=bool), s, -np.inf)     # query i sees keys j <= i
         a = softmax(s)
-        o = self.merge(a @ v)                                        # (B, T, heads*key_dim)
-        return self.project(p, o, "o"), (x, q, k, v, a, o)
+        o = merge_heads(a @ v)                                       # (B, T, heads*key_dim)
+        return project(p, o, "o"), (x, q, k, v, a, o)
 
-    def backward(self, p, cache, dy):
+    def backward(p, cache, dy):
         x, q, k, v, a, o = cache
-        grads, scale = {}, 1 / math.sqrt(self.key_dim)
-        do = dy @ p["Wo"].T
-        self.project_backward(grads, "o", o, dy)
-        da = self.split(do) @ v.transpose(0, 1, 3, 2)                # (B, heads, T, T)
-        dv = a.transpose(0, 1, 3, 2) @ self.split(do)
+        grads, scale = {}, 1 / math.sqrt(key_dim)
+        do = split_heads(dy @ p["Wo"].T, heads, key_dim)             # (B, heads, T, key_dim)
+        project_backward(grads, "o", o, dy)
+        da = do @ v.transpose(0, 1, 3, 2)                            # (B, heads, T, T)
+        dv = a.transpose(0, 1, 3, 2) @ do
         ds = a * (da - (da * a).sum(-1, keepdims=True))              # softmax backward
         dq, dk = ds @ k * scale, ds.transpose(0, 1, 3, 2) @ q * scale
         dx = 0
         for w, dt in (("q", dq), ("k", dk), ("v", dv)):
-            dt = self.merge(dt)
-            self.project_backward(grads, w, x, dt)
+            dt = merge_heads(dt)
+            project_backward(grads, w, x, dt)
             dx = dx + dt @ p["W" + w].T
         return dx, grads
+    return Layer(forward, backward)
 
-    def project_backward(self, grads, w, x, dy):
-        grads["W" + w] = x.reshape(-1, x.shape[-1]).T @ dy.reshape(-1, dy.shape[-1])
-        if self.use_bias:
-            grads["b" + w] = dy.sum((0, 1))
+
+# ---- a user's layer --------------------------------------------------------------------------
+
+def plugin(layer, dtype, native):
+    """y = the plugin's own forward(p, x), p by local name: x (B, *in_shape), y (B, *out_shape)
+
+    NumPy: the user's numpy_forward(p, x) -> (y, cache) and numpy_backward(p, cache, dy)
+    -> (dx, {name: gradient}), both in canonical layouts. Without numpy_backward the
+    forward still runs (the loss can be evaluated); the backward raises.
+    """
+    numpy_forward = plugin_method(layer, "numpy_forward", "numpy")
+    numpy_backward = getattr(layer["plugin"], "numpy_backward", None)
+
+    def forward(p, x, ctx):
+        y, cache = returned_pair(layer, numpy_forward, numpy_forward(p, x), "(y, cache)")
+        check_output(layer, numpy_forward, y, (len(x), *layer["out_shape"]), dtype, facts)
+        return y, (cache, x)
+
+    def backward(p, cache, dy):
+        if numpy_backward is None:
+            raise NotImplementedError(f"plugin {layer['type']} has no numpy_backward: NumPy can "
+                                      "evaluate its loss but not its gradients")
+        cache, x = cache
+        dx, grads = returned_pair(layer, numpy_backward, numpy_backward(p, cache, dy),
+                                  "(dx, {name: gradient})")
+        if np.issubdtype(x.dtype, np.floating):  # integer inputs (token ids) take no gradient
+            check_output(layer, numpy_backward, dx, x.shape, dtype, facts, what="dx")
+        check_gradients(layer, numpy_backward, grads, dtype, facts)
+        return dx, grads
+    return Layer(forward, backward)
+
+
+def facts(y):
+    """(shape, dtype name) of a NumPy array; (None, its type's name) for anything else."""
+    if isinstance(y, np.ndarray):
+        return y.shape, y.dtype.name
+    return None, type(y).__name__
 
 
 # ---- the catalog -----------------------------------------------------------------------------
 
-LAYERS = {
-    **dict.fromkeys(("sigmoid", "tanh", "relu", "leaky_relu", "gelu", "identity"), Activation),
-    "dense": Dense, "flatten": Flatten, "conv2d": Conv2D, "maxpool2d": MaxPool2D,
-    "avgpool2d": AvgPool2D, "batchnorm": BatchNorm, "layernorm": LayerNorm, "dropout": Dropout,
-    "residual": Residual, "rnn": SimpleRNN, "lstm": LSTM, "gru": GRU, "attention": Attention,
-    "sequence_mean": SequenceMean, "embedding": Embedding,
-}
+LAYERS = {builder.__name__: builder for builder in (  # spec type -> builder of the same name
+    sigmoid, tanh, relu, leaky_relu, gelu, identity, dropout, flatten, dense, conv2d, maxpool2d,
+    avgpool2d, batchnorm, layernorm, residual, sequence_mean, embedding, rnn, lstm, gru,
+    attention)}
 
 
 def build_layer(layer, dtype, native):
-    """The layer object for one spec entry. NumPy is the reference: `native` changes nothing."""
-    return LAYERS[layer["type"]](layer)
+    """The Layer (forward, backward) for one spec entry; a plugin's entry carries "plugin"."""
+    builder = plugin if "plugin" in layer else LAYERS[layer["type"]]
+    return builder(layer, dtype, native)
+
+
+# ---- second order: the R-operator ------------------------------------------------------------
+# Pearlmutter's R{f} = d/de f(params + e v): the tangent of a value along a direction v of the
+# parameters. Running every layer's forward and backward together with their tangents gives
+# R{gradient} = H v, the Hessian-vector product, exactly (model.hessian_vector_product).
+# Written by hand for dense, the elementwise layers, the linear reshapes and residual blocks;
+# `tangent` returns None for the others, whose H v then comes from differences of the gradient.
+
+class Tangent(NamedTuple):
+    """A layer's R-operator, reading the cache of its forward."""
+    forward: Callable   # (p, rp, cache, rx) -> ry: the output's tangent from the input's
+    backward: Callable  # (p, rp, cache, rx, dy, rdy) -> (rdx, {local name: R{gradient}})
+
+
+SECOND_DERIVATIVES = {  # elementwise type -> f''(x, y), y = f(x)
+    "sigmoid": lambda x, y: y * (1 - y) * (1 - 2 * y),
+    "tanh": lambda x, y: -2 * y * (1 - y * y),
+    "relu": lambda x, y: 0.0,                      # piecewise linear: f'' = 0 off the kink
+    "leaky_relu": lambda x, y: 0.0,
+    "identity": lambda x, y: 0.0,
+    "gelu": lambda x, y: (2 - x * x) * np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi),
+}
+
+
+def elementwise_tangent(obj, second):
+    """y = f(x): R{y} = f'(x) rx and R{dx} = f'(x) rdy + f''(x) rx dy. The backward already
+    multiplies by the diagonal f'(x), so it gives both first terms."""
+    def forward(p, rp, cache, rx):
+        return obj.backward(p, cache, rx)[0]
+
+    def backward(p, rp, cache, rx, dy, rdy):
+        x, y = cache
+        return obj.backward(p, cache, rdy)[0] + second(x, y) * rx * dy, {}
+    return Tangent(forward, backward)
+
+
+def dense_tangent(layer):
+    """y = x W + b: R{y} = rx W + x rW + rb; dx = dy W^T and dW = x^T dy are products, so
+    R{dx} = rdy W^T + dy rW^T, R{dW} = rx^T dy + x^T rdy, R{db} = sum rdy."""
+    use_bias = layer["use_bias"]
+
+    def rows(a):
+        return a.reshape(-1, a.shape[-1])  # (B, ..., n) -> (N, n)
+
+    def forward(p, rp, x, rx):
+        ry = rx @ p["W"] + x @ rp["W"]                               # (B, ..., out)
+        return ry + rp["b"] if use_bias else ry
+
+    def backward(p, rp, x, rx, dy, rdy):
+        grads = {"W": rows(rx).T @ rows(dy) + rows(x).T @ rows(rdy)}
+        if use_bias:
+            grads["b"] = rows(rdy).sum(0)
+        return rdy @ p["W"].T + dy @ rp["W"].T, grads
+    return Tangent(forward, backward)
+
+
+def linear_tangent(obj, forward):
+    """A layer linear in x without parameters: its backward is already the tangent's."""
+    return Tangent(forward, lambda p, rp, cache, rx, dy, rdy: (obj.backward(p, cache, rdy)[0], {}))
+
+
+def residual_tangent(layer, dtype):
+    """y = x + f(x): R{y} = rx + R{f}. On the way down the block replays its sub-layers'
+    backward and their input tangents: each sub-layer's tangent needs the dy and rx it saw."""
+    subs = [(block_key(sub, layer), build_layer(sub, dtype, False), tangent(sub, dtype))
+            for sub in layer["layers"]]
+    if any(t is None for _, _, t in subs):
+        return None
+
+    def inputs(p, rp, caches, rx):
+        """Each sub-layer's input tangent, and the block's f(x) tangent last."""
+        rins = [rx]
+        for (key, _, t), cache in zip(subs, caches):
+            rins.append(t.forward(share(p, key), share(rp, key), cache, rins[-1]))
+        return rins
+
+    def forward(p, rp, caches, rx):
+        return rx + inputs(p, rp, caches, rx)[-1]
+
+    def backward(p, rp, caches, rx, dy, rdy):
+        rins = inputs(p, rp, caches, rx)[:-1]
+        dh, rdh, grads = dy, rdy, {}
+        for (key, obj, t), cache, rin in reversed(list(zip(subs, caches, rins))):
+            pk, rk = share(p, key), share(rp, key)
+            (rdh, local), dh = t.backward(pk, rk, cache, rin, dh, rdh), obj.backward(pk, cache, dh)[0]
+            grads.update({f"{key}.{k}": g for k, g in local.items()})
+        return rdy + rdh, grads
+    return Tangent(forward, backward)
+
+
+def tangent(layer, dtype):
+    """The layer's Tangent, or None where none is written by hand (its H v: differences)."""
+    kind = layer["type"]
+    if "plugin" in layer:
+        return None
+    if kind in SECOND_DERIVATIVES:
+        return elementwise_tangent(build_layer(layer, dtype, False), SECOND_DERIVATIVES[kind])
+    if kind == "dense":
+        return dense_tangent(layer)
+    if kind == "residual":
+        return residual_tangent(layer, dtype)
+    obj = build_layer(layer, dtype, False)
+    reshapes = {"dropout": lambda p, rp, scale, rx: rx * scale,
+                "flatten": lambda p, rp, shape, rx: rx.reshape(len(rx), -1),
+                "sequence_mean": lambda p, rp, time, rx: rx.mean(1)}
+    return linear_tangent(obj, reshapes[kind]) if kind in reshapes else None

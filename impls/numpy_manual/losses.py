@@ -1,63 +1,139 @@
 """Each loss returns (value, d value / d y_hat); `penalty` adds L1/L2 on the weights.
 
+One builder per loss type, `def <type>(loss, native)`, with the same name, signature,
+order and first docstring line (the canonical formula) as in the other three folders;
+it returns loss(y_hat, y) -> (value, dvalue/dy_hat), the gradient written by hand.
 Reductions: "mean" averages over the batch (and over elements for the elementwise
 losses mse and the binary cross-entropies, as PyTorch and Keras do); "sum" sums.
+NumPy is the reference: `native` changes nothing.
 """
 import numpy as np
 
-from .layers import sigmoid
+from .layers import logistic
 
-__all__ = ["build_loss", "penalty"]
-
-
-def mse(y_hat, y):
-    diff = y_hat - y
-    return (diff * diff).sum(), 2 * diff, diff.size
+__all__ = ["mse", "half_squared_error", "binary_cross_entropy",
+           "binary_cross_entropy_with_logits", "softmax_cross_entropy", "LOSSES", "build_loss",
+           "penalty"]
 
 
-def half_squared_error(y_hat, y):
-    diff = y_hat - y  # 0.5 * sum_k (y_hat - y)^2 per example
-    return 0.5 * (diff * diff).sum(), diff, len(diff)
+def reduced(terms, loss):
+    """loss(y_hat, y) -> (value, gradient), from terms(y_hat, y) -> (sum, its gradient, count):
+    "mean" divides both by the count, "sum" keeps them."""
+    mean = loss["reduction"] == "mean"
+
+    def loss_fn(y_hat, y):
+        total, grad, count = terms(y_hat, y)
+        return (total / count, grad / count) if mean else (total, grad)
+    return loss_fn
 
 
-def binary_cross_entropy(p, y):
-    value = -(y * np.log(p) + (1 - y) * np.log(1 - p)).sum()  # no clipping: the exact math
-    return value, (p - y) / (p * (1 - p)), p.size
+def mse(loss, native):
+    """L = sum_{b,k} (y_hat - y)^2, divided by B*K for "mean": y_hat, y (B, K)
+
+    dL/dy_hat = 2 (y_hat - y).
+    """
+    def terms(y_hat, y):
+        diff = y_hat - y
+        return (diff * diff).sum(), 2 * diff, diff.size
+    return reduced(terms, loss)
 
 
-def binary_cross_entropy_with_logits(z, y):
-    # max(z, 0) - z y + log(1 + exp(-|z|)): equal to the definition, and never overflows
-    value = (np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))).sum()
-    return value, sigmoid(z) - y, z.size
+def half_squared_error(loss, native):
+    """L = sum_b 0.5 sum_k (y_hat - y)^2, divided by B for "mean": y_hat, y (B, K)
+
+    dL/dy_hat = y_hat - y.
+    """
+    def terms(y_hat, y):
+        diff = y_hat - y
+        return 0.5 * (diff * diff).sum(), diff, len(diff)
+    return reduced(terms, loss)
 
 
-def softmax_cross_entropy(logits, labels):
-    shifted = logits - logits.max(1, keepdims=True)
-    log_probs = shifted - np.log(np.exp(shifted).sum(1, keepdims=True))  # (B, C)
-    rows = np.arange(len(labels))
-    dlogits = np.exp(log_probs)
-    dlogits[rows, labels] -= 1  # softmax - one_hot
-    return -log_probs[rows, labels].sum(), dlogits, len(labels)
+def binary_cross_entropy(loss, native):
+    """L = -sum_{b,k} y log p + (1 - y) log(1 - p), divided by B*K for "mean": p, y (B, K)
+
+    dL/dp = (p - y) / (p (1 - p)); no clipping: the exact math.
+    """
+    def terms(p, y):
+        value = -(y * np.log(p) + (1 - y) * np.log(1 - p)).sum()
+        return value, (p - y) / (p * (1 - p)), p.size
+    return reduced(terms, loss)
 
 
-LOSSES = {f.__name__: f for f in (mse, half_squared_error, binary_cross_entropy,
-                                  binary_cross_entropy_with_logits, softmax_cross_entropy)}
+def binary_cross_entropy_with_logits(loss, native):
+    """L = -sum_{b,k} y log s(z) + (1 - y) log(1 - s(z)), s the sigmoid, / (B*K) for "mean": z, y (B, K)
+
+    Written max(z, 0) - z y + log(1 + exp(-|z|)), equal and never overflowing;
+    dL/dz = s(z) - y.
+    """
+    def terms(z, y):
+        value = (np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))).sum()
+        return value, logistic(z) - y, z.size
+    return reduced(terms, loss)
+
+
+def softmax_cross_entropy(loss, native):
+    """L = -sum_b log softmax(z_b)[y_b], divided by B for "mean": z (B, C) logits, y (B,) class ids
+
+    dL/dz = softmax(z) - one_hot(y).
+    """
+    def terms(logits, labels):
+        shifted = logits - logits.max(1, keepdims=True)
+        log_probs = shifted - np.log(np.exp(shifted).sum(1, keepdims=True))  # (B, C)
+        rows = np.arange(len(labels))
+        dlogits = np.exp(log_probs)
+        dlogits[rows, labels] -= 1  # softmax - one_hot
+        return -log_probs[rows, labels].sum(), dlogits, len(labels)
+    return reduced(terms, loss)
+
+
+LOSSES = {builder.__name__: builder for builder in (  # loss type -> builder of the same name
+    mse, half_squared_error, binary_cross_entropy, binary_cross_entropy_with_logits,
+    softmax_cross_entropy)}
 
 
 def build_loss(loss, native):
-    """loss(y_hat, y) -> (value, dvalue/dy_hat). NumPy is the reference: `native` changes nothing."""
-    fn, mean = LOSSES[loss["type"]], loss["reduction"] == "mean"
-
-    def loss_fn(y_hat, y):
-        total, grad, count = fn(y_hat, y)
-        return (total / count, grad / count) if mean else (total, grad)
-    return loss_fn
+    """loss(y_hat, y) -> (value, dvalue/dy_hat) for the spec's loss section."""
+    return LOSSES[loss["type"]](loss, native)
 
 
 def penalty(weights, l1, l2):
     """l1 * sum|W| + l2 * sum W^2 over the given tensors -> (value, {name: gradient})."""
     value, grads = 0.0, {}
     for name, w in weights.items():
-        value += l1 * np.abs(w).sum() + l2 * (w * w).sum()
-        grads[name] = l1 * np.sign(w) + 2 * l2 * w
+        tmp = np.empty_like(w)  # one temporary for the four W-sized terms
+        value += l1 * np.abs(w, out=tmp).sum() + l2 * np.multiply(w, w, out=tmp).sum()
+        g = grads[name] = np.sign(w)
+        g *= l1
+        g += np.multiply(w, 2 * l2, out=tmp)  # l1 sign(w) + (2 l2) w, the same roundings
     return value, grads
+
+
+# ---- second order: the R-operator ------------------------------------------------------------
+
+def curvature(loss):
+    """(y_hat, y, r) -> (d^2 L / d y_hat^2) r: the tangent of dL/dy_hat along r, by hand.
+
+    Each is the derivative of the gradient above; "mean" divides by the same count.
+    """
+    kind, mean = loss["type"], loss["reduction"] == "mean"
+
+    def terms(y_hat, y, r):
+        if kind == "mse":                                  # d(2 diff) = 2 r
+            return 2 * r, r.size
+        if kind == "half_squared_error":                   # d(diff) = r
+            return r, len(r)
+        if kind == "binary_cross_entropy":                 # d/dp (p - y) / (p (1 - p))
+            p, q = y_hat, y_hat * (1 - y_hat)
+            return r * (q - (p - y) * (1 - 2 * p)) / (q * q), r.size
+        if kind == "binary_cross_entropy_with_logits":     # d s(z) = s (1 - s) r
+            s = logistic(y_hat)
+            return r * s * (1 - s), r.size
+        shifted = y_hat - y_hat.max(1, keepdims=True)      # softmax_cross_entropy
+        s = np.exp(shifted) / np.exp(shifted).sum(1, keepdims=True)  # (B, C)
+        return s * (r - (s * r).sum(1, keepdims=True)), len(r)  # (diag(s) - s s^T) r
+
+    def hessian_times(y_hat, y, r):
+        value, count = terms(y_hat, y, r)
+        return value / count if mean else value
+    return hessian_times

@@ -1,12 +1,18 @@
 """The seven update rules, written out (PyTorch's forms: they are the canonical ones).
 
-Each optimizer keeps its state per parameter name and `step(params, grads)`
+One builder per optimizer type, `def <type>(optimizer, native)`, with the same name,
+signature, order and first docstring line (the canonical rule) as in the other three
+folders. Each optimizer keeps its state per parameter name and `step(params, grads)`
 returns the new parameters. `weight_decay` adds wd * p to the gradient (coupled,
 as torch.optim does), except in AdamW, which shrinks p by lr * wd first.
+NumPy is the reference: `native` changes nothing.
 """
 import numpy as np
 
-__all__ = ["build_optimizer"]
+from ..canonical import slot_key
+
+__all__ = ["sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "adagrad", "OPTIMIZERS",
+           "build_optimizer", "get_optimizer_state", "set_optimizer_state"]
 
 
 class Optimizer:
@@ -73,10 +79,91 @@ class Adagrad(Optimizer):
         return p - self.cfg["lr"] * g / (np.sqrt(s) + self.cfg["eps"])
 
 
-OPTIMIZERS = {"sgd": SGD, "momentum": Momentum, "nesterov": Momentum, "adam": Adam,
-              "adamw": Adam, "rmsprop": RMSprop, "adagrad": Adagrad}
+def sgd(optimizer, native):
+    """p -= lr g, g = dL/dp + wd p
+
+    SGD above.
+    """
+    return SGD(optimizer)
+
+
+def momentum(optimizer, native):
+    """v = mu v + g; p -= lr v, g = dL/dp + wd p
+
+    Momentum above.
+    """
+    return Momentum(optimizer)
+
+
+def nesterov(optimizer, native):
+    """v = mu v + g; p -= lr (g + mu v), g = dL/dp + wd p
+
+    Momentum above, stepping along g + mu v.
+    """
+    return Momentum(optimizer)
+
+
+def adam(optimizer, native):
+    """m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; p -= lr m_hat / (sqrt(v_hat) + eps), g = dL/dp + wd p
+
+    Adam above; m_hat = m / (1 - b1^t), v_hat = v / (1 - b2^t).
+    """
+    return Adam(optimizer)
+
+
+def adamw(optimizer, native):
+    """p *= 1 - lr wd; then m, v and p -= lr m_hat / (sqrt(v_hat) + eps) as Adam's, with g = dL/dp
+
+    Adam above, with the decoupled decay.
+    """
+    return Adam(optimizer)
+
+
+def rmsprop(optimizer, native):
+    """v = rho v + (1-rho) g^2; p -= lr g / (sqrt(v) + eps), g = dL/dp + wd p
+
+    RMSprop above.
+    """
+    return RMSprop(optimizer)
+
+
+def adagrad(optimizer, native):
+    """s += g^2; p -= lr g / (sqrt(s) + eps), g = dL/dp + wd p
+
+    Adagrad above.
+    """
+    return Adagrad(optimizer)
+
+
+OPTIMIZERS = {builder.__name__: builder for builder in (  # type -> builder of the same name
+    sgd, momentum, nesterov, adam, adamw, rmsprop, adagrad)}
 
 
 def build_optimizer(optimizer, native):
-    """NumPy is the reference: `native` changes nothing."""
-    return OPTIMIZERS[optimizer["type"]](optimizer)
+    """The optimizer for the spec's optimizer section."""
+    return OPTIMIZERS[optimizer["type"]](optimizer, native)
+
+
+# ---- the state in canonical form (impls/README.md, "Optimizer state") --------------------------
+
+def get_optimizer_state(optimizer, model):
+    """The optimizer's state, canonical: {"step": updates so far, "<param>/<slot>": array}.
+
+    The slots are kept under their canonical names already ("v", "m", "s"), and the
+    parameters in the canonical layout: nothing converts. Nor is anything copied: every
+    step replaces the slot arrays, none is written in place.
+    """
+    state = {"step": optimizer.t}
+    state.update({slot_key(name, slot): value for (name, slot), value in optimizer.state.items()})
+    return state
+
+
+def set_optimizer_state(optimizer, model, state):
+    """Set the optimizer's state from canonical form; returns the optimizer.
+
+    Optimizer.t and each slot (never written in place: each step makes new arrays).
+    """
+    optimizer.t = int(state["step"])
+    optimizer.state = {tuple(k.rsplit("/", 1)): np.asarray(v)
+                       for k, v in state.items() if k != "step"}
+    return optimizer

@@ -1,36 +1,88 @@
-"""The training loop, by hand: forward, backward, penalty, record, clip, update."""
+"""The training loop, by hand: forward, backward, penalty, record, clip, update.
+
+`train` runs free; `lockstep` starts every step from a given state (the reference's)
+and yields what the step did. Both take the same step: `gradients`, then `update`.
+"""
 import numpy as np
 
-from ..canonical import new_curves, penalised, per_layer, record
+from ..canonical import lockstep_record, new_curves, penalised, per_layer, record
 from .losses import penalty
-from .model import loss_and_gradients
-from .optimizers import build_optimizer
+from .model import get_params, loss_and_gradients, set_params
+from .optimizers import build_optimizer, get_optimizer_state, set_optimizer_state
 
-__all__ = ["train"]
+__all__ = ["train", "lockstep"]
 
 
 def train(model, x, y, batches, masks):
     """Run len(batches) steps; return the curves (loss and norms before each update)."""
-    cfg = model.spec["train"]
     optimizer = build_optimizer(model.spec["optimizer"], False)
-    curves = new_curves()
+    curves, scratch = new_curves(), {}
     for step, idx in enumerate(batches):
-        step_masks = {name: m[step] for name, m in masks.items()}
-        loss, grads, _ = loss_and_gradients(model, x[idx], y[idx], step_masks)
-        extra, extra_grads = penalty(penalised(model.params), cfg["l1"], cfg["l2"])
-        loss += extra
-        for name, g in extra_grads.items():
-            grads[name] = grads[name] + g
-        squares = per_layer(grads, lambda g: (g * g).sum())  # in the model's dtype
-        norm = np.sqrt(sum(squares.values()))
+        loss, grads, squares, norm = gradients(model, x[idx], y[idx], step_masks(masks, step),
+                                               scratch)
         record(curves, float(loss), float(norm),
                {layer: float(np.sqrt(sq)) for layer, sq in squares.items()})
         if not np.isfinite(loss) or not np.isfinite(norm):
             curves["diverged_at"] = step
             break
-        if cfg["clip_norm"] is not None:
-            scale = min(1.0, cfg["clip_norm"] / norm)
-            grads = {k: g * scale for k, g in grads.items()}
-        model.params = optimizer.step(model.params, grads)
+        update(model, optimizer, grads, norm, in_place=True)
     return curves
 
+
+def lockstep(model, x, y, batches, masks, starts):
+    """Step k from the k-th of `starts`, (params, state, optimizer state or None: a fresh
+    optimizer's), canonical; yields lockstep_record(...) of each step."""
+    optimizer = build_optimizer(model.spec["optimizer"], False)
+    for step, (idx, (params, state, opt_state)) in enumerate(zip(batches, starts)):
+        set_params(model, params, state)
+        if opt_state is not None:
+            set_optimizer_state(optimizer, model, opt_state)
+        loss, grads, _, norm = gradients(model, x[idx], y[idx], step_masks(masks, step))
+        raw = dict(grads)  # before clipping
+        if np.isfinite(loss) and np.isfinite(norm):  # a diverged step stops before its update
+            update(model, optimizer, grads, norm)
+        yield lockstep_record(float(loss), raw, *get_params(model),
+                              get_optimizer_state(optimizer, model))
+
+
+def step_masks(masks, step):
+    return {name: m[step] for name, m in masks.items()}
+
+
+def gradients(model, x, y, masks, scratch=None):
+    """The objective (data loss + L1/L2) and its gradients, with the squared norm per layer.
+    `scratch` ({(shape, dtype): array}, kept between steps) holds the squares before they are
+    summed."""
+    cfg = model.spec["train"]
+    loss, grads, _ = loss_and_gradients(model, x, y, masks)
+    # computed at zero too: 0 * inf is NaN, as in every framework (a diverging run's records)
+    extra, extra_grads = penalty(penalised(model.params), cfg["l1"], cfg["l2"])
+    loss += extra
+    for name, g in extra_grads.items():
+        grads[name] += g  # each gradient is the backward's own new array
+    squares = per_layer(grads, lambda g: squared(g, scratch))  # in the model's dtype
+    return loss, grads, squares, np.sqrt(sum(squares.values()))
+
+
+def squared(g, scratch):
+    """sum g^2, the elementwise squares written into a buffer kept for g's shape and dtype."""
+    if scratch is None:
+        return (g * g).sum()
+    key = (g.shape, g.dtype)
+    if key not in scratch:
+        scratch[key] = np.empty_like(g)
+    return np.multiply(g, g, out=scratch[key]).sum()
+
+
+def update(model, optimizer, grads, norm, in_place=False):
+    """Clip (g *= min(1, clip_norm / norm)), then the optimizer's step. `in_place`: the
+    gradients are not needed afterwards and are scaled where they are."""
+    clip_norm = model.spec["train"]["clip_norm"]
+    if clip_norm is not None:
+        scale = min(1.0, clip_norm / norm)
+        if in_place:
+            for g in grads.values():
+                g *= scale
+        else:
+            grads = {k: g * scale for k, g in grads.items()}
+    model.params = optimizer.step(model.params, grads)

@@ -3,13 +3,14 @@
 Native keys are the Keras variable paths inside the layer built for a spec entry
 ("kernel", "lstm_cell/bias", "query/kernel"; "1.kernel" for sub-layer 1 of a residual
 block). Values may be NumPy arrays, tensors or variables, so the same functions turn
-initial values into Keras', and Keras' gradients back into canonical ones.
+initial values into Keras', and Keras' gradients back into canonical ones. A plugin
+layer's variables are its local names, canonical: they pass through.
 """
 import tensorflow as tf
 
 from ..canonical import per_sublayer
 
-__all__ = ["to_native", "from_native"]
+__all__ = ["to_native", "from_native", "activation_from_native"]
 
 _CELL = {"rnn": "simple_rnn_cell", "lstm": "lstm_cell", "gru": "gru_cell"}
 
@@ -34,6 +35,8 @@ NAMES = {
 def to_native(layer, params):
     """{canonical local name: value} -> {Keras variable path: value}."""
     kind = layer["type"]
+    if "plugin" in layer:
+        return dict(params)  # a plugin's variables are named and shaped as canonical
     if kind == "residual":
         return per_sublayer(layer, params, to_native)  # "1.W" -> "1.kernel", per sub-layer
     if kind == "gru":
@@ -46,6 +49,8 @@ def to_native(layer, params):
 def from_native(layer, native):
     """{Keras variable path: value} -> {canonical local name: value}."""
     kind = layer["type"]
+    if "plugin" in layer:
+        return dict(native)
     if kind == "residual":
         return per_sublayer(layer, native, from_native)
     names = {path: ours for ours, path in NAMES.get(kind, {}).items()}
@@ -73,3 +78,7 @@ def _heads_shape(layer, local):
         return (d,)
     return (d, heads, key_dim) if local[0] == "W" else (heads, key_dim)
 
+
+def activation_from_native(shape, value):
+    """A layer's input or output (or its gradient): Keras runs images NHWC, nothing moves."""
+    return value

@@ -12,12 +12,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ..canonical import block_key, local_params
+from ..canonical import block_key, by_layer, layer_of, local_params
 from .layers import build_layer, call_layers
-from .layout import from_native, to_native
+from .layout import activation_from_native, from_native, to_native
 from .losses import build_loss
 
-__all__ = ["build_model", "set_params", "get_params", "loss_value", "loss_and_gradients"]
+__all__ = ["build_model", "set_params", "get_params", "loss_value", "probe_losses",
+           "loss_and_gradients", "layer_values", "hessian_vector_product"]
 
 
 class Network(keras.Model):
@@ -37,7 +38,7 @@ class Network(keras.Model):
 @dataclass
 class Model:
     spec: dict
-    native: bool
+    native: object  # False, True or pitfall names: canonical.native_on
     net: Network
     loss: object                                       # loss(y_hat, y) -> scalar tensor
     variables: dict                                    # layer name -> {Keras path: variable}
@@ -45,6 +46,8 @@ class Model:
     state_names: list = field(default_factory=list)
     value: object = None                               # tf.function (x, y, masks) -> loss
     gradients: object = None                           # tf.function -> (loss, native grads)
+    values: object = None                              # tf.function -> per-layer values
+    hvp: object = None                                 # tf.function -> Hessian-vector product
 
 
 def build_model(spec, native=False):
@@ -55,6 +58,8 @@ def build_model(spec, native=False):
     model = Model(spec, native, net, build_loss(spec["loss"], native), variables)
     model.value = tf.function(partial(compute_value, model))  # traced on first use, then reused
     model.gradients = tf.function(partial(compute_gradients, model))
+    model.values = tf.function(partial(compute_layer_values, model))
+    model.hvp = tf.function(partial(compute_hessian_vector_product, model))
     return model
 
 
@@ -82,12 +87,19 @@ def native_variables(obj, layer):
 
 
 def set_params(model, params, state):
+    grouped, running = by_layer(params), by_layer(state)
     for layer in model.spec["layers"]:
-        local = {**local_params(params, layer), **local_params(state, layer)}
-        variables = model.variables[layer["name"]]
-        for path, value in to_native(layer, local).items():
-            variables[path].assign(value)
+        set_layer(model, layer, {**grouped.get(layer["name"], {}),
+                                 **running.get(layer["name"], {})})
     model.param_names, model.state_names = list(params), list(state)
+
+
+def set_layer(model, layer, local):
+    """One layer's params and running statistics ({local canonical name: array}) into its
+    variables, Keras layouts."""
+    variables = model.variables[layer["name"]]
+    for path, value in to_native(layer, local).items():
+        variables[path].assign(value)
 
 
 def canonical_variables(model):
@@ -137,6 +149,20 @@ def loss_value(model, x, y, masks):
     return float(model.value(x, y, masks))
 
 
+def probe_losses(model, params, x, y, masks, name, values):
+    """The loss with the parameter `name` at each of `values` in turn, the others at `params`
+    (as set): only its layer's variables are assigned again each time (the running
+    statistics stay as set: the loss alone never moves them). Then the layer is set back."""
+    layer = next(layer for layer in model.spec["layers"] if layer["name"] == layer_of(name))
+    local, key = local_params(params, layer), name[len(layer["name"]) + 1:]
+    losses = []
+    for value in values:
+        set_layer(model, layer, dict(local, **{key: value}))
+        losses.append(loss_value(model, x, y, masks))
+    set_layer(model, layer, local)
+    return losses
+
+
 def loss_and_gradients(model, x, y, masks):
     """The tape records the forward pass; tape.gradient walks it backwards."""
     loss, native_grads = model.gradients(x, y, masks)
@@ -146,3 +172,65 @@ def loss_and_gradients(model, x, y, masks):
         grads.update({f"{layer['name']}.{k}": np.asarray(g) for k, g in local.items()})
     _, state = get_params(model)
     return float(loss), {k: grads[k] for k in model.param_names}, state
+
+
+def compute_layer_values(model, x, y, masks):
+    """-> ({layer name: output}, {layer name: dloss/d(its input)}), in Keras' layouts."""
+    inputs, outputs = {}, {}
+    with keras.StatelessScope(), tf.GradientTape() as tape:  # running statistics untouched
+        h = x
+        for layer, block in zip(model.spec["layers"], model.net.blocks):
+            if h.dtype.is_floating:  # token ids have no gradient
+                tape.watch(h)
+                inputs[layer["name"]] = h
+            h = outputs[layer["name"]] = call_layers([block], h, masks, training=True)
+        loss = model.loss(h, y)
+    return outputs, tape.gradient(loss, inputs)
+
+
+def layer_values(model, x, y, masks):
+    """Each top-level layer's output and dloss/d(its input), in a pass of their own: the tape
+    watches every layer's input as it goes by. {layer name: array}, spec order, canonical
+    layouts. A layer fed token ids has no input gradient and no entry in the second dict."""
+    outputs, input_grads = model.values(x, y, masks)  # dicts come back with sorted keys
+    out, grads = {}, {}
+    for layer in model.spec["layers"]:
+        name = layer["name"]
+        out[name] = np.asarray(activation_from_native(layer["out_shape"], outputs[name]))
+        if name in input_grads:
+            grads[name] = np.asarray(activation_from_native(layer["in_shape"], input_grads[name]))
+    return out, grads
+
+
+def compute_hessian_vector_product(model, x, y, masks, directions):
+    """-> {layer name: {Keras path: (H v) entry}}, v given per trainable variable in order.
+    Nested tapes: the outer one records the inner one computing the gradient."""
+    entries = trainable(model)
+    variables = [v for _, _, v in entries]
+    zero = tf.UnconnectedGradients.ZERO
+    with keras.StatelessScope(), tf.GradientTape() as outer:  # running statistics untouched
+        with tf.GradientTape() as inner:
+            loss = forward(model, x, y, masks)
+        grads = inner.gradient(loss, variables, unconnected_gradients=zero)
+        dot = tf.add_n([tf.reduce_sum(tf.convert_to_tensor(g) * d)  # Embedding's IndexedSlices
+                        for g, d in zip(grads, directions)])
+    hv = outer.gradient(dot, variables, unconnected_gradients=zero)
+    native = {name: {} for name in model.variables}
+    for (name, path, _), h in zip(entries, hv):
+        native[name][path] = tf.convert_to_tensor(h)
+    return native
+
+
+def hessian_vector_product(model, x, y, masks, vector):
+    """H v, the Hessian of the loss times a direction v of the parameters ({canonical name:
+    array}), by nested GradientTapes: the gradient of <gradient, v>, the inner tape's result
+    recorded by the outer tape. -> ({canonical name: (H v) entry}, "nested GradientTape")."""
+    native = {layer["name"]: to_native(layer, local_params(vector, layer))
+              for layer in model.spec["layers"]}
+    directions = [tf.cast(native[name][path], v.dtype) for name, path, v in trainable(model)]
+    native_hv = model.hvp(x, y, masks, directions)
+    hv = {}
+    for layer in model.spec["layers"]:
+        local = from_native(layer, native_hv[layer["name"]])
+        hv.update({f"{layer['name']}.{k}": np.asarray(h) for k, h in local.items()})
+    return {k: hv[k] for k in model.param_names}, "nested GradientTape"

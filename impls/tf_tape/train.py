@@ -1,37 +1,143 @@
 """The training loop: tape the objective, record, clip, optimizer.apply_gradients.
 
-Two tf.functions per step: `gradients` (forward and backward, traced once) and
-`update` (clip and apply); between them the loss and norms come back to Python so
-that a diverged step stops before its update.
+Two tf.functions: `gradients` (forward and backward) and `update` (clip and apply), traced
+once per model. `train` runs free: one tf.function call per step (`step`: both, the update
+under a tf.cond, so that a diverged step stops before its update), the loss and global norm
+read each step, the per-layer norms at the end. `lockstep` starts every step from a given
+state (the reference's) and yields what the step did: it calls the two apart, to read the
+gradients before clipping. Lockstep sets and reads the whole
+state in one tf.function call each (`exchange`): one eager assign per variable would
+cost more than the step.
 """
 import numpy as np
 import tensorflow as tf
 
-from ..canonical import new_curves, penalised, per_layer, record
+from ..canonical import lockstep_record, native_on, new_curves, penalised, per_layer, record
+from .layout import from_native
 from .losses import penalty
-from .model import canonical_variables, forward, trainable
-from .optimizers import build_optimizer
+from .model import canonical_variables, forward, set_params, trainable
+from .optimizers import (build_optimizer, get_optimizer_state, set_optimizer_state,
+                         state_tensors)
 
-__all__ = ["train"]
+__all__ = ["train", "lockstep"]
 
 
 def train(model, x, y, batches, masks):
     """Run len(batches) steps; return the curves (loss and norms before each update)."""
-    optimizer = build_optimizer(model.spec["optimizer"], model.native)
-    gradients, update = compile_step(model, optimizer, model.spec["train"])
-    curves = new_curves()
+    optimizer, gradients, update, fresh = trainer(model)
+    step_fn, layers = free_step(model, gradients, update)
+    set_optimizer_state(optimizer, model, fresh)  # the same start, should it train again
+    records, squares = [], []
     for step, idx in enumerate(batches):
-        step_masks = {name: m[step] for name, m in masks.items()}
-        loss, grads, squares = gradients(x[idx], y[idx], step_masks)
-        loss, squares = loss.numpy(), {k: sq.numpy() for k, sq in squares.items()}
-        norm = np.sqrt(sum(squares.values()))
-        record(curves, float(loss), float(norm),
-               {layer: float(np.sqrt(sq)) for layer, sq in squares.items()})
-        if not np.isfinite(loss) or not np.isfinite(norm):
-            curves["diverged_at"] = step
+        loss_norm, per_layer_squares = step_fn(x[idx], y[idx], step_masks(masks, step))
+        records.append(loss_norm.numpy())  # (2,): the loss and the global norm
+        squares.append(per_layer_squares)
+        if not np.isfinite(records[-1]).all():  # the step did not update
             break
-        update(grads, tf.constant(norm))  # a tensor: a NumPy scalar would retrace every step
+    curves = new_curves()
+    layer_norms = np.sqrt(tf.stack(squares).numpy()) if squares else None  # (steps, layers)
+    for k, (loss, norm) in enumerate(records):
+        record(curves, float(loss), float(norm),
+               {layer: float(layer_norms[k, j]) for j, layer in enumerate(layers)})
+        if not np.isfinite(loss) or not np.isfinite(norm):
+            curves["diverged_at"] = k
     return curves
+
+
+def lockstep(model, x, y, batches, masks, starts):
+    """Step k from the k-th of `starts`, (params, state, optimizer state or None: a fresh
+    optimizer's), canonical; yields lockstep_record(...) of each step."""
+    optimizer, gradients, update, fresh = trainer(model)
+    load, read, canonical_gradients = exchange(model, optimizer)
+    for step, (idx, (params, state, opt_state)) in enumerate(zip(batches, starts)):
+        opt_state = fresh if opt_state is None else opt_state
+        load(params, state, dict(opt_state, step=np.asarray(opt_state["step"], np.int64)))
+        loss, grads, squares = gradients(x[idx], y[idx], step_masks(masks, step))
+        loss = loss.numpy()
+        norm = np.sqrt(sum(sq.numpy() for sq in squares.values()))
+        canonical = numpy(canonical_gradients(grads))  # before clipping
+        if np.isfinite(loss) and np.isfinite(norm):  # a diverged step stops before its update
+            update(grads, tf.constant(norm))
+        params, state, opt_state = (numpy(values) for values in read())
+        yield lockstep_record(float(loss), canonical, params, state,
+                              dict(opt_state, step=int(opt_state["step"])))
+
+
+def trainer(model):
+    """(optimizer, gradients, update, the optimizer's fresh state), made once per model and
+    kept on it: train and lockstep share the traced functions (tracing is most of a short
+    run's time), and start from the fresh state."""
+    if getattr(model, "trainer", None) is None:
+        optimizer = build_optimizer(model.spec["optimizer"], model.native)
+        gradients, update = compile_step(model, optimizer, model.spec["train"])
+        model.trainer = (optimizer, gradients, update, get_optimizer_state(optimizer, model))
+    return model.trainer
+
+
+def free_step(model, gradients, update):
+    """(step(x, y, masks) -> ([loss, global norm], squared norm per layer), the layer names),
+    one tf.function per model: the global norm as train took it on the host (the sum of the
+    layers' squares in their order, then sqrt, in the model's dtype); the update under a
+    tf.cond, skipped when the loss or the norm is not finite."""
+    if getattr(model, "free_step", None) is None:
+        layers = list(dict.fromkeys(layer for layer, _, _ in trainable(model)))
+
+        @tf.function(autograph=False)  # the branch is an explicit tf.cond
+        def step(x, y, masks):
+            loss, grads, squares = gradients(x, y, masks)
+            squares = tf.stack([squares[layer] for layer in layers])  # (layers,)
+            # the running sum (cumsum: one add after another), not a chain of adds the graph
+            # optimizer may regroup into one AddN
+            norm = tf.sqrt(tf.cumsum(squares)[-1])
+            finite = tf.logical_and(tf.math.is_finite(loss), tf.math.is_finite(norm))
+
+            def apply():
+                update(grads, norm)
+                return tf.constant(True)
+            tf.cond(finite, apply, lambda: tf.constant(False))
+            return tf.stack([loss, norm]), squares
+        model.free_step = (step, layers)
+    return model.free_step
+
+
+def step_masks(masks, step):
+    return {name: m[step] for name, m in masks.items()}
+
+
+def exchange(model, optimizer):
+    """Three tf.functions, traced once per model: load(params, state, optimizer state) sets
+    them (model.set_params, set_optimizer_state), read() -> (params, state, optimizer state)
+    and canonical_gradients(the `gradients` list) -> {canonical name: gradient}, canonical."""
+    if getattr(model, "exchange", None) is None:
+        params, state = list(model.param_names), list(model.state_names)
+
+        @tf.function(autograph=False)  # Python loops over a fixed structure
+        def load(params, state, opt_state):
+            set_params(model, params, state)
+            set_optimizer_state(optimizer, model, opt_state)
+
+        @tf.function(autograph=False)  # Python loops over a fixed structure
+        def read():
+            values = {k: tf.convert_to_tensor(v) for k, v in canonical_variables(model).items()}
+            return ({k: values[k] for k in params}, {k: values[k] for k in state},
+                    state_tensors(optimizer, model))
+
+        @tf.function(autograph=False)  # Python loops over a fixed structure
+        def canonical_gradients(grads):
+            native = {name: {} for name in model.variables}
+            for (name, path, _), g in zip(trainable(model), grads):
+                native[name][path] = g
+            out = {}
+            for layer in model.spec["layers"]:
+                local = from_native(layer, native[layer["name"]])
+                out.update({f"{layer['name']}.{k}": g for k, g in local.items()})
+            return {k: out[k] for k in params}
+        model.exchange = (load, read, canonical_gradients)
+    return model.exchange
+
+
+def numpy(tensors):
+    return {k: v.numpy() for k, v in tensors.items()}
 
 
 def compile_step(model, optimizer, cfg):
@@ -39,7 +145,8 @@ def compile_step(model, optimizer, cfg):
     entries = trainable(model)
     variables = [v for _, _, v in entries]
     optimizer.build(variables)  # slot variables now, not inside a tf.function
-    if model.native and cfg["clip_norm"] is not None:
+    keras_clips = native_on(model.native, "keras.global_clipnorm")
+    if keras_clips and cfg["clip_norm"] is not None:
         optimizer.global_clipnorm = cfg["clip_norm"]  # Keras clips inside apply_gradients
 
     @tf.function
@@ -54,9 +161,8 @@ def compile_step(model, optimizer, cfg):
 
     @tf.function
     def update(grads, norm):
-        if cfg["clip_norm"] is not None and not model.native:
+        if cfg["clip_norm"] is not None and not keras_clips:
             scale = tf.minimum(cfg["clip_norm"] / norm, 1.0)  # min(1, clip / norm)
             grads = [g * scale for g in grads]
         optimizer.apply_gradients(zip(grads, variables))
     return gradients, update
-

@@ -4,22 +4,36 @@
 "b", ...) and returns its module's state_dict entries ("weight", "bias", ...);
 `from_native` goes back. Both take torch tensors and use differentiable ops only (`.T`,
 `permute`, indexing, `stack`), so `from_native` also maps gradients and, inside the
-autograd graph, gives the canonical `W` the penalty is taken on. BatchNorm's running statistics have the
-same names on both sides and pass through.
+autograd graph, gives the canonical `W` the penalty is taken on. BatchNorm's running
+statistics have the same names on both sides and pass through, and so do a plugin
+layer's parameters: its module holds them canonical, under their local names.
+
+Activations: images run NCHW in the torch model, canonical images are NHWC;
+`image_to_native` and `image_to_canonical` are the two permutations.
 """
 import torch
 
 from ..canonical import per_sublayer
 
-__all__ = ["to_native", "from_native"]
+__all__ = ["to_native", "from_native", "activation_from_native"]
 
 RECURRENT = ("rnn", "lstm", "gru")
 PROJECTIONS = {"q": "query", "k": "key", "v": "value", "o": "out"}  # Attention's nn.Linear names
 RUNNING = ("running_mean", "running_var")
 
 
+def image_to_native(x):
+    return x.permute(0, 3, 1, 2)  # (B, H, W, C) -> (B, C, H, W)
+
+
+def image_to_canonical(x):
+    return x.permute(0, 2, 3, 1)  # (B, C, H, W) -> (B, H, W, C)
+
+
 def to_native(layer, params):
     kind, p = layer["type"], params
+    if "plugin" in layer:
+        return dict(p)                                 # canonical on both sides
     if kind == "residual":
         return per_sublayer(layer, p, to_native)  # "1.W" -> "1.weight", sub-layer by sub-layer
     native = {k: p[k] for k in RUNNING if k in p}
@@ -52,6 +66,8 @@ def to_native(layer, params):
 def from_native(layer, native):
     """The inverse of to_native; what `native` lacks (a parameter without gradient) is skipped."""
     kind, n = layer["type"], native
+    if "plugin" in layer:
+        return dict(n)
     if kind == "residual":
         return per_sublayer(layer, n, from_native)
     params = {}
@@ -84,3 +100,8 @@ def from_native(layer, native):
 def _renamed(tensors, names):
     return {new: tensors[old] for old, new in names.items() if old in tensors}
 
+
+def activation_from_native(shape, value):
+    """A layer's input or output (or its gradient), per-example `shape`, torch -> canonical:
+    images (H, W, C) run NCHW in this model."""
+    return image_to_canonical(value) if len(shape) == 3 else value

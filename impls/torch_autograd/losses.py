@@ -1,5 +1,7 @@
 """Each loss is an nn.Module mapping (y_hat, y) to a scalar; `penalty` adds L1/L2 on the weights.
 
+One builder per loss type, `def <type>(loss, native)`, with the same name, signature,
+order and first docstring line (the canonical formula) as in the other three folders.
 torch.nn's own loss classes compute the canonical math, reductions included ("mean"
 averages over every element for mse and the binary cross-entropies, over the batch
 for softmax cross-entropy); autograd differentiates them, so nothing here has a backward.
@@ -7,9 +9,24 @@ for softmax cross-entropy); autograd differentiates them, so nothing here has a 
 import torch
 from torch import nn
 
-from .layers import explicit_options
+from ..canonical import native_on
 
-__all__ = ["build_loss", "penalty"]
+__all__ = ["mse", "half_squared_error", "binary_cross_entropy",
+           "binary_cross_entropy_with_logits", "softmax_cross_entropy", "LOSSES", "build_loss",
+           "penalty"]
+
+
+def reduction(loss, native):
+    """{"reduction": ...}: the spec's (torch's default, "mean", is the spec's too)."""
+    return {"reduction": loss["reduction"]}
+
+
+def mse(loss, native):
+    """L = sum_{b,k} (y_hat - y)^2, divided by B*K for "mean": y_hat, y (B, K)
+
+    nn.MSELoss.
+    """
+    return nn.MSELoss(**reduction(loss, native))
 
 
 class HalfSquaredError(nn.Module):
@@ -25,6 +42,14 @@ class HalfSquaredError(nn.Module):
         return total / len(diff) if self.reduction == "mean" else total
 
 
+def half_squared_error(loss, native):
+    """L = sum_b 0.5 sum_k (y_hat - y)^2, divided by B for "mean": y_hat, y (B, K)
+
+    A module of its own (HalfSquaredError above): torch.nn has no such loss.
+    """
+    return HalfSquaredError(**reduction(loss, native))
+
+
 class BinaryCrossEntropy(nn.Module):
     """The exact formula on probabilities. nn.BCELoss clamps each log at -100 and divides its
     gradient by max(p (1 - p), 1e-12): different numbers once a sigmoid saturates."""
@@ -38,18 +63,40 @@ class BinaryCrossEntropy(nn.Module):
         return value.mean() if self.reduction == "mean" else value.sum()
 
 
+def binary_cross_entropy(loss, native):
+    """L = -sum_{b,k} y log p + (1 - y) log(1 - p), divided by B*K for "mean": p, y (B, K)
+
+    Aligned: BinaryCrossEntropy above, the exact formula; native (torch.bce_clamp):
+    nn.BCELoss, clamps and all.
+    """
+    kind = nn.BCELoss if native_on(native, "torch.bce_clamp") else BinaryCrossEntropy
+    return kind(**reduction(loss, native))
+
+
+def binary_cross_entropy_with_logits(loss, native):
+    """L = -sum_{b,k} y log s(z) + (1 - y) log(1 - s(z)), s the sigmoid, / (B*K) for "mean": z, y (B, K)
+
+    nn.BCEWithLogitsLoss, in its log-sum-exp form: it never overflows.
+    """
+    return nn.BCEWithLogitsLoss(**reduction(loss, native))
+
+
+def softmax_cross_entropy(loss, native):
+    """L = -sum_b log softmax(z_b)[y_b], divided by B for "mean": z (B, C) logits, y (B,) class ids
+
+    nn.CrossEntropyLoss on logits and class ids.
+    """
+    return nn.CrossEntropyLoss(**reduction(loss, native))
+
+
+LOSSES = {builder.__name__: builder for builder in (  # loss type -> builder of the same name
+    mse, half_squared_error, binary_cross_entropy, binary_cross_entropy_with_logits,
+    softmax_cross_entropy)}
+
+
 def build_loss(loss, native):
-    """The loss module; `native` takes nn.BCELoss, clamps and all, for probabilities."""
-    kind, options = loss["type"], explicit_options(loss, native, reduction="reduction")
-    if kind == "softmax_cross_entropy":
-        return nn.CrossEntropyLoss(**options)  # logits (B, C) and class ids (B,)
-    if kind == "mse":
-        return nn.MSELoss(**options)
-    if kind == "binary_cross_entropy_with_logits":
-        return nn.BCEWithLogitsLoss(**options)  # log-sum-exp form: never overflows
-    if kind == "binary_cross_entropy":
-        return nn.BCELoss(**options) if native else BinaryCrossEntropy(**options)
-    return HalfSquaredError(**options)
+    """The loss module for the spec's loss section."""
+    return LOSSES[loss["type"]](loss, native)
 
 
 def penalty(weights, l1, l2):

@@ -3,15 +3,19 @@
 The harness speaks canonical NumPy arrays; the model speaks torch tensors in torch's
 layouts. Every crossing goes through layout.py, one layer at a time.
 """
+from contextlib import contextmanager
+
 import torch
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from ..canonical import local_params
+from ..canonical import by_layer, layer_of, local_params
 from .layers import Dropout, build_layer
-from .layout import from_native, to_native
+from .layout import activation_from_native, from_native, to_native
 from .losses import build_loss
 
-__all__ = ["build_model", "set_params", "get_params", "loss_value", "loss_and_gradients"]
+__all__ = ["build_model", "set_params", "get_params", "loss_value", "probe_losses",
+           "loss_and_gradients", "layer_values", "hessian_vector_product"]
 
 
 class Model(nn.Module):
@@ -57,14 +61,36 @@ def names(model, kind):
 
 
 def to_numpy(tensors, keys):
-    return {k: tensors[k].detach().numpy().copy() for k in keys}  # a copy: training moves tensors
+    return {k: array(tensors[k]) for k in keys}
+
+
+def array(t):
+    """A tensor as a NumPy array (a copy: training moves tensors); bfloat16, which NumPy has
+    not, as ml_dtypes' bfloat16, by way of float32 (exact both ways)."""
+    t = t.detach()
+    if t.dtype == torch.bfloat16:
+        import ml_dtypes
+        return t.float().numpy().astype(ml_dtypes.bfloat16)
+    return t.numpy().copy()
+
+
+def tensor(a):
+    """The inverse of `array`: ml_dtypes' bfloat16 arrays, which torch cannot read, via float32."""
+    if getattr(a, "dtype", None) is not None and a.dtype.name == "bfloat16":
+        return torch.from_numpy(a.astype("float32")).to(torch.bfloat16)
+    return torch.as_tensor(a)
 
 
 def set_params(model, params, state):
-    tensors = {k: torch.as_tensor(v) for k, v in {**params, **state}.items()}
+    grouped = by_layer({k: tensor(v) for k, v in {**params, **state}.items()})
     for layer, module in zip(model.spec["layers"], model.layers):
-        # strict=False: BatchNorm's num_batches_tracked is torch's own counter, not in the spec
-        module.load_state_dict(to_native(layer, local_params(tensors, layer)), strict=False)
+        set_layer(module, layer, grouped.get(layer["name"], {}))
+
+
+def set_layer(module, layer, local):
+    """One layer's tensors ({local canonical name: tensor}) into its module, torch layouts."""
+    # strict=False: BatchNorm's num_batches_tracked is torch's own counter, not in the spec
+    module.load_state_dict(to_native(layer, local), strict=False)
 
 
 def get_params(model):
@@ -73,18 +99,42 @@ def get_params(model):
 
 
 def as_tensors(x, y, masks):
-    return torch.as_tensor(x), torch.as_tensor(y), {k: torch.as_tensor(m) for k, m in masks.items()}
+    return tensor(x), tensor(y), {k: tensor(m) for k, m in masks.items()}
+
+
+@contextmanager
+def buffers_kept(model):
+    """BatchNorm's running statistics (and counter) put back as they were on the way out."""
+    saved = [b.clone() for b in model.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buffer, value in zip(model.buffers(), saved):
+                buffer.copy_(value)
 
 
 def loss_value(model, x, y, masks):
-    """The loss alone: no graph, and BatchNorm's running statistics put back as they were."""
+    """The loss alone: no graph, and the running statistics left alone."""
     x, y, masks = as_tensors(x, y, masks)
-    saved = [b.clone() for b in model.buffers()]
-    with torch.no_grad():
+    with torch.no_grad(), buffers_kept(model):
         loss = model.loss(model(x, masks), y)
-        for buffer, value in zip(model.buffers(), saved):
-            buffer.copy_(value)
     return loss.item()
+
+
+def probe_losses(model, params, x, y, masks, name, values):
+    """The loss with the parameter `name` at each of `values` in turn, the others at `params`
+    (as set): only its layer's module is loaded again each time. Then the layer is set back."""
+    at = [layer["name"] for layer in model.spec["layers"]].index(layer_of(name))
+    layer, module = model.spec["layers"][at], model.layers[at]
+    key = name[len(layer["name"]) + 1:]
+    local = {k: tensor(v) for k, v in local_params(params, layer).items()}
+    losses = []
+    for value in values:
+        set_layer(module, layer, dict(local, **{key: tensor(value)}))
+        losses.append(loss_value(model, x, y, masks))
+    set_layer(module, layer, local)
+    return losses
 
 
 def loss_and_gradients(model, x, y, masks):
@@ -97,3 +147,67 @@ def loss_and_gradients(model, x, y, masks):
     state = canonical(model, lambda module: module.state_dict())
     params, state_names = names(model, "params"), names(model, "state")
     return loss.item(), to_numpy(grads, params), to_numpy(state, state_names)
+
+
+def layer_values(model, x, y, masks):
+    """Each top-level layer's output and dloss/d(its input), in a pass of their own: forward
+    hooks catch the tensors as they go by, and autograd.grad differentiates the loss for
+    them alone (no parameter's .grad moves). {layer name: array}, spec order, canonical
+    layouts. A layer fed token ids has no input gradient and no entry in the second dict."""
+    x, y, masks = as_tensors(x, y, masks)
+    x.requires_grad_(model.spec["input"] != "tokens")  # the first layer's dL/dx too
+    seen = {}  # layer name -> (its input, its output), native layouts
+
+    def catch(name):
+        return lambda module, args, output: seen.__setitem__(name, (args[0], output))
+
+    hooks = [module.register_forward_hook(catch(layer["name"]))
+             for layer, module in zip(model.spec["layers"], model.layers)]
+    try:
+        with buffers_kept(model):  # put back after the backward, which reads them
+            loss = model.loss(model(x, masks), y)
+            wanted = [layer for layer in model.spec["layers"]
+                      if seen[layer["name"]][0].requires_grad]
+            grads = torch.autograd.grad(loss, [seen[layer["name"]][0] for layer in wanted])
+    finally:
+        for hook in hooks:
+            hook.remove()
+    outputs = {layer["name"]: activation_from_native(layer["out_shape"], seen[layer["name"]][1])
+               for layer in model.spec["layers"]}
+    input_grads = {layer["name"]: activation_from_native(layer["in_shape"], g)
+                   for layer, g in zip(wanted, grads)}
+    return to_numpy(outputs, list(outputs)), to_numpy(input_grads, list(input_grads))
+
+
+def hessian_vector_product(model, x, y, masks, vector):
+    """H v, the Hessian of the loss times a direction v of the parameters ({canonical name:
+    array}), by double backward: autograd.grad with create_graph=True records the gradient's
+    own graph, and differentiating <gradient, v> through it gives H v (no .grad moves).
+    F.scaled_dot_product_attention runs its math backend here: the fused CPU kernel it picks
+    otherwise has no derivative of its backward ("derivative for
+    aten::_scaled_dot_product_flash_attention_for_cpu_backward is not implemented").
+    -> ({canonical name: (H v) entry}, "double backward")."""
+    x, y, masks = as_tensors(x, y, masks)
+    entries = [(layer, module, dict(module.named_parameters())) for layer, module
+               in zip(model.spec["layers"], model.layers)]
+    params, directions = [], []
+    for layer, module, named in entries:
+        local = {k: torch.as_tensor(v) for k, v in local_params(vector, layer).items()}
+        native = to_native(layer, local)
+        for name, p in named.items():  # LSTM's frozen bias_hh takes no gradient: left out
+            if p.requires_grad:
+                params.append(p)
+                directions.append(native[name].to(p.dtype))
+    with buffers_kept(model), sdpa_kernel(SDPBackend.MATH):
+        loss = model.loss(model(x, masks), y)
+        grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
+        dot = sum((g * v).sum() for g, v in zip(grads, directions) if g is not None)
+        hv = (torch.autograd.grad(dot, params, allow_unused=True)
+              if torch.is_tensor(dot) and dot.requires_grad else [None] * len(params))
+    found = dict(zip(map(id, params), hv))  # None: no second derivative reaches it, H v = 0
+    out = {}
+    for layer, module, named in entries:
+        native = {k: torch.zeros_like(p) if found[id(p)] is None else found[id(p)]
+                  for k, p in named.items() if id(p) in found}
+        out.update({f"{layer['name']}.{k}": v for k, v in from_native(layer, native).items()})
+    return to_numpy(out, names(model, "params")), "double backward"

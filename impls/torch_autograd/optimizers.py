@@ -1,17 +1,24 @@
 """The seven update rules are torch.optim's own: they are the canonical ones.
 
-`build_optimizer` returns a function of the parameters, because a torch.optim
-optimizer is built around them. Aligned mode passes every spec hyperparameter and
-pins the torch-only options to the canonical rule; native mode passes what the user
-wrote and the value that defines the optimizer (momentum), torch's defaults for the rest.
+One builder per optimizer type, `def <type>(optimizer, native)`, with the same name,
+signature, order and first docstring line (the canonical rule) as in the other three
+folders. Each returns a function of the parameters, because a torch.optim optimizer is
+built around them. Every spec hyperparameter is passed and the torch-only options are
+pinned to the canonical rule (they are torch's defaults too), except in native mode an
+unwritten learning rate, which keeps torch's default (the pitfall torch.default_lr:
+1e-3 for SGD, Adam and AdamW, the spec's 0.01); torch's other defaults equal the spec's.
+`weight_decay` is coupled (wd * p added to the gradient) in all of them but AdamW,
+which first shrinks p by lr * wd.
 """
 from functools import partial
 
 import torch
 
-from .layers import explicit_options
+from ..canonical import SLOTS, native_on, share, slot_key, slots_of
+from .layout import from_native, to_native
 
-__all__ = ["build_optimizer"]
+__all__ = ["sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "adagrad", "OPTIMIZERS",
+           "build_optimizer", "get_optimizer_state", "set_optimizer_state"]
 
 # options of the torch classes that the canonical rules fix (and that are torch's defaults)
 CANONICAL = {
@@ -22,25 +29,146 @@ CANONICAL = {
 }
 
 
+def options(optimizer, native):
+    """lr (unless torch.default_lr keeps torch's), weight_decay and the options of CANONICAL."""
+    keep = native_on(native, "torch.default_lr") and "lr" not in optimizer["explicit"]
+    lr = {} if keep else {"lr": optimizer["lr"]}
+    return {**lr, "weight_decay": optimizer["weight_decay"], **CANONICAL[optimizer["type"]]}
+
+
+def sgd(optimizer, native):
+    """p -= lr g, g = dL/dp + wd p
+
+    torch.optim.SGD without momentum.
+    """
+    return partial(torch.optim.SGD, nesterov=False, **options(optimizer, native))
+
+
+def momentum(optimizer, native):
+    """v = mu v + g; p -= lr v, g = dL/dp + wd p
+
+    torch.optim.SGD with momentum (always passed: without it torch's SGD has none).
+    """
+    return partial(torch.optim.SGD, nesterov=False, momentum=optimizer["momentum"],
+                   **options(optimizer, native))
+
+
+def nesterov(optimizer, native):
+    """v = mu v + g; p -= lr (g + mu v), g = dL/dp + wd p
+
+    torch.optim.SGD with momentum and nesterov=True.
+    """
+    return partial(torch.optim.SGD, nesterov=True, momentum=optimizer["momentum"],
+                   **options(optimizer, native))
+
+
+def adam_options(optimizer, native):
+    """betas and eps (added outside sqrt(v_hat))."""
+    return {**options(optimizer, native), "betas": (optimizer["beta1"], optimizer["beta2"]),
+            "eps": optimizer["eps"]}
+
+
+def adam(optimizer, native):
+    """m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; p -= lr m_hat / (sqrt(v_hat) + eps), g = dL/dp + wd p
+
+    torch.optim.Adam.
+    """
+    return partial(torch.optim.Adam, **adam_options(optimizer, native))
+
+
+def adamw(optimizer, native):
+    """p *= 1 - lr wd; then m, v and p -= lr m_hat / (sqrt(v_hat) + eps) as Adam's, with g = dL/dp
+
+    torch.optim.AdamW (torch's default weight_decay is 1e-2).
+    """
+    return partial(torch.optim.AdamW, **adam_options(optimizer, native))
+
+
+def rmsprop(optimizer, native):
+    """v = rho v + (1-rho) g^2; p -= lr g / (sqrt(v) + eps), g = dL/dp + wd p
+
+    torch.optim.RMSprop, which calls rho alpha.
+    """
+    return partial(torch.optim.RMSprop, **options(optimizer, native), alpha=optimizer["rho"],
+                   eps=optimizer["eps"])
+
+
+def adagrad(optimizer, native):
+    """s += g^2; p -= lr g / (sqrt(s) + eps), g = dL/dp + wd p
+
+    torch.optim.Adagrad.
+    """
+    return partial(torch.optim.Adagrad, **options(optimizer, native), eps=optimizer["eps"])
+
+
+OPTIMIZERS = {builder.__name__: builder for builder in (  # type -> builder of the same name
+    sgd, momentum, nesterov, adam, adamw, rmsprop, adagrad)}
+
+
 def build_optimizer(optimizer, native):
-    """A function of the parameters -> the torch.optim optimizer. `weight_decay` is coupled
-    (wd * p added to the gradient) in all of them but AdamW, which first shrinks p by lr * wd."""
-    c, kind = optimizer, optimizer["type"]
-    options = explicit_options(c, native, lr="lr", weight_decay="weight_decay")
-    if not native:
-        options.update(CANONICAL[kind])
-    if kind in ("sgd", "momentum", "nesterov"):
-        if kind != "sgd":
-            options["momentum"] = c["momentum"]  # always: without it torch's SGD has none
-        return partial(torch.optim.SGD, nesterov=kind == "nesterov", **options)
-    if kind in ("adam", "adamw"):
-        if not native or {"beta1", "beta2"} & set(c["explicit"]):
-            # an unwritten beta takes the spec's default, which is also torch's
-            options["betas"] = (c["beta1"], c["beta2"])
-        options.update(explicit_options(c, native, eps="eps"))  # added outside sqrt(v_hat)
-        return partial(torch.optim.AdamW if kind == "adamw" else torch.optim.Adam, **options)
-    if kind == "rmsprop":
-        options.update(explicit_options(c, native, alpha="rho", eps="eps"))  # torch calls rho alpha
-        return partial(torch.optim.RMSprop, **options)
-    options.update(explicit_options(c, native, eps="eps"))
-    return partial(torch.optim.Adagrad, **options)
+    """A function of the parameters -> the torch.optim optimizer for the spec's section."""
+    return OPTIMIZERS[optimizer["type"]](optimizer, native)
+
+
+# ---- the state in canonical form (impls/README.md, "Optimizer state") --------------------------
+
+# torch.optim's per-parameter state entries -> canonical slots; "step" (a 0-d tensor per
+# parameter) is kept by the classes listed in STEPPED; SGD keeps no count
+STATE_NAMES = {torch.optim.SGD: {"momentum_buffer": "v"},
+               torch.optim.Adam: {"exp_avg": "m", "exp_avg_sq": "v"},
+               torch.optim.AdamW: {"exp_avg": "m", "exp_avg_sq": "v"},
+               torch.optim.RMSprop: {"square_avg": "v"},
+               torch.optim.Adagrad: {"sum": "s"}}
+STEPPED = (torch.optim.Adam, torch.optim.AdamW, torch.optim.RMSprop, torch.optim.Adagrad)
+
+
+def trained(model):
+    """[(spec layer, {torch name: parameter})] of the parameters the optimizer updates (not
+    the frozen recurrent bias)."""
+    return [(layer, {k: p for k, p in module.named_parameters() if p.requires_grad})
+            for layer, module in zip(model.spec["layers"], model.layers)]
+
+
+def get_optimizer_state(optimizer, model):
+    """The optimizer's state, canonical: {"step": updates so far, "<param>/<slot>": array}.
+
+    optimizer.state[p] holds each slot in p's layout (Linear's (out, in)), so layout.py's
+    from_native turns a slot to canonical like the parameter itself.
+    """
+    names, out, steps = STATE_NAMES[type(optimizer)], {}, set()
+    for layer, params in trained(model):
+        for key, slot in names.items():
+            native = {k: optimizer.state[p][key] for k, p in params.items()
+                      if optimizer.state.get(p, {}).get(key) is not None}
+            out.update({slot_key(f"{layer['name']}.{k}", slot): v.detach().numpy().copy()
+                        for k, v in from_native(layer, native).items()})
+        steps |= {int(optimizer.state[p]["step"]) for p in params.values()
+                  if "step" in optimizer.state.get(p, {})}
+    if len(steps) > 1:
+        raise ValueError(f"torch.optim state: parameters at different steps {sorted(steps)}")
+    return {**({"step": steps.pop()} if steps else {}), **out}
+
+
+def set_optimizer_state(optimizer, model, state):
+    """Set the optimizer's state from canonical form; returns the optimizer.
+
+    Each parameter's entry is replaced whole, as torch.optim creates it: the slots in the
+    parameter's layout (layout.py's to_native) and, for the classes that count, "step" as
+    a 0-d tensor of torch's default dtype.
+    """
+    names, kind = STATE_NAMES[type(optimizer)], model.spec["optimizer"]["type"]
+    for layer, params in trained(model):
+        entries = {k: {} for k in params}
+        for key, slot in names.items():
+            if slot not in SLOTS[kind]:  # SGD without momentum keeps no buffer
+                continue
+            local = {k: torch.as_tensor(v) for k, v in share(slots_of(state, slot),
+                                                              layer["name"]).items()}
+            for k, v in to_native(layer, local).items():
+                if k in params:
+                    entries[k][key] = torch.empty_like(params[k]).copy_(v)  # p's memory layout
+        for k, p in params.items():
+            if isinstance(optimizer, STEPPED):
+                entries[k]["step"] = torch.tensor(float(state["step"]))
+            optimizer.state[p] = entries[k]
+    return optimizer

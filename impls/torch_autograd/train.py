@@ -1,52 +1,106 @@
-"""The training loop: forward, loss.backward(), record, clip, optimizer.step()."""
+"""The training loop: forward, loss.backward(), record, clip, optimizer.step().
+
+`train` runs free; `lockstep` starts every step from a given state (the reference's)
+and yields what the step did. Both take the same step: `gradients`, then `update`.
+"""
+import math
+
 import torch
 
-from ..canonical import new_curves, penalised, per_layer, record
+from ..canonical import lockstep_record, native_on, new_curves, penalised, per_layer, record
 from .losses import penalty
-from .model import canonical
-from .optimizers import build_optimizer
+from .model import canonical, get_params, names, set_params, to_numpy
+from .optimizers import build_optimizer, get_optimizer_state, set_optimizer_state
 
-__all__ = ["train"]
+__all__ = ["train", "lockstep"]
 
 
 def train(model, x, y, batches, masks):
-    """Run len(batches) steps; return the curves (loss and norms before each update)."""
-    cfg = model.spec["train"]
-    parameters = [p for p in model.parameters() if p.requires_grad]  # not the frozen biases
-    optimizer = build_optimizer(model.spec["optimizer"], model.native)(parameters)
+    """Run len(batches) steps; return the curves (loss and norms before each update).
+    The per-layer norms stay tensors until the end (one sqrt over each layer's steps); the
+    loss and the global norm are read every step, to stop before a diverged step's update."""
+    parameters, optimizer, named = start(model)
     x, y = torch.as_tensor(x), torch.as_tensor(y)
-    curves = new_curves()
+    curves, steps = new_curves(), []
     for step, idx in enumerate(batches):
-        step_masks = {name: torch.as_tensor(m[step]) for name, m in masks.items()}
-        idx = torch.as_tensor(idx)
-        optimizer.zero_grad()
-        loss = model.loss(model(x[idx], step_masks), y[idx])
-        # the penalty is on the canonical W (a view of torch's weight), so its name can be checked
-        weights = penalised(canonical(model, lambda m: dict(m.named_parameters())))
-        loss = loss + penalty(weights, cfg["l1"], cfg["l2"])
-        loss.backward()
-        # torch names: their first component ("3" in "3.0.weight") is the layer's index in
-        # model.layers, the same as in the canonical name
-        squares = per_layer({k: p.grad for k, p in model.layers.named_parameters()
-                             if p.grad is not None}, lambda g: (g * g).sum())  # model's dtype
-        norm = sum(squares.values()).sqrt()
-        record(curves, loss.item(), norm.item(),
-               {layer: sq.sqrt().item() for layer, sq in squares.items()})
-        if not torch.isfinite(loss) or not torch.isfinite(norm):
+        loss, norm, squares = gradients(model, optimizer, named, x, y, idx,
+                                        step_masks(masks, step))
+        steps.append((loss.item(), norm.item(), squares))
+        if not math.isfinite(steps[-1][0]) or not math.isfinite(steps[-1][1]):
             curves["diverged_at"] = step
             break
-        if cfg["clip_norm"] is not None:
-            clip(parameters, norm, cfg["clip_norm"], model.native)
-        optimizer.step()
+        update(model, optimizer, parameters, norm)
+    layer_norms = {layer: torch.stack([sq[layer] for _, _, sq in steps]).sqrt().tolist()
+                   for layer in (steps[0][2] if steps else ())}
+    for k, (loss, norm, _) in enumerate(steps):
+        record(curves, loss, norm, {layer: values[k] for layer, values in layer_norms.items()})
     return curves
+
+
+def lockstep(model, x, y, batches, masks, starts):
+    """Step k from the k-th of `starts`, (params, state, optimizer state or None: a fresh
+    optimizer's), canonical; yields lockstep_record(...) of each step."""
+    parameters, optimizer, named = start(model)
+    x, y = torch.as_tensor(x), torch.as_tensor(y)
+    for step, (idx, (params, state, opt_state)) in enumerate(zip(batches, starts)):
+        set_params(model, params, state)
+        if opt_state is not None:
+            set_optimizer_state(optimizer, model, opt_state)
+        loss, norm, _ = gradients(model, optimizer, named, x, y, idx, step_masks(masks, step))
+        grads = to_numpy(canonical(model, lambda module: {  # before clipping moves them
+            k: p.grad for k, p in module.named_parameters() if p.grad is not None}),
+            names(model, "params"))
+        if torch.isfinite(loss) and torch.isfinite(norm):  # a diverged step stops before its update
+            update(model, optimizer, parameters, norm)
+        yield lockstep_record(loss.item(), grads, *get_params(model),
+                              get_optimizer_state(optimizer, model))
+
+
+def start(model):
+    """The parameters the optimizer updates (not the frozen biases), the optimizer, and the
+    (torch name, parameter) pairs whose gradients the norms read, listed once per run
+    (named_parameters() walks every module)."""
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    return (parameters, build_optimizer(model.spec["optimizer"], model.native)(parameters),
+            list(model.layers.named_parameters()))
+
+
+def step_masks(masks, step):
+    return {name: torch.as_tensor(m[step]) for name, m in masks.items()}
+
+
+def gradients(model, optimizer, named, x, y, idx, masks):
+    """loss.backward() of the objective (data loss + L1/L2): every .grad, the global norm and
+    the squared norm per layer."""
+    cfg = model.spec["train"]
+    idx = torch.as_tensor(idx)
+    optimizer.zero_grad()
+    loss = model.loss(model(x[idx], masks), y[idx])
+    # the penalty is on the canonical W (a view of torch's weight), so its name can be checked;
+    # computed at zero too: 0 * inf is NaN, as in every framework (a diverging run's records)
+    weights = penalised(canonical(model, lambda m: dict(m.named_parameters())))
+    loss = loss + penalty(weights, cfg["l1"], cfg["l2"])
+    loss.backward()
+    # torch names: their first component ("3" in "3.0.weight") is the layer's index in
+    # model.layers, the same as in the canonical name
+    squares = per_layer({k: p.grad for k, p in named if p.grad is not None},
+                        lambda g: (g * g).sum())  # model's dtype
+    return loss, sum(squares.values()).sqrt(), squares
+
+
+def update(model, optimizer, parameters, norm):
+    """Clip, then optimizer.step()."""
+    clip_norm = model.spec["train"]["clip_norm"]
+    if clip_norm is not None:
+        clip(parameters, norm, clip_norm, model.native)
+    optimizer.step()
 
 
 def clip(parameters, norm, clip_norm, native):
     """g *= min(1, clip_norm / norm). clip_grad_norm_ divides by norm + 1e-6 instead."""
-    if native:
+    if native_on(native, "torch.clip_grad_norm_eps"):
         torch.nn.utils.clip_grad_norm_(parameters, clip_norm)
         return
     scale = (clip_norm / norm).clamp(max=1.0)
     for p in parameters:
         p.grad.mul_(scale)
-

@@ -1,0 +1,101 @@
+"""Why a native-defaults curve parts: the pitfalls in play, each switched on alone on the
+model's own spec, measured up to the step where the curve parts.
+
+For every framework whose native curve parts from the reference at step k, one training
+job per pitfall in play (compare/pitfalls.in_play) runs steps 0..k with only that
+pitfall on, everything else aligned, on the same batches. A pitfall is a confirmed
+cause when its curve leaves the reference's beyond the aligned tolerance (CURVES) by
+step k; its effect is its largest relative difference over those steps. The causes go
+into the one field the report reads, `native_defaults` (largest effect first), and
+every pitfall measured into `native_ablation`. Cost: steps 0..k of one model per
+pitfall in play, for the curves that part only.
+"""
+import copy
+
+from .. import registry
+from ..compare.curves import CURVES, curve_errors
+from ..compare.pitfalls import described, in_play
+from ..run.execute import run_jobs
+from ..run.jobs import job_key, train_job
+from ..spec.data import batch_order, dropout_masks
+
+
+def confirm(result, prepared, executor=None, cache=None, on_result=None):
+    """Fill `native_defaults` and `native_ablation` of every native entry of `result` (a
+    TrainResult of native=True) from single-pitfall runs; -> the number of jobs run."""
+    planned, jobs = [], []
+    for (spec, inputs), entry in zip(prepared, result.models):
+        for fw, info in entry["frameworks"].items():
+            if info["status"] != "ok":
+                continue
+            info["native_defaults"] = []  # until a pitfall in play is confirmed
+            k = info.get("parted_at")
+            if k is None or fw == entry["reference"]:
+                continue
+            short = shortened(inputs, k + 1)
+            for pitfall in in_play(spec, fw):
+                planned.append((entry, spec, fw, pitfall, k, len(jobs)))
+                jobs.append(keyed(train_job(spec, short, fw, [pitfall.name]), spec))
+    if not jobs:
+        return 0
+    if hasattr(on_result, "expect"):
+        on_result.expect(len(jobs))
+    results = run_jobs(jobs, executor, cache, on_result)
+    measured = {}
+    for entry, spec, fw, pitfall, k, at in planned:
+        effect = effect_of(result, entry, spec, fw, results[at], k)
+        measured.setdefault((id(entry), fw), []).append(
+            (effect, pitfall, k, spec.dtype, results[at].get("error")))
+    for entry in result.models:
+        for fw, info in entry["frameworks"].items():
+            if (id(entry), fw) in measured:
+                attach(info, sorted(measured[(id(entry), fw)], key=_largest_first))
+    return len(jobs)
+
+
+def attach(info, found):
+    """The confirmed causes as the report names them, and every pitfall measured."""
+    confirmed = [(e, p, k) for e, p, k, dtype, _ in found
+                 if e is not None and e > CURVES[dtype]]
+    info["native_defaults"] = [described(p, e, k) for e, p, k in confirmed]
+    info["native_ablation"] = [dict({"pitfall": p.name, "effect": e, "steps": k + 1,
+                                     "confirmed": e is not None and e > CURVES[dtype]},
+                                    **({"error": error} if error else {}))
+                               for e, p, k, dtype, error in found]
+
+
+def _largest_first(item):
+    effect = item[0]
+    return -(effect if effect is not None else -1.0)
+
+
+def effect_of(result, entry, spec, fw, run, k):
+    """The largest relative difference of a single-pitfall curve from the reference's, over
+    steps 0..k; None if the job failed."""
+    if run.get("status") != "ok":
+        return None
+    ref = result.saved[(spec.name, spec.dtype)][1][entry["reference"]]["curves"]
+    head = dict(ref, loss=ref["loss"][:k + 1])
+    return curve_errors({"reference": head, fw: run["curves"]}, "reference", spec.dtype,
+                        True)[fw]["max_rel_diff"]
+
+
+def shortened(inputs, steps):
+    """`inputs` for the first `steps` steps only: the batch order and the dropout masks are
+    drawn step by step from seeded streams, so these steps are the full run's."""
+    spec, short = inputs.spec, copy.copy(inputs)
+    short.steps = steps
+    short.batches = batch_order(len(inputs.x), inputs.batch_size, steps, spec.seed,
+                                spec.data["shuffle"])
+    short.masks = dropout_masks(spec.dropout_layers(), inputs.batch_size, steps, spec.seed,
+                                spec.dtype)
+    return short
+
+
+def keyed(job, spec):
+    """The job, free-running only (the curve is what is measured), with its cache key (run
+    --resume reuses it; a list of pitfalls as `native` keeps it apart from every other)."""
+    job["lockstep"] = False
+    job["key"] = job_key(job["kind"], spec, job["framework"], registry.version(job["framework"]),
+                         job["native"], len(job["batches"]))
+    return job

@@ -1,0 +1,105 @@
+"""The worker side of `crossgrad bench --step-time`: one training step timed, the
+implementation's `train` against the plain loop of the same network (plain_*.py), and the
+GEMM probe that gives the machine's matmul peak in this framework.
+
+A step's time is the wall time of a `train` call over k steps divided by the steps it took,
+the median over repeats, impl and plain interleaved so both see the same load. Each call
+returns the curves as Python floats, which synchronises every framework (JAX dispatches
+asynchronously). The first call of each (its one step traced and compiled) is reported
+apart: compile seconds = that call's time less one step.
+"""
+import importlib
+import math
+import statistics
+import time
+
+import numpy as np
+
+PLAIN = {"numpy": "plain_numpy", "torch": "plain_torch", "tensorflow": "plain_tf",
+         "jax": "plain_jax"}
+TARGET_SECONDS = 0.2   # each timed call runs about this long (at least 3 steps)
+GEMM_N = 512
+
+
+def plain_loops(framework):
+    """The framework's plain-loop module (imported here: it imports the framework)."""
+    return importlib.import_module(f"{__package__}.{PLAIN[framework]}")
+
+
+def measure(impl, job):
+    """-> {"rows": [{mode, batch_size, step_seconds, compile_seconds, steps, repeats}],
+    "gemm_seconds": one GEMM_N matmul in the spec's dtype, or None}."""
+    plain = plain_loops(job["framework"])
+    spec, name = job["spec"], job["model"]
+    model = impl.model.build_model(spec, native=False)
+    loops = None
+    if name in plain.NETWORKS:
+        loops = plain.build(name, spec)
+    rows = []
+    for batch in job["batch_sizes"]:
+        draw = Draws(job, batch)
+
+        def run_impl(k):
+            impl.model.set_params(model, job["params"], job["state"])  # not timed
+            batches, masks = draw(k)
+            return timed(lambda: impl.train.train(model, job["x"], job["y"], batches, masks))
+
+        def run_plain(k):
+            batches, _ = draw(k)
+            return timed(lambda: plain.train(loops, job["x"], job["y"], batches))
+        runs = {"impl": run_impl, "plain": run_plain} if loops else {"impl": run_impl}
+        rows += [dict(r, batch_size=batch) for r in interleaved(runs, job["repeats"])]
+    gemm = best_seconds(plain.matmul(GEMM_N, spec["dtype"]), 10) if job.get("gemm") else None
+    return {"rows": rows, "gemm_seconds": gemm, "gemm_n": GEMM_N}
+
+
+class Draws:
+    """k steps' batch indices (without replacement within a step) and all-ones dropout masks."""
+
+    def __init__(self, job, batch):
+        self.rng, self.n, self.batch = np.random.default_rng(job["seed"]), len(job["x"]), batch
+        self.masks = {name: np.ones([batch, *shape], job["dtype"])
+                      for name, shape in job["dropout"].items()}
+
+    def __call__(self, k):
+        batches = [self.rng.choice(self.n, self.batch, replace=False) for _ in range(k)]
+        return batches, {name: [m] * k for name, m in self.masks.items()}
+
+
+def timed(call):
+    """-> (seconds, steps taken: a diverged run stops early)."""
+    start = time.perf_counter()
+    curves = call()
+    return time.perf_counter() - start, max(1, len(curves["loss"]))
+
+
+def interleaved(runs, repeats):
+    """Per mode: a first call of one step (compiles), a short one to size the timed calls,
+    then `repeats` timed calls, the modes taking turns."""
+    first = {mode: run(1)[0] for mode, run in runs.items()}
+    sizes = {}
+    for mode, run in runs.items():  # the fastest of two short calls (a second trace is seen)
+        seconds = min(s / k for s, k in (run(3), run(3)))
+        sizes[mode] = min(500, max(3, math.ceil(TARGET_SECONDS / seconds)))
+    per_step = {mode: [] for mode in runs}
+    for _ in range(repeats):
+        for mode, run in runs.items():
+            seconds, steps = run(sizes[mode])
+            per_step[mode].append(seconds / steps)
+    out = []
+    for mode, times in per_step.items():
+        step = statistics.median(times)
+        out.append({"mode": mode, "step_seconds": step, "steps": sizes[mode],
+                    "repeats": repeats, "compile_seconds": max(0.0, first[mode] - step)})
+    return out
+
+
+def best_seconds(call, repeats):
+    """The fastest of `repeats` calls after a warm-up: a peak is what the machine can do."""
+    call()  # warm-up (and compilation)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return min(times)

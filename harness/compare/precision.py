@@ -1,0 +1,190 @@
+"""Every framework against float64: reduced precision (`check --dtype bfloat16|float16`), and
+float32 under each framework's own matmul precision (`--matmul-precision`).
+
+The reference is NumPy in float64 on the very arrays the frameworks were given (weights and
+data rounded once to the format, widened exactly; run/reference.py): the exact result of
+the rounded model. So the errors below are those of each framework's arithmetic in the
+format, not those of rounding the inputs, which every framework shares.
+
+Per framework and tensor (the loss, each gradient, BatchNorm's state): the relative error
+max |x - ref| / max |ref| and its digits, -log10(rel_err). A gradient is measured against
+the largest gradient entry of its layer, as lockstep training measures it
+(compare/lockstep.py): a bias or BatchNorm beta gradient sums many terms that cancel, so
+its own largest entry can be far below the size of what was summed, and rounding's share
+with it (batchnorm_conv's beta: 43 times; float16 keeps 2.0 digits of it, 3.3 of the
+layer's scale); one zero by construction against the model's largest gradient entry. Per layer: the error of its output and of dL/d(its input), which says
+where the digits go. The tolerance (README, "Reduced precision"):
+
+    tol = 2 u sqrt(2 depth) * 4,   u = 2^-p the unit roundoff of the format,
+
+`depth` the number of layers that round (recurrent layers: one per time step); pairs of
+frameworks get 2 tol. An operation that accumulates in the format itself (a sum of n
+terms in bfloat16: error ~ sqrt(n) u, n u at worst, against u for a float32 accumulator
+rounded once) leaves it for n of a few tens and more.
+"""
+import math
+
+import numpy as np
+
+from ..spec.precision import REDUCED, SMALLEST_NORMAL, UNIT_ROUNDOFF
+from .layers import first_partings
+from .pairwise import tensor_errors
+from .zeros import structural_zeros
+
+EXACT_LAYERS = ("flatten", "identity", "embedding")   # they move or pick values, never round
+KINKS = ("relu", "leaky_relu", "maxpool2d")            # where rounding can flip a branch
+SAFETY = 4
+
+
+def depth(layers, time=None):
+    """Layers whose outputs are rounded, along the network; a recurrent layer rounds at each
+    of its time steps, a residual block at each of its sub-layers."""
+    total = 0
+    for layer in layers:
+        if layer["type"] == "residual":
+            total += depth(layer["layers"])
+        elif layer["type"] in ("rnn", "lstm", "gru"):
+            total += layer["in_shape"][0]
+        elif layer["type"] not in EXACT_LAYERS:
+            total += 1
+    return total
+
+
+def tolerance(dtype, layers):
+    """The pass mark against float64 for one model (see the module's docstring)."""
+    return SAFETY * 2 * UNIT_ROUNDOFF[dtype] * math.sqrt(2 * max(1, depth(layers)))
+
+
+def attach(entry, spec, results, reference, matmul_precision):
+    """Add the comparison with float64 to a model's check entry: "precision" rows (loss,
+    gradients, state), "precision_layers" rows, each framework's digits, matmul settings and
+    branch, the tolerance, and the verdict."""
+    tol = tolerance(spec.dtype, spec.layers)
+    entry["tolerance"] = {"unit_roundoff": UNIT_ROUNDOFF[spec.dtype], "depth": depth(spec.layers),
+                          "versus_float64": tol, "pairwise": 2 * tol}
+    entry["matmul_precision"] = matmul_precision or "highest"
+    entry["reference"] = {"framework": "numpy", "dtype": "float64",
+                          "status": reference.get("status", "failed"),
+                          "loss": reference.get("loss")}
+    for fw, r in results.items():
+        if "precision" in r and fw in entry["frameworks"]:
+            entry["frameworks"][fw]["precision"] = r["precision"]
+    rows, layers, branches = [], [], {}
+    if reference.get("status") != "ok" or "gradients" in reference:
+        entry["reference"]["error"] = reference.get("error") or reference.get("gradients_reason")
+    else:
+        zeros = structural_zeros(spec.layers)
+        entry["below_normal"] = {k: float(np.max(np.abs(g))) for k, g in reference["grads"].items()
+                                 if g.size and np.max(np.abs(g)) < SMALLEST_NORMAL[spec.dtype]}
+        for fw, r in results.items():
+            if r.get("status") != "ok":
+                continue
+            mine, per_layer = _rows(fw, r, reference, zeros, tol), _layer_rows(fw, spec.layers, r,
+                                                                                reference)
+            branches[fw] = branch(spec.layers, per_layer, tol)
+            if branches[fw] is not None:
+                _excuse(mine, branches[fw], "float64")
+                entry["frameworks"][fw]["branched_at"] = _where(spec.layers, branches[fw])
+            rows, layers = rows + mine, layers + per_layer
+            entry["frameworks"][fw]["digits"] = min((row["digits"] for row in mine), default=None)
+    if spec.dtype in REDUCED:  # pairs below a kink that rounding flipped in either of them
+        for c in entry["comparisons"]:
+            at = max((branches.get(fw) or -1 for fw in (c["a"], c["b"])), default=-1)
+            if at >= 0:
+                _excuse([c], at, "each other")
+        entry["first_parting"] = first_partings(spec.layers, entry["layers"], entry["comparisons"],
+                                                spec.dtype, 2 * tol)
+    entry["precision"], entry["precision_layers"] = rows, layers
+    failed = any(info["status"] == "failed" for info in entry["frameworks"].values())
+    entry["passed"] = bool(not failed and "error" not in entry["reference"]
+                           and all(r["passed"] for key in ("comparisons", "finite_difference",
+                                                           "hvp", "precision")
+                                   for r in entry.get(key, [])))
+    return entry
+
+
+def branch(layers, per_layer, tol):
+    """The index of the layer where a framework's values left float64's at a kink, or None:
+    every layer output within tol, and the first dL/dx beyond it, from the top down, is that
+    of a layer holding a ReLU or a max (rounding moved an input across its kink: the gradient
+    takes the other side; the README's float32 branches, within one step)."""
+    if len(per_layer) != len(layers) or any(not r["forward_rel_err"] <= tol for r in per_layer):
+        return None
+    for i in reversed(range(len(per_layer))):
+        err = per_layer[i]["backward_rel_err"]
+        if err is not None and not err <= tol:
+            return i if _holds_kink(layers[i]) else None
+    return None
+
+
+def _holds_kink(layer):
+    return layer["type"] in KINKS or any(_holds_kink(sub) for sub in layer.get("layers", []))
+
+
+def _excuse(rows, at, against):
+    """Gradient rows of layers at or below `at` that failed: "branched", not failed."""
+    for row in rows:
+        if row["kind"] == "grad" and not row["passed"] and int(_layer(row["param"])) <= at:
+            row.update(passed=True, status="branched",
+                       note=f"below layer {at}, where a kink flipped under rounding: compared "
+                            f"with {against} only up to there")
+
+
+def _where(layers, at):
+    return {"layer": layers[at]["name"], "type": layers[at]["type"]}
+
+
+def _rows(fw, result, reference, zeros, tol):
+    """The loss, every gradient and state tensor of one framework against float64."""
+    if "gradients" in result:  # a NumPy plugin without numpy_backward: its loss only
+        tensors = [("loss", "loss", result["loss"], reference["loss"])]
+    else:
+        tensors = [("loss", "loss", result["loss"], reference["loss"])]
+        tensors += [(k, "grad", g, reference["grads"][k]) for k, g in result["grads"].items()]
+        tensors += [(k, "state", s, reference["state"][k]) for k, s in result["state"].items()]
+    sizes = {k: float(np.max(np.abs(g))) for k, g in reference["grads"].items()
+             if k not in zeros and g.size}
+    layers = {}
+    for k, size in sizes.items():
+        layers[_layer(k)] = max(layers.get(_layer(k), 0.0), size)
+    rows = []
+    for name, kind, value, exact in tensors:
+        max_abs, rel, _ = tensor_errors(exact, value)
+        scale = (max(sizes.values(), default=0.0) if name in zeros
+                 else layers.get(_layer(name), 0.0)) if kind == "grad" else 0.0
+        if scale:
+            rel = max_abs / scale
+        rows.append({"framework": fw, "param": name, "kind": kind, "rel_err": rel,
+                     "digits": digits(rel), "tolerance": tol, "passed": bool(rel <= tol),
+                     "status": "ok" if rel <= tol else "beyond"})
+    return rows
+
+
+def _layer(name):
+    """The top-level layer of a canonical name: "3.0.W" -> "3"."""
+    return name.split(".", 1)[0]
+
+
+def _layer_rows(fw, layers, result, reference):
+    """Each top-level layer's output and dL/dx against float64: where the digits go."""
+    if "layer_outputs" not in result or "layer_outputs" not in reference:
+        return []
+    rows = []
+    for layer in layers:
+        name = layer["name"]
+        grad, exact = (result["layer_input_grads"].get(name),
+                       reference["layer_input_grads"].get(name))
+        rows.append({"framework": fw, "layer": name, "type": layer["type"],
+                     "forward_rel_err": tensor_errors(reference["layer_outputs"][name],
+                                                      result["layer_outputs"][name])[1],
+                     "backward_rel_err": None if exact is None or grad is None
+                     else tensor_errors(exact, grad)[1]})
+    return rows
+
+
+def digits(rel_err):
+    """Correct decimal digits: -log10 of the relative error (inf when exact, 0 when off by
+    the whole size, nan when not finite)."""
+    if not rel_err == rel_err or rel_err == math.inf:
+        return math.nan
+    return math.inf if rel_err == 0 else max(0.0, -math.log10(rel_err))

@@ -1,0 +1,77 @@
+"""Figures drawn in a pool of processes while the report is built around them.
+
+A figure takes a second or more to draw and the report has two per model; inside a
+`rendering()` block, `later(draw, ...)` hands one to the pool and the report goes on.
+Nothing here imports matplotlib: the pool's processes do, when they draw.
+"""
+import multiprocessing
+import os
+import pickle
+import threading
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
+
+MAX_PROCESSES = 4   # drawing processes of a rendering() block, at most one per core
+_pool = None        # the pool of the open rendering() block
+
+
+@contextmanager
+def rendering(processes=None):
+    """Figures asked for with `later` inside the block are drawn in a pool of processes."""
+    global _pool
+    processes = processes or min(MAX_PROCESSES, os.cpu_count() or 1)
+    context = _forking()
+    if processes < 2 or context is None or _pool is not None:
+        yield  # drawn here, one after another
+        return
+    _pool = ProcessPoolExecutor(processes, mp_context=context)
+    try:
+        yield
+    finally:
+        _pool.shutdown(cancel_futures=True)
+        _pool = None
+
+
+def _forking():
+    """The fork context, where there is one and no other thread runs here (a fork copies
+    only the calling thread; Ray's or an executor's could hold a lock). Not spawn: its
+    children import the caller's __main__ again, which runs an unguarded script twice."""
+    if "fork" not in multiprocessing.get_all_start_methods() or threading.active_count() > 1:
+        return None
+    return multiprocessing.get_context("fork")
+
+
+class Later:
+    """A figure being drawn: result() -> its PNG bytes (drawn here if the pool broke)."""
+
+    def __init__(self, draw, args):
+        self.draw, self.args = draw, args
+        self.future = _pool.submit(draw, *args) if _pool is not None and _crosses(draw) else None
+
+    def result(self):
+        if self.future is not None:
+            try:
+                return self.future.result()
+            except BrokenProcessPool:
+                pass
+        return self.draw(*self.args)
+
+
+def _crosses(draw):
+    """Whether `draw` can be sent to another process (a module's function: by name)."""
+    try:
+        pickle.dumps(draw)
+    except (pickle.PicklingError, AttributeError, TypeError):
+        return False
+    return True
+
+
+def later(draw, *args):
+    """draw(*args) (PNG bytes): in the pool of an open `rendering()` block, else on result()."""
+    return Later(draw, args)
+
+
+def png_bytes(png):
+    """A figure's PNG bytes, from bytes or a `later` figure."""
+    return png if isinstance(png, bytes) else png.result()

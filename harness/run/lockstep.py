@@ -1,0 +1,160 @@
+"""Lockstep training, the worker side: every step taken from the reference's state.
+
+The worker that trains a framework also runs the reference implementation (NumPy's,
+which imports nothing else) step by step, after the free run. Before step k both start
+from the reference's parameters, running statistics and optimizer state after step
+k - 1 (step 0: the initial parameters and each one's fresh optimizer), and both take
+the step on batch k. A step has two halves, each measured on identical inputs: the
+forward and backward pass (running statistics, loss, gradients before clipping) against
+the reference's, and the update (clip, optimizer state, parameters) against the
+reference's rule applied to the framework's own gradients. Comparing the updated
+parameters with the reference's own step instead would mix the gradients' rounding
+into the update, which Adam, RMSprop and Adagrad amplify by up to lr / eps where a
+gradient entry is near zero (4e-5 of the largest float32 weight at the first step of
+Adam with L1, L2 and eps 1e-6, whose gradients agree to 2e-7).
+
+Each entry is measured as two numbers, the largest absolute difference and the
+reference's largest absolute entry; the reference is deterministic, so every worker
+follows the same trajectory, and nothing else crosses between processes.
+compare/lockstep.py judges them.
+"""
+import copy
+import math
+import time
+
+import numpy as np
+
+from .. import registry
+
+# what a step computes, in the order it computes it: the forward's running statistics and
+# loss, the gradients, then the update's optimizer state and parameters
+KINDS = (("state", "state"), ("loss", None), ("grad", "grads"), ("optimizer", "optimizer"),
+         ("param", "params"))
+NOT_KEPT = math.nan  # not compared: a step count the framework does not keep (torch.optim.SGD,
+#                     most of Optax), the optimizer state of a step that did not update
+
+
+class Feed:
+    """The start of the next step, read by both generators once per step."""
+
+    def __init__(self, start):
+        self.start = start
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return self.start
+
+
+def measure(impl, model, job):
+    """{"entries": [[kind, name], ...], "abs_err": (steps, entries), "scale": (steps, entries),
+    "reference_loss": [...], "seconds"}, or {"error": why} (the free run's results stand)."""
+    start = time.perf_counter()
+    try:
+        reference = registry.load(registry.REFERENCE)
+        ref_model = reference.model.build_model(job["spec"], native=False)
+        feed = Feed((job["params"], job["state"], None))
+        ours = impl.train.lockstep(model, job["x"], job["y"], job["batches"], job["masks"], feed)
+        theirs = reference.train.lockstep(ref_model, job["x"], job["y"],
+                                          copy.deepcopy(job["batches"]),  # its own walk
+                                          copy.deepcopy(job["masks"]), feed)
+        entries, abs_err, scale, ref_loss = None, [], [], []
+        for mine, ref in zip(ours, theirs):  # each reads the same start from the feed
+            entries = entries or _entries(ref)
+            if _moved(ref):
+                expected = dict(ref, **_update(reference, ref_model, job["spec"], feed.start,
+                                               mine))
+                row = [_difference(_value(mine, kind, name), _value(expected, kind, name), name)
+                       if _value(expected, kind, name) is not None else (NOT_KEPT, 0.0)
+                       for kind, name in entries]
+            else:
+                row = _diverged(mine, entries)
+            abs_err.append([d for d, _ in row])
+            scale.append([s for _, s in row])
+            ref_loss.append(ref["loss"])
+            if not _moved(ref):  # the reference diverged: its trajectory ends here
+                break
+            feed.start = (ref["params"], ref["state"], ref["optimizer"])
+    except Exception as err:  # lockstep explains; it never takes the free run down
+        return {"error": f"{type(err).__name__}: {err}"}
+    return {"entries": entries or [], "abs_err": np.asarray(abs_err, np.float64),
+            "scale": np.asarray(scale, np.float64), "reference_loss": ref_loss,
+            "seconds": time.perf_counter() - start}
+
+
+def _diverged(mine, entries):
+    """The row of a step where the reference diverged. Which entries turn NaN and which inf
+    there depends on each framework's order of operations (a softmax of infinite logits is
+    NaN everywhere in one, 0 and NaN in another), so only the divergence itself is judged,
+    on the loss: 0 apart when this framework diverged at the same step, inf when it did not."""
+    return [((0.0 if not _moved(mine) else math.inf), 0.0) if kind == "loss"
+            else (NOT_KEPT, 0.0) for kind, _ in entries]
+
+
+def _update(reference, model, spec, start, record):
+    """The reference's update of `record`'s gradients from `start`: {"params", "optimizer"}.
+    Where the record's step stopped before its update (a non-finite loss or gradient), the
+    parameters are the start's and the optimizer state is not compared. The clip is the
+    canonical g *= min(1, clip_norm / norm), as the reference's train does it."""
+    params, _, opt_state = start
+    if not _moved(record):
+        return {"params": params, "optimizer": {}}
+    optimizer = reference.optimizers.build_optimizer(spec["optimizer"], False)
+    if opt_state is not None:
+        reference.optimizers.set_optimizer_state(optimizer, model, opt_state)
+    grads, clip_norm = record["grads"], spec["train"]["clip_norm"]
+    if clip_norm is not None:
+        norm = np.sqrt(sum((g * g).sum() for g in grads.values()))  # in their dtype
+        grads = {k: g * min(1.0, clip_norm / norm) for k, g in grads.items()}
+    return {"params": optimizer.step(dict(params), grads),
+            "optimizer": reference.optimizers.get_optimizer_state(optimizer, model)}
+
+
+def _entries(record):
+    out = []
+    for kind, key in KINDS:
+        out += [[kind, "loss"]] if key is None else [[kind, name] for name in record[key]]
+    return out
+
+
+def _value(record, kind, name):
+    key = dict(KINDS)[kind]
+    return record["loss"] if key is None else record[key].get(name)
+
+
+def _difference(mine, ref, name):
+    """(max |mine - ref|, max |ref| over its finite entries) as floats. Entries non-finite on
+    both sides agree (a diverged step, as the curves count it); one non-finite side, a
+    missing or a misshapen entry is inf apart; a step count this framework does not keep
+    is NOT_KEPT."""
+    ref = np.asarray(ref)
+    with np.errstate(all="ignore"):
+        scale = float(np.max(np.abs(ref))) if ref.size else 0.0
+        if mine is None:
+            return (NOT_KEPT if name == "step" else math.inf), _finite_scale(ref, scale)
+        mine = np.asarray(mine)
+        if mine.shape != ref.shape:
+            return math.inf, _finite_scale(ref, scale)
+        worst = float(np.max(np.abs(np.subtract(mine, ref, dtype=np.float64)))) if ref.size else 0.0
+        if math.isfinite(worst) and math.isfinite(scale):
+            return worst, scale
+        mine, ref = mine.astype(np.float64), ref.astype(np.float64)
+        alike = (mine == ref) | (~np.isfinite(mine) & ~np.isfinite(ref))
+        worst = float(np.max(np.where(alike, 0.0, np.abs(mine - ref))))
+    return (math.inf if math.isnan(worst) else worst), _finite_scale(ref, scale)
+
+
+def _finite_scale(ref, scale):
+    if math.isfinite(scale):
+        return scale
+    finite = np.abs(ref[np.isfinite(ref)])
+    return float(finite.max()) if finite.size else 0.0
+
+
+def _moved(record):
+    """Whether the step updated: a non-finite loss or gradient norm stops before the update
+    (the norm in the gradients' dtype, as the reference's train computes it)."""
+    with np.errstate(all="ignore"):
+        norm = np.sqrt(sum((g * g).sum() for g in record["grads"].values()))
+    return math.isfinite(record["loss"]) and bool(np.isfinite(norm))

@@ -1,0 +1,240 @@
+"""What crossgrad may replace or delete: folders it made, known by the marker inside.
+
+Every folder crossgrad creates (a report, a --save folder, a temporary folder, the
+result cache) gets a `.crossgrad` file before anything else: JSON naming the tool, its
+version, the kind of output, the creation time and, once the folder is complete, every
+entry crossgrad wrote there. An existing output folder may be replaced only when it is
+missing, empty, or carries that marker and holds nothing the marker does not list;
+anything else is the user's, and the command refuses before any work starts. When an
+old output is removed, only the entries its marker lists go: a file that appeared
+there later stays, and so does the folder holding it.
+"""
+import datetime
+import json
+import os
+import stat
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path, PurePosixPath
+
+from ..errors import InputError
+
+MARKER = ".crossgrad"
+MARKER_LIMIT = 1 << 24      # bytes; a marker is a few KB, anything larger is not ours
+SHOWN = 3                   # foreign entries named in a refusal
+
+
+def tool_version():
+    try:
+        return version("crossgrad")
+    except PackageNotFoundError:  # a checkout on sys.path, not installed
+        return "0+unknown"
+
+
+def write_marker(folder, kind, entries=None):
+    """`entries` None: the folder is still being written (everything in it is crossgrad's)."""
+    body = {"tool": "crossgrad", "version": tool_version(), "kind": kind,
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "complete": entries is not None, "entries": sorted(entries or [])}
+    (Path(folder) / MARKER).write_text(json.dumps(body, indent=1) + "\n")
+
+
+def read_marker(folder):
+    """The marker's content if `folder` carries crossgrad's marker, else None."""
+    path = Path(folder) / MARKER
+    try:
+        if not stat.S_ISREG(path.lstat().st_mode) or path.lstat().st_size > MARKER_LIMIT:
+            return None
+        body = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not (isinstance(body, dict) and body.get("tool") == "crossgrad"
+            and isinstance(body.get("entries"), list)
+            and all(isinstance(e, str) for e in body["entries"])):
+        return None
+    return body
+
+
+def entries_of(folder):
+    """Every file and folder below `folder` (links not followed), as relative posix paths."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        rel = Path(root).relative_to(folder)
+        found += [(rel / name).as_posix() for name in dirs + files]
+    return sorted(e for e in found if e != MARKER)
+
+
+def foreign_entries(folder, marker):
+    """Entries the marker does not list; crossgrad writes no links, so a link is foreign too."""
+    listed = set(marker["entries"])
+    return [e for e in entries_of(folder)
+            if e not in listed or os.path.islink(Path(folder) / e)]
+
+
+# ---- refusing before any work starts --------------------------------------------------------
+
+def claim_folder(path, flag):
+    """-> the folder to write for `flag` (--out, --save), links resolved; InputError if it
+    holds anything crossgrad did not write there."""
+    target = _resolved(path, flag)
+    _refuse_special(path, target, flag)
+    if not target.exists():
+        _refuse_unwritable_parent(path, target, flag)
+        return target
+    if not target.is_dir():
+        raise InputError(path, None, f"exists and is not a folder; choose another {flag}")
+    entries = os.listdir(target)
+    if not entries:
+        return target
+    marker = read_marker(target)
+    if marker is None:
+        raise InputError(path, None, f"exists and is not a crossgrad output "
+                                     f"({_count(entries)}); choose another {flag}")
+    foreign = foreign_entries(target, marker)
+    if foreign:
+        shown = ", ".join(foreign[:SHOWN]) + (", ..." if len(foreign) > SHOWN else "")
+        raise InputError(path, None, f"is a crossgrad {marker.get('kind', 'output')} but holds "
+                                     f"{_count(foreign)} crossgrad did not write ({shown}); "
+                                     f"move them or choose another {flag}")
+    return target
+
+
+def claim_file(path, flag, ours=None, whose="a JSON document crossgrad wrote"):
+    """-> where to write the file for `flag` (--json): "-" for standard output, the path of a
+    device or pipe as given (written straight into, never replaced), else the file with links
+    resolved (replaced whole) when it does not exist, is empty, or `ours(path)` says
+    crossgrad wrote it (default: the JSON stamp); `whose` names what may be replaced."""
+    if str(path) == "-" or _is_stdout(path):
+        return "-"
+    try:
+        mode = os.stat(path).st_mode  # through links
+    except FileNotFoundError:
+        mode = None
+    except OSError as err:
+        raise InputError(path, None, f"cannot be used ({err.strerror}); choose another {flag}")
+    if mode is not None and stat.S_ISDIR(mode):
+        raise InputError(path, None, f"is a folder; {flag} takes a file name")
+    if mode is not None and not stat.S_ISREG(mode):
+        return Path(path)
+    target = _resolved(path, flag)
+    if mode is None:
+        _refuse_unwritable_parent(path, target, flag)
+    elif not os.access(target, os.W_OK):
+        raise InputError(path, None, f"cannot be written (permission denied); "
+                                     f"choose another {flag}")
+    elif os.stat(target).st_size and not (ours or _written_by_crossgrad)(target):
+        raise InputError(path, None, f"exists and is not {whose}; "
+                                     f"move it or choose another {flag}")
+    return target
+
+
+def _written_by_crossgrad(path):
+    """Whether an existing --json target is a JSON object carrying the "crossgrad" stamp outputs.write_json puts in every document."""
+    if os.stat(path).st_size > MARKER_LIMIT << 6:   # 1 GiB: not worth reading to find out
+        return False
+    try:
+        with open(path, "rb") as f:
+            document = json.loads(f.read())
+    except (OSError, ValueError):
+        return False
+    return isinstance(document, dict) and isinstance(document.get("crossgrad"), str)
+
+
+def _count(entries):
+    return f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}"
+
+
+def _resolved(path, flag):
+    """A link is followed to what it names, so the link itself is never replaced."""
+    p = Path(path).expanduser()
+    if p.is_symlink():
+        target = Path(os.path.realpath(p))
+        if not target.parent.is_dir():
+            raise InputError(path, None, f"is a link to {target}, whose folder does not exist; "
+                                         f"choose another {flag}")
+        return target
+    return p
+
+
+def _refuse_special(path, target, flag):
+    """The current folder, a folder holding it, the home folder and / are never outputs."""
+    real = Path(os.path.realpath(target))
+    cwd = Path(os.path.realpath(os.getcwd()))
+    home = Path(os.path.realpath(Path.home()))
+    what = ("the current folder" if real == cwd else
+            "a folder holding the current folder" if cwd.is_relative_to(real) else
+            "the home folder" if real == home else
+            "the root folder" if real == Path(real.anchor) else None)
+    if what:
+        raise InputError(path, None, f"is {what}, not a crossgrad output; choose another {flag}")
+
+
+def _refuse_unwritable_parent(path, target, flag):
+    parent = target.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(path, None, f"cannot be created ({parent} is not a writable folder); "
+                                     f"choose another {flag}")
+
+
+def _is_stdout(path):
+    """/dev/stdout, /proc/self/fd/1, or another name of the pipe or terminal that is stdout."""
+    if str(path) in ("/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"):
+        return True
+    try:
+        a, b = os.stat(path), os.fstat(1)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino) and not stat.S_ISREG(a.st_mode)
+
+
+# ---- removing -------------------------------------------------------------------------------
+
+def remove_owned(folder):
+    """Delete what `folder`'s marker lists (deepest first), the marker, and the folder if that
+    empties it. -> the entries left (nothing crossgrad did not write is ever deleted)."""
+    folder = Path(folder)
+    marker = read_marker(folder) or {"entries": []}
+    for rel in sorted(marker["entries"], key=lambda e: e.count("/"), reverse=True):
+        path = _inside(folder, rel)
+        if path is not None:
+            _remove_entry(path)
+    try:
+        (folder / MARKER).unlink()
+    except FileNotFoundError:
+        pass
+    try:
+        folder.rmdir()
+    except OSError:
+        return entries_of(folder)
+    return []
+
+
+def _inside(folder, rel):
+    """folder/rel if `rel` is a plain relative path whose every parent is a real folder."""
+    parts = PurePosixPath(rel).parts
+    if not parts or PurePosixPath(rel).is_absolute() or any(p in ("", ".", "..") for p in parts):
+        return None
+    here = folder
+    for part in parts[:-1]:
+        here = here / part
+        try:
+            if not stat.S_ISDIR(here.lstat().st_mode):
+                return None
+        except OSError:
+            return None
+    return here / parts[-1]
+
+
+def _remove_entry(path):
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return
+    try:
+        if stat.S_ISDIR(mode):
+            path.rmdir()  # only when empty: anything left inside is not crossgrad's
+        else:
+            path.unlink()
+    except OSError:
+        pass

@@ -1,0 +1,49 @@
+"""The keys `crossgrad import` adds to a spec: `params` (any spec may use it) and `[original]`.
+
+    params = "my_model.params.npz"     # initial weights from a file (spec/params_file.py)
+
+    [original]                         # the model the spec was imported from
+    framework = "torch"                # torch | keras
+    file = "my_model.py"               # relative to the spec's folder
+    factory = "build"                  # torch: the function returning the nn.Module
+    sha256 = "…"                       # the file's content at the import
+
+`check` and `train` run that model too, as the participant "original"; a model file that
+disappeared or changed since the import leaves it out with one warning line
+(harness/importers/original.py says why; the spec's own layers are still checked).
+"""
+import re
+
+from .params_file import read_params, resolve
+
+FRAMEWORKS = ("torch", "keras")
+SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def parse_params(top, param_specs, state_specs):
+    """The `params` key -> {canonical name: float64 array}, or None without it."""
+    value = top.str("params")
+    if value is None:
+        return None
+    return read_params(resolve(value, top.file), top.file, param_specs, state_specs)
+
+
+def parse_original(top):
+    """The `[original]` table -> {"framework", "file", "path" (absolute), "factory",
+    "sha256"}, or None. The file is not opened here: a missing one is a warning later."""
+    t = top.table("original")
+    if t is None:
+        return None
+    framework = t.str("framework", required=True, choices=FRAMEWORKS)
+    file = t.str("file", required=True)
+    factory = t.str("factory", required=framework == "torch")
+    if framework == "keras" and factory is not None:
+        raise t.error("factory", "a Keras model is loaded from its .keras file; no factory")
+    if factory is not None and not factory.isidentifier():
+        raise t.error("factory", f"must be a function's name, got {factory!r}")
+    sha256 = t.str("sha256", required=True)
+    if not SHA256.fullmatch(sha256):
+        raise t.error("sha256", "must be 64 lowercase hexadecimal digits (the file's sha256)")
+    t.finish()
+    return {"framework": framework, "file": file, "path": str(resolve(file, top.file).resolve()),
+            "factory": factory, "sha256": sha256}

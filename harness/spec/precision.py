@@ -1,0 +1,65 @@
+"""Floating-point formats: which a spec may name, their unit roundoff, and rounding once.
+
+float64 and float32 run everywhere (check, train, run, sweep). bfloat16 and float16 are
+*reduced* precision: `crossgrad check --dtype bfloat16` runs each framework's model in
+that format, from the float64-drawn weights and data rounded once, here, and compares it
+with a float64 reference (compare/precision.py). NumPy has float16; bfloat16 arrays come
+from ml_dtypes (installed with JAX), imported only when asked for.
+"""
+import numpy as np
+
+from ..errors import InputError
+
+DTYPES = ("float64", "float32")           # every command
+REDUCED = ("bfloat16", "float16")         # `check` only
+ALL = DTYPES + REDUCED
+# u = 2^-p for p significant bits: the largest relative error of one rounding to nearest
+UNIT_ROUNDOFF = {"float64": 2.0 ** -53, "float32": 2.0 ** -24, "bfloat16": 2.0 ** -8,
+                 "float16": 2.0 ** -11}
+# the smallest normal number: below it a format keeps fewer digits (subnormals), then none
+SMALLEST_NORMAL = {"float64": 2.0 ** -1022, "float32": 2.0 ** -126, "bfloat16": 2.0 ** -126,
+                   "float16": 2.0 ** -14}
+
+
+def available(name):
+    """Whether this NumPy can hold `name` (bfloat16 needs ml_dtypes; importing it registers
+    the name "bfloat16" with NumPy)."""
+    try:
+        numpy_dtype(name)
+    except InputError:
+        return False
+    return True
+
+
+def numpy_dtype(name):
+    """The NumPy dtype of a format name; bfloat16 through ml_dtypes."""
+    if name == "bfloat16":
+        try:
+            import ml_dtypes
+        except ImportError:
+            raise InputError("--dtype", "bfloat16", "needs the ml_dtypes package, which JAX "
+                             "installs (pip install ml_dtypes)") from None
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
+
+
+def rounded(values, dtype):
+    """float64 values -> `dtype`, each rounded once to the nearest (ties to even).
+
+    NumPy rounds float64 -> float32 and -> float16 directly. ml_dtypes converts float64 to
+    bfloat16 through float32, rounding twice: 1 + 2^-8 + 2^-30 becomes 1 + 2^-8 in float32,
+    a tie, then 1 in bfloat16, where the nearest bfloat16 is 1 + 2^-7. Rounding to float32
+    *to odd* first (an inexact result gets its last bit set) keeps every such tie broken
+    the right way, since float32 has more than two bits beyond bfloat16's eight.
+    """
+    values = np.asarray(values)
+    if dtype != "bfloat16" or values.dtype != np.float64:
+        return values.astype(numpy_dtype(dtype))
+    with np.errstate(over="ignore"):  # beyond float32's range: inf, as bfloat16 would
+        single = values.astype(np.float32)
+    inexact = single.astype(np.float64) != values
+    toward_zero = np.where(np.abs(single.astype(np.float64)) > np.abs(values),
+                           np.nextafter(single, np.float32(0)), single)
+    bits = toward_zero.view(np.uint32) | np.uint32(1)            # round to odd
+    odd = np.where(inexact & np.isfinite(single), bits.view(np.float32), single)
+    return odd.astype(numpy_dtype("bfloat16"))

@@ -1,0 +1,169 @@
+"""The memory a spec needs, estimated from the spec alone before anything is allocated.
+
+`estimate(spec, training)` lists the items (parameters per layer, activations per layer,
+the data set, per-step arrays, loss curves), each with the spec field that sets its
+size; `check` refuses a spec whose items add up to more than the limit (default: half
+of the machine's memory), naming the biggest. MNIST files are sized from their headers
+(spec/mnist.py), nothing else is read. The formula, with b the dtype's bytes (8 or 4),
+B the batch size, N the examples, F the frameworks, is in the README ("Limits"); it
+counts one job's arrays in the harness and in one worker, the copies every framework
+keeps, and each framework's results coming back.
+"""
+import math
+import os
+from dataclasses import dataclass
+
+from ..errors import InputError
+from .catalog import walk
+from .mnist import mnist_sizes
+
+F64 = 8
+SLOTS = {"sgd": 0, "momentum": 1, "nesterov": 1, "adam": 2, "adamw": 2, "rmsprop": 1,
+         "adagrad": 1}                # optimizer state: arrays the size of the parameters
+CURVE_VALUE = 500                    # bytes per recorded value (loss, norm, per-layer norm)
+                                     # through worker lists, the pipe, the harness's rows and
+                                     # DataFrames (measured: README "Limits")
+SIZE_KEYS = {"dense": "units", "rnn": "units", "lstm": "units", "gru": "units",
+             "conv2d": "filters", "embedding": "vocab", "attention": "key_dim",
+             "maxpool2d": "pool_size", "avgpool2d": "pool_size"}
+
+
+@dataclass
+class Item:
+    field: str      # the spec field that sets its size
+    bytes: int
+    text: str       # "... need 3.2 GB of weights"
+
+
+def gb(n):
+    """Decimal units, as --max-memory takes them."""
+    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n / 1e3:.1f} kB"
+
+
+def estimate(spec, training, frameworks=4):
+    """[Item] for one (spec, dtype): what one job needs in the harness and one worker."""
+    b = 4 if spec.dtype == "float32" else 8
+    n, stored = _examples(spec)
+    batch = min(spec.data["batch_size"] or n, max(n, 1))
+    items = _parameters(spec, b, training, frameworks)
+    items += _activations(spec, b, batch)
+    items += _data(spec, b, n, stored, batch, training)
+    if training:  # the loss, the gradient norm and one norm per top-level layer with weights
+        layers = sum(1 for layer in spec.layers if any(sub["params"] for sub in walk([layer])))
+        values = spec.train["steps"] * frameworks * (2 + layers)
+        items.append(Item("train.steps", values * CURVE_VALUE,
+                          f"{spec.train['steps']:,} steps need {gb(values * CURVE_VALUE)} of loss "
+                          f"curves ({frameworks} framework{'s' * (frameworks != 1)} x "
+                          f"{2 + layers} values a step)"))
+    return items
+
+
+def check(specs, limit, training, frameworks=4,
+          why="half of this machine's memory; --max-memory GB raises it"):
+    """Refuse (exit 2) the first spec whose estimate exceeds `limit` bytes."""
+    for spec in specs:
+        items = estimate(spec, training, frameworks)
+        total = sum(i.bytes for i in items)
+        if total > limit:
+            big = max(items, key=lambda i: i.bytes)
+            raise InputError(spec.file, big.field, f"{big.text}; {gb(total)} in all, over the "
+                             f"limit of {gb(limit)} ({why})")
+
+
+def default_limit():
+    """Half of the machine's memory (or of the cgroup's limit, if lower), in bytes."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            text = f.read().strip()
+        if text.isdigit():
+            total = min(total, int(text))
+    except OSError:
+        pass
+    return total // 2
+
+
+# ---- the items -------------------------------------------------------------------------------
+
+def _examples(spec):
+    """-> (examples used, bytes of the files as stored: MNIST's are read whole)."""
+    data, stored = spec.data, 0
+    if data["source"] == "mnist":
+        n, stored = mnist_sizes(data["path"], spec.file)
+    else:
+        n = {"xor": 4, "digits": 1797, "digits28": 1797}.get(data["source"], data.get("examples"))
+    return (min(n, data["examples"]) if data.get("examples") else n), stored
+
+
+def _field(layer):
+    """"layers[3].layers[1].units" for layer "3.1" of type dense."""
+    path = ".layers".join(f"[{i}]" for i in layer["name"].split("."))
+    return f"layers{path}.{SIZE_KEYS.get(layer['type'], 'type')}"
+
+
+def _parameters(spec, b, training, frameworks):
+    """Per layer: weights in the harness, the worker's copy, the framework's tensors, their
+    gradients, optimizer state, each framework's result, and finite-difference directions."""
+    slots = SLOTS[spec.optimizer["type"]] if training else 0
+    probes = 3 * F64 if spec.dtype == "float64" and not training else 0
+    items = []
+    for layer in walk(spec.layers):
+        count = sum(math.prod(p["shape"]) for p in layer["params"].values())
+        if not count:
+            continue
+        held = count * ((4 + slots + frameworks) * b + probes + F64)  # F64: the draw
+        key = SIZE_KEYS.get(layer["type"])
+        what = f"{layer[key]} {key}" if key in layer and key != "pool_size" else layer["type"]
+        items.append(Item(_field(layer), held,
+                          f"{what} need {gb(count * b)} of weights ({count:,} parameters; "
+                          f"{gb(held)} with gradients, copies and results)"))
+    return items
+
+
+def _activations(spec, b, batch):
+    """Per layer: its output and the gradient of it for one batch, plus what it keeps."""
+    items = []
+    for layer in walk(spec.layers):
+        values = math.prod(layer["out_shape"]) + _kept(layer)
+        held = batch * values * b * 2
+        if held:
+            items.append(Item(_field(layer), held,
+                              f"{layer['type']} on {tuple(layer['in_shape'])} needs {gb(held)} "
+                              f"of activations for a batch of {batch} (forward and backward)"))
+    return items
+
+
+def _kept(layer):
+    """Values per example a layer keeps beyond its output (for its backward pass)."""
+    kind, shape = layer["type"], layer["in_shape"]
+    if kind == "attention":
+        time, inner = shape[0], layer["heads"] * layer["key_dim"]
+        return 2 * layer["heads"] * time * time + 4 * time * inner  # scores, softmax; q k v
+    if kind in ("rnn", "lstm", "gru"):
+        gates = {"rnn": 1, "lstm": 4, "gru": 3}[kind]
+        return shape[0] * (gates + 1) * layer["units"]  # every step's gates and state
+    if kind in ("conv2d", "maxpool2d", "avgpool2d"):
+        window = layer["kernel_size"] if kind == "conv2d" else layer["pool_size"]
+        h, w, c = layer["out_shape"][0], layer["out_shape"][1], shape[2]
+        return h * w * window[0] * window[1] * c  # the windows, one per output pixel
+    if kind in ("batchnorm", "layernorm", "dropout"):
+        return math.prod(shape)  # the normalised input, or the mask
+    return 0
+
+
+def _data(spec, b, n, stored, batch, training):
+    """The data set (drawn or read in float64, kept in the dtype, and in a training worker),
+    targets, the teacher of random sources, one epoch's order and one step's batch."""
+    width = math.prod(spec.input_shape)
+    per_example = width * (F64 + b + (b if training else 0)) + F64 * (1 + spec.out_shape[0])
+    teacher = width * spec.out_shape[0] * F64 if spec.data["source"].startswith("random") else 0
+    data = n * per_example + stored + teacher + n * F64 + batch * width * b
+    if spec.data["source"] == "mnist":
+        field = "data.path"
+    else:
+        field = "data.examples" if n >= width else "input_shape"
+    return [Item(field, data, f"{n:,} examples of shape {tuple(spec.input_shape)} need "
+                              f"{gb(data)} of data")]

@@ -1,0 +1,223 @@
+"""`crossgrad import keras` and the original Keras model as a fifth participant.
+
+Zoo models built with the Keras functional API (tests/exports.py: Dense and Conv2D with
+fused activations, Add layers and `x + y`), saved as .keras files in tmp_path, imported
+back and checked against the four in float64 and float32. Two differences are Keras'
+own and the check shows them where they are: BatchNormalization keeps the biased batch
+variance in its moving variance (the running variances part), and MultiHeadAttention
+scales its scores by 1/sqrt(key_dim) rounded through float32 (float64 outputs part at
+the attention). A channels_first model runs with its Flatten's rows permuted.
+"""
+import os
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")
+keras = pytest.importorskip("keras")
+
+import crossgrad  # noqa: E402
+from crossgrad.harness import api, registry  # noqa: E402
+from crossgrad.harness.cli import main  # noqa: E402
+from crossgrad.harness.errors import InputError  # noqa: E402
+from crossgrad.harness.importers.build import import_keras  # noqa: E402
+from crossgrad.harness.spec import zoo_spec  # noqa: E402
+from exports import data_source, keras_model  # noqa: E402
+
+AGREE = ["digits_cnn", "seq_gru"]  # (tiny_transformer has both residual forms)
+KERAS_OWN = ["batchnorm_mlp", "tiny_transformer"]
+DTYPES = ["float64", "float32"]
+L = keras.layers
+
+
+def port(folder, name):
+    spec = zoo_spec(name)
+    keras_model(spec).save(folder / f"{name}.keras")
+    return import_keras(folder / f"{name}.keras", spec.loss["type"], data=data_source(spec),
+                        out=folder / f"{name}.toml")
+
+
+@pytest.fixture(scope="module")
+def zoo_checks(tmp_path_factory, executor):
+    folder = tmp_path_factory.mktemp("keras_zoo")
+    ported = [port(folder, name).spec for name in AGREE + KERAS_OWN]  # each .keras saved once
+    specs = [spec.with_overrides(dtype=dtype) for spec in ported for dtype in DTYPES]
+    return {(m["name"], m["dtype"]): m for m in api.check(specs, executor=executor).models}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", AGREE)
+def test_a_zoo_model_written_in_keras_agrees_with_the_four(zoo_checks, name, dtype):
+    m = zoo_checks[(name, dtype)]
+    ran = {fw for fw, info in m["frameworks"].items() if info["status"] == "ok"}
+    assert ran == {fw for fw in [*registry.ORDER, "original"]
+                   if fw == "original" or registry.installed(fw)}
+    assert m["frameworks"]["original"]["model_framework"] == "keras"
+    assert [c for c in m["comparisons"] if not c["passed"]] == []
+    assert m["passed"] and m["first_parting"] == []
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_keras_batchnorm_parts_in_its_running_variance_only(zoo_checks, dtype):
+    """Keras' moving variance takes the biased batch variance (the spec's, PyTorch's, the
+    unbiased one): every output, dL/dx and gradient agrees; the running variance does not."""
+    m = zoo_checks[("batchnorm_mlp", dtype)]
+    bad = [c for c in m["comparisons"] if not c["passed"]]
+    assert bad and {(c["param"], c["kind"], c["b"]) for c in bad} == {
+        ("1.running_var", "state", "original")}
+    assert all(c["rel_err"] > 1e-4 for c in bad)   # n/(n-1) of a batch of 32, not rounding
+    assert {p["direction"] for p in m["first_parting"]} == {"state"}
+    assert {(p["pair"][1], p["layer"]) for p in m["first_parting"]} == {("original", "1")}
+
+
+def test_keras_attention_parts_in_float64_at_the_attention(zoo_checks):
+    """Keras' MultiHeadAttention scales by 1/sqrt(8) rounded through float32: in float64 the
+    original parts from the four at the block holding the attention, forward; in float32
+    that rounding is below the tolerance and everything agrees."""
+    m = zoo_checks[("tiny_transformer", "float64")]
+    bad = [c for c in m["comparisons"] if not c["passed"]]
+    assert bad and all(c["b"] == "original" for c in bad)
+    assert max(c["rel_err"] for c in bad) < 1e-6
+    assert {(p["pair"][1], p["layer"], p["type"], p["direction"])
+            for p in m["first_parting"]} == {("original", "1", "residual", "forward")}
+    assert zoo_checks[("tiny_transformer", "float32")]["passed"]
+
+
+def channels_first(folder, flatten_format):
+    inputs = keras.Input((2, 8, 6))
+    x = L.MaxPooling2D(2, data_format="channels_first")(inputs)
+    x = L.AveragePooling2D(2, padding="same", data_format="channels_first")(x)
+    x = L.Flatten(data_format=flatten_format)(x)
+    x = L.Dropout(0.25)(x)
+    x = L.Dense(5, activation="tanh")(x)
+    keras.Model(inputs, L.Dense(3)(x)).save(folder / "cf.keras")
+    return import_keras(folder / "cf.keras", "softmax_cross_entropy")
+
+
+def test_a_channels_first_flatten_keeps_the_canonical_order(tmp_path):
+    """Flatten(data_format="channels_first") moves the channels last before flattening."""
+    done = channels_first(tmp_path, "channels_first")
+    assert "rows permuted" not in done.text and "(channels_first)" in done.text
+
+
+def test_a_channels_first_model_agrees(tmp_path, executor):
+    """Keras 3 on a CPU runs channels_first pooling (not Conv2D: TensorFlow's CPU kernels
+    are NHWC only). Flatten in its default data_format gives the (C, H, W) order: the Dense
+    after it has its rows permuted."""
+    done = channels_first(tmp_path, "channels_last")
+    assert "(C, H, W) = (2, 8, 6) per example (channels_first)" in done.text
+    assert "flattened in (C, H, W) = (2, 2, 2) order" in done.text and "rows permuted" in done.text
+    specs = [done.spec.with_overrides(dtype=d) for d in DTYPES]
+    frameworks = ["numpy", "tensorflow", "original"]
+    result = api.check(specs, frameworks=frameworks, executor=executor)
+    assert result.passed, [c for m in result.models for c in m["comparisons"] if not c["passed"]]
+    trained = api.train([specs[0].with_overrides(**{"train.steps": 10})],
+                        frameworks=frameworks, executor=executor)
+    assert trained.passed
+
+
+def test_a_channels_first_conv2d_imports_and_its_original_says_why_it_cannot_run(
+        tmp_path, executor):
+    inputs = keras.Input((1, 6, 6))
+    x = L.Flatten()(L.Conv2D(2, 3, data_format="channels_first")(inputs))
+    keras.Model(inputs, L.Dense(3)(x)).save(tmp_path / "conv.keras")
+    spec = import_keras(tmp_path / "conv.keras", "softmax_cross_entropy").spec
+    m = api.check([spec], frameworks=["numpy", "original"], executor=executor).models[0]
+    error = m["frameworks"]["original"]["error"]
+    assert m["frameworks"]["numpy"]["status"] == "ok"
+    assert "TensorFlow: " in error and "only supports NHWC" in error and "\n" not in error
+
+
+def test_training_the_keras_original_follows_the_four(tmp_path, executor):
+    spec = port(tmp_path, "seq_gru").spec.with_overrides(
+        **{"train.steps": 15, "optimizer.type": "rmsprop", "train.clip_norm": 1.0,
+           "train.l1": 1e-4})
+    m = api.train([spec], frameworks=["numpy", "tensorflow", "original"],
+                  executor=executor).models[0]
+    assert m["passed"] and m["frameworks"]["original"]["max_rel_diff"] <= 1e-10
+
+
+# ---- bad input -----------------------------------------------------------------------------------
+
+def _save(tmp_path, *layers, shape=(6,)):
+    inputs = keras.Input(shape)
+    x = inputs
+    for layer in layers:
+        x = layer(x)
+    keras.Model(inputs, x).save(tmp_path / "m.keras")
+    return tmp_path / "m.keras"
+
+
+REFUSED = {  # the layers after keras.Input(shape), and what the one line says
+    "transpose": ((4, 4, 1), lambda: [L.Conv2DTranspose(2, 2, name="up"), L.Flatten()],
+                  "model.up: keras.layers.Conv2DTranspose has no crossgrad layer"),
+    "softmax": ((6,), lambda: [L.Dense(3, activation="softmax", name="head")],
+                "model.head: activation 'softmax' has no crossgrad layer"),
+    "gru_reset_before": ((3, 2), lambda: [L.GRU(4, reset_after=False, name="gru")],
+                         "model.gru: keras.layers.GRU with reset_after=False"),
+    "dilation": ((5, 5, 1), lambda: [L.Conv2D(1, 2, dilation_rate=2, name="conv"), L.Flatten()],
+                 "model.conv: keras.layers.Conv2D dilation_rate=(2, 2)"),
+    "reshape": ((6,), lambda: [L.Reshape((3, 2), name="reshape"), L.Flatten()],
+                "model.reshape: keras.layers.Reshape has no crossgrad layer"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+def test_a_layer_crossgrad_cannot_express_is_refused(tmp_path, capsys, case):
+    shape, layers, message = REFUSED[case]
+    path = _save(tmp_path, *layers(), shape=shape)
+    code = main(["import", "keras", str(path), "--loss", "mse", "--out", str(tmp_path / "o.toml")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and f"m.keras: {message}" in err, err
+    assert sorted(os.listdir(tmp_path)) == ["m.keras"]
+
+
+def test_branches_that_are_not_x_plus_f_x_are_refused(tmp_path, capsys):
+    inputs = keras.Input((4,))
+    a, b = L.Dense(2)(inputs), L.Dense(2)(inputs)
+    keras.Model(inputs, L.Concatenate()([a, b])).save(tmp_path / "m.keras")
+    assert main(["import", "keras", str(tmp_path / "m.keras"), "--loss", "mse", "--out",
+                 str(tmp_path / "o.toml")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "does not follow the layer before it" in err
+
+
+@pytest.mark.parametrize("content, name, message", [
+    (b"PK\x03\x04 not really a zip", "m.keras", "m.keras: not a Keras model file Keras can load"),
+    (b"", "m.keras", "m.keras: not a Keras model file Keras can load"),
+    (b"\x89HDF\r\n", "m.h5", "m.h5: expected a .keras file"),
+])
+def test_a_file_that_is_not_a_keras_model_is_refused(tmp_path, capsys, content, name, message):
+    (tmp_path / name).write_bytes(content)
+    code = main(["import", "keras", str(tmp_path / name), "--loss", "mse", "--out",
+                 str(tmp_path / "o.toml")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and message in err, err
+    assert sorted(os.listdir(tmp_path)) == [name]
+
+
+def test_torch_options_are_refused_for_keras(tmp_path, capsys):
+    path = _save(tmp_path, L.Dense(2))
+    assert main(["import", "keras", str(path), "--input-shape", "6", "--loss", "mse", "--out",
+                 str(tmp_path / "o.toml")]) == 2
+    assert "--input-shape: is for PyTorch models" in capsys.readouterr().err
+
+
+# ---- Python --------------------------------------------------------------------------------------
+
+def test_from_keras_returns_a_spec_and_writes_nothing(tmp_path, monkeypatch, executor):
+    monkeypatch.chdir(tmp_path)
+    inputs = keras.Input((5,))
+    model = keras.Model(inputs, L.Dense(2)(L.Dense(4, activation="sigmoid")(inputs)))
+    spec = crossgrad.from_keras(model, loss="mse")
+    assert spec.original is None and [layer["type"] for layer in spec.layers] == [
+        "dense", "sigmoid", "dense"]
+    assert np.array_equal(spec.initial["0.W"], model.layers[1].kernel.numpy())
+    assert crossgrad.check(spec, frameworks=["numpy", "tensorflow"], executor=executor).passed
+    model.save("m.keras")
+    from_file = crossgrad.from_keras("m.keras", loss="mse")
+    assert from_file.original["framework"] == "keras"
+    assert crossgrad.check(from_file, frameworks=["numpy", "original"], executor=executor).passed
+    assert sorted(os.listdir(tmp_path)) == ["m.keras"]
+    with pytest.raises(InputError, match="keras.layers.Reshape has no crossgrad layer"):
+        crossgrad.from_keras(keras.Sequential([keras.Input((4,)), L.Reshape((2, 2))]), loss="mse")

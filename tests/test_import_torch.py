@@ -1,0 +1,567 @@
+"""`crossgrad import torch` and the original PyTorch model as a fifth participant.
+
+Zoo models written as nn.Modules (tests/exports.py, into tmp_path) are imported back and
+checked: the original agrees with the four in float64 and float32, a CNN's Linear after
+an NCHW flatten included. Every option the importer maps runs through custom modules
+(check and train); unsupported modules and options, bad state_dicts and bad `params`
+files are exit 2, one line, nothing written; a model file that changed after the import
+leaves the original out.
+"""
+import json
+import os
+import textwrap
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import crossgrad  # noqa: E402
+from crossgrad.harness import api, registry  # noqa: E402
+from crossgrad.harness.cli import main  # noqa: E402
+from crossgrad.harness.errors import InputError  # noqa: E402
+from crossgrad.harness.importers.build import import_torch  # noqa: E402
+from crossgrad.harness.run.execute import participants  # noqa: E402
+from crossgrad.harness.run.jobs import job_key  # noqa: E402
+from crossgrad.harness.spec import load_spec, zoo_spec  # noqa: E402
+from exports import data_source, nchw, torch_source  # noqa: E402
+from limited import crossgrad as limited  # noqa: E402
+
+# conv, pooling, an NCHW flatten; an LSTM; embedding, attention, layernorm, gelu, residual
+# blocks, sequence mean (the other layers: test_every_mapped_option_agrees...)
+ZOO = ["digits_cnn", "seq_lstm", "tiny_transformer"]
+DTYPES = ["float64", "float32"]
+FIVE = {*registry.ORDER, "original"}
+
+
+def port(folder, name):
+    """The zoo model `name` as a PyTorch file in `folder`, imported back -> Imported."""
+    spec = zoo_spec(name)
+    (folder / f"{name}.py").write_text(torch_source(spec))
+    return import_torch(f"{folder / name}.py:build", nchw(spec.input_shape), spec.loss["type"],
+                        data=data_source(spec), out=folder / f"{name}.toml")
+
+
+@pytest.fixture(scope="module")
+def zoo_checks(tmp_path_factory, executor):
+    folder = tmp_path_factory.mktemp("torch_zoo")
+    ported = [port(folder, name).spec for name in ZOO]
+    specs = [spec.with_overrides(dtype=dtype) for spec in ported for dtype in DTYPES]
+    result = api.check(specs, executor=executor)
+    return {(m["name"], m["dtype"]): m for m in result.models}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ZOO)
+def test_a_zoo_model_written_in_torch_agrees_with_the_four(zoo_checks, name, dtype):
+    m = zoo_checks[(name, dtype)]
+    ran = {fw for fw, info in m["frameworks"].items() if info["status"] == "ok"}
+    assert ran == {fw for fw in FIVE if fw == "original" or registry.installed(fw)}
+    assert m["frameworks"]["original"]["model_framework"] == "torch"
+    with_original = [c for c in m["comparisons"] if "original" in (c["a"], c["b"])]
+    assert {c["a"] for c in with_original} == ran - {"original"}
+    assert all(c["b"] == "original" for c in with_original)  # it pairs after the four
+    assert [c for c in m["comparisons"] if not c["passed"]] == []
+    assert m["passed"] and m["first_parting"] == []
+    assert {r["a"] for r in m["layers"] if r["b"] == "original"} == ran - {"original"}
+
+
+def test_the_spec_says_what_the_import_converted(tmp_path):
+    """digits_cnn: the input NCHW -> NHWC, and the Linear after the NCHW flatten has its
+    rows permuted from (C, H, W) to (H, W, C) order: checked entry by entry."""
+    done = port(tmp_path, "digits_cnn")
+    assert "(C, H, W) = (1, 8, 8) per example (NCHW)" in done.text
+    assert "flattened in (C, H, W) = (16, 2, 2) order" in done.text and "rows permuted" in done.text
+    from crossgrad.harness.importers.torch_graph import load_factory
+    net = load_factory(tmp_path / "digits_cnn.py", "build")
+    weight = net.l7.weight.detach().numpy()                    # (10, C*H*W), (C, H, W) order
+    by_chw = weight.T.reshape(16, 2, 2, 10)                      # [c, h, w, out]
+    assert np.array_equal(done.arrays["7.W"].reshape(2, 2, 16, 10), by_chw.transpose(1, 2, 0, 3))
+    assert np.array_equal(done.arrays["0.W"], net.l0.weight.detach().numpy().transpose(2, 3, 1, 0))
+
+
+OPTIONS = '''
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Image(nn.Module):
+    """Strided conv with explicit padding, average pooling over real pixels only, max
+    pooling with padding, dropout, BatchNorm1d and LayerNorm after an NCHW flatten."""
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 3, 3, stride=2, padding=(1, 0))
+        self.pool = nn.AvgPool2d(2, stride=1, padding=1, count_include_pad=False)
+        self.mpool = nn.MaxPool2d(3, stride=1, padding=1)
+        self.flat = nn.Flatten()
+        self.drop = nn.Dropout(0.3)
+        self.bn = nn.BatchNorm1d(72, momentum=0.2, eps=1e-4)
+        self.norm = nn.LayerNorm(72)
+        self.fc = nn.Linear(72, 4)
+        self.act = nn.LeakyReLU(0.05)
+        self.out = nn.Linear(4, 3)
+
+    def forward(self, x):
+        x = F.gelu(self.conv(x))
+        x = self.mpool(self.pool(x))
+        x = self.drop(self.flat(x))
+        x = self.norm(self.bn(x))
+        x = self.act(self.fc(x))
+        return self.out(nn.functional.leaky_relu(x, 0.1))
+
+
+class Sequence(nn.Module):
+    """RNN, an LSTM's final state h[-1], Identity, a functional sigmoid."""
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.RNN(4, 6, batch_first=True)
+        self.lstm = nn.LSTM(6, 5, batch_first=True)
+        self.id = nn.Identity()
+        self.fc = nn.Linear(5, 2)
+
+    def forward(self, x):
+        x, _ = self.rnn(x)
+        _, (h, c) = self.lstm(x)
+        return self.fc(self.id(torch.sigmoid(h[-1])))
+
+
+class Tokens(nn.Module):
+    """Embedding, a GRU's final state squeezed, BatchNorm1d, and a residual block."""
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(16, 6)
+        self.gru = nn.GRU(6, 8, batch_first=True)
+        self.bn = nn.BatchNorm1d(8)
+        self.block = nn.Sequential(nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 8))
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        _, h = self.gru(self.emb(x))
+        x = self.bn(h.squeeze(0))
+        x = x + self.block(x)
+        return self.fc(x)
+
+
+def image():
+    torch.manual_seed(1)
+    return Image()
+
+
+def sequence():
+    torch.manual_seed(2)
+    return Sequence()
+
+
+def tokens():
+    torch.manual_seed(3)
+    return Tokens()
+'''
+
+
+def test_every_mapped_option_agrees_in_check_and_training(tmp_path, executor):
+    (tmp_path / "opts.py").write_text(OPTIONS)
+    specs = [import_torch(f"{tmp_path}/opts.py:{factory}", shape, loss).spec
+             for factory, shape, loss in (("image", [1, 9, 8], "softmax_cross_entropy"),
+                                          ("sequence", [7, 4], "mse"),
+                                          ("tokens", [5], "softmax_cross_entropy"))]
+    three = ["numpy", "torch", "original"]
+    checked = api.check(specs, frameworks=three, executor=executor)
+    assert checked.passed, [m["comparisons"] for m in checked.models if not m["passed"]]
+    trained = api.train([s.with_overrides(**{"train.steps": 15, "optimizer.type": "adam"})
+                         for s in specs], frameworks=three, executor=executor)
+    assert trained.passed
+    for m in trained.models:
+        assert m["frameworks"]["original"]["max_rel_diff"] <= 1e-10
+
+
+def test_training_the_original_follows_the_four(tmp_path, executor):
+    spec = port(tmp_path, "seq_lstm").spec.with_overrides(
+        **{"train.steps": 20, "optimizer.type": "adam", "train.clip_norm": 1.0, "train.l2": 1e-3})
+    trained = api.train([spec], frameworks=["numpy", "torch", "original"], executor=executor)
+    m = trained.models[0]
+    assert m["passed"] and m["frameworks"]["original"]["status"] == "ok"
+    assert m["frameworks"]["original"]["max_rel_diff"] <= 1e-10
+    assert m["frameworks"]["original"]["final_params_rel_err"] <= 1e-10
+
+
+# ---- bad input: exit 2, one line, nothing written ---------------------------------------------
+
+REFUSED = {
+    "pixel_shuffle": ("nn.Sequential(nn.Conv2d(4, 4, 1), nn.PixelShuffle(2))", [4, 4, 4],
+                      "model.1: nn.PixelShuffle has no crossgrad layer"),
+    "dilation": ("nn.Sequential(nn.Conv2d(1, 2, 3, dilation=2), nn.Flatten())", [1, 8, 8],
+                 "model.0: nn.Conv2d dilation=(2, 2): crossgrad's conv2d has no dilation"),
+    "groups": ("nn.Sequential(nn.Conv2d(2, 2, 3, groups=2), nn.Flatten())", [2, 8, 8],
+               "model.0: nn.Conv2d groups=2"),
+    "count_include_pad": ("nn.Sequential(nn.AvgPool2d(2, padding=1), nn.Flatten())", [1, 4, 4],
+                          "model.0: nn.AvgPool2d count_include_pad=True with padding"),
+    "ceil_mode": ("nn.Sequential(nn.MaxPool2d(2, ceil_mode=True), nn.Flatten())", [1, 5, 5],
+                  "model.0: nn.MaxPool2d ceil_mode=True"),
+    "padding_mode": ("nn.Sequential(nn.Conv2d(1, 1, 3, padding=1, padding_mode='reflect'), "
+                     "nn.Flatten())", [1, 4, 4], "model.0: nn.Conv2d padding_mode='reflect'"),
+    "gelu_tanh": ("nn.Sequential(nn.Linear(3, 3), nn.GELU(approximate='tanh'))", [3],
+                  "model.1: nn.GELU(approximate='tanh')"),
+    "softmax": ("nn.Sequential(nn.Linear(3, 3), nn.Softmax(-1))", [3],
+                "model.1: nn.Softmax has no crossgrad layer"),
+    "linear_on_image": ("nn.Sequential(nn.Linear(4, 3), nn.Flatten())", [2, 4, 4],
+                        "model.0: nn.Linear on an NCHW image acts on its width"),
+}
+
+
+def _factory_file(tmp_path, expression):
+    (tmp_path / "bad.py").write_text(textwrap.dedent(f"""
+        import torch
+        from torch import nn
+
+
+        def build():
+            return {expression}
+        """))
+    return f"{tmp_path}/bad.py:build"
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+def test_a_module_or_option_crossgrad_cannot_express_is_refused(tmp_path, capsys, case):
+    expression, shape, message = REFUSED[case]
+    before = sorted(os.listdir(tmp_path))
+    code = main(["import", "torch", _factory_file(tmp_path, expression), "--input-shape",
+                 ",".join(map(str, shape)), "--loss", "mse", "--out", str(tmp_path / "m.toml")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and message in err, err
+    assert sorted(os.listdir(tmp_path)) == sorted(before + ["bad.py"])
+
+
+CHAINS = {  # a module of one's own: (its source, what the one line says)
+    "shared": ("""
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = nn.Linear(3, 3)
+
+            def forward(self, x):
+                return self.fc(self.fc(x))
+        """, "model.fc: nn.Linear is called twice in forward (shared weights)"),
+    "concat": ("""
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.a, self.b = nn.Linear(3, 2), nn.Linear(3, 2)
+
+            def forward(self, x):
+                return torch.cat([self.a(x), self.b(x)], 1)
+        """, "model.b: does not take the output of the layer before it (model.a)"),
+    "control_flow": ("""
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = nn.Linear(3, 3)
+
+            def forward(self, x):
+                return self.fc(x) if x.sum() > 0 else x
+        """, "model: torch.fx cannot trace its forward"),
+    "batch_first": ("""
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.rnn, self.fc = nn.GRU(3, 4), nn.Linear(4, 2)
+
+            def forward(self, x):
+                out, _ = self.rnn(x)
+                return self.fc(out[:, -1])
+        """, "model.rnn: nn.GRU batch_first=False"),
+    "attention_weights": ("""
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.attn = nn.MultiheadAttention(3, 1, batch_first=True)
+
+            def forward(self, x):
+                return self.attn(x, x, x)[1].mean(1)
+        """, "model.attn: crossgrad follows its output"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CHAINS))
+def test_a_forward_that_is_not_a_chain_is_refused(tmp_path, capsys, case):
+    source, message = CHAINS[case]
+    (tmp_path / "net.py").write_text("import torch\nfrom torch import nn\n" +
+                                     textwrap.dedent(source) + "\n\ndef build():\n"
+                                     "    return Net()\n")
+    code = main(["import", "torch", f"{tmp_path}/net.py:build", "--input-shape", "5,3",
+                 "--loss", "mse", "--out", str(tmp_path / "m.toml")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and f"net.py:build: {message}" in err, err
+    assert not (tmp_path / "m.toml").exists() and not (tmp_path / "m.params.npz").exists()
+
+
+def _state_dict(tmp_path, change):
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
+    state = net.state_dict()
+    change(state)
+    torch.save(state, tmp_path / "w.pt")
+    (tmp_path / "m.py").write_text("from torch import nn\n\n\ndef build():\n    return "
+                                   "nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))\n")
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda s: s.pop("2.bias"), "missing key '2.bias'"),
+    (lambda s: s.__setitem__("3.weight", torch.zeros(2)), "unexpected key '3.weight'"),
+    (lambda s: s.__setitem__("0.weight", torch.zeros(4, 5)), "0.weight: shape (4, 5), the "
+                                                             "model's is (4, 3)"),
+])
+def test_a_state_dict_that_does_not_fit_is_refused(tmp_path, capsys, change, message):
+    _state_dict(tmp_path, change)
+    code = main(["import", "torch", f"{tmp_path}/m.py:build", "--weights", str(tmp_path / "w.pt"),
+                 "--input-shape", "3", "--loss", "mse", "--out", str(tmp_path / "m.toml")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and f"w.pt: {message}" in err, err
+    assert sorted(os.listdir(tmp_path)) == ["m.py", "w.pt"]
+
+
+def test_weights_from_a_state_dict_are_the_spec_s(tmp_path, capsys):
+    _state_dict(tmp_path, lambda s: s["0.weight"].fill_(0.25))
+    assert main(["import", "torch", f"{tmp_path}/m.py:build", "--weights", str(tmp_path / "w.pt"),
+                 "--input-shape", "3", "--loss", "mse", "--out", str(tmp_path / "m.toml")]) == 0
+    assert "wrote" in capsys.readouterr().out
+    stored = np.load(tmp_path / "m.params.npz")
+    assert np.all(stored["0.W"] == 0.25) and set(stored.files) == {"0.W", "0.b", "2.W", "2.b"}
+    assert load_spec(tmp_path / "m.toml").initial["0.W"].shape == (3, 4)
+
+
+def test_a_file_that_is_not_a_state_dict_is_refused(tmp_path, capsys):
+    _state_dict(tmp_path, lambda s: None)
+    (tmp_path / "w.pt").write_bytes(b"not a pickle at all")
+    code = main(["import", "torch", f"{tmp_path}/m.py:build", "--weights", str(tmp_path / "w.pt"),
+                 "--input-shape", "3", "--loss", "mse", "--out", str(tmp_path / "m.toml")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "w.pt: not a state_dict file" in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["m.py"], "expected FILE.py:FACTORY"),
+    (["m.py:nothing"], "m.py has no function 'nothing'"),
+    (["gone.py:build"], "no such file"),
+])
+def test_a_bad_factory_is_refused(tmp_path, capsys, argv, message):
+    _state_dict(tmp_path, lambda s: None)
+    code = main(["import", "torch", str(tmp_path / argv[0]), "--input-shape", "3", "--loss",
+                 "mse", "--out", str(tmp_path / "m.toml")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and message in err, err
+
+
+def test_an_existing_file_is_replaced_only_if_an_import_wrote_it(tmp_path):
+    _state_dict(tmp_path, lambda s: None)
+    argv = ["import", "torch", "m.py:build", "--input-shape", "3", "--loss", "mse",
+            "--out", "m.toml"]
+    (tmp_path / "m.toml").write_text("# my own notes\n")
+    refused = limited(tmp_path, argv, address_space=16 << 30)
+    assert refused.code == 2 and "m.toml: exists and is not a spec written by crossgrad import" \
+        in refused.stderr
+    assert (tmp_path / "m.toml").read_text() == "# my own notes\n"
+    (tmp_path / "m.toml").unlink()
+    (tmp_path / "m.params.npz").write_bytes(b"mine")
+    refused = limited(tmp_path, argv, address_space=16 << 30)
+    assert refused.code == 2 and "m.params.npz: exists" in refused.stderr
+    assert (tmp_path / "m.params.npz").read_bytes() == b"mine"
+    (tmp_path / "m.params.npz").unlink()
+    assert limited(tmp_path, argv, address_space=16 << 30).code == 0
+    first = (tmp_path / "m.toml").read_text()
+    again = limited(tmp_path, argv, address_space=16 << 30)   # its own output: replaced
+    assert again.code == 0 and (tmp_path / "m.toml").read_text() == first
+
+
+# ---- `params = "x.npz"` in any spec ------------------------------------------------------------
+
+SPEC = """
+name = "hand"
+input_shape = [3]
+params = "hand.npz"
+
+[data]
+source = "random_regression"
+outputs = 2
+
+[[layers]]
+type = "dense"
+units = 4
+
+[[layers]]
+type = "batchnorm"
+
+[[layers]]
+type = "dense"
+units = 2
+
+[loss]
+type = "mse"
+"""
+
+
+def _weights():
+    rng = np.random.default_rng(0)
+    return {"0.W": rng.normal(size=(3, 4)), "0.b": rng.normal(size=4),
+            "1.gamma": np.ones(4), "1.beta": np.zeros(4), "2.W": rng.normal(size=(4, 2)),
+            "2.b": np.zeros(2)}
+
+
+def test_a_hand_written_spec_takes_its_weights_from_a_file(tmp_path):
+    (tmp_path / "hand.toml").write_text(SPEC)
+    weights = dict(_weights(), **{"1.running_var": np.full(4, 2.0)})
+    np.savez(tmp_path / "hand.npz", **weights)
+    spec = load_spec(tmp_path / "hand.toml")
+    inputs = api.prepare([spec])[0][1]
+    assert np.array_equal(inputs.params["0.W"], weights["0.W"])
+    assert np.array_equal(inputs.state["1.running_var"], np.full(4, 2.0))
+    assert np.array_equal(inputs.state["1.running_mean"], np.zeros(4))  # not in the file
+    before = spec.hash
+    weights["2.b"][0] = 1e-3
+    np.savez(tmp_path / "hand.npz", **weights)
+    assert load_spec(tmp_path / "hand.toml").hash != before  # the hash covers the values
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda w: w.pop("2.b"), "hand.npz: 2.b: missing: the spec's layers have this parameter"),
+    (lambda w: w.__setitem__("3.W", np.ones(2)), "hand.npz: 3.W: extra"),
+    (lambda w: w.__setitem__("0.W", np.ones((4, 3))), "hand.npz: 0.W: has shape (4, 3), the "
+                                                      "spec's layer needs (3, 4)"),
+    (lambda w: w["0.b"].__setitem__(1, np.nan), "hand.npz: 0.b: holds non-finite values"),
+    (lambda w: w.__setitem__("0.b", np.array([None] * 4, object)), "0.b.npy: holds Python "
+                                                                   "objects (pickled data)"),
+    (lambda w: w.__setitem__("0.b", np.arange(4)), "hand.npz: 0.b: is int64"),
+])
+def test_a_params_file_that_does_not_fit_the_layers_is_refused(tmp_path, capsys, change, message):
+    (tmp_path / "hand.toml").write_text(SPEC)
+    weights = _weights()
+    change(weights)
+    np.savez(tmp_path / "hand.npz", **weights)
+    code = main(["check", str(tmp_path / "hand.toml"), "--frameworks", "numpy",
+                 "--json", str(tmp_path / "out.json")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_a_params_file_that_is_not_an_npz_is_refused(tmp_path, capsys):
+    (tmp_path / "hand.toml").write_text(SPEC)
+    np.save(tmp_path / "hand.npz", np.ones(3))
+    os.replace(tmp_path / "hand.npz.npy", tmp_path / "hand.npz")
+    assert main(["check", str(tmp_path / "hand.toml"), "--frameworks", "numpy"]) == 2
+    assert "hand.npz: is a .npy file" in capsys.readouterr().err
+    (tmp_path / "hand.npz").write_text("text")
+    assert main(["check", str(tmp_path / "hand.toml"), "--frameworks", "numpy"]) == 2
+    assert "hand.npz: not an .npz file" in capsys.readouterr().err
+
+
+# ---- the original as a participant: selection, cache, a changed file ---------------------------
+
+@pytest.fixture
+def imported(tmp_path, capsys):
+    _state_dict(tmp_path, lambda s: None)
+    assert main(["import", "torch", f"{tmp_path}/m.py:build", "--input-shape", "3", "--loss",
+                 "mse", "--out", str(tmp_path / "m.toml")]) == 0
+    capsys.readouterr()
+    return tmp_path / "m.toml"
+
+
+def test_frameworks_names_the_original_like_a_framework(imported, capsys, executor):
+    out = imported.parent / "c.json"
+    assert main(["check", str(imported), "--frameworks", "numpy,original", "--json", str(out),
+                 "--quiet"]) == 0
+    document = json.loads(out.read_text())
+    assert schema_errors("check", document) == []
+    m = document["models"][0]
+    assert list(m["frameworks"]) == ["numpy", "original"]
+    assert {(c["a"], c["b"]) for c in m["comparisons"]} == {("numpy", "original")}
+    assert "np~orig" in capsys.readouterr().out
+    assert main(["check", str(imported), "--frameworks", "numpy,torch", "--json", str(out),
+                 "--quiet"]) == 0
+    assert "original" not in json.loads(out.read_text())["models"][0]["frameworks"]
+
+
+def schema_errors(name, document):
+    import jsonschema
+    from crossgrad.harness import schemas
+    validator = jsonschema.Draft202012Validator(json.loads(schemas.text(name)))
+    return [e.message for e in validator.iter_errors(document)]
+
+
+def test_asking_for_the_original_of_a_spec_never_imported_is_bad_input(capsys):
+    assert main(["check", "--zoo", "xor_2_2_1", "--frameworks", "numpy,original"]) == 2
+    assert "--frameworks: original: no spec here was imported" in capsys.readouterr().err
+
+
+def test_a_model_file_changed_since_the_import_leaves_the_original_out(imported):
+    model = imported.parent / "m.py"
+    model.write_text(model.read_text() + "\n# edited\n")
+    out = imported.parent / "c.json"
+    assert main(["check", str(imported), "--json", str(out), "--quiet",
+                 "--frameworks", "numpy,torch,original"]) == 1   # asked for by name: it fails
+    frameworks = json.loads(out.read_text())["models"][0]["frameworks"]
+    assert frameworks["numpy"]["status"] == frameworks["torch"]["status"] == "ok"
+    assert frameworks["original"]["status"] == "failed"
+    assert "m.py changed since the import" in frameworks["original"]["error"]
+    spec = load_spec(imported)
+    left_out = participants(spec, registry.PARTICIPANTS)  # not asked for by name: skipped
+    assert [fw for fw, r in left_out.items() if r is None] == registry.ORDER
+    assert left_out["original"]["status"] == "skipped"
+    model.unlink()
+    assert "m.py is gone" in participants(spec, registry.PARTICIPANTS)["original"]["error"]
+
+
+def test_the_cache_keys_the_original_by_its_model_file(imported):
+    spec = load_spec(imported)
+    torch_key = job_key("check", spec, "torch", "2", False)
+    original_key = job_key("check", spec, "torch", "2", False, participant="original")
+    assert torch_key != original_key
+    other = load_spec(imported)
+    other.original = dict(other.original, sha256="0" * 64)
+    assert job_key("check", other, "torch", "2", False, participant="original") != original_key
+    assert job_key("check", other, "torch", "2", False) == torch_key  # the four: unchanged
+
+
+# ---- Python --------------------------------------------------------------------------------------
+
+def test_from_torch_returns_a_spec_and_writes_nothing(tmp_path, monkeypatch, executor):
+    monkeypatch.chdir(tmp_path)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.ReLU(), torch.nn.Linear(5, 2))
+    spec = crossgrad.from_torch(net, (3,), loss="mse")
+    assert spec.original is None and set(spec.initial) == {"0.W", "0.b", "2.W", "2.b"}
+    assert np.array_equal(spec.initial["2.W"], net[2].weight.detach().numpy().T)
+    assert crossgrad.check(spec, frameworks=["numpy", "torch"], executor=executor).passed
+    (tmp_path / "m.py").write_text("from torch import nn\n\n\ndef build():\n    return "
+                                   "nn.Sequential(nn.Linear(3, 2))\n")
+    from_file = crossgrad.from_torch("m.py:build", (3,), loss="mse")
+    assert from_file.original["factory"] == "build"
+    result = crossgrad.check(from_file.with_overrides(dtype="float32"),
+                             frameworks=["numpy", "original"], executor=executor)
+    assert result.passed and result.models[0]["frameworks"]["original"]["status"] == "ok"
+    assert sorted(os.listdir(tmp_path)) == ["m.py"]
+    with pytest.raises(InputError, match="model.1: nn.Softmax has no crossgrad layer"):
+        crossgrad.from_torch(torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Softmax(-1)),
+                             (3,), loss="mse")
+
+
+# ---- the README's "Port a model", run as written ----------------------------------------------
+
+@pytest.mark.slow
+def test_the_readme_port_example(tmp_path):
+    import shlex
+    import subprocess
+    import sys
+    from test_readme_examples import ALL, blocks, write_files
+    write_files(tmp_path, "my_model.py")
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
+    for name in ("import-my_model", "check-my_model"):
+        command, *expected = blocks("output", name)[0].splitlines()
+        argv = shlex.split(command.removeprefix("$ "))[1:]
+        done = subprocess.run([sys.executable, "-m", "crossgrad.harness.cli", *argv], cwd=tmp_path,
+                              env=env, capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stderr
+        if ALL or name.startswith("import"):  # the check's table has all four frameworks
+            assert done.stdout.splitlines() == expected
+    written = (tmp_path / "my_model.toml").read_text().splitlines()
+    (excerpt,) = blocks("output", "my_model.toml")
+    assert [line for line in excerpt.splitlines() if line and line not in written] == []

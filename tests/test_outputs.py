@@ -1,0 +1,460 @@
+"""What crossgrad writes where, and what it refuses to touch: output folders, markers,
+temporary siblings, links, full disks and signals while writing, the resume cache.
+
+Every command that could delete something runs in a subprocess under an address-space
+limit (and a file-size limit where that is the point), inside pytest's tmp_path only.
+"""
+import json
+import os
+import resource
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from crossgrad.harness.cli import main
+from crossgrad.harness.run import ownership
+from crossgrad.harness.run.cache import ResultCache, decode, encode, user_cache_folder
+
+XOR = ["--zoo", "xor_2_2_1", "--frameworks", "numpy", "--quiet"]
+RUN = ["run", *XOR, "--steps", "3", "--skip-native"]
+MEMORY = 6 << 30  # address space of a crossgrad under test: a runaway cannot take the machine
+
+
+def crossgrad(args, cwd, home, file_size=None, env=None):
+    """`crossgrad ARGS` in a subprocess with limits; HOME and the cache under tmp_path
+    (matplotlib's font cache in a folder of the session's, outside the tests' snapshots)."""
+    def limits():
+        resource.setrlimit(resource.RLIMIT_AS, (MEMORY, MEMORY))
+        if file_size:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (file_size, file_size))
+    full_env = dict(os.environ, HOME=str(home), XDG_CACHE_HOME=str(home / ".cache"),
+                    MPLCONFIGDIR=os.environ["CROSSGRAD_TEST_MPL"], **(env or {}))
+    return subprocess.run([sys.executable, "-m", "crossgrad.harness.cli", *args], cwd=cwd,
+                          env=full_env, preexec_fn=limits, capture_output=True, text=True,
+                          timeout=300)
+
+
+def user_folder(path):
+    """A folder of the user's: files, a hidden file, a nested folder, bytes of every value."""
+    (path / "sub" / "deeper").mkdir(parents=True)
+    (path / "notes.txt").write_text("my notes\n")
+    (path / ".hidden").write_bytes(bytes(range(256)))
+    (path / "sub" / "data.txt").write_text("nested\n")
+    (path / "sub" / "deeper" / "weights.npy").write_bytes(b"\x93NUMPY" + b"\0" * 100)
+    return path
+
+
+def snapshot(root):
+    """Every entry below root: files with their bytes, folders, links with their targets."""
+    found = {}
+    for dirpath, dirs, files in os.walk(root):
+        for name in dirs + files:
+            p = Path(dirpath) / name
+            rel = p.relative_to(root).as_posix()
+            found[rel] = (("link", os.readlink(p)) if p.is_symlink() else
+                          ("dir",) if p.is_dir() else ("file", p.read_bytes()))
+    return found
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _matplotlib_config(tmp_path_factory):
+    os.environ["CROSSGRAD_TEST_MPL"] = str(tmp_path_factory.mktemp("mpl"))
+    yield
+    del os.environ["CROSSGRAD_TEST_MPL"]
+
+
+@pytest.fixture
+def home(tmp_path):
+    (tmp_path / "home").mkdir()
+    return tmp_path / "home"
+
+
+# ---- 1. own only what it made -----------------------------------------------------------------
+
+REFUSING = {
+    "run --out": (["run", *XOR, "--steps", "3"], "--out"),
+    "train --out": (["train", *XOR, "--steps", "3"], "--out"),
+    "check --save": (["check", *XOR], "--save"),
+    "train --save": (["train", *XOR, "--steps", "3"], "--save"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSING))
+def test_a_folder_of_user_files_is_refused_and_kept_byte_for_byte(tmp_path, home, case):
+    args, flag = REFUSING[case]
+    user_folder(tmp_path / "results")
+    before = snapshot(tmp_path)
+    done = crossgrad([*args, flag, "results"], tmp_path, home)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == (f"crossgrad: results: exists and is not a crossgrad output "
+                           f"(3 entries); choose another {flag}\n")
+    assert snapshot(tmp_path) == before  # every byte, and nothing new (no cache, no temp)
+
+
+@pytest.mark.parametrize("where", ["current", "parent", "home", "home_tilde", "checkout"])
+def test_special_folders_are_never_outputs(tmp_path, home, where):
+    work = user_folder(home / "project")
+    (home / ".bashrc").write_text("export PS1='$ '\n")
+    checkout = user_folder(tmp_path / "checkout")
+    (checkout / ".git").mkdir()
+    (checkout / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    out, cwd = {"current": (".", work), "parent": ("..", work), "home": (str(home), work),
+                "home_tilde": ("~", work), "checkout": (str(checkout), work)}[where]
+    before = snapshot(tmp_path)
+    done = crossgrad([*RUN, "--out", out], cwd, home)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith(f"crossgrad: {out}: ") and "choose another --out" in done.stderr
+    assert snapshot(tmp_path) == before
+
+
+def test_a_crossgrad_output_is_replaced_and_carries_its_marker(tmp_path, home):
+    assert crossgrad([*RUN, "--out", "rep"], tmp_path, home).returncode == 0
+    marker = json.loads((tmp_path / "rep" / ".crossgrad").read_text())
+    assert marker["tool"] == "crossgrad" and marker["kind"] == "report" and marker["complete"]
+    assert marker["version"] and marker["created"]
+    assert marker["entries"] == ownership.entries_of(tmp_path / "rep")  # everything it wrote
+    assert {"report.html", "manifest.json", "plots"} <= set(marker["entries"])
+    first = (tmp_path / "rep" / "manifest.json").read_text()
+    assert crossgrad([*RUN, "--out", "rep"], tmp_path, home).returncode == 0
+    assert (tmp_path / "rep" / "manifest.json").read_text() != first  # replaced
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home", "rep"]  # nothing beside
+
+
+def test_an_empty_folder_may_become_an_output(tmp_path, home):
+    (tmp_path / "empty").mkdir()
+    assert crossgrad(["check", *XOR, "--save", "empty"], tmp_path, home).returncode == 0
+    assert ownership.read_marker(tmp_path / "empty")["kind"] == "save"
+
+
+def test_user_files_added_to_a_crossgrad_output_are_refused_and_kept(tmp_path, home):
+    """The choice: a crossgrad folder that holds anything it did not write is refused whole
+    (replacing only the listed entries would leave a mix of two runs)."""
+    assert crossgrad(["check", *XOR, "--save", "golden"], tmp_path, home).returncode == 0
+    (tmp_path / "golden" / "mine.txt").write_text("keep me\n")
+    (tmp_path / "golden" / "xor_2_2_1" / "extra").mkdir()
+    (tmp_path / "golden" / "xor_2_2_1" / "extra" / "a.bin").write_bytes(b"\0\1\2")
+    before = snapshot(tmp_path)
+    done = crossgrad(["check", *XOR, "--save", "golden"], tmp_path, home)
+    assert done.returncode == 2
+    assert done.stderr == ("crossgrad: golden: is a crossgrad save but holds 3 entries crossgrad "
+                           "did not write (mine.txt, xor_2_2_1/extra, xor_2_2_1/extra/a.bin); "
+                           "move them or choose another --save\n")
+    assert snapshot(tmp_path) == before
+
+
+def test_a_forged_or_foreign_marker_deletes_nothing_outside(tmp_path):
+    """Removal follows the marker's list, but never outside the folder or through a link."""
+    outside = user_folder(tmp_path / "outside")
+    old = tmp_path / "old"
+    (old / "plots").mkdir(parents=True)
+    (old / "report.md").write_text("r")
+    (old / "link").symlink_to(outside)
+    (old / "notes.txt").write_text("added later")
+    entries = ["report.md", "plots", "../outside/notes.txt", str(outside / "sub" / "data.txt"),
+               "link/.hidden", "link"]
+    (old / ".crossgrad").write_text(json.dumps({"tool": "crossgrad", "entries": entries}))
+    before = snapshot(outside)
+    assert ownership.remove_owned(old) == ["notes.txt"]  # what it did not list stays
+    assert snapshot(outside) == before
+    assert sorted(p.name for p in old.iterdir()) == ["notes.txt"]
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / ".crossgrad").write_text('{"tool": "someone else", "entries": []}')
+    (tmp_path / "other" / "f").write_text("x")
+    assert ownership.read_marker(tmp_path / "other") is None
+
+
+# ---- 2. temporary and stale files ---------------------------------------------------------------
+
+def dead_pid():
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_only_crossgrads_own_stale_temporaries_are_removed(tmp_path, home):
+    sib, pid = tmp_path / "sib", dead_pid()
+    lookalikes = [f".rep.backup-2024-05-01", f".save.old-{pid}", f".rep.tmp-{pid}-abcdefgh",
+                  f".rep.old-{pid}"]
+    for name in lookalikes:
+        user_folder(sib / name)
+    (sib / f".rep.tmp-{pid}-plainfile").write_text("a user's file with crossgrad's name\n")
+    stale = sib / f".rep.tmp-{pid}-k3j4h5g6"  # a run killed while writing: crossgrad's
+    stale.mkdir()
+    ownership.write_marker(stale, "report")
+    (stale / "report.md").write_text("half")
+    finished = sib / f".rep.tmp-{pid}-zzzzzzzz"  # a previous output killed before removal,
+    finished.mkdir()                              # with a file the user added since
+    (finished / "report.md").write_text("old")
+    ownership.write_marker(finished, "report", ["report.md"])
+    (finished / "mine.txt").write_text("mine")
+    before = {k: v for k, v in snapshot(sib).items()
+              if not k.startswith((stale.name, finished.name))}
+    assert crossgrad([*RUN, "--out", "sib/rep"], tmp_path, home).returncode == 0
+    assert crossgrad(["check", *XOR, "--save", "sib/save"], tmp_path, home).returncode == 0
+    after = snapshot(sib)
+    assert {k: v for k, v in after.items() if k in before} == before  # every user byte
+    assert not stale.exists()
+    assert sorted(p.name for p in finished.iterdir()) == ["mine.txt"]
+
+
+def test_an_error_while_writing_leaves_the_old_folder_and_no_temporary(tmp_path):
+    from crossgrad.harness.run.atomic import atomic_dir
+    target = tmp_path / "out"
+    with atomic_dir(target, "report") as tmp:
+        assert ownership.read_marker(tmp)["complete"] is False  # the marker came first
+        (tmp / "a.txt").write_text("first")
+    with pytest.raises(RuntimeError):
+        with atomic_dir(target, "report") as tmp:
+            (tmp / "a.txt").write_text("second")
+            raise RuntimeError("interrupted")
+    assert (target / "a.txt").read_text() == "first"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+@pytest.mark.parametrize("content", ["my notes\n", "{}", '{"models": []}', "[1, 2]"])
+def test_json_never_replaces_a_file_crossgrad_did_not_write(tmp_path, home, content):
+    (tmp_path / "mine.json").write_text(content)
+    done = crossgrad(["check", *XOR, "--json", "mine.json"], tmp_path, home)
+    assert done.returncode == 2
+    assert done.stderr.startswith("crossgrad: mine.json: exists and is not a JSON document "
+                                  "crossgrad wrote") and done.stderr.count("\n") == 1
+    assert (tmp_path / "mine.json").read_text() == content
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home", "mine.json"]
+
+
+def test_json_replaces_the_document_crossgrad_wrote_before(tmp_path, home):
+    assert crossgrad(["check", *XOR, "--json", "c.json"], tmp_path, home).returncode == 0
+    first = json.loads((tmp_path / "c.json").read_text())
+    assert isinstance(first["crossgrad"], str)
+    done = crossgrad(["train", *XOR, "--steps", "2", "--json", "c.json", "--out", "r"],
+                     tmp_path, home)
+    assert done.returncode == 0, done.stderr
+    second = json.loads((tmp_path / "c.json").read_text())
+    assert second["models"][0]["mode"] == "aligned" and "mode" not in first["models"][0]
+
+
+# ---- links, devices, standard output --------------------------------------------------------
+
+def test_linked_outputs_are_followed_and_the_links_kept(tmp_path, home):
+    (tmp_path / "real.json").write_text("")  # empty: nothing to lose
+    (tmp_path / "link.json").symlink_to("real.json")
+    (tmp_path / "target").mkdir()
+    (tmp_path / "linkdir").symlink_to("target")
+    done = crossgrad(["train", *XOR, "--steps", "2", "--json", "link.json", "--out", "linkdir"],
+                     tmp_path, home)
+    assert done.returncode == 0, done.stderr
+    assert os.readlink(tmp_path / "link.json") == "real.json"
+    assert os.readlink(tmp_path / "linkdir") == "target"
+    assert json.loads((tmp_path / "real.json").read_text())["models"][0]["name"] == "xor_2_2_1"
+    assert (tmp_path / "target" / "report.html").exists()
+    user_folder(tmp_path / "theirs")
+    (tmp_path / "linkdir2").symlink_to("theirs")
+    before = snapshot(tmp_path)
+    done = crossgrad(["train", *XOR, "--steps", "2", "--out", "linkdir2"], tmp_path, home)
+    assert done.returncode == 2 and "is not a crossgrad output" in done.stderr
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("name", ["-", "/proc/self/fd/1", "link"])
+def test_json_to_standard_output_moves_the_tables_to_stderr(tmp_path, home, name):
+    """Names of stdout that a regression could not replace: `link` is a link under tmp_path
+    to /dev/stdout (crossgrad must never name /dev/stdout itself as a file to replace)."""
+    if name == "link":
+        (tmp_path / "link").symlink_to("/dev/stdout")
+    done = crossgrad(["check", *XOR, "--json", name], tmp_path, home)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["models"][0]["name"] == "xor_2_2_1"  # nothing else
+    assert "xor_2_2_1  float64" in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted({"home", name} - {"-"}
+                                                                - {"/proc/self/fd/1"})
+    assert ownership.claim_file("/dev/stdout", "--json") == "-"  # by name, nothing written
+
+
+def test_json_into_a_named_pipe_is_written_not_replaced(tmp_path, home):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()), daemon=True)
+    reader.start()
+    done = crossgrad(["check", *XOR, "--json", "pipe"], tmp_path, home)
+    reader.join(60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(got[0])["models"][0]["name"] == "xor_2_2_1"
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)  # still the pipe
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home", "pipe"]
+
+
+def test_outputs_that_overlap_are_refused(tmp_path, home):
+    done = crossgrad(["train", *XOR, "--steps", "2", "--out", "r", "--json", "r/t.json"],
+                     tmp_path, home)
+    assert done.returncode == 2 and done.stderr.startswith("crossgrad: --json: overlaps --out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]
+
+
+# ---- a full disk, a file size limit, a signal while writing ---------------------------------
+
+def test_a_full_disk_while_writing_leaves_the_previous_report(tmp_path, monkeypatch, capsys):
+    import errno
+    out = tmp_path / "rep"
+    assert main([*RUN, "--out", str(out)]) == 0
+    before = snapshot(tmp_path)
+    real = Path.write_text
+
+    def full(self, *args, **kwargs):
+        if self.name == "report.md":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(self, *args, **kwargs)
+    monkeypatch.setattr(Path, "write_text", full)
+    capsys.readouterr()
+    assert main([*RUN, "--out", str(out)]) == 1
+    assert capsys.readouterr().err == (f"crossgrad: {out}: could not be written (No space left "
+                                       "on device); the previous output there, if any, is "
+                                       "unchanged\n")
+    assert snapshot(tmp_path) == before  # the old report, and no temporary folder
+
+
+def test_a_file_size_limit_while_writing_leaves_the_previous_outputs(tmp_path, home):
+    """The real thing: the kernel refuses the write (EFBIG under RLIMIT_FSIZE)."""
+    first = crossgrad([*RUN, "--out", "rep"], tmp_path, home)
+    assert first.returncode == 0, first.stderr
+    assert crossgrad(["check", *XOR, "--json", "c.json"], tmp_path, home).returncode == 0
+    before = snapshot(tmp_path / "rep"), (tmp_path / "c.json").read_bytes()
+    # limits above what the cache and a worker's stderr need, below the output's size
+    for args, name, limit in (([*RUN, "--out", "rep"], "rep", 100_000),
+                              (["check", *XOR, "--json", "c.json"], "c.json", 1000)):
+        done = crossgrad(args, tmp_path, home, file_size=limit)
+        assert done.returncode == 1, done.stderr
+        assert done.stderr == (f"crossgrad: {name}: could not be written (File too large); "
+                               "the previous output there, if any, is unchanged\n")
+    assert (snapshot(tmp_path / "rep"), (tmp_path / "c.json").read_bytes()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.json", "home", "rep"]
+
+
+def test_a_signal_while_writing_leaves_the_previous_report(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "rep"
+    assert main([*RUN, "--out", str(out)]) == 0
+    before = snapshot(tmp_path)
+    real = Path.write_text
+
+    def interrupted(self, *args, **kwargs):
+        if self.name == "report.md":
+            # a regression must fail this test, not kill the test runner
+            assert callable(signal.getsignal(signal.SIGTERM)), "no SIGTERM handler while writing"
+            signal.raise_signal(signal.SIGTERM)  # delivered to crossgrad's own handler
+        return real(self, *args, **kwargs)
+    monkeypatch.setattr(Path, "write_text", interrupted)
+    capsys.readouterr()
+    assert main([*RUN, "--out", str(out)]) == 128 + signal.SIGTERM
+    assert capsys.readouterr().err == ("crossgrad: stopped by SIGTERM; nothing half-written "
+                                       "was left behind\n")
+    assert snapshot(tmp_path) == before
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # handed back
+
+
+# ---- 3. the resume cache --------------------------------------------------------------------
+
+def cache_files(folder):
+    return sorted(p.name for p in folder.iterdir() if p.suffix == ".npz")
+
+
+def test_the_cache_lives_in_the_user_cache_folder_as_npz_and_json(tmp_path, home):
+    assert crossgrad([*RUN, "--out", "data/rep"], tmp_path, home).returncode == 0
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["rep"]  # never beside
+    folder = home / ".cache" / "crossgrad"
+    assert ownership.read_marker(folder)["kind"] == "cache"
+    assert len(cache_files(folder)) == 4  # check and train of xor, float64 and float32
+    for name in cache_files(folder):
+        with np.load(folder / name, allow_pickle=False) as entry:  # no pickle anywhere
+            doc = json.loads(entry["result.json"].tobytes())
+            assert doc["tool"] == "crossgrad" and doc["key"] == name[:-4]
+            assert all(entry[k].dtype != object for k in entry.files)
+
+
+def test_the_cache_folder_follows_xdg_and_ignores_a_relative_one(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert user_cache_folder() == tmp_path / "xdg" / "crossgrad"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")
+    monkeypatch.setenv("HOME", str(tmp_path / "h"))
+    assert user_cache_folder() == tmp_path / "h" / ".cache" / "crossgrad"
+
+
+class Planted:
+    """Unpickling this creates a file: the proof that a pickle was (or was not) loaded."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    """One run's report and the cache it left, for the tests that damage a copy of it."""
+    root = tmp_path_factory.mktemp("first")
+    (root / "home").mkdir()
+    assert crossgrad([*RUN, "--out", "a"], root, root / "home").returncode == 0
+    return root / "a", root / "home" / ".cache" / "crossgrad"
+
+
+@pytest.mark.parametrize("damage", ["pickle", "garbage", "foreign", "other_key"])
+def test_a_corrupt_or_foreign_cache_entry_is_one_warning_and_computed_again(tmp_path, home,
+                                                                            first_run, damage):
+    report, cache = first_run
+    folder = home / ".cache" / "crossgrad"
+    shutil.copytree(cache, folder)
+    names = cache_files(folder)
+    victim, donor = folder / names[0], folder / names[1]
+    proof = tmp_path / "pickle-was-loaded"
+    if damage == "pickle":
+        np.savez(victim, **{"result.json": np.array([Planted(str(proof))], dtype=object)})
+    elif damage == "garbage":
+        victim.write_bytes(b"PK\3\4" + os.urandom(200))
+    else:
+        with np.load(victim, allow_pickle=False) as entry:
+            arrays = {k: entry[k] for k in entry.files}
+        doc = json.loads(arrays["result.json"].tobytes())
+        doc["tool" if damage == "foreign" else "key"] = "something else"
+        arrays["result.json"] = np.frombuffer(json.dumps(doc).encode(), dtype=np.uint8)
+        np.savez(victim, **arrays)
+    donor_bytes = donor.read_bytes()
+    done = crossgrad([*RUN, "--out", "b", "--resume"], tmp_path, home)
+    assert done.returncode == 0, done.stderr
+    warnings = [line for line in done.stderr.splitlines() if "cache entry" in line]
+    assert len(warnings) == 1 and str(victim) in warnings[0] and "computing it again" in warnings[0]
+    assert not proof.exists()
+    assert donor.read_bytes() == donor_bytes  # the good entries were used as they were
+    with np.load(victim, allow_pickle=False) as entry:  # computed again and stored afresh
+        assert json.loads(entry["result.json"].tobytes())["key"] == victim.stem
+    assert main(["diff", str(report), str(tmp_path / "b")]) == 0  # same bits
+
+
+def test_cached_results_come_back_bit_for_bit(tmp_path):
+    """Every array, dtype and scalar type of real check and train results, through the cache."""
+    from crossgrad.harness import api
+    from crossgrad.harness.run.executor import LocalExecutor
+    from crossgrad.harness.sweep import digest
+    specs = [api.zoo("resid_mlp").with_overrides(**{"train.steps": 3})]
+    with LocalExecutor(workers=1) as pool:
+        results = [r for outcome in (api.check(specs, frameworks=["numpy"], executor=pool),
+                                     api.train(specs, frameworks=["numpy"], executor=pool))
+                   for model in outcome.saved.values() for r in model[1].values()]
+    cache = ResultCache(tmp_path / "c", reuse=True)
+    for i, result in enumerate(results):
+        cache.put(f"k{i}", result)
+    back = [cache.get(f"k{i}") for i in range(len(results))]
+    assert digest(back) == digest(results)
+    assert [type(v) for r in back for v in r.values()] == \
+        [type(v) for r in results for v in r.values()]
+    weird = {"t": (1, np.float32(2.5), [np.int64(3)]), "nan": float("nan"), "s": "x", "n": None}
+    arrays = {}
+    assert repr(decode(json.loads(json.dumps(encode(weird, arrays))), arrays)) == repr(weird)
+    assert zipfile.is_zipfile(tmp_path / "c" / "k0.npz")

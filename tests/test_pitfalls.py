@@ -1,0 +1,221 @@
+"""The pitfall catalog, proven: every pitfall reproduces alone in one batched run (native
+beyond the tolerance, aligned within it), `crossgrad pitfalls` writes JSON of the
+documented shape and fails when a pitfall's switch is gone, the implementations and
+impls/README.md use the catalog's names, and `run`'s native causes come from ablation.
+"""
+import json
+import re
+from dataclasses import replace
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from conftest import need
+from crossgrad.harness import api, cli
+from crossgrad.harness.ablation import causes, command, measure
+from crossgrad.harness.ablation.cases import CASES
+from crossgrad.harness.compare import pitfalls
+from crossgrad.harness.compare.curves import CURVES
+from crossgrad.harness.report import tables
+from crossgrad.harness.run import manifest
+from crossgrad.harness.spec.parse import parse_spec
+from crossgrad.impls.canonical import native_on
+
+ROOT = Path(__file__).parent.parent
+SCHEMA = json.loads((ROOT / "harness/schemas/pitfalls.schema.json").read_text())
+NAMES = [p.name for p in pitfalls.CATALOG]
+AGREE = [p.name for p in pitfalls.AGREE]
+
+
+# ---- one vocabulary ----------------------------------------------------------------------------
+
+def test_native_is_false_true_or_a_set_of_names():
+    assert not native_on(False, "torch.bce_clamp") and not native_on(None, "torch.bce_clamp")
+    assert native_on(True, "torch.bce_clamp")
+    assert native_on({"torch.bce_clamp"}, "torch.bce_clamp")
+    assert native_on(["torch.bce_clamp"], "torch.bce_clamp")  # as a job carries it
+    assert not native_on(["torch.default_lr"], "torch.bce_clamp") and not native_on([], "x")
+
+
+def test_the_catalog_has_at_least_20_pitfalls_each_with_a_minimal_case():
+    assert len(NAMES) >= 20 and len(set(NAMES + AGREE)) == len(NAMES + AGREE)
+    assert set(CASES) == set(NAMES + AGREE)
+    for name in NAMES + AGREE:
+        spec = measure.case_spec(pitfalls.BY_NAME[name])  # valid as a spec file
+        assert spec.dtype == "float64" and CASES[name].measure in ("gradients", "curves")
+
+
+def test_every_switch_the_implementations_read_is_in_the_catalog_and_documented():
+    """The names in impls/*/*.py, the catalog and impls/README.md are one vocabulary."""
+    quoted = re.compile(r'"((?:torch|keras|tensorflow|jax|optax|flax)\.[a-z0-9_]+)"')
+    used = {m for f in (ROOT / "impls").rglob("*.py") for m in quoted.findall(f.read_text())}
+    assert used == set(NAMES + AGREE)
+    readme = (ROOT / "impls/README.md").read_text()
+    assert not [n for n in NAMES + AGREE if f"`{n}`" not in readme]
+
+
+# ---- the ablation, in one batch ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def ablation(executor):
+    for fw in ("torch", "tensorflow", "jax"):
+        need(fw)
+    return {r["name"]: r for r in measure.run(measure.select(), executor)}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_each_pitfall_reproduces_alone(ablation, name):
+    row = ablation[name]
+    assert "error" not in row, row.get("error")
+    assert row["naive_divergence"] > row["tolerance"] >= row["aligned_divergence"], row
+    assert row["reproduced"] is True
+
+
+@pytest.mark.parametrize("name", AGREE)
+def test_each_agreeing_native_form_agrees(ablation, name):
+    row = ablation[name]
+    assert row["agrees"] is True and row["naive_divergence"] <= row["tolerance"], row
+
+
+def test_the_json_document_validates_against_its_schema(ablation):
+    info = manifest.build([], "local", 1, manifest.now())
+    doc = command.document(list(ablation.values()), info)
+    jsonschema.validate(json.loads(json.dumps(doc)), SCHEMA)
+    assert [r["name"] for r in doc["pitfalls"]] == NAMES
+    assert [r["name"] for r in doc["agree"]] == AGREE
+    with pytest.raises(jsonschema.ValidationError):  # the schema can fail
+        jsonschema.validate({"pitfalls": [dict(doc["pitfalls"][0], tolerance="1e-12")]}, SCHEMA)
+
+
+def test_the_command_writes_its_table_and_json(tmp_path, capsys):
+    need("torch")
+    out = tmp_path / "pitfalls.json"
+    code = cli.main(["pitfalls", "torch.bce_clamp", "torch.default_lr", "--json", str(out),
+                     "--quiet", "--workers", "1"])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert "torch.bce_clamp" in text and "REPRODUCED" in text and "2 reproduced" in text
+    doc = json.loads(out.read_text())
+    jsonschema.validate(doc, SCHEMA)
+    assert [r["name"] for r in doc["pitfalls"]] == ["torch.default_lr", "torch.bce_clamp"]
+
+
+def removed(name):
+    """The pitfall under a name no implementation reads: its native switch is gone."""
+    return replace(pitfalls.BY_NAME[name], name=name + "_removed")
+
+
+def test_a_pitfall_whose_switch_is_removed_does_not_reproduce(executor, monkeypatch):
+    need("torch")
+    monkeypatch.setitem(CASES, "torch.bce_clamp_removed", CASES["torch.bce_clamp"])
+    row, = measure.run([removed("torch.bce_clamp")], executor)
+    assert row["reproduced"] is False
+    assert row["naive_divergence"] == row["aligned_divergence"] <= row["tolerance"]
+
+
+def test_the_command_fails_when_a_pitfall_does_not_reproduce(monkeypatch, capsys, tmp_path):
+    need("torch")
+    gone = removed("torch.bce_clamp")
+    monkeypatch.setitem(CASES, gone.name, CASES["torch.bce_clamp"])
+    monkeypatch.setitem(pitfalls.BY_NAME, gone.name, gone)
+    monkeypatch.setattr(measure, "CATALOG", (gone,))
+    code = cli.main(["pitfalls", gone.name, "--quiet", "--workers", "1",
+                     "--json", str(tmp_path / "p.json")])
+    assert code == 1
+    assert "NOT REPRODUCED" in capsys.readouterr().out
+    assert json.loads((tmp_path / "p.json").read_text())["pitfalls"][0]["reproduced"] is False
+
+
+def test_unknown_pitfall_names_are_bad_input(capsys, tmp_path):
+    out = tmp_path / "p.json"
+    assert cli.main(["pitfalls", "keras.no_such_thing", "--json", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["crossgrad: pitfalls: keras.no_such_thing: no such pitfall "
+                   "(`crossgrad pitfalls --list` names them)"]
+    assert not out.exists()
+
+
+# ---- which pitfalls a spec runs into -------------------------------------------------------------
+
+def names(spec, framework):
+    return [p.name for p in pitfalls.in_play(spec, framework)]
+
+
+def test_in_play_follows_the_spec():
+    spec = api.zoo("tiny_transformer")  # AdamW, layernorm, gelu, attention, clipping
+    assert {"keras.adam_epsilon_hat", "keras.layernorm_epsilon", "keras.attention_float32_scale",
+            "tensorflow.gelu_float32_constant", "keras.float32_hyperparameters"} <= set(
+        names(spec, "tensorflow"))
+    assert {"jax.gelu_tanh", "flax.layernorm_epsilon"} <= set(names(spec, "jax"))
+    assert names(spec, "torch") == ["torch.clip_grad_norm_eps"]
+    assert "optax.adamw_default_weight_decay" not in names(spec, "jax")  # the spec writes it
+    unset = spec.with_overrides(optimizer={"type": "adamw", "lr": 0.003})
+    assert "optax.adamw_default_weight_decay" in names(unset, "jax")
+    assert not [n for n in names(spec, "jax") + names(spec, "tensorflow") if n in AGREE]
+    assert names(api.zoo("mlp_3_4_2"), "torch") == []  # sgd with lr written: nothing differs
+
+
+# ---- the causes of a native parting --------------------------------------------------------------
+
+SGD_UNWRITTEN_LR = {"name": "sgd_default_lr", "seed": 2, "input_shape": [4],
+                    "data": {"source": "random_regression", "outputs": 2, "examples": 10},
+                    "layers": [{"type": "dense", "units": 3}, {"type": "tanh"},
+                               {"type": "dense", "units": 2}],
+                    "loss": {"type": "mse"}, "optimizer": {"type": "sgd"},
+                    "train": {"steps": 8}}
+
+
+def test_a_native_parting_names_the_pitfalls_that_alone_move_it(executor):
+    """torch's only pitfall in play here is its default lr: alone, it is the whole native
+    run, so its effect is the native curve's own difference up to the parting step."""
+    need("torch")
+    spec = parse_spec(SGD_UNWRITTEN_LR, "<test>", "sgd_default_lr")
+    result = api.train([spec], frameworks=["numpy", "torch"], native=True, executor=executor)
+    info = result.models[0]["frameworks"]["torch"]
+    k = info["parted_at"]
+    assert k is not None
+    (cause,) = info["native_ablation"]
+    assert cause["pitfall"] == "torch.default_lr" and cause["confirmed"] and cause["steps"] == k + 1
+    curve = result.curves[(result.curves["framework"] == "torch") & (result.curves["step"] <= k)]
+    assert cause["effect"] == curve["rel_diff"].max()  # the same batches, bit for bit
+    assert info["native_defaults"] == [pitfalls.described(pitfalls.BY_NAME["torch.default_lr"],
+                                                          cause["effect"], k)]
+    assert cause["effect"] > CURVES["float64"]
+    line = tables.train_event(result.models[0], "torch", info)
+    assert line.endswith(f"relative difference by then): torch.default_lr {cause['effect']:.1e}")
+    assert result.models[0]["frameworks"]["numpy"]["native_defaults"] == []
+
+
+def test_shortened_inputs_draw_the_same_first_steps():
+    spec = api.zoo("digits_mlp").with_overrides(**{"train.steps": 30})
+    (spec, inputs), = api.prepare([spec])
+    short = causes.shortened(inputs, 5)
+    assert len(short.batches) == 5 and len(inputs.batches) == 30
+    assert all((short.batches[k] == inputs.batches[k]).all() for k in range(5))
+
+
+# ---- switches combine with every optimizer rule --------------------------------------------------
+
+RULE = {"sgd": "keras.weight_decay_decoupled", "momentum": "keras.sgd_momentum",
+        "nesterov": "keras.sgd_momentum", "adam": "keras.adam_epsilon_hat",
+        "adamw": "keras.adam_epsilon_hat", "rmsprop": "keras.rmsprop_eps_in_sqrt",
+        "adagrad": "keras.adagrad_eps_in_sqrt"}
+
+
+@pytest.mark.parametrize("kind", list(RULE))
+def test_keras_switches_alone_train_every_optimizer_with_decay_and_clipping(executor, kind):
+    """Each of Keras' optimizer switches on alone must build and train (a float32 learning
+    rate in an aligned rule with a decoupled decay once failed on dtypes)."""
+    need("tensorflow")
+    raw = dict(SGD_UNWRITTEN_LR, name=f"switches_{kind}",
+               optimizer={"type": kind, "lr": 0.05, "weight_decay": 0.01},
+               train={"steps": 2, "clip_norm": 0.5})
+    spec = parse_spec(raw, "<test>", raw["name"])
+    (spec, inputs), = api.prepare([spec])
+    switches = ["keras.float32_hyperparameters", "keras.weight_decay_decoupled", RULE[kind],
+                "keras.adagrad_initial_accumulator", "keras.global_clipnorm"]
+    jobs = [measure.job("curves", spec, inputs, "tensorflow", [s]) for s in switches]
+    results = measure.run_jobs(jobs, executor)
+    assert [r["status"] for r in results] == ["ok"] * len(switches), [
+        r.get("error") for r in results]

@@ -1,0 +1,306 @@
+"""Reduced precision (`check --dtype bfloat16|float16`) and each framework's own matmul
+precision (`--matmul-precision default`): rounding once, NumPy's formats, the float64
+reference, tolerances, verdicts, and what the commands refuse.
+
+The default run takes every layer type through four models (tests/mixes.py) in both
+formats; one model per layer type is marked slow."""
+import json
+import sys
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+from crossgrad.harness import api
+from crossgrad.harness.cli import main
+from crossgrad.harness.compare.precision import depth, digits, tolerance
+from crossgrad.harness.errors import InputError
+from crossgrad.harness.registry import ORDER
+from crossgrad.harness.run.jobs import Inputs, check_job
+from crossgrad.harness.run.reference import reference_job
+from crossgrad.harness.spec import parse_spec, zoo_spec
+from crossgrad.harness.spec.precision import UNIT_ROUNDOFF, rounded
+from crossgrad.impls.numpy_manual import model as numpy_model
+
+from cases import LAYERS
+from cli_session import session_cli
+from conftest import need
+from mixes import MIXES
+
+REDUCED = ["bfloat16", "float16"]
+
+
+# ---- rounding once ---------------------------------------------------------------------------
+
+def test_bfloat16_is_rounded_once_to_the_nearest():
+    """ml_dtypes goes through float32 and rounds twice; crossgrad rounds once."""
+    x = np.array([1 + 2 ** -8 + 2 ** -30, -(1 + 2 ** -8 + 2 ** -30), 1 + 2 ** -8, 1 + 3 * 2 ** -8])
+    assert list(rounded(x, "bfloat16").astype(np.float64)) == [1 + 2 ** -7, -(1 + 2 ** -7), 1.0,
+                                                               1 + 2 ** -6]
+    assert x[:1].astype(ml_dtypes.bfloat16).astype(np.float64)[0] == 1.0  # the double rounding
+    values = np.random.default_rng(0).standard_normal(100_000) * 10.0 ** np.arange(-20, 20, 0.0004)
+    got = rounded(values, "bfloat16").astype(np.float64)
+    ulp = 2.0 ** (np.floor(np.log2(np.abs(values))) - 7)
+    assert np.all(np.abs(got - values) <= ulp / 2)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "float16"])
+def test_numpy_formats_round_as_numpy_does(dtype):
+    values = np.random.default_rng(1).standard_normal(10_000)
+    got = rounded(values, dtype)
+    assert got.dtype == np.dtype(dtype) and np.array_equal(got, values.astype(dtype))
+
+
+def test_the_inputs_every_framework_gets_are_rounded_in_the_format():
+    for dtype in REDUCED:
+        inputs = Inputs(zoo_spec("mlp_3_4_2", dtype=dtype))
+        x, _, _ = inputs.first_batch()
+        assert x.dtype.name == dtype and inputs.params["0.W"].dtype.name == dtype
+        draw = Inputs(zoo_spec("mlp_3_4_2")).params["0.W"]
+        assert np.array_equal(inputs.params["0.W"], rounded(draw, dtype))
+
+
+def test_bfloat16_without_ml_dtypes_is_one_line_naming_the_field(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ml_dtypes", None)  # import ml_dtypes now fails
+    raw = dict(LAYERS["dense"], dtype="bfloat16")
+    with pytest.raises(InputError, match=r"dense.toml: dtype: .*ml_dtypes"):
+        parse_spec(raw, "dense.toml", "dense")
+
+
+# ---- NumPy's formats -------------------------------------------------------------------------
+
+def numpy_result(name, dtype):
+    spec = parse_spec(dict(LAYERS[name], dtype=dtype), f"{name}.toml", name)
+    inputs = Inputs(spec)
+    model = numpy_model.build_model(spec.for_impls())
+    numpy_model.set_params(model, inputs.params, inputs.state)
+    return numpy_model.loss_and_gradients(model, *inputs.first_batch()), model
+
+
+@pytest.mark.parametrize("name", ["gelu", "layernorm", "attention", "lstm"])
+@pytest.mark.parametrize("dtype", REDUCED)
+def test_numpy_returns_its_results_in_the_format(name, dtype):
+    (loss, grads, state), _ = numpy_result(name, dtype)
+    assert np.isfinite(loss) and all(g.dtype.name == dtype for g in grads.values())
+
+
+def test_numpy_bfloat16_computes_in_float32_and_rounds_each_layer():
+    (_, grads, _), model = numpy_result("dense", "bfloat16")
+    assert model.computed_in == "float32"
+    assert all(p.dtype == np.float32 for p in model.params.values())
+    outputs, input_grads = numpy_model.layer_values(model, *Inputs(
+        parse_spec(dict(LAYERS["dense"], dtype="bfloat16"), "dense.toml", "dense")).first_batch())
+    for value in [*grads.values(), *outputs.values(), *input_grads.values()]:
+        assert value.dtype.name == "bfloat16"
+
+
+# ---- tolerances ------------------------------------------------------------------------------
+
+def test_depth_counts_the_layers_that_round():
+    spec = parse_spec(dict(LAYERS["residual_nested"], dtype="float16"), "r.toml", "r")
+    assert depth(spec.layers) == 1 + (1 + 1 + 1 + (1 + 1) + 1) + 1  # flatten etc. would be 0
+    lstm = parse_spec(dict(LAYERS["lstm"], dtype="float16"), "l.toml", "l")
+    assert depth(lstm.layers) == 6 + 6 + 1  # one per time step
+    cnn = zoo_spec("digits_cnn", dtype="bfloat16")
+    assert depth(cnn.layers) == len(cnn.layers) - 1  # the flatten rounds nothing
+
+
+def test_the_tolerance_grows_with_the_unit_roundoff_and_the_depth():
+    small, deep = zoo_spec("mlp_3_4_2", dtype="float16"), zoo_spec("deep_relu_mlp", dtype="float16")
+    assert tolerance("float16", small.layers) == pytest.approx(8 * 2 ** -11 * np.sqrt(8))
+    assert tolerance("float16", deep.layers) > tolerance("float16", small.layers)
+    assert tolerance("bfloat16", small.layers) == 8 * tolerance("float16", small.layers)
+    assert digits(UNIT_ROUNDOFF["float16"]) == pytest.approx(11 * np.log10(2))
+
+
+def test_the_reference_is_numpy_in_float64_on_the_rounded_arrays():
+    spec = zoo_spec("digits_mlp", dtype="bfloat16")
+    inputs = Inputs(spec)
+    job = dict(check_job(spec, inputs, "numpy"), key="k" * 24)
+    ref = reference_job(job)
+    assert ref["framework"] == "numpy" and ref["spec"]["dtype"] == "float64"
+    assert ref["params"]["0.W"].dtype == np.float64 and ref["key"] != job["key"]
+    assert np.array_equal(ref["params"]["0.W"], job["params"]["0.W"].astype(np.float64))
+    assert ref["probes"] == [] and job["spec"]["dtype"] == "bfloat16"
+
+
+# ---- every layer type in every framework -----------------------------------------------------
+
+def reduced_checks(specs, executor, formats=lambda name: REDUCED):
+    parsed = [parse_spec(dict(raw, dtype=dtype), f"{name}.toml", name)
+              for name, raw in specs.items() for dtype in formats(name)]
+    return {(m["name"], m["dtype"]): m for m in api.check(parsed, executor=executor).models}
+
+
+# each mix in one format by default (both formats get two), the other one marked slow
+FORMAT = {"mix_r_operator": "float16", "mix_image": "bfloat16", "mix_sequence": "float16",
+          "mix_norms": "bfloat16"}
+MIX_CASES = [(case, dtype) if dtype == FORMAT[case] else
+             pytest.param(case, dtype, marks=pytest.mark.slow)
+             for case in sorted(MIXES) for dtype in REDUCED]
+
+
+@pytest.fixture(scope="module")
+def mix_checks(executor):
+    return reduced_checks(MIXES, executor, lambda name: [FORMAT[name]])
+
+
+@pytest.fixture(scope="module")
+def all_mix_checks(executor, mix_checks):
+    other = {name: [d for d in REDUCED if d != FORMAT[name]] for name in MIXES}
+    return {**mix_checks, **reduced_checks(MIXES, executor, other.get)}
+
+
+@pytest.fixture(scope="module")
+def layer_checks(executor):
+    return reduced_checks(LAYERS, executor)
+
+
+def assert_keeps_its_digits(model, framework):
+    need(framework)
+    info = model["frameworks"][framework]
+    assert info["status"] == "ok", info.get("error")
+    assert model["reference"]["status"] == "ok"
+    mine = [r for r in model["precision"] if r["framework"] == framework]
+    assert {r["kind"] for r in mine} >= {"loss", "grad"}
+    assert all(r["passed"] for r in mine), [r for r in mine if not r["passed"]]
+    assert info["digits"] >= digits(model["tolerance"]["versus_float64"]) or "branched_at" in info
+
+
+def assert_pairs_agree(model):
+    assert all(c["passed"] for c in model["comparisons"]), \
+        [c for c in model["comparisons"] if not c["passed"]][:3]
+    assert model["passed"]
+
+
+def mixed(request, case, dtype):
+    """The mix's check: from the default fixture, or (slow) the one with every format."""
+    checks = request.getfixturevalue("mix_checks" if FORMAT[case] == dtype else "all_mix_checks")
+    return checks[(case, dtype)]
+
+
+@pytest.mark.parametrize("case, dtype", MIX_CASES)
+@pytest.mark.parametrize("framework", ORDER)
+def test_every_layer_type_runs_in_the_format_and_keeps_its_digits(request, framework, case,
+                                                                   dtype):
+    assert_keeps_its_digits(mixed(request, case, dtype), framework)
+
+
+@pytest.mark.parametrize("case, dtype", MIX_CASES)
+def test_every_pair_agrees_within_twice_the_tolerance(request, case, dtype):
+    assert_pairs_agree(mixed(request, case, dtype))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", REDUCED)
+@pytest.mark.parametrize("case", sorted(LAYERS))
+@pytest.mark.parametrize("framework", ORDER)
+def test_every_layer_runs_in_the_format_and_keeps_its_digits(layer_checks, framework, case,
+                                                              dtype):
+    assert_keeps_its_digits(layer_checks[(case, dtype)], framework)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", REDUCED)
+@pytest.mark.parametrize("case", sorted(LAYERS))
+def test_each_layer_types_pairs_agree_within_twice_the_tolerance(layer_checks, case, dtype):
+    assert_pairs_agree(layer_checks[(case, dtype)])
+
+
+# ---- zoo models: the verdicts of the README's table ------------------------------------------
+
+def zoo_checked(executor, cases):
+    parsed = [zoo_spec(name, dtype=dtype) for name, dtype in cases]
+    return {(m["name"], m["dtype"]): m for m in api.check(parsed, executor=executor).models}
+
+
+@pytest.fixture(scope="module")
+def zoo_checks(executor):
+    return zoo_checked(executor, [("mlp_3_4_2", "bfloat16"), ("mlp_3_4_2", "float16"),
+                                  ("resid_mlp", "float16"), ("deep_sigmoid_mlp", "float16"),
+                                  ("deep_sigmoid_mlp", "bfloat16")])
+
+
+@pytest.fixture(scope="module")
+def digits_mlp_checks(executor):
+    return zoo_checked(executor, [("digits_mlp", d) for d in REDUCED])
+
+
+@pytest.mark.parametrize("dtype", REDUCED)
+def test_small_networks_pass_with_every_framework_within_tolerance(zoo_checks, dtype):
+    assert_within_tolerance(zoo_checks[("mlp_3_4_2", dtype)], dtype)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", REDUCED)
+def test_digits_mlp_passes_with_every_framework_within_tolerance(digits_mlp_checks, dtype):
+    assert_within_tolerance(digits_mlp_checks[("digits_mlp", dtype)], dtype)
+
+
+def assert_within_tolerance(model, dtype):
+    assert model["passed"]
+    tol_digits = digits(model["tolerance"]["versus_float64"])
+    for fw, info in model["frameworks"].items():
+        assert tol_digits <= info["digits"] <= digits(UNIT_ROUNDOFF[dtype]) + 1, (fw, info)
+
+
+def test_a_relu_rounded_across_its_kink_is_a_branch_not_a_failure(zoo_checks):
+    model = zoo_checks[("resid_mlp", "float16")]
+    assert model["passed"]
+    branched = {fw: info.get("branched_at") for fw, info in model["frameworks"].items()}
+    assert all(b == {"layer": "3", "type": "relu"} for b in branched.values()), branched
+    assert any(r["status"] == "branched" for r in model["precision"])
+
+
+def test_float16_cannot_hold_a_deep_sigmoid_networks_gradient(zoo_checks, capsys):
+    """The first layers' gradients (~1e-14) lie below float16's range: every framework loses
+    them alike, and the check says so."""
+    model = zoo_checks[("deep_sigmoid_mlp", "float16")]
+    assert not model["passed"] and "0.W" in model["below_normal"]
+    assert all(info["digits"] < 1 for info in model["frameworks"].values())
+    assert zoo_checks[("deep_sigmoid_mlp", "bfloat16")]["passed"]  # bfloat16 has float32's range
+
+
+# ---- the command line ------------------------------------------------------------------------
+
+def test_check_prints_the_digits_table(tmp_path, capsys, executor, monkeypatch):
+    need("torch")
+    session_cli(monkeypatch, executor)
+    out = tmp_path / "check.json"
+    code = main(["check", "--zoo", "xor_2_2_1", "--dtype", "bfloat16", "--frameworks",
+                 "numpy,torch", "--quiet", "--json", str(out)])
+    text = capsys.readouterr().out
+    assert code == 0 and "np digits" in text and "bfloat16" in text
+    model = json.loads(out.read_text())["models"][0]
+    assert model["dtype"] == "bfloat16" and model["reference"]["dtype"] == "float64"
+    assert {r["framework"] for r in model["precision"]} == {"numpy", "torch"}
+
+
+@pytest.mark.parametrize("setting, expected", [("default", "default"), ("highest", "highest")])
+def test_the_matmul_precision_in_effect_is_recorded(tmp_path, setting, expected, executor,
+                                                    monkeypatch):
+    need("jax")
+    session_cli(monkeypatch, executor)
+    out = tmp_path / "check.json"
+    assert main(["check", "--zoo", "mlp_3_4_2", "--dtype", "float32", "--matmul-precision",
+                 setting, "--frameworks", "numpy,jax", "--quiet", "--json", str(out)]) == 0
+    model = json.loads(out.read_text())["models"][0]
+    assert model["matmul_precision"] == setting
+    assert model["frameworks"]["jax"]["precision"]["jax_default_matmul_precision"] == expected
+    assert model["precision"] and model["frameworks"]["numpy"]["digits"] > 5
+
+
+@pytest.mark.parametrize("argv", [["train", "--dtype", "bfloat16"], ["run", "--dtype", "float16"]])
+def test_reduced_precision_is_not_trained(argv, capsys, tmp_path):
+    assert main([*argv, "--zoo", "xor_2_2_1", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("crossgrad: --dtype:") and "check" in err[0]
+
+
+def test_a_bfloat16_spec_is_not_trained(tmp_path, capsys):
+    spec = tmp_path / "bf.toml"
+    spec.write_text('name = "bf"\ndtype = "bfloat16"\ninput_shape = [2]\n[data]\nsource = "xor"\n'
+                    '[[layers]]\ntype = "dense"\nunits = 1\n[loss]\ntype = "mse"\n')
+    assert main(["train", str(spec), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{spec}: dtype: bfloat16" in err[0]

@@ -1,0 +1,87 @@
+"""The README's examples, run exactly as written: the plugin layer and its spec through
+`crossgrad check`, the `crossgrad.compare` session, and the user's own test file.
+
+Code blocks are marked in README.md by an HTML comment on the line before the fence:
+`<!-- file: NAME -->` (a file, written as is), `<!-- example: NAME -->` (Python run in
+order, in one namespace) and `<!-- output: NAME -->` (what the run prints; for a file
+example the block's first line is the command, after "$ ")."""
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from crossgrad.harness import registry
+
+README = Path(__file__).parents[1] / "README.md"
+BLOCK = re.compile(r"<!-- (file|example|output): (\S+) -->\n```[a-z]*\n(.*?)```", re.S)
+ALL = all(registry.installed(fw) for fw in registry.ORDER)
+
+
+def blocks(kind, name):
+    return [text for k, n, text in BLOCK.findall(README.read_text()) if (k, n) == (kind, name)]
+
+
+def write_files(folder, *names):
+    for name in names:
+        (text,) = blocks("file", name)
+        (folder / name).write_text(text)
+
+
+def run(argv, cwd, timeout=900):
+    env = dict(os.environ, XDG_CACHE_HOME=str(cwd / "cache"))
+    return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_the_readme_marks_its_examples():
+    assert blocks("file", "scaled_swish.py") and blocks("file", "swish_mlp.toml")
+    assert len(blocks("example", "compare")) == len(blocks("output", "compare")) == 3
+    assert blocks("output", "swish_mlp.toml")[0].startswith("$ crossgrad check swish_mlp.toml")
+
+
+@pytest.mark.slow
+def test_the_plugin_example(tmp_path):
+    write_files(tmp_path, "scaled_swish.py", "swish_mlp.toml")
+    command, *expected = blocks("output", "swish_mlp.toml")[0].splitlines()
+    argv = shlex.split(command.removeprefix("$ "))
+    done = run([sys.executable, "-m", "crossgrad.harness.cli", *argv[1:]], tmp_path)
+    assert done.returncode == 0, done.stderr
+    if ALL:  # the pasted output comes from a machine with all four frameworks
+        assert done.stdout.splitlines() == expected
+
+
+DRIVER = """
+import json, sys
+for code in json.load(open(sys.argv[1])):
+    try:
+        exec(code, globals())
+    except AssertionError as err:
+        print(f"AssertionError: {err}")
+"""
+
+
+@pytest.mark.slow
+def test_the_compare_example(tmp_path):
+    if not all(registry.installed(fw) for fw in ("torch", "tensorflow", "jax")):
+        pytest.skip("the example uses torch, tensorflow and jax")
+    (tmp_path / "blocks.json").write_text(json.dumps(blocks("example", "compare")))
+    (tmp_path / "driver.py").write_text(DRIVER)
+    done = run([sys.executable, "driver.py", "blocks.json"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "".join(blocks("output", "compare"))
+
+
+@pytest.mark.slow
+def test_the_test_suite_example(tmp_path):
+    if not ALL or not registry.installed("jax"):
+        pytest.skip("the example checks the plugin in all four frameworks")
+    write_files(tmp_path, "scaled_swish.py", "swish_mlp.toml", "test_my_code.py")
+    done = run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                "test_my_code.py"], tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 passed" in done.stdout

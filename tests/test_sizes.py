@@ -1,0 +1,155 @@
+"""Memory estimated from the spec alone, before anything is allocated: the zoo passes with room
+to spare, huge specs are refused within a second naming the biggest item and its field.
+
+Every refusal runs in a child process with an address-space limit (tests/limited.py): a
+regression that allocates instead of refusing dies there, not on the machine.
+"""
+import os
+
+import pytest
+
+from crossgrad.harness.spec import parse_spec, sizes, zoo_names, zoo_spec
+
+from limited import crossgrad
+
+SMALL = """
+name = "small"
+input_shape = {input_shape}
+[data]
+source = "random_classification"
+classes = 3
+examples = {examples}
+[[layers]]
+type = "dense"
+units = {units}
+{extra}
+[[layers]]
+type = "dense"
+units = 3
+[loss]
+type = "softmax_cross_entropy"
+[train]
+steps = {steps}
+"""
+
+
+def spec_file(tmp_path, input_shape="[4]", examples=16, units=5, steps=10, extra=""):
+    path = tmp_path / "huge.toml"
+    path.write_text(SMALL.format(input_shape=input_shape, examples=examples, units=units,
+                                 steps=steps, extra=extra))
+    return path
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name", zoo_names())
+def test_the_zoo_passes_with_room_to_spare(name, dtype):
+    spec = zoo_spec(name).with_overrides(dtype=dtype)
+    for training in (False, True):
+        total = sum(item.bytes for item in sizes.estimate(spec, training))
+        assert 0 < total < 100e6, (name, training, total)  # < 1% of a 16 GB machine's half
+
+
+HUGE = {  # case -> (spec keys, command, the field blamed, words of the message)
+    "units": (dict(units=100_000_000), "check", "layers[0].units",
+              "100000000 units need 4.0 GB of weights"),
+    "input_shape": (dict(input_shape="[100000, 100000]", extra='[[layers]]\ntype = "flatten"'),
+                    "check", "input_shape", "of data"),
+    "examples": (dict(examples=1_000_000_000), "check", "data.examples",
+                 "1,000,000,000 examples"),
+    "steps": (dict(steps=10_000_000), "train", "train.steps", "of loss curves"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HUGE))
+def test_huge_specs_are_refused_within_a_second(tmp_path, case):
+    keys, command, field, words = HUGE[case]
+    done = crossgrad(tmp_path, [command, spec_file(tmp_path, **keys), "--frameworks", "numpy",
+                                "--json", tmp_path / "out.json"], address_space=1 << 30)
+    err = done.stderr.strip()
+    assert done.code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith(f"crossgrad: {tmp_path / 'huge.toml'}: {field}: "), err
+    assert words in err and "over the limit" in err and "--max-memory" in err, err
+    assert done.seconds < 1, done.seconds
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_check_of_ten_million_steps_with_dropout_costs_one_batch(tmp_path):
+    """`check` needs step 0 only: the per-step arrays are drawn lazily, so a spec with
+    train.steps = 1e7 and dropout checks in a small address space and in seconds."""
+    path = spec_file(tmp_path, steps=10_000_000, extra='[[layers]]\ntype = "dropout"\nrate = 0.5')
+    done = crossgrad(tmp_path, ["check", path, "--frameworks", "numpy", "--quiet"],
+                     address_space=3 << 30)
+    assert done.code == 0, done.stderr
+    assert done.peak_rss < 400 << 20
+
+
+def test_max_memory_raises_and_lowers_the_limit(tmp_path):
+    path = spec_file(tmp_path, input_shape="[1000]", units=1000)  # ~0.1 GB estimated
+    low = crossgrad(tmp_path, ["check", path, "--frameworks", "numpy", "--max-memory", "0.01"],
+                    address_space=1 << 30)
+    assert low.code == 2 and "set by --max-memory" in low.stderr, low.stderr
+    high = crossgrad(tmp_path, ["check", path, "--frameworks", "numpy", "--max-memory", "10",
+                                "--quiet"], address_space=3 << 30)
+    assert high.code == 0, high.stderr
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "abc", "nan", "inf"])
+def test_max_memory_must_be_a_positive_number(tmp_path, value):
+    done = crossgrad(tmp_path, ["check", "--zoo", "xor_2_2_1", "--max-memory", value],
+                     address_space=1 << 30)
+    assert done.code == 2 and "--max-memory" in done.stderr, done.stderr
+
+
+def test_default_limit_is_half_the_machine():
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert 0 < sizes.default_limit() <= total // 2
+
+
+def parsed(**keys):
+    raw = {"name": "s", "input_shape": [8], "data": {"source": "random_classification",
+                                                       "examples": 64, "batch_size": 16},
+           "layers": [{"type": "dense", "units": 10}, {"type": "relu"},
+                      {"type": "dense", "units": 3}],
+           "loss": {"type": "softmax_cross_entropy"}, "optimizer": {"type": "adam"}}
+    for key, value in keys.items():
+        raw[key] = value
+    return parse_spec(raw, "s.toml", "s")
+
+
+def by_field(items):
+    out = {}
+    for item in items:
+        out[item.field] = out.get(item.field, 0) + item.bytes
+    return out
+
+
+def test_the_estimate_follows_its_formula():
+    """Spot checks of the README formula: weights, batch activations, data, curves."""
+    spec = parsed()
+    items = by_field(sizes.estimate(spec, training=True, frameworks=4))
+    b = 8
+    # dense 8 -> 10: 90 parameters, copies: 4 + adam's 2 + 4 results, and the float64 draw
+    assert items["layers[0].units"] == 90 * ((4 + 2 + 4) * b + 8) + 16 * 10 * b * 2
+    assert items["layers[1].type"] == 16 * 10 * b * 2  # relu: output and its gradient
+    data = 64 * (8 * (8 + b + b) + 8 * (1 + 3)) + 8 * 3 * 8 + 64 * 8 + 16 * 8 * b
+    assert items["data.examples"] + items.get("input_shape", 0) == data
+    assert items["train.steps"] == 100 * 4 * (2 + 2) * sizes.CURVE_VALUE
+    check = by_field(sizes.estimate(spec, training=False, frameworks=4))
+    assert "train.steps" not in check
+    assert check["layers[0].units"] == 90 * ((4 + 0 + 4) * b + 3 * 8 + 8) + 16 * 10 * b * 2
+
+
+def test_float32_halves_what_the_dtype_holds():
+    f64 = sum(i.bytes for i in sizes.estimate(parsed(), True))
+    f32 = sum(i.bytes for i in sizes.estimate(parsed(dtype="float32"), True))
+    assert f32 < f64
+
+
+def test_attention_counts_its_scores():
+    raw = {"name": "t", "input_shape": [512, 16], "data": {"source": "random_sequence",
+                                                            "examples": 8},
+           "layers": [{"type": "attention", "heads": 8, "key_dim": 4},
+                      {"type": "sequence_mean"}, {"type": "dense", "units": 3}],
+           "loss": {"type": "softmax_cross_entropy"}}
+    items = by_field(sizes.estimate(parse_spec(raw, "t.toml", "t"), False))
+    assert items["layers[0].key_dim"] > 8 * 8 * 512 * 512 * 8 * 2  # B x heads x T x T

@@ -1,0 +1,117 @@
+"""The fast paths of a run give the same bits as the plain ones: the finite-difference probes
+through each implementation's `probe_losses` (one layer set per step), workers parked between
+phases, the schedule, and figures drawn in other processes."""
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from crossgrad.harness import api, registry
+from crossgrad.harness.report import drawing, plots
+from crossgrad.harness.run import executor as executor_module
+from crossgrad.harness.run import jobs, worker
+from crossgrad.harness.run.executor import LocalExecutor, schedule_order
+
+from conftest import FRAMEWORKS, need
+
+# probes in several layers (set back between them), a residual block, running statistics,
+# GRU gates that Keras reorders, attention heads that JAX splits
+PROBED = ["resid_mlp"] + [pytest.param(m, marks=pytest.mark.slow)  # the others: CI's slow run
+                           for m in ("batchnorm_mlp", "seq_gru", "tiny_transformer")]
+
+
+def _check_job(model, framework, dtype="float64"):
+    spec = api.zoo(model).with_overrides(dtype=dtype)
+    return jobs.check_job(spec, jobs.Inputs(spec), framework)
+
+
+def _without_probe_losses(impl):
+    """The implementation as an imported original is: no probe_losses, so the worker sets
+    the whole moved params for every step."""
+    plain = SimpleNamespace(**{k: getattr(impl.model, k) for k in impl.model.__all__
+                               if k != "probe_losses"})
+    return SimpleNamespace(model=plain, runtime=impl.runtime, train=impl.train)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("model", PROBED)
+def test_probe_losses_give_the_bits_of_setting_every_param(framework, model):
+    need(framework)
+    impl = registry.load(framework)
+    impl.runtime.configure(1)
+    job = _check_job(model, framework)
+    assert len({name.split(".")[0] for name, _ in job["probes"]}) > 1  # several layers
+    fast = worker.perform(impl, job)
+    plain = worker.perform(_without_probe_losses(impl), job)
+    assert fast["fd_values"].shape == (len(job["probes"]), len(job["steps"]))
+    assert fast["fd_values"].tobytes() == plain["fd_values"].tobytes()
+    for group in ("grads", "layer_outputs", "layer_input_grads"):
+        assert {k: v.tobytes() for k, v in fast[group].items()} == \
+            {k: v.tobytes() for k, v in plain[group].items()}
+
+
+def test_parked_workers_serve_later_phases(monkeypatch):
+    """Two frameworks on one slot, in four run() calls: each framework starts once; a parked
+    worker that died is replaced, not handed a job."""
+    need("torch")
+    started = []
+    original = executor_module.WorkerProcess
+
+    class Counted(original):
+        def __init__(self, framework, *args, **kwargs):
+            started.append(framework)
+            super().__init__(framework, *args, **kwargs)
+
+    monkeypatch.setattr(executor_module, "WorkerProcess", Counted)
+    with LocalExecutor(workers=1) as ex:
+        for framework in ("numpy", "torch", "numpy", "torch"):
+            [result] = ex.run([_check_job("xor_2_2_1", framework)])
+            assert result["status"] == "ok", result
+        assert started == ["numpy", "torch"]
+        parked = ex.parking.idle["numpy"]
+        parked.kill()
+        parked.proc.wait()
+        [result] = ex.run([_check_job("xor_2_2_1", "numpy")])
+        assert result["status"] == "ok", result
+        assert started == ["numpy", "torch", "numpy"]
+    assert parked.proc.poll() is not None and not ex.parking.idle
+
+
+def test_the_schedule_starts_tensorflow_and_the_larger_jobs_first():
+    small, large = (_check_job(m, fw) for m, fw in (("xor_2_2_1", "numpy"),
+                                                    ("mnist_mlp", "numpy")))
+    tf_small = _check_job("xor_2_2_1", "tensorflow")
+    train = jobs.train_job(*(lambda s: (s, jobs.Inputs(s)))(api.zoo("xor_2_2_1")), "numpy")
+    order = sorted([small, train, large, tf_small], key=schedule_order)
+    assert order[0] is tf_small and order.index(large) < order.index(small)
+
+
+def test_figures_drawn_in_other_processes_have_the_same_bytes():
+    layers = [{"layer": "0", "type": "dense", "forward_rel_err": 1e-16, "backward_rel_err": 2e-16,
+               "dtype": "float64"},
+              {"layer": "1", "type": "tanh", "forward_rel_err": 0.0, "backward_rel_err": None,
+               "dtype": "float64"}]
+    here = plots.layer_figure("m", layers)
+    with drawing.rendering(processes=2):
+        drawn = drawing.later(plots.layer_figure, "m", layers)
+        assert drawn.future is not None  # really in another process
+        there = drawing.png_bytes(drawn)
+    assert there == here and there[:8] == b"\x89PNG\r\n\x1a\n"
+    assert drawing.png_bytes(drawing.later(plots.layer_figure, "m", layers)) == here  # no pool
+
+
+def test_the_digits_are_scikit_learns_without_importing_it():
+    """Read from scikit-learn's own file as load_digits reads it: the same bits, and a check
+    of the digits models does not pay scikit-learn's import."""
+    import subprocess
+    import sys
+    code = ("import sys; from crossgrad.harness.spec import data; x, y = data._digits(True); "
+            "print('sklearn' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"
+    datasets = pytest.importorskip("sklearn.datasets")
+    from crossgrad.harness.spec import data
+    digits = datasets.load_digits()
+    x, y = data._digits(False)
+    assert x.tobytes() == (digits.images / 16.0).tobytes()
+    assert y.dtype == np.int64 and (y == digits.target).all()

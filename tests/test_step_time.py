@@ -1,0 +1,115 @@
+"""Training speed without a changed bit: the free-running loops (records kept on the device,
+one call per step) and `crossgrad bench --step-time`.
+
+A diverged run must stop exactly where a step-by-step loop would: its parameters are the
+ones before the diverged step, whether the loop checks every step (NumPy, PyTorch,
+TensorFlow) or reads its records every few steps and undoes what ran ahead (JAX).
+The plain NumPy loop the benchmark times the implementation against is the same math.
+"""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from crossgrad.harness import registry
+from crossgrad.harness.bench import plain_numpy
+from crossgrad.harness.run.jobs import Inputs
+from crossgrad.harness.spec import parse_spec, zoo_spec
+
+from conftest import FRAMEWORKS, need
+
+# least squares at lr 50: the loss overflows at step 82 (float64) and 10 (float32), on both
+# sides of JAX's every-16-steps read
+DIVERGES = {"name": "diverges", "seed": 0, "input_shape": [4], "loss": {"type": "mse"},
+            "data": {"source": "random_regression", "outputs": 2, "examples": 64},
+            "layers": [{"type": "dense", "units": 2}],
+            "optimizer": {"type": "sgd", "lr": 50.0}, "train": {"steps": 200}}
+
+
+def trained(impl, spec, inputs, steps):
+    """(curves, params) of `steps` steps of the implementation's own train."""
+    model = impl.model.build_model(spec.for_impls())
+    impl.model.set_params(model, inputs.params, inputs.state)
+    batches = [inputs.batches[k] for k in range(steps)]
+    curves = impl.train.train(model, inputs.x, inputs.y, batches, inputs.masks)
+    return curves, {k: np.asarray(v) for k, v in impl.model.get_params(model)[0].items()}
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_a_diverged_run_keeps_the_parameters_before_its_diverged_step(framework, dtype):
+    need(framework)
+    impl = registry.load(framework)
+    impl.runtime.configure(1)
+    spec = parse_spec(dict(DIVERGES, dtype=dtype), "diverges.toml", "diverges")
+    inputs = Inputs(spec)
+    curves, params = trained(impl, spec, inputs, 200)
+    at = curves["diverged_at"]
+    assert at is not None and len(curves["loss"]) == at + 1
+    assert not (np.isfinite(curves["loss"][at]) and np.isfinite(curves["grad_norm"][at]))
+    before, params_before = trained(impl, spec, inputs, at)  # stops just before it
+    assert before["diverged_at"] is None
+    assert before["loss"] == curves["loss"][:at] and before["grad_norm"] == curves["grad_norm"][:at]
+    for name, value in params_before.items():
+        assert value.tobytes() == params[name].tobytes(), name
+
+
+@pytest.mark.parametrize("name", sorted(plain_numpy.NETWORKS))
+def test_the_plain_numpy_loop_is_the_implementations_math(name):
+    """One SGD step (mnist_mlp: with L1 and L2) of the plain loop and of the implementation,
+    from the same weights on the same batch: the same loss, norms and new weights."""
+    impl = registry.load("numpy")
+    spec = zoo_spec(name, dtype="float64")
+    inputs = Inputs(spec, steps=1)
+    model = impl.model.build_model(spec.for_impls())
+    impl.model.set_params(model, inputs.params, inputs.state)
+    plain = plain_numpy.build(name, spec.for_impls())
+    plain["weights"] = [(inputs.params[f"{i}.W"].copy(), inputs.params[f"{i}.b"].copy())
+                        for i in range(0, 2 * len(plain["weights"]), 2)]  # dense at 0, 2, 4
+    batches = [inputs.batches[0]]
+    expected = impl.train.train(model, inputs.x, inputs.y, batches, {})
+    got = plain_numpy.train(plain, inputs.x, inputs.y, batches)
+    np.testing.assert_allclose(got["loss"], expected["loss"], rtol=1e-13)
+    np.testing.assert_allclose(got["grad_norm"], expected["grad_norm"], rtol=1e-12)
+    np.testing.assert_allclose(got["layer_norms"], list(expected["layer_norms"].values()),
+                               rtol=1e-12)
+    params = impl.model.get_params(model)[0]
+    for i, (w, b) in enumerate(plain["weights"]):
+        np.testing.assert_allclose(w, params[f"{2 * i}.W"], rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(b, params[f"{2 * i}.b"], rtol=1e-12, atol=1e-15)
+
+
+def crossgrad(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "crossgrad.harness.cli", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_bench_step_time_writes_the_json_contract(tmp_path):
+    out = tmp_path / "steps.json"
+    run = crossgrad("bench", "--step-time", "--zoo", "digits_mlp", "--frameworks", "numpy",
+                    "--batch-sizes", "1,8", "--json", str(out), cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    document = json.loads(out.read_text())
+    rows = document["results"]
+    assert {(r["mode"], r["batch_size"]) for r in rows} == {
+        (m, b) for m in ("impl", "plain") for b in (1, 8)}
+    for r in rows:
+        assert {"model", "framework", "mode", "batch_size", "step_seconds", "compile_seconds",
+                "gflops"} <= set(r)
+        assert r["model"] == "digits_mlp" and r["framework"] == "numpy"
+        assert r["step_seconds"] > 0 and r["compile_seconds"] >= 0 and r["gflops"] > 0
+    assert document["machine"]["gemm_gflops"]["numpy"] > 0
+    assert document["machine"]["dtype"] == "float32"
+    assert "impl/plain" in run.stdout and "digits_mlp" in run.stdout
+
+
+@pytest.mark.parametrize("value", ["0", "1,x", ""])
+def test_bad_batch_sizes_are_refused_before_any_work(tmp_path, value):
+    out = tmp_path / "steps.json"
+    run = crossgrad("bench", "--step-time", "--zoo", "digits_mlp", "--frameworks", "numpy",
+                    "--batch-sizes", value, "--json", str(out), cwd=tmp_path)
+    assert run.returncode == 2
+    assert "--batch-sizes" in run.stderr and len(run.stderr.strip().splitlines()) <= 3
+    assert not out.exists()
