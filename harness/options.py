@@ -230,6 +230,8 @@ class Progress:
             return
         status = "cached" if result.get("cached") else result.get("status")
         took = result.get("seconds")
+        if took is not None:  # a train job's lockstep pass is timed apart: the line says both
+            took += (result.get("lockstep") or {}).get("seconds") or 0.0
         took = f"{took:6.1f} s" if took is not None and not result.get("cached") else ""
         width = len(str(self.total))
         who = job.get("participant", job["framework"])
