@@ -144,7 +144,7 @@ def test_an_interrupted_run_leaves_the_previous_report_and_resume_completes_it(t
     before = (out / "manifest.json").read_text()
     shutil.rmtree(cache)
 
-    # the third job hangs, so the run is surely in the middle when it is killed
+    # the xor_2_2_1 jobs hang, so the run is surely in the middle when it is killed
     env = dict(os.environ, CROSSGRAD_FAULT="numpy:hang:xor_2_2_1")
     proc = crossgrad(*base, stderr=subprocess.PIPE, text=True, env=env)
     for line in proc.stderr:  # progress lines look like "[ 2/15] check numpy ..."
@@ -155,7 +155,8 @@ def test_an_interrupted_run_leaves_the_previous_report_and_resume_completes_it(t
             break
     proc.wait()
     assert (out / "manifest.json").read_text() == before  # the old report, untouched
-    assert len(list(cache.glob("*.npz"))) == 2
+    cached = len(list(cache.glob("*.npz")))  # 2, or 3 if one more finished before the kill
+    assert cached >= 2
     assert workers  # the hanging numpy worker, at least
     time.sleep(2)  # the orphaned workers notice their harness is gone and exit
     alive = [pid for pid in workers if os.path.exists(f"/proc/{pid}")
@@ -165,7 +166,7 @@ def test_an_interrupted_run_leaves_the_previous_report_and_resume_completes_it(t
     resumed = crossgrad(*base, "--resume", stderr=subprocess.PIPE, text=True)
     _, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
-    assert err.count(" cached ") == 2
+    assert err.count(" cached ") == cached
     assert (out / "manifest.json").read_text() != before
     assert sorted(p.name for p in out.parent.iterdir()) == ["latest"]  # nothing beside it
 

@@ -16,8 +16,10 @@ NumPy arrays only.
 import argparse
 import faulthandler
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -36,6 +38,24 @@ def main(argv=None):
     _exit_with_parent()
     channel = os.fdopen(os.dup(1), "wb")   # protocol messages only
     os.dup2(2, 1)                          # stray prints from frameworks go to stderr
+    scratch = _private_tempdir()
+    try:
+        return _serve(args, channel)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _private_tempdir():
+    """-> a new temporary folder of this worker's own, made `tempfile`'s default: TensorFlow's
+    autograph writes the source of every function it converts to a temporary file it never
+    deletes (about 1,400 in one `crossgrad run`); the worker removes its folder as it ends.
+    A worker killed outright leaves it (crossgrad-worker-*, mode 0700, in the system's)."""
+    folder = tempfile.mkdtemp(prefix="crossgrad-worker-")
+    tempfile.tempdir = folder
+    return folder
+
+
+def _serve(args, channel):
     try:
         from .. import registry
         impl = registry.load(args.framework)
