@@ -86,18 +86,40 @@ def test_the_schedule_starts_tensorflow_and_the_larger_jobs_first():
     assert order[0] is tf_small and order.index(large) < order.index(small)
 
 
+FIGURES_IN_A_POOL = """
+from crossgrad.harness.report import drawing, plots
+layers = [{"layer": "0", "type": "dense", "forward_rel_err": 1e-16, "backward_rel_err": 2e-16,
+           "dtype": "float64"},
+          {"layer": "1", "type": "tanh", "forward_rel_err": 0.0, "backward_rel_err": None,
+           "dtype": "float64"}]
+here = plots.layer_figure("m", layers)
+with drawing.rendering(processes=2):
+    drawn = drawing.later(plots.layer_figure, "m", layers)
+    assert drawn.future is not None  # really in another process
+    there = drawing.png_bytes(drawn)
+assert there == here and there[:8] == b"\\x89PNG\\r\\n\\x1a\\n"
+assert drawing.png_bytes(drawing.later(plots.layer_figure, "m", layers)) == here  # no pool
+"""
+
+
 def test_figures_drawn_in_other_processes_have_the_same_bytes():
-    layers = [{"layer": "0", "type": "dense", "forward_rel_err": 1e-16, "backward_rel_err": 2e-16,
-               "dtype": "float64"},
-              {"layer": "1", "type": "tanh", "forward_rel_err": 0.0, "backward_rel_err": None,
-               "dtype": "float64"}]
-    here = plots.layer_figure("m", layers)
-    with drawing.rendering(processes=2):
-        drawn = drawing.later(plots.layer_figure, "m", layers)
-        assert drawn.future is not None  # really in another process
-        there = drawing.png_bytes(drawn)
-    assert there == here and there[:8] == b"\x89PNG\r\n\x1a\n"
-    assert drawing.png_bytes(drawing.later(plots.layer_figure, "m", layers)) == here  # no pool
+    """In a fresh process, as the command line's harness (this one may hold JAX's threads)."""
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "-c", FIGURES_IN_A_POOL], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+
+
+def test_no_fork_where_a_framework_runs_native_threads():
+    """A child forked while JAX's or TensorFlow's threads hold a lock would wait forever."""
+    import subprocess
+    import sys
+    code = ("import jax, jax.numpy as jnp; jnp.ones(3).sum().block_until_ready(); "
+            "from crossgrad.harness.report import drawing; print(drawing._forking())")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert done.stdout.strip().splitlines()[-1] == "None", done.stderr
 
 
 def test_the_digits_are_scikit_learns_without_importing_it():

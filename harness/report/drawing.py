@@ -7,6 +7,7 @@ Nothing here imports matplotlib: the pool's processes do, when they draw.
 import multiprocessing
 import os
 import pickle
+import sys
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -33,11 +34,19 @@ def rendering(processes=None):
         _pool = None
 
 
+# frameworks that start native thread pools when imported: threading cannot see those
+# threads, and a child forked while one holds a lock waits for it forever
+THREADED = ("jax", "tensorflow")
+
+
 def _forking():
     """The fork context, where there is one and no other thread runs here (a fork copies
     only the calling thread; Ray's or an executor's could hold a lock). Not spawn: its
-    children import the caller's __main__ again, which runs an unguarded script twice."""
-    if "fork" not in multiprocessing.get_all_start_methods() or threading.active_count() > 1:
+    children import the caller's __main__ again, which runs an unguarded script twice.
+    The command line's harness imports no framework (its workers do); a user's process
+    that has one loaded (crossgrad.train from a notebook) draws in-process."""
+    if ("fork" not in multiprocessing.get_all_start_methods() or threading.active_count() > 1
+            or any(name in sys.modules for name in THREADED)):
         return None
     return multiprocessing.get_context("fork")
 

@@ -9,6 +9,7 @@ is kept. The local pool and the Ray executor share `Slot`, `JobQueue` and `drive
 they differ only in where a slot lives (a thread here, a Ray actor there).
 """
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -34,11 +35,14 @@ class WorkerProcess:
         self.framework = framework
         startup = startup or STARTUP_SECONDS
         self.stderr = tempfile.TemporaryFile()
+        # the worker's TMPDIR, removed once it is gone: a worker killed in a job cannot tidy
+        # up what its framework wrote there (TensorFlow's autograph files)
+        self.scratch = tempfile.mkdtemp(prefix="crossgrad-worker-")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", WORKER_MODULE, "--framework", framework,
              "--threads", str(threads)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
-            env=worker_env(threads), start_new_session=True)
+            env=dict(worker_env(threads), TMPDIR=self.scratch), start_new_session=True)
         try:
             self.hello = self._receive(time.monotonic() + startup,
                                        f"starting (after {startup:g} s)")
@@ -69,6 +73,7 @@ class WorkerProcess:
         except subprocess.TimeoutExpired:
             self.kill()
             code = self.proc.wait()
+        self._remove_scratch()
         how = (f"killed by {signal.Signals(-code).name}" if code < 0
                else f"exited with status {code}")
         tail = self.stderr_tail()
@@ -100,6 +105,13 @@ class WorkerProcess:
             self.kill()
             self.proc.wait()
         self.stderr.close()
+        self._remove_scratch()
+
+    def _remove_scratch(self):
+        """The folder made above for this worker alone, once the worker has ended."""
+        if self.scratch is not None and self.proc.poll() is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+            self.scratch = None
 
 
 class Parking:
@@ -174,6 +186,7 @@ class Slot:
             return self.worker.run(job, self.timeout), hello, False
         except WorkerDied as err:
             self.worker.kill()
+            self.worker.close()
             self.worker = None
             return {"status": "failed", "error": str(err)}, hello, False
 
