@@ -86,6 +86,9 @@ def _claim(out):
     if not isinstance(target, Path):
         raise InputError("--out", out, "must name a regular file")
     params = target.with_name(target.name.removesuffix(".toml") + ".params.npz")
+    if params.is_symlink():  # replacing it would drop the user's link, not write through it
+        raise InputError(params, None, "is a link; the weights are written beside the spec "
+                                       "as a file: remove the link or choose another --out")
     ours = target.exists() and _written_by_import(target)
     if params.exists() and not ours:
         raise InputError(params, None, "exists and its spec was not written by crossgrad "

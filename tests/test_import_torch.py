@@ -565,3 +565,14 @@ def test_the_readme_port_example(tmp_path):
     written = (tmp_path / "my_model.toml").read_text().splitlines()
     (excerpt,) = blocks("output", "my_model.toml")
     assert [line for line in excerpt.splitlines() if line and line not in written] == []
+
+
+def test_a_linked_weights_file_is_refused_and_kept(tmp_path):
+    _state_dict(tmp_path, lambda s: None)
+    (tmp_path / "mine.npz").write_bytes(b"mine")
+    (tmp_path / "m.params.npz").symlink_to("mine.npz")
+    refused = limited(tmp_path, ["import", "torch", "m.py:build", "--input-shape", "3",
+                                 "--loss", "mse", "--out", "m.toml"], address_space=16 << 30)
+    assert refused.code == 2 and "m.params.npz: is a link" in refused.stderr
+    assert os.readlink(tmp_path / "m.params.npz") == "mine.npz"
+    assert (tmp_path / "mine.npz").read_bytes() == b"mine" and not (tmp_path / "m.toml").exists()
