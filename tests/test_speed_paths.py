@@ -68,13 +68,34 @@ def test_parked_workers_serve_later_phases(monkeypatch):
             [result] = ex.run([_check_job("xor_2_2_1", framework)])
             assert result["status"] == "ok", result
         assert started == ["numpy", "torch"]
-        parked = ex.parking.idle["numpy"]
+        [parked] = ex.parking.idle["numpy"]
         parked.kill()
         parked.proc.wait()
         [result] = ex.run([_check_job("xor_2_2_1", "numpy")])
         assert result["status"] == "ok", result
         assert started == ["numpy", "torch", "numpy"]
     assert parked.proc.poll() is not None and not ex.parking.idle
+
+
+def test_two_slots_import_each_framework_at_most_twice(monkeypatch):
+    """Phases that each run jobs of two frameworks on two slots: the workers a phase leaves
+    idle (two of one framework at times) are parked, not closed, so a later phase never
+    starts a framework again beyond one worker per slot."""
+    need("torch")
+    started = []
+    original = executor_module.WorkerProcess
+
+    class Counted(original):
+        def __init__(self, framework, *args, **kwargs):
+            started.append(framework)
+            super().__init__(framework, *args, **kwargs)
+
+    monkeypatch.setattr(executor_module, "WorkerProcess", Counted)
+    with LocalExecutor(workers=2) as ex:
+        for framework in ("numpy", "torch", "numpy", "torch"):  # both slots on one framework
+            jobs = [_check_job("xor_2_2_1", framework) for _ in range(4)]
+            assert all(r["status"] == "ok" for r in ex.run(jobs))
+        assert started.count("numpy") <= 2 and started.count("torch") <= 2, started
 
 
 def test_the_schedule_starts_tensorflow_and_the_larger_jobs_first():

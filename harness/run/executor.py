@@ -18,6 +18,7 @@ import threading
 import time
 
 from . import protocol
+from .compile_cache import compile_cache_env
 from .environment import worker_env
 
 STARTUP_SECONDS = 300  # a worker's import and hello, unless a --timeout bounds it
@@ -42,7 +43,9 @@ class WorkerProcess:
             [sys.executable, "-m", WORKER_MODULE, "--framework", framework,
              "--threads", str(threads)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
-            env=dict(worker_env(threads), TMPDIR=self.scratch), start_new_session=True)
+            env=dict(worker_env(threads), TMPDIR=self.scratch,
+                     **(compile_cache_env() if framework == "jax" else {})),
+            start_new_session=True)
         try:
             self.hello = self._receive(time.monotonic() + startup,
                                        f"starting (after {startup:g} s)")
@@ -115,26 +118,30 @@ class WorkerProcess:
 
 
 class Parking:
-    """Idle workers kept for later jobs of their framework, at most one per framework: a slot
-    that moves on to another framework parks its worker here instead of closing it, so a run
-    of several phases (check, train, native) imports each framework about once."""
+    """Idle workers kept for later jobs of their framework, at most `per_framework` of each
+    (the number of slots: as many as could ever run side by side): a slot that moves on to
+    another framework parks its worker here instead of closing it, so a run of several
+    phases (check, train, native) imports each framework at most once per slot, never
+    again for a later phase (a TensorFlow import is seconds of CPU)."""
 
-    def __init__(self):
-        self.idle, self.lock = {}, threading.Lock()
+    def __init__(self, per_framework=1):
+        self.idle, self.lock, self.per_framework = {}, threading.Lock(), per_framework
 
     def take(self, framework):
         """A live parked worker of `framework`, or None."""
         with self.lock:
-            worker = self.idle.pop(framework, None)
+            parked = self.idle.get(framework)
+            worker = parked.pop() if parked else None
         if worker is not None and worker.proc.poll() is not None:  # died while parked
             worker.close()
-            return None
+            return self.take(framework)
         return worker
 
     def put(self, worker):
         with self.lock:
-            if worker.framework not in self.idle:
-                self.idle[worker.framework] = worker
+            parked = self.idle.setdefault(worker.framework, [])
+            if len(parked) < self.per_framework:
+                parked.append(worker)
                 return
         worker.close()
 
@@ -142,7 +149,8 @@ class Parking:
         """Close every parked worker and `also` (workers leaving with them): all are told
         first, so that they exit side by side."""
         with self.lock:
-            workers, self.idle = [*self.idle.values(), *also], {}
+            workers = [w for parked in self.idle.values() for w in parked] + [*also]
+            self.idle = {}
         for worker in workers:
             if kill:
                 worker.kill()
@@ -298,7 +306,7 @@ class LocalExecutor:
         self.threads, self.timeout = threads, timeout
         self.hellos = {}
         self.slots = []           # kept between run() calls, with their workers, until close()
-        self.parking = Parking()  # the workers no slot serves now, until close()
+        self.parking = Parking(self.workers)  # the workers no slot serves now, until close()
 
     def __enter__(self):
         return self

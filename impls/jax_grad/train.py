@@ -1,9 +1,10 @@
 """The training loop: one jitted step (value_and_grad, norms, clip, Optax update) per batch.
 
 `train` runs free; `lockstep` starts every step from a given state (the reference's)
-and yields what the step did. Both run the same step function; lockstep's jitted copy
-also returns the gradients, compiled apart: an extra output changes how XLA fuses the
-step, and with it the free run's last bits.
+and yields what the step did. Both call the same compiled step, which also returns the
+gradients before clipping (the free run leaves them on the device): lockstep checks the
+very program the free run took, and a model compiles once, not twice (compiling is most
+of a short run's time).
 """
 import math
 
@@ -26,14 +27,14 @@ def train(model, x, y, batches, masks):
     ahead without waiting for them. A diverged step found then is undone on the host (the
     parameters before it are kept, the state after it, as if the loop had stopped there);
     the steps computed after it are dropped. The step itself is the same function."""
-    optimizer, step, _ = trainer(model)
+    optimizer, step = trainer(model)
     x, y, _ = inputs(model, x, y, {})  # the whole data set, on the device once
     opt_state = optimizer.init(model.params)
     order = [layer["name"] for layer in model.spec["layers"]]  # jit returns sorted keys
     curves, pending = new_curves(), []
     for k in range(len(batches)):
         before = model.params
-        model.params, opt_state, model.state, loss, norm, layer_norms = step(
+        model.params, opt_state, model.state, loss, norm, layer_norms, _ = step(
             model.params, opt_state, model.state, x, y, *step_inputs(model, batches, masks, k))
         pending.append((before, model.state, loss, norm, layer_norms))
         if len(pending) == CHECK_EVERY or k == len(batches) - 1:
@@ -63,7 +64,7 @@ def diverged(model, curves, pending, order, first):
 def lockstep(model, x, y, batches, masks, starts):
     """Step k from the k-th of `starts`, (params, state, optimizer state or None: a fresh
     optimizer's), canonical; yields lockstep_record(...) of each step."""
-    optimizer, _, step = trainer(model)
+    optimizer, step = trainer(model)
     x, y, _ = inputs(model, x, y, {})
     fresh = optimizer.init(model.params)  # also the template the canonical state fills
     for k, (params, state, opt_state) in zip(range(len(batches)), starts):
@@ -79,15 +80,14 @@ def lockstep(model, x, y, batches, masks, starts):
 
 
 def trainer(model):
-    """(the Optax transformation, the jitted step, its copy that also returns the gradients),
-    made once per model and kept on it; each compiles on its first call."""
+    """(the Optax transformation, the jitted step), made once per model and kept on it; the
+    step compiles on its first call."""
     if getattr(model, "trainer", None) is None:
         cfg = model.spec["train"]
         optimizer = build_optimizer(model.spec["optimizer"], model.native)
         if native_on(model.native, "optax.clip_by_global_norm") and cfg["clip_norm"] is not None:
             optimizer = optax.chain(optax.clip_by_global_norm(cfg["clip_norm"]), optimizer)
-        model.trainer = (optimizer, jax.jit(make_step(model, optimizer, cfg)),
-                         jax.jit(make_step(model, optimizer, cfg, with_gradients=True)))
+        model.trainer = (optimizer, jax.jit(make_step(model, optimizer, cfg)))
     return model.trainer
 
 
@@ -98,10 +98,10 @@ def step_inputs(model, batches, masks, k):
             {name: jnp.asarray(m[k], model.spec["dtype"]) for name, m in masks.items()})
 
 
-def make_step(model, optimizer, cfg, with_gradients=False):
-    """One step as a pure function: (params, opt_state, state, x, y, idx, masks) -> new values
-    and records (and the gradients before clipping, `with_gradients`); idx (B,) picks the
-    step's examples from the whole data set x, y."""
+def make_step(model, optimizer, cfg):
+    """One step as a pure function: (params, opt_state, state, x, y, idx, masks) -> new values,
+    records and the gradients before clipping; idx (B,) picks the step's examples from the
+    whole data set x, y."""
 
     def objective(params, state, x, y, masks):
         loss, state = model.objective(params, state, x, y, masks)
@@ -121,8 +121,8 @@ def make_step(model, optimizer, cfg, with_gradients=False):
             grads = jax.tree.map(lambda g: g * scale, raw)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         layer_norms = {layer: jnp.sqrt(sq) for layer, sq in squares.items()}
-        out = (optax.apply_updates(params, updates), opt_state, state, loss, norm, layer_norms)
-        return out + (raw,) if with_gradients else out
+        return (optax.apply_updates(params, updates), opt_state, state, loss, norm, layer_norms,
+                raw)
     return step
 
 
