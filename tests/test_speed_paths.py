@@ -1,6 +1,7 @@
 """The fast paths of a run give the same bits as the plain ones: the finite-difference probes
 through each implementation's `probe_losses` (one layer set per step), workers parked between
 phases, the schedule, and figures drawn in other processes."""
+import os
 from types import SimpleNamespace
 
 import numpy as np
@@ -158,3 +159,21 @@ def test_the_digits_are_scikit_learns_without_importing_it():
     x, y = data._digits(False)
     assert x.tobytes() == (digits.images / 16.0).tobytes()
     assert y.dtype == np.int64 and (y == digits.target).all()
+
+
+def test_the_harness_imports_no_framework_it_runs_in_workers(tmp_path):
+    """A check in every framework's worker leaves the harness process without torch,
+    tensorflow or jax: what crosses the pipe is NumPy and plain Python (a torch version
+    object unpickled here would import torch, seconds of the main job's critical path)."""
+    import subprocess
+    import sys
+    code = ("import sys; from crossgrad.harness import api; "
+            "from crossgrad.harness.run.executor import LocalExecutor\n"
+            "with LocalExecutor(workers=2) as ex:\n"
+            "    result = api.check([api.zoo('xor_2_2_1')], executor=ex)\n"
+            "assert result.passed\n"
+            "print(sorted(m for m in ('torch', 'tensorflow', 'jax', 'keras') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=600, env=dict(os.environ, XDG_CACHE_HOME=str(tmp_path)))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout

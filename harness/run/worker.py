@@ -64,8 +64,11 @@ def _serve(args, channel):
         protocol.send(channel, {"type": "hello", "ok": False,
                                 "error": f"{type(err).__name__}: {err}"})
         return 3
+    # plain strings: torch.__version__ is a TorchVersion, and unpickling one in the harness
+    # would import torch there (seconds, for a version number)
+    versions = {name: str(version) for name, version in impl.runtime.versions().items()}
     protocol.send(channel, {"type": "hello", "ok": True, "pid": os.getpid(),
-                            "versions": impl.runtime.versions(), "threads": settings,
+                            "versions": versions, "threads": settings,
                             "precision": impl.runtime.precision(pinned=True)})
     while (job := protocol.recv(sys.stdin.buffer)) is not None:
         try:
