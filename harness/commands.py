@@ -255,7 +255,7 @@ def cmd_bench(args):
     for n in counts:
         args.workers = n
         start = time.monotonic()
-        with make_executor(args) as executor:
+        with make_executor(args, compile_cache=False) as executor:  # each count from cold
             check, train = _run_sweep(specs, args, executor, True)
         wall = time.monotonic() - start
         results = [r for res in (check, train) for m in res.saved.values() for r in m[1].values()]

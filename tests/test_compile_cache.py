@@ -80,3 +80,16 @@ def test_a_second_worker_loads_the_same_bits(tmp_path, monkeypatch):
         for name in first[key]:
             assert first[key][name].tobytes() == second[key][name].tobytes(), (key, name)
     assert np.asarray(first["fd_values"]).tobytes() == np.asarray(second["fd_values"]).tobytes()
+
+
+def test_the_benchmarks_compile_from_cold(tmp_path, monkeypatch):
+    """`crossgrad bench` times compiling as a first run pays it: its executor's JAX worker
+    gets no cache, and nothing is stored."""
+    need("jax")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+    monkeypatch.delenv("CROSSGRAD_COMPILE_CACHE", raising=False)
+    with LocalExecutor(workers=1, compile_cache=False) as ex:
+        [result] = ex.run([_check_job("xor_2_2_1", "float64")])
+    assert result["status"] == "ok", result
+    assert not (tmp_path / "crossgrad" / "xla").exists()

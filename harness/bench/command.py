@@ -41,7 +41,9 @@ def measure(specs, frameworks, batch_sizes, threads=1, timeout=None, on_result=N
     """-> (the JSON document, [(model, framework, error)] of jobs that failed)."""
     load = os.getloadavg()
     todo = jobs(specs, [f for f in frameworks if f != registry.ORIGINAL], batch_sizes)
-    with LocalExecutor(workers=1, threads=threads, timeout=timeout) as executor:
+    # no compilation cache: "compile s" is what a first run pays
+    with LocalExecutor(workers=1, threads=threads, timeout=timeout,
+                       compile_cache=False) as executor:
         results = executor.run(todo, on_result)
         hellos = executor.hellos
     by_name = {s.name: s for s in specs}

@@ -32,7 +32,7 @@ class WorkerDied(Exception):
 class WorkerProcess:
     """A running `python -m crossgrad.harness.run.worker --framework X`."""
 
-    def __init__(self, framework, threads, startup=None):
+    def __init__(self, framework, threads, startup=None, compile_cache=True):
         self.framework = framework
         startup = startup or STARTUP_SECONDS
         self.stderr = tempfile.TemporaryFile()
@@ -44,7 +44,7 @@ class WorkerProcess:
              "--threads", str(threads)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
             env=dict(worker_env(threads), TMPDIR=self.scratch,
-                     **(compile_cache_env() if framework == "jax" else {})),
+                     **(compile_cache_env() if compile_cache and framework == "jax" else {})),
             start_new_session=True)
         try:
             self.hello = self._receive(time.monotonic() + startup,
@@ -165,9 +165,9 @@ class Slot:
     same framework, starts a fresh one after a death, and says when a framework cannot start.
     With a `parking`, a worker it moves away from waits there for a later job of its own."""
 
-    def __init__(self, threads, timeout, parking=None):
+    def __init__(self, threads, timeout, parking=None, compile_cache=True):
         self.threads, self.timeout, self.worker = threads, timeout, None
-        self.parking = parking
+        self.parking, self.compile_cache = parking, compile_cache
 
     @property
     def framework(self):
@@ -182,7 +182,8 @@ class Slot:
             self.worker = self.parking.take(job["framework"])  # its hello was said already
         if self.worker is None:
             try:
-                self.worker = WorkerProcess(job["framework"], self.threads, self.timeout)
+                self.worker = WorkerProcess(job["framework"], self.threads, self.timeout,
+                                            self.compile_cache)
             except WorkerDied as err:
                 return {"status": "failed", "error": f"worker could not start: {err}"}, None, True
             if not self.worker.hello.get("ok"):
@@ -297,13 +298,15 @@ def drive(jobs, slots, run_on, on_result=None, serving=lambda n: None):
 
 
 class LocalExecutor:
-    """A pool of `workers` slots (default: one per CPU core) on this machine."""
+    """A pool of `workers` slots (default: one per CPU core) on this machine. `compile_cache`:
+    whether JAX workers load and store compiled programs (compile_cache.py); the benchmarks
+    turn it off, to time compiling as a first run pays it."""
 
     name = "local"
 
-    def __init__(self, workers=None, threads=1, timeout=None):
+    def __init__(self, workers=None, threads=1, timeout=None, compile_cache=True):
         self.workers = workers or os.cpu_count() or 1
-        self.threads, self.timeout = threads, timeout
+        self.threads, self.timeout, self.compile_cache = threads, timeout, compile_cache
         self.hellos = {}
         self.slots = []           # kept between run() calls, with their workers, until close()
         self.parking = Parking(self.workers)  # the workers no slot serves now, until close()
@@ -324,7 +327,7 @@ class LocalExecutor:
     def run(self, jobs, on_result=None):
         """Run every job; results in job order, each a dict with a "status"."""
         while len(self.slots) < min(self.workers, len(jobs)):
-            self.slots.append(Slot(self.threads, self.timeout, self.parking))
+            self.slots.append(Slot(self.threads, self.timeout, self.parking, self.compile_cache))
         results, hellos = drive(jobs, min(self.workers, len(jobs)),
                                 lambda n, job: self.slots[n].run(job), on_result,
                                 lambda n: self.slots[n].framework)
