@@ -4,10 +4,10 @@ Two tf.functions: `gradients` (forward and backward) and `update` (clip and appl
 once per model. `train` runs free: one tf.function call per step (`step`: both, the update
 under a tf.cond, so that a diverged step stops before its update), the loss and global norm
 read each step, the per-layer norms at the end. `lockstep` starts every step from a given
-state (the reference's) and yields what the step did: it calls the two apart, to read the
-gradients before clipping. Lockstep sets and reads the whole
-state in one tf.function call each (`exchange`): one eager assign per variable would
-cost more than the step.
+state (the reference's) and yields what the step did, also one tf.function call per step
+(`lockstep_step`): it sets the whole state (`exchange`), takes `gradients` and `update`
+as the free step does, and returns the gradients before clipping and the state after.
+One eager assign per variable, or one call per part, would cost more than the step.
 """
 import numpy as np
 import tensorflow as tf
@@ -48,19 +48,41 @@ def lockstep(model, x, y, batches, masks, starts):
     """Step k from the k-th of `starts`, (params, state, optimizer state or None: a fresh
     optimizer's), canonical; yields lockstep_record(...) of each step."""
     optimizer, gradients, update, fresh = trainer(model)
-    load, read, canonical_gradients = exchange(model, optimizer)
+    one_step = lockstep_step(model, optimizer, gradients, update)
     for step, (idx, (params, state, opt_state)) in enumerate(zip(batches, starts)):
         opt_state = fresh if opt_state is None else opt_state
-        load(params, state, dict(opt_state, step=np.asarray(opt_state["step"], np.int64)))
-        loss, grads, squares = gradients(x[idx], y[idx], step_masks(masks, step))
-        loss = loss.numpy()
-        norm = np.sqrt(sum(sq.numpy() for sq in squares.values()))
-        canonical = numpy(canonical_gradients(grads))  # before clipping
-        if np.isfinite(loss) and np.isfinite(norm):  # a diverged step stops before its update
-            update(grads, tf.constant(norm))
-        params, state, opt_state = (numpy(values) for values in read())
-        yield lockstep_record(float(loss), canonical, params, state,
+        loss, canonical, params, state, opt_state = one_step(
+            params, state, dict(opt_state, step=np.asarray(opt_state["step"], np.int64)),
+            x[idx], y[idx], step_masks(masks, step))
+        params, state, opt_state = numpy(params), numpy(state), numpy(opt_state)
+        yield lockstep_record(float(loss), numpy(canonical), params, state,
                               dict(opt_state, step=int(opt_state["step"])))
+
+
+def lockstep_step(model, optimizer, gradients, update):
+    """One tf.function per model, one call per lockstep step: set the start (params, state,
+    optimizer state), take the gradients, and update unless the loss or the global norm is
+    not finite (the norm summed as the free step sums it); -> (loss, canonical gradients
+    before clipping, params, state, optimizer state after the step). One call instead of
+    five: a call costs more than a small model's step."""
+    if getattr(model, "lockstep_step", None) is None:
+        load, read, canonical_gradients = exchange(model, optimizer)
+        _, layers = free_step(model, gradients, update)
+
+        @tf.function(autograph=False)  # the branch is an explicit tf.cond
+        def step(params, state, opt_state, x, y, masks):
+            load(params, state, opt_state)
+            loss, grads, squares = gradients(x, y, masks)
+            norm = tf.sqrt(tf.cumsum(tf.stack([squares[layer] for layer in layers]))[-1])
+            finite = tf.logical_and(tf.math.is_finite(loss), tf.math.is_finite(norm))
+
+            def apply():
+                update(grads, norm)
+                return tf.constant(True)
+            with tf.control_dependencies([tf.cond(finite, apply, lambda: tf.constant(False))]):
+                return (tf.identity(loss), canonical_gradients(grads), *read())
+        model.lockstep_step = step
+    return model.lockstep_step
 
 
 def trainer(model):
