@@ -67,19 +67,14 @@ def lockstep_step(model, optimizer, gradients, update):
     five: a call costs more than a small model's step."""
     if getattr(model, "lockstep_step", None) is None:
         load, read, canonical_gradients = exchange(model, optimizer)
-        _, layers = free_step(model, gradients, update)
+        layers = layer_names(model)
 
         @tf.function(autograph=False)  # the branch is an explicit tf.cond
         def step(params, state, opt_state, x, y, masks):
             load(params, state, opt_state)
             loss, grads, squares = gradients(x, y, masks)
-            norm = tf.sqrt(tf.cumsum(tf.stack([squares[layer] for layer in layers]))[-1])
-            finite = tf.logical_and(tf.math.is_finite(loss), tf.math.is_finite(norm))
-
-            def apply():
-                update(grads, norm)
-                return tf.constant(True)
-            with tf.control_dependencies([tf.cond(finite, apply, lambda: tf.constant(False))]):
+            _, _, updated = update_unless_diverged(loss, grads, squares, layers, update)
+            with tf.control_dependencies([updated]):
                 return (tf.identity(loss), canonical_gradients(grads), *read())
         model.lockstep_step = step
     return model.lockstep_step
@@ -102,24 +97,36 @@ def free_step(model, gradients, update):
     layers' squares in their order, then sqrt, in the model's dtype); the update under a
     tf.cond, skipped when the loss or the norm is not finite."""
     if getattr(model, "free_step", None) is None:
-        layers = list(dict.fromkeys(layer for layer, _, _ in trainable(model)))
+        layers = layer_names(model)
 
         @tf.function(autograph=False)  # the branch is an explicit tf.cond
         def step(x, y, masks):
             loss, grads, squares = gradients(x, y, masks)
-            squares = tf.stack([squares[layer] for layer in layers])  # (layers,)
-            # the running sum (cumsum: one add after another), not a chain of adds the graph
-            # optimizer may regroup into one AddN
-            norm = tf.sqrt(tf.cumsum(squares)[-1])
-            finite = tf.logical_and(tf.math.is_finite(loss), tf.math.is_finite(norm))
-
-            def apply():
-                update(grads, norm)
-                return tf.constant(True)
-            tf.cond(finite, apply, lambda: tf.constant(False))
+            squares, norm, _ = update_unless_diverged(loss, grads, squares, layers, update)
             return tf.stack([loss, norm]), squares
         model.free_step = (step, layers)
     return model.free_step
+
+
+def layer_names(model):
+    """The layers with trainable variables, in the model's order: the order of the sum."""
+    return list(dict.fromkeys(layer for layer, _, _ in trainable(model)))
+
+
+def update_unless_diverged(loss, grads, squares, layers, update):
+    """Inside a tf.function: the global norm and the update, skipped when the loss or the norm
+    is not finite; -> (the squares stacked in layer order (layers,), the norm, whether the
+    update ran). The norm is the running sum of the layers' squares in their order, then
+    sqrt, in the model's dtype: cumsum adds one after another, where a chain of adds is
+    one the graph optimizer may regroup into one AddN."""
+    squares = tf.stack([squares[layer] for layer in layers])  # (layers,)
+    norm = tf.sqrt(tf.cumsum(squares)[-1])
+    finite = tf.logical_and(tf.math.is_finite(loss), tf.math.is_finite(norm))
+
+    def apply():
+        update(grads, norm)
+        return tf.constant(True)
+    return squares, norm, tf.cond(finite, apply, lambda: tf.constant(False))
 
 
 def step_masks(masks, step):
