@@ -33,3 +33,14 @@ def executor():
 def need(framework):
     if not registry.installed(framework):
         pytest.skip(f"{framework} is not installed")
+
+
+def in_process(framework):
+    """One implementation imported in this process with the worker's environment pins
+    (teach.gallery.worker_environment, as the explain pages import it) and one thread."""
+    from crossgrad.harness.teach.gallery import worker_environment
+    need(framework)
+    worker_environment(framework)
+    loaded = registry.load(framework)
+    loaded.runtime.configure(1)
+    return loaded

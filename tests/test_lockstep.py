@@ -26,7 +26,7 @@ from crossgrad.harness.spec import parse_spec
 
 from cases import OPTIMIZERS, dense, spec, training
 from cli_session import session_cli
-from conftest import OTHERS, need
+from conftest import OTHERS, in_process, need
 
 # issue 12: 5 inputs, dense 16 tanh, dense 3, softmax cross-entropy, 40 examples full batch,
 # float64, rmsprop lr 0.01 rho 0.9 eps 1e-7, 60 steps
@@ -406,14 +406,7 @@ def test_lockstep_judging(dtype):
     for fw in registry.ORDER])
 def impl(request):
     """One implementation, imported in this process with the worker's environment pins."""
-    framework = request.param
-    need(framework)
-    fw = registry.FRAMEWORKS[framework]
-    for key, value in (fw.environment(1, dict(os.environ)) if fw.environment else {}).items():
-        os.environ.setdefault(key, value)
-    loaded = registry.load(framework)
-    loaded.runtime.configure(1)
-    return loaded
+    return in_process(request.param)
 
 
 @pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))

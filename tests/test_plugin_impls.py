@@ -14,7 +14,6 @@ everything around it (parameters in, gradients out, layouts, nesting). NumPy's c
 and lstm call the reference's own forward/backward pair for the same reason.
 """
 import copy
-import os
 import re
 
 import numpy as np
@@ -25,7 +24,7 @@ from crossgrad.harness.run.jobs import Inputs, check_job
 from crossgrad.harness.run.worker import perform
 from crossgrad.harness.spec import parse_spec
 
-from conftest import FRAMEWORKS, need
+from conftest import FRAMEWORKS, in_process
 
 DIGITS = {"source": "digits", "batch_size": 6}
 SEQ = {"source": "random_sequence", "classes": 3, "examples": 20, "batch_size": 5}
@@ -231,14 +230,7 @@ KEYS = ("units", "use_bias", "filters", "kernel_size", "strides", "padding", "pa
 @pytest.fixture(scope="module", params=FRAMEWORKS)
 def impl(request):
     """One implementation, imported in this process with the worker's environment pins."""
-    framework = request.param
-    need(framework)
-    fw = registry.FRAMEWORKS[framework]
-    for key, value in (fw.environment(1, dict(os.environ)) if fw.environment else {}).items():
-        os.environ.setdefault(key, value)
-    loaded = registry.load(framework)
-    loaded.runtime.configure(1)
-    return loaded
+    return in_process(request.param)
 
 
 def walk(layers):

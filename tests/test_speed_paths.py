@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from crossgrad.harness import api, registry
-from crossgrad.harness.report import drawing, plots
 from crossgrad.harness.run import executor as executor_module
 from crossgrad.harness.run import jobs, worker
 from crossgrad.harness.run.executor import LocalExecutor, schedule_order
@@ -51,19 +50,25 @@ def test_probe_losses_give_the_bits_of_setting_every_param(framework, model):
             {k: v.tobytes() for k, v in plain[group].items()}
 
 
-def test_parked_workers_serve_later_phases(monkeypatch):
-    """Two frameworks on one slot, in four run() calls: each framework starts once; a parked
-    worker that died is replaced, not handed a job."""
+@pytest.fixture
+def started(monkeypatch):
+    """The framework of every worker process started during the test, in order."""
     need("torch")
-    started = []
+    names = []
     original = executor_module.WorkerProcess
 
     class Counted(original):
         def __init__(self, framework, *args, **kwargs):
-            started.append(framework)
+            names.append(framework)
             super().__init__(framework, *args, **kwargs)
 
     monkeypatch.setattr(executor_module, "WorkerProcess", Counted)
+    return names
+
+
+def test_parked_workers_serve_later_phases(started):
+    """Two frameworks on one slot, in four run() calls: each framework starts once; a parked
+    worker that died is replaced, not handed a job."""
     with LocalExecutor(workers=1) as ex:
         for framework in ("numpy", "torch", "numpy", "torch"):
             [result] = ex.run([_check_job("xor_2_2_1", framework)])
@@ -78,24 +83,14 @@ def test_parked_workers_serve_later_phases(monkeypatch):
     assert parked.proc.poll() is not None and not ex.parking.idle
 
 
-def test_two_slots_import_each_framework_at_most_twice(monkeypatch):
+def test_two_slots_import_each_framework_at_most_twice(started):
     """Phases that each run jobs of two frameworks on two slots: the workers a phase leaves
     idle (two of one framework at times) are parked, not closed, so a later phase never
     starts a framework again beyond one worker per slot."""
-    need("torch")
-    started = []
-    original = executor_module.WorkerProcess
-
-    class Counted(original):
-        def __init__(self, framework, *args, **kwargs):
-            started.append(framework)
-            super().__init__(framework, *args, **kwargs)
-
-    monkeypatch.setattr(executor_module, "WorkerProcess", Counted)
     with LocalExecutor(workers=2) as ex:
         for framework in ("numpy", "torch", "numpy", "torch"):  # both slots on one framework
-            jobs = [_check_job("xor_2_2_1", framework) for _ in range(4)]
-            assert all(r["status"] == "ok" for r in ex.run(jobs))
+            batch = [_check_job("xor_2_2_1", framework) for _ in range(4)]
+            assert all(r["status"] == "ok" for r in ex.run(batch))
         assert started.count("numpy") <= 2 and started.count("torch") <= 2, started
 
 
