@@ -1,5 +1,8 @@
 """Small specs covering every layer type, loss and optimizer, with odd sizes on purpose."""
 import copy
+import struct
+
+import numpy as np
 
 # one spec per layer type (and activation), each ending in a classifier: they live in the
 # package, where `crossgrad explain` measures each layer with them
@@ -44,3 +47,29 @@ def training(opt_name, steps=100):
                 {"source": "digits", "batch_size": 16},
                 optimizer=OPTIMIZERS[opt_name],
                 train={"steps": steps, "l1": 1e-3, "l2": 1e-3, "clip_norm": 0.5})
+
+
+def mnist_spec_file(tmp_path, path, batch_size):
+    """tmp_path/mnist.toml: a one-dense-layer MNIST spec reading its data from `path`."""
+    spec_file = tmp_path / "mnist.toml"
+    spec_file.write_text(f"""
+name = "mnist_small"
+input_shape = [784]
+[data]
+source = "mnist"
+path = "{path}"
+batch_size = {batch_size}
+[[layers]]
+type = "dense"
+units = 10
+[loss]
+type = "softmax_cross_entropy"
+""")
+    return spec_file
+
+
+def idx(array, rank, dims=None):
+    """An IDX file: magic 00 00 08 <rank>, big-endian sizes (`dims` to lie about them), bytes."""
+    dims = array.shape if dims is None else dims
+    return struct.pack(">BBBB", 0, 0, 8, rank) + b"".join(struct.pack(">I", n) for n in dims) + \
+        array.astype(np.uint8).tobytes()

@@ -2,13 +2,13 @@
 import gzip
 import json
 import os
-import struct
 
 import numpy as np
 import pytest
 
 from crossgrad.harness.cli import main
 
+from cases import idx, mnist_spec_file
 from limited import crossgrad
 
 GOOD = """
@@ -277,27 +277,8 @@ def test_output_path_that_is_a_file(tmp_path, capsys):
 
 # ---- MNIST files ------------------------------------------------------------------------------
 
-def idx(array, rank):
-    header = struct.pack(">BBBB", 0, 0, 8, rank) + b"".join(struct.pack(">I", n) for n in array.shape)
-    return header + array.astype(np.uint8).tobytes()
-
-
 def mnist_spec(tmp_path, path):
-    spec = tmp_path / "mnist.toml"
-    spec.write_text(f"""
-name = "mnist_small"
-input_shape = [784]
-[data]
-source = "mnist"
-path = "{path}"
-batch_size = 4
-[[layers]]
-type = "dense"
-units = 10
-[loss]
-type = "softmax_cross_entropy"
-""")
-    return spec
+    return mnist_spec_file(tmp_path, path, batch_size=4)
 
 
 @pytest.fixture

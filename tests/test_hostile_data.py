@@ -16,34 +16,14 @@ import pytest
 from crossgrad.harness.cli import main
 from crossgrad.harness.spec.mnist import load_mnist, mnist_sizes
 
+from cases import idx, mnist_spec_file
 from limited import crossgrad
 
 IMAGES, LABELS = "train-images-idx3-ubyte", "train-labels-idx1-ubyte"
 
 
-def idx(array, rank, dims=None):
-    """An IDX file: magic 00 00 08 <rank>, big-endian sizes (`dims` to lie about them), bytes."""
-    dims = array.shape if dims is None else dims
-    return struct.pack(">BBBB", 0, 0, 8, rank) + b"".join(struct.pack(">I", n) for n in dims) + \
-        array.astype(np.uint8).tobytes()
-
-
 def spec_for(tmp_path, path):
-    spec = tmp_path / "mnist.toml"
-    spec.write_text(f"""
-name = "mnist_small"
-input_shape = [784]
-[data]
-source = "mnist"
-path = "{path}"
-batch_size = 2
-[[layers]]
-type = "dense"
-units = 10
-[loss]
-type = "softmax_cross_entropy"
-""")
-    return spec
+    return mnist_spec_file(tmp_path, path, batch_size=2)
 
 
 @pytest.fixture
