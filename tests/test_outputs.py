@@ -241,6 +241,19 @@ def test_json_replaces_the_document_crossgrad_wrote_before(tmp_path, home):
     assert second["models"][0]["mode"] == "aligned" and "mode" not in first["models"][0]
 
 
+def test_a_file_put_at_the_json_path_during_the_run_is_kept(tmp_path):
+    """Claimed free before the run, then written by someone else while it ran: at the end
+    the JSON is claimed again, refused, and the file keeps its bytes; nothing else stays."""
+    from crossgrad.harness.errors import InputError
+    from crossgrad.harness.run.outputs import write_json
+    target = ownership.claim_file(tmp_path / "late.json", "--json")
+    target.write_text("written while the run ran\n")
+    with pytest.raises(InputError, match="is not a JSON document crossgrad wrote"):
+        write_json(target, {"models": []})
+    assert target.read_text() == "written while the run ran\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["late.json"]
+
+
 # ---- links, devices, standard output --------------------------------------------------------
 
 def test_linked_outputs_are_followed_and_the_links_kept(tmp_path, home):

@@ -54,8 +54,10 @@ def atomic_dir(path, kind="output", flag="--out"):
 
 
 @contextlib.contextmanager
-def atomic_file(path, mode="w"):
-    """Yield a file object; on success it replaces `path` in one rename."""
+def atomic_file(path, mode="w", recheck=None):
+    """Yield a file object; on success it replaces `path` in one rename. `recheck()`, called
+    just before the rename, raises when `path` is no longer ours to replace (a file put there
+    while a long run was writing): the new file is then dropped and `path` kept."""
     path = Path(path)
     with failures_named(path):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -65,6 +67,8 @@ def atomic_file(path, mode="w"):
         with failures_named(path):
             with open(tmp / path.name, mode) as f:
                 yield f
+            if recheck is not None:
+                recheck()
             os.replace(tmp / path.name, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

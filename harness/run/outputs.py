@@ -8,7 +8,7 @@ import sys
 import numpy as np
 
 from .atomic import atomic_dir, atomic_file, failures_named
-from .ownership import tool_version
+from .ownership import claim_file, tool_version
 
 
 def plain(value):
@@ -47,7 +47,8 @@ def write_json(target, document):
         with failures_named(target), open(target, "w") as f:
             dump(f)
         return
-    with atomic_file(target) as f:
+    # claimed again at the end: the run between the claim and now takes minutes
+    with atomic_file(target, recheck=lambda: claim_file(target, "--json")) as f:
         dump(f)
 
 
