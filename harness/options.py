@@ -178,13 +178,14 @@ def check_execution(args):
 
 
 def make_executor(args, compile_cache=True):
-    """The executor the options ask for; `compile_cache`: JAX workers of the local one may
-    load compiled programs (run/compile_cache.py; `crossgrad bench` compares cold runs)."""
+    """The executor the options ask for; `compile_cache`: whether its JAX workers may load
+    compiled programs (run/compile_cache.py; `crossgrad bench` compares cold runs)."""
     check_execution(args)
     if args.executor == "ray":
         from .run.ray_executor import RayExecutor
         return RayExecutor(address=args.ray_address, workers=args.workers,
-                           threads=args.threads, timeout=args.timeout)
+                           threads=args.threads, timeout=args.timeout,
+                           compile_cache=compile_cache)
     from .run.executor import LocalExecutor
     return LocalExecutor(workers=args.workers, threads=args.threads, timeout=args.timeout,
                          compile_cache=compile_cache)

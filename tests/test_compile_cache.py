@@ -93,3 +93,20 @@ def test_the_benchmarks_compile_from_cold(tmp_path, monkeypatch):
         [result] = ex.run([_check_job("xor_2_2_1", "float64")])
     assert result["status"] == "ok", result
     assert not (tmp_path / "crossgrad" / "xla").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cache", [False, True])
+def test_the_ray_executor_passes_the_choice_to_its_workers(tmp_path, monkeypatch, cache):
+    """`crossgrad bench --executor ray` compiles from cold too; a Ray run keeps the cache."""
+    need("jax")
+    pytest.importorskip("ray")
+    from crossgrad.harness.run.ray_executor import RayExecutor
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # before Ray starts: its actors inherit it
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+    monkeypatch.delenv("CROSSGRAD_COMPILE_CACHE", raising=False)
+    with RayExecutor(workers=1, compile_cache=cache) as ex:
+        [result] = ex.run([_check_job("xor_2_2_1", "float64")])
+    assert result["status"] == "ok", result
+    folder = tmp_path / "crossgrad" / "xla"
+    assert (folder.is_dir() and any(folder.iterdir())) == cache

@@ -32,14 +32,14 @@ QUIET = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR"
 class RayExecutor:
     name = "ray"
 
-    def __init__(self, address=None, workers=None, threads=1, timeout=None):
+    def __init__(self, address=None, workers=None, threads=1, timeout=None, compile_cache=True):
         import ray
         self.ray, self.started = ray, False
         if not ray.is_initialized():
             connect(ray, address, workers)
             self.started = True
         self.workers = workers or int(ray.cluster_resources().get("CPU", 1))
-        self.threads, self.timeout = threads, timeout
+        self.threads, self.timeout, self.compile_cache = threads, timeout, compile_cache
         self.slot_class = ray.remote(num_cpus=1)(Slot)
         self.slots, self.hellos = [], {}
 
@@ -62,16 +62,21 @@ class RayExecutor:
 
     def run(self, jobs, on_result=None):
         while len(self.slots) < min(self.workers, max(1, len(jobs))):
-            self.slots.append(self.slot_class.remote(self.threads, self.timeout))
+            self.slots.append(self._new_slot())
         results, hellos = drive(jobs, len(self.slots), self._run_on, on_result)
         self.hellos.update(hellos)
         return results
+
+    def _new_slot(self):
+        """An actor holding a Slot; its JAX workers use the compilation cache of the machine
+        the actor runs on (compile_cache.py), unless `compile_cache` is False."""
+        return self.slot_class.remote(self.threads, self.timeout, compile_cache=self.compile_cache)
 
     def _run_on(self, n, job):
         try:
             return self.ray.get(self.slots[n].run.remote(job))
         except self.ray.exceptions.RayActorError as err:
-            self.slots[n] = self.slot_class.remote(self.threads, self.timeout)
+            self.slots[n] = self._new_slot()
             return {"status": "failed", "error": f"Ray actor died: {err}"}, None, False
 
 
