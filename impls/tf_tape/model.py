@@ -155,12 +155,14 @@ def probe_losses(model, params, x, y, masks, name, values):
     statistics stay as set: the loss alone never moves them). Then the layer is set back."""
     layer = next(layer for layer in model.spec["layers"] if layer["name"] == layer_of(name))
     local, key = local_params(params, layer), name[len(layer["name"]) + 1:]
+    # the batch converted once: a tf.function converts NumPy arguments again at every call
+    batch = tf.nest.map_structure(tf.convert_to_tensor, (x, y, masks))
     losses = []
     for value in values:
         set_layer(model, layer, dict(local, **{key: value}))
-        losses.append(loss_value(model, x, y, masks))
+        losses.append(model.value(*batch))
     set_layer(model, layer, local)
-    return losses
+    return [float(loss) for loss in losses]
 
 
 def loss_and_gradients(model, x, y, masks):
