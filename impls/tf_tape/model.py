@@ -151,17 +151,18 @@ def loss_value(model, x, y, masks):
 
 def probe_losses(model, params, x, y, masks, name, values):
     """The loss with the parameter `name` at each of `values` in turn, the others at `params`
-    (as set): only its layer's variables are assigned again each time (the running
-    statistics stay as set: the loss alone never moves them). Then the layer is set back."""
+    (as set): only its variable is assigned again each time (layout.py maps each canonical
+    tensor on its own; the running statistics stay as set: the loss alone never moves
+    them). Then it is set back."""
     layer = next(layer for layer in model.spec["layers"] if layer["name"] == layer_of(name))
-    local, key = local_params(params, layer), name[len(layer["name"]) + 1:]
+    key = name[len(layer["name"]) + 1:]
     # the batch converted once: a tf.function converts NumPy arguments again at every call
     batch = tf.nest.map_structure(tf.convert_to_tensor, (x, y, masks))
     losses = []
     for value in values:
-        set_layer(model, layer, dict(local, **{key: value}))
+        set_layer(model, layer, {key: value})
         losses.append(model.value(*batch))
-    set_layer(model, layer, local)
+    set_layer(model, layer, {key: local_params(params, layer)[key]})
     return [float(loss) for loss in losses]
 
 
