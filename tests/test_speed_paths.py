@@ -1,6 +1,6 @@
 """The fast paths of a run give the same bits as the plain ones: the finite-difference probes
-through each implementation's `probe_losses` (one layer or tensor set per step), workers parked between
-phases, the schedule, and figures drawn in other processes."""
+through each implementation's `probe_losses` (one layer or one tensor set per step), workers
+parked between phases, the schedule, and figures drawn in other processes."""
 import os
 from types import SimpleNamespace
 
