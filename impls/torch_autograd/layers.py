@@ -152,23 +152,30 @@ def pad_arg(pads):
 
 
 class Conv2D(nn.Conv2d):
-    """nn.Conv2d with TensorFlow's 'same': padding='same' refuses stride > 1, so pad explicitly."""
+    """nn.Conv2d with the spec's pads: its own `padding` where they are even on both sides
+    (TensorFlow's 'same' at stride 1, and any 'valid'); an explicit F.pad first where 'same'
+    pads one more at the bottom or right (padding='same' refuses stride > 1)."""
 
     def __init__(self, layer):
         kernel, c_in = layer["kernel_size"], layer["in_shape"][2]
-        super().__init__(c_in, layer["filters"], kernel, stride=layer["strides"], padding=0,
-                         bias=layer["use_bias"])
-        self.pads = pad_arg(layer["pads"])
+        (top, bottom), (left, right) = layer["pads"]
+        even = top == bottom and left == right
+        super().__init__(c_in, layer["filters"], kernel, stride=layer["strides"],
+                         padding=(top, left) if even else 0, bias=layer["use_bias"])
+        self.pads = None if even else pad_arg(layer["pads"])
 
     def forward(self, x):
-        return super().forward(F.pad(x, self.pads))  # (B, C_in, Hp, Wp) -> (B, C_out, Ho, Wo)
+        if self.pads is not None:
+            x = F.pad(x, self.pads)  # (B, C_in, H, W) -> (B, C_in, Hp, Wp)
+        return super().forward(x)    # -> (B, C_out, Ho, Wo)
 
 
 def conv2d(layer, dtype, native):
     """y[b,i,j] = sum_{u,v} xpad[b, i*sh+u, j*sw+v] W[u,v] + b: x (B, H, W, C_in), W (kh, kw, C_in, C_out)
 
     nn.Conv2d, a cross-correlation, on NCHW with a (C_out, C_in, kh, kw) weight (layout.py),
-    after an explicit F.pad (Conv2D above): the canonical pads may be uneven.
+    padded by itself, or after an explicit F.pad where the canonical pads are uneven
+    (Conv2D above).
     """
     return Conv2D(layer)
 
@@ -181,7 +188,9 @@ class MaxPool2D(nn.MaxPool2d):
         self.pads = pad_arg(layer["pads"])
 
     def forward(self, x):
-        return super().forward(F.pad(x, self.pads, value=-math.inf))  # -inf never wins a max
+        if any(self.pads):  # 'valid' pads nothing: no copy
+            x = F.pad(x, self.pads, value=-math.inf)  # -inf never wins a max
+        return super().forward(x)
 
 
 def maxpool2d(layer, dtype, native):
