@@ -62,7 +62,8 @@ def measure(impl, model, job):
         entries, abs_err, scale, ref_loss = None, [], [], []
         for mine, ref in zip(ours, theirs):  # each reads the same start from the feed
             entries = entries or _entries(ref)
-            if _moved(ref):
+            moved = _moved(ref)
+            if moved:
                 expected = dict(ref, **_update(reference, ref_model, job["spec"], feed.start,
                                                mine))
                 row = [_difference(_value(mine, kind, name), _value(expected, kind, name), name)
@@ -73,7 +74,7 @@ def measure(impl, model, job):
             abs_err.append([d for d, _ in row])
             scale.append([s for _, s in row])
             ref_loss.append(ref["loss"])
-            if not _moved(ref):  # the reference diverged: its trajectory ends here
+            if not moved:  # the reference diverged: its trajectory ends here
                 break
             feed.start = (ref["params"], ref["state"], ref["optimizer"])
     except Exception as err:  # lockstep explains; it never takes the free run down
