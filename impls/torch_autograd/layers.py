@@ -209,6 +209,8 @@ class AvgPool2D(nn.AvgPool2d):
         self.pads = pad_arg(layer["pads"])
 
     def forward(self, x):
+        if not any(self.pads):  # 'valid': every window is real pixels (the division is by 1)
+            return super().forward(x)
         ones = torch.ones_like(x[:1, :1])  # (1, 1, H, W)
         # mean of the zero-padded window / fraction of it that is real = mean of the real pixels
         return super().forward(F.pad(x, self.pads)) / super().forward(F.pad(ones, self.pads))
