@@ -172,3 +172,32 @@ def test_the_harness_imports_no_framework_it_runs_in_workers(tmp_path):
                           timeout=600, env=dict(os.environ, XDG_CACHE_HOME=str(tmp_path)))
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout
+
+
+# what a worker's start must not import: the modules, and what pulls them in
+NOT_AT_START = {"tensorflow": (("jax", "sklearn", "scipy.stats"),  # TFLite, Keras' wrappers
+                               "import jax, sklearn"),
+                "torch": (("torch._inductor", "torch._dynamo", "sympy"),  # deterministic mode
+                          "import torch._dynamo")}
+
+
+@pytest.mark.parametrize("framework", sorted(NOT_AT_START))
+def test_a_worker_starts_without_modules_it_never_runs(framework):
+    """A TensorFlow worker's start does not import JAX or scikit-learn (TFLite and Keras try
+    them: 2.4 s), a PyTorch worker's does not import torch.compile's machinery (2 s); both
+    import normally afterwards, and the settings stand."""
+    import subprocess
+    import sys
+    need(framework)
+    modules, later = NOT_AT_START[framework]
+    code = (f"import sys; from crossgrad.harness import registry\n"
+            f"impl = registry.load({framework!r}); settings = impl.runtime.configure(1)\n"
+            f"print(sorted(m for m in {modules!r} if m in sys.modules))\n"
+            f"{later}\nprint(settings)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    loaded, settings = done.stdout.strip().splitlines()[-2:]
+    assert loaded == "[]"
+    assert ("'op_determinism': True" if framework == "tensorflow"
+            else "'deterministic_algorithms': True") in settings

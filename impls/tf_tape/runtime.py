@@ -4,13 +4,35 @@ The harness imports this module first, so the environment variables below are
 read when TensorFlow itself is imported.
 """
 import os
+import sys
+from contextlib import contextmanager
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")     # C++ INFO and WARNING lines off
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")    # TensorFlow's own CPU kernels, not oneDNN's
 # (whose startup notice TF_CPP_MIN_LOG_LEVEL does not silence)
 
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
+
+@contextmanager
+def held_back(*names):
+    """Imports of `names` fail inside the block (ImportError), unless already imported;
+    afterwards they import as usual."""
+    held = [name for name in names if name not in sys.modules]
+    sys.modules.update(dict.fromkeys(held))  # None: "import x" raises ImportError
+    try:
+        yield
+    finally:
+        for name in held:
+            if sys.modules.get(name, 0) is None:
+                del sys.modules[name]
+
+
+# TensorFlow's TFLite converter imports JAX when it is installed (tensorflow/lite/python/
+# util.py), and Keras' scikit-learn wrappers import scikit-learn and SciPy (keras/src/
+# wrappers): 2.4 s of a TensorFlow worker's 7 s start, for code it never runs. Both
+# try the import and carry on without it.
+with held_back("jax", "sklearn"):
+    import keras  # noqa: E402
+    import tensorflow as tf  # noqa: E402
 
 __all__ = ["configure", "versions", "precision"]
 
