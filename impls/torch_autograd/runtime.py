@@ -15,7 +15,10 @@ def configure(threads):
         torch.set_num_interop_threads(threads)
     except RuntimeError:  # already set, or parallel work has already started in this process
         pass
-    torch.use_deterministic_algorithms(True)
+    # use_deterministic_algorithms(True) sets the same switch, and also imports
+    # torch._inductor (torch.compile's, 2 s of imports, sympy among them) to set its flag;
+    # nothing here compiles
+    torch.set_deterministic_debug_mode("error")
     precision(pinned=True)
     return {"torch_threads": torch.get_num_threads(),
             "torch_interop_threads": torch.get_num_interop_threads(),
