@@ -162,7 +162,7 @@ def probe_losses(model, params, x, y, masks, name, values):
     for value in values:
         set_layer(model, layer, {key: value})
         losses.append(model.value(*batch))
-    set_layer(model, layer, {key: local_params(params, layer)[key]})
+    set_layer(model, layer, {key: params[name]})
     return [float(loss) for loss in losses]
 
 
