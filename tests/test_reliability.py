@@ -112,8 +112,8 @@ def test_a_missing_framework_is_skipped_unless_asked_for(tmp_path, monkeypatch, 
                  "--quiet"]) == 0
     assert main(["check", "--zoo", "xor_2_2_1", "--frameworks", "numpy,jax"]) == 2
     assert "jax" in capsys.readouterr().err
-    result = api.check([api.zoo("xor_2_2_1")], frameworks=None,
-                       executor=LocalExecutor(workers=1))
+    with LocalExecutor(workers=1) as local:
+        result = api.check([api.zoo("xor_2_2_1")], frameworks=None, executor=local)
     assert result.models[0]["frameworks"]["jax"]["status"] == "skipped"
 
 
@@ -145,7 +145,9 @@ def test_an_interrupted_run_leaves_the_previous_report_and_resume_completes_it(t
     shutil.rmtree(cache)
 
     # the xor_2_2_1 jobs hang, so the run is surely in the middle when it is killed
-    env = dict(os.environ, CROSSGRAD_FAULT="numpy:hang:xor_2_2_1")
+    scratch = tmp_path / "tmp"  # the killed harness's TMPDIR
+    scratch.mkdir()
+    env = dict(os.environ, CROSSGRAD_FAULT="numpy:hang:xor_2_2_1", TMPDIR=str(scratch))
     proc = crossgrad(*base, stderr=subprocess.PIPE, text=True, env=env)
     for line in proc.stderr:  # progress lines look like "[ 2/15] check numpy ..."
         if line.startswith("[") and line[1:].lstrip().startswith("2/"):
@@ -162,6 +164,7 @@ def test_an_interrupted_run_leaves_the_previous_report_and_resume_completes_it(t
     alive = [pid for pid in workers if os.path.exists(f"/proc/{pid}")
              and not open(f"/proc/{pid}/stat").read().split(") ")[-1].startswith("Z")]
     assert not alive
+    assert not list(scratch.iterdir())  # each worker removed the folder made for it
 
     resumed = crossgrad(*base, "--resume", stderr=subprocess.PIPE, text=True)
     _, err = resumed.communicate(timeout=300)

@@ -9,6 +9,8 @@ import os
 
 from .. import registry
 
+SCRATCH_PREFIX = "crossgrad-worker-"  # a worker's temporary folders (its TMPDIR), and no other
+
 
 def worker_env(threads, base=None):
     """The environment for a worker process: every framework's pins, for `threads` threads."""

@@ -19,7 +19,7 @@ import time
 
 from . import protocol
 from .compile_cache import compile_cache_env
-from .environment import worker_env
+from .environment import SCRATCH_PREFIX, worker_env
 
 STARTUP_SECONDS = 300  # a worker's import and hello, unless a --timeout bounds it
 WORKER_MODULE = __package__ + ".worker"
@@ -37,11 +37,12 @@ class WorkerProcess:
         startup = startup or STARTUP_SECONDS
         self.stderr = tempfile.TemporaryFile()
         # the worker's TMPDIR, removed once it is gone: a worker killed in a job cannot tidy
-        # up what its framework wrote there (TensorFlow's autograph files)
-        self.scratch = tempfile.mkdtemp(prefix="crossgrad-worker-")
+        # up what its framework wrote there (TensorFlow's autograph files); a worker whose
+        # harness is killed removes it itself (worker._exit_with_parent)
+        self.scratch = tempfile.mkdtemp(prefix=SCRATCH_PREFIX)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", WORKER_MODULE, "--framework", framework,
-             "--threads", str(threads)],
+             "--threads", str(threads), "--parent", str(os.getpid()), "--scratch", self.scratch],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
             env=dict(worker_env(threads), TMPDIR=self.scratch,
                      **(compile_cache_env() if compile_cache and framework == "jax" else {})),

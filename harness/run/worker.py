@@ -30,29 +30,38 @@ from ..importers import original
 from ..registry import ORIGINAL
 from ..spec import plugins
 from . import lockstep, protocol, second_order
+from .environment import SCRATCH_PREFIX
 
 
 def main(argv=None):
     args = _parse(argv)
     faulthandler.enable()                  # a segfault leaves a stack in the stderr tail
-    _exit_with_parent()
+    scratch = args.scratch or _private_tempdir()  # what it removes as it ends, either way
+    _exit_with_parent(args.parent or os.getppid(), scratch)
     channel = os.fdopen(os.dup(1), "wb")   # protocol messages only
     os.dup2(2, 1)                          # stray prints from frameworks go to stderr
-    scratch = _private_tempdir()
     try:
         return _serve(args, channel)
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        _remove(scratch)
 
 
 def _private_tempdir():
     """-> a new temporary folder of this worker's own, made `tempfile`'s default: TensorFlow's
     autograph writes the source of every function it converts to a temporary file it never
-    deletes (about 1,400 in one `crossgrad run`); the worker removes its folder as it ends.
-    A worker killed outright leaves it (crossgrad-worker-*, mode 0700, in the system's)."""
-    folder = tempfile.mkdtemp(prefix="crossgrad-worker-")
+    deletes (about 1,400 in one `crossgrad run`). A worker started by the harness has one
+    already (`--scratch`, its TMPDIR); this is for a worker started by hand."""
+    folder = tempfile.mkdtemp(prefix=SCRATCH_PREFIX)
     tempfile.tempdir = folder
     return folder
+
+
+def _remove(scratch):
+    """The worker's temporary folder, as the worker ends: also when its harness is gone, the
+    harness that would remove it otherwise (the folder's name is checked: the worker removes
+    nothing but a folder made for it). Twice: a job still running may add a file meanwhile."""
+    for _ in range(2 if os.path.basename(scratch).startswith(SCRATCH_PREFIX) else 0):
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _serve(args, channel):
@@ -184,14 +193,17 @@ def _numpy(arrays):
     return {k: np.asarray(v) for k, v in arrays.items()}
 
 
-def _exit_with_parent():
+def _exit_with_parent(parent, scratch):
     """A harness killed with SIGKILL cannot stop its workers; they notice and stop themselves
-    (a worker in the middle of a job would otherwise never read the closed stdin)."""
-    parent = os.getppid()
+    (a worker in the middle of a job would otherwise never read the closed stdin), and
+    remove their temporary folder, which that harness cannot. `parent` is the harness's pid
+    as the harness gave it: a harness killed while the worker was still importing is gone
+    before the worker could ask for its parent."""
 
     def watch():
         while os.getppid() == parent:
             time.sleep(0.5)
+        _remove(scratch)
         os._exit(4)
     threading.Thread(target=watch, daemon=True).start()
 
@@ -200,6 +212,9 @@ def _parse(argv):
     parser = argparse.ArgumentParser(prog="python -m crossgrad.harness.run.worker")
     parser.add_argument("--framework", required=True)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--parent", type=int, help="the harness's pid")
+    parser.add_argument("--scratch", help="a folder made for this worker alone (its TMPDIR), "
+                        "which it removes if its harness dies first")
     return parser.parse_args(argv)
 
 
