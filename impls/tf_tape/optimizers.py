@@ -13,7 +13,6 @@ rule), the float32 hyperparameters, the decoupled decay, each default value.
 import inspect
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from ..canonical import native_on, share, slot_key, slots_of
