@@ -8,6 +8,7 @@ inside a residual block ("3.1.b"). Nothing here imports a framework.
 import os
 
 __all__ = ["local_params", "by_layer", "block_key", "share", "per_sublayer", "penalised",
+           "squares_fit",
            "layer_of", "per_layer", "new_curves", "record", "native_on", "SLOTS", "slot_key",
            "slots_of", "lockstep_record",
            "PluginError", "plugin_method", "returned_pair", "check_output", "check_gradients"]
@@ -52,6 +53,20 @@ def per_sublayer(block, values, convert):
 def penalised(params):
     """The tensors L1/L2 apply to: those whose local name is exactly "W" (not biases, not U)."""
     return {k: v for k, v in params.items() if k.rsplit(".", 1)[-1] == "W"}
+
+
+def squares_fit(sum_of_squares, size, largest, eps):
+    """Whether a sum of `size` squares stays finite in any order of summation (NaN and inf do
+    not), from one such sum as a Python float, in a dtype with this largest value and eps.
+
+    Where both coefficients are 0, the L1/L2 penalty's value is exactly +0 and its gradient
+    is a signed zero per entry, unless a sum |W| or W^2 is not finite (0 * inf is NaN, and a
+    diverging run records it). |W| sums below sqrt(largest) * size once W^2's sum is finite.
+    Sums of non-negative terms in two orders are within a factor 1 + size * eps of each
+    other; a factor 4 leaves room to spare. Frameworks that take the penalty step by step
+    (NumPy, PyTorch) then skip its passes over every weight: the gradient can change only
+    where it is exactly 0, and only its sign."""
+    return sum_of_squares * 4 * (1 + size * eps) < largest
 
 
 def layer_of(name):

@@ -56,6 +56,121 @@ def test_a_diverged_run_keeps_the_parameters_before_its_diverged_step(framework,
         assert value.tobytes() == params[name].tobytes(), name
 
 
+# ---- a zero L1/L2 penalty, skipped where it would change no bit (NumPy, PyTorch) -----------
+
+STEPWISE = ["numpy", "torch"]  # the two that take the penalty step by step, not compiled
+
+
+def bits(a):
+    """The bytes of an array: +0 and -0 differ, and NaNs compare."""
+    return np.ascontiguousarray(a).tobytes()
+
+
+def tensor(framework, a):
+    if framework == "numpy":
+        return a
+    import torch
+    return torch.tensor(a)
+
+
+def penalty_both_ways(framework, w, c, l1=0.0, l2=0.0):
+    """(loss, gradient) of sum(W * c) + penalty(W) for W = w, taken the penalty's way and by
+    the vanishing shortcut: the data gradient is c itself, signed zeros included."""
+    impl = registry.load(framework)
+    L = impl.losses
+    if framework == "numpy":
+        slow_loss, extra = (w * c).sum(), L.penalty({"0.W": w}, l1, l2)
+        slow_loss += extra[0]
+        slow = c + extra[1]["0.W"]
+        fast, fast_loss = c.copy(), (w * c).sum() + 0.0
+        L.add_vanishing_penalty({"0.W": fast}, {"0.W": w}, l1, l2)
+        return (slow_loss, slow), (fast_loss, fast)
+    import torch
+    param = torch.nn.Parameter(torch.from_numpy(w.T.copy()))  # torch's (out, in) weight
+    weights = {"0.W": param.T}                                # canonical: a view, as in training
+    loss = (param * torch.from_numpy(c.T.copy())).sum()
+    (slow_loss := loss + L.penalty(weights, l1, l2)).backward()
+    slow, param.grad = param.grad.T.numpy().copy(), None
+    loss = (param * torch.from_numpy(c.T.copy())).sum()
+    (fast_loss := loss + 0.0).backward()
+    L.add_vanishing_penalty({"0.W": param.grad}, {"0.W": param}, l1, l2)
+    return ((slow_loss.detach().numpy(), slow),
+            (fast_loss.detach().numpy(), param.grad.T.numpy().copy()))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("framework", STEPWISE)
+def test_a_vanishing_penalty_gives_the_penalty_s_bits(framework, dtype):
+    """Every pairing of a data gradient (+0, -0, nonzero) with a weight (+, -, +0, -0): the
+    sign of each zero the penalty leaves is the penalty's."""
+    need(framework)
+    values = np.array([1.5, -2.0, 0.0, -0.0], dtype)
+    w = np.repeat(values, 4).reshape(4, 4)            # one weight value per row
+    c = np.tile(np.array([0.0, -0.0, 3.0, -0.0], dtype), (4, 1))  # one gradient per column
+    (slow_loss, slow), (fast_loss, fast) = penalty_both_ways(framework, w, c)
+    assert registry.load(framework).losses.penalty_vanishes({"0.W": tensor(framework, w)},
+                                                            0.0, 0.0)
+    assert bits(fast) == bits(slow), (fast, slow)
+    assert np.signbit(slow).any() and not np.signbit(slow[:, 0]).any()  # both signs occur
+    assert bits(fast_loss) == bits(slow_loss)
+    c_neg = -np.ones_like(w) * 0.0                    # a loss of -0: the penalty makes it +0
+    (slow_loss, _), (fast_loss, _) = penalty_both_ways(framework, np.abs(w), c_neg)
+    assert bits(fast_loss) == bits(slow_loss) == bits(np.asarray(0.0, dtype))
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # NumPy's, on the non-finite weights
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("framework", STEPWISE)
+def test_a_penalty_vanishes_only_at_plus_zero_with_finite_squares(framework, dtype):
+    need(framework)
+    L = registry.load(framework).losses
+    big = np.sqrt(np.finfo(dtype).max)                 # its square overflows
+    fine = {"0.W": tensor(framework, np.ones((3, 2), dtype)),
+            "2.W": tensor(framework, np.full(4, -2.0, dtype))}
+    assert L.penalty_vanishes(fine, 0.0, 0.0) and L.penalty_vanishes({}, 0.0, 0.0)
+    for l1, l2 in [(1e-4, 0.0), (0.0, 1e-4), (-0.0, 0.0), (0.0, -0.0)]:
+        assert not L.penalty_vanishes(fine, l1, l2), (l1, l2)
+    for bad in [np.inf, -np.inf, np.nan, big, big / 2]:
+        w = np.ones((3, 2), dtype)
+        w[1, 1] = bad
+        assert not L.penalty_vanishes(dict(fine, **{"4.W": tensor(framework, w)}), 0.0, 0.0), bad
+    for bad in [np.inf, np.nan, big * 2]:  # a penalty that does not vanish: not finite
+        w = np.ones((3, 2), dtype)
+        w[1, 1] = bad
+        (loss, _), _ = penalty_both_ways(framework, w, np.ones_like(w))
+        assert np.isnan(loss)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("framework", STEPWISE)
+def test_training_keeps_its_bits_with_the_vanishing_penalty(framework, dtype, monkeypatch):
+    """digits_mlp one example at a time: the 8x8 digits' blank pixels give weight gradients of
+    exactly +0 and -0. Curves and parameters bit for bit with the penalty taken in full."""
+    need(framework)
+    impl = registry.load(framework)
+    impl.runtime.configure(1)
+    spec = zoo_spec("digits_mlp", dtype=dtype)
+    inputs = Inputs(spec, steps=1)
+    batches = [np.array([k]) for k in range(12)]
+
+    def run():
+        model = impl.model.build_model(spec.for_impls())
+        impl.model.set_params(model, inputs.params, inputs.state)
+        curves = impl.train.train(model, inputs.x, inputs.y, batches, {})
+        return curves, impl.model.get_params(model)[0]
+    vanished = []
+    taken = impl.train.penalty_vanishes
+    monkeypatch.setattr(impl.train, "penalty_vanishes",
+                        lambda *a: vanished.append(taken(*a)) or vanished[-1])
+    fast = run()
+    assert vanished == [True] * len(batches)
+    monkeypatch.setattr(impl.train, "penalty_vanishes", lambda *a: False)
+    slow = run()
+    assert fast[0] == slow[0]
+    for name, value in slow[1].items():
+        assert bits(fast[1][name]) == bits(value), name
+
+
 @pytest.mark.parametrize("name", sorted(plain_numpy.NETWORKS))
 def test_the_plain_numpy_loop_is_the_implementations_math(name):
     """One SGD step (mnist_mlp: with L1 and L2) of the plain loop and of the implementation,

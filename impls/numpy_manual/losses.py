@@ -7,13 +7,16 @@ Reductions: "mean" averages over the batch (and over elements for the elementwis
 losses mse and the binary cross-entropies, as PyTorch and Keras do); "sum" sums.
 NumPy is the reference: `native` changes nothing.
 """
+import math
+
 import numpy as np
 
+from ..canonical import squares_fit
 from .layers import logistic
 
 __all__ = ["mse", "half_squared_error", "binary_cross_entropy",
            "binary_cross_entropy_with_logits", "softmax_cross_entropy", "LOSSES", "build_loss",
-           "penalty"]
+           "penalty", "penalty_vanishes", "add_vanishing_penalty"]
 
 
 def reduced(terms, loss):
@@ -107,6 +110,32 @@ def penalty(weights, l1, l2):
         g *= l1
         g += np.multiply(w, 2 * l2, out=tmp)  # l1 sign(w) + (2 l2) w, the same roundings
     return value, grads
+
+
+def penalty_vanishes(weights, l1, l2):
+    """Whether `penalty` is exactly +0 with signed zeros for its gradient: l1 = l2 = +0 and every
+    tensor's W^2 sums finite (canonical.squares_fit). Then add_vanishing_penalty does
+    what adding its gradient would, in three passes over each weight instead of nine."""
+    if not (positive_zero(l1) and positive_zero(l2)):
+        return False
+    for w in weights.values():
+        if w.dtype not in (np.float32, np.float64):
+            return False
+        flat, info = w.reshape(-1), np.finfo(w.dtype)
+        if not squares_fit(float(np.dot(flat, flat)), w.size, float(info.max), float(info.eps)):
+            return False
+    return True
+
+
+def add_vanishing_penalty(grads, weights, l1, l2):
+    """grads[name] += a vanishing penalty's gradient: l1 sign(W) + (2 l2) W is -0 where W < 0
+    and +0 elsewhere (sign(-0) is +0), which is 0 * sign(W)."""
+    for name, w in weights.items():
+        grads[name] += np.sign(w) * 0.0
+
+
+def positive_zero(value):
+    return value == 0 and math.copysign(1.0, value) > 0
 
 
 # ---- second order: the R-operator ------------------------------------------------------------

@@ -6,7 +6,7 @@ and yields what the step did. Both take the same step: `gradients`, then `update
 import numpy as np
 
 from ..canonical import lockstep_record, new_curves, penalised, per_layer, record
-from .losses import penalty
+from .losses import add_vanishing_penalty, penalty, penalty_vanishes
 from .model import get_params, loss_and_gradients, set_params
 from .optimizers import build_optimizer, get_optimizer_state, set_optimizer_state
 
@@ -55,11 +55,15 @@ def gradients(model, x, y, masks, scratch=None):
     summed."""
     cfg = model.spec["train"]
     loss, grads, _ = loss_and_gradients(model, x, y, masks)
-    # computed at zero too: 0 * inf is NaN, as in every framework (a diverging run's records)
-    extra, extra_grads = penalty(penalised(model.params), cfg["l1"], cfg["l2"])
-    loss += extra
-    for name, g in extra_grads.items():
-        grads[name] += g  # each gradient is the backward's own new array
+    weights = penalised(model.params)
+    if penalty_vanishes(weights, cfg["l1"], cfg["l2"]):  # the same bits, a few passes less
+        loss += 0.0  # the penalty's value: a loss of -0 becomes +0 with it too
+        add_vanishing_penalty(grads, weights, cfg["l1"], cfg["l2"])
+    else:  # at zero too where a weight is not finite: 0 * inf is NaN, as in every framework
+        extra, extra_grads = penalty(weights, cfg["l1"], cfg["l2"])
+        loss += extra
+        for name, g in extra_grads.items():
+            grads[name] += g  # each gradient is the backward's own new array
     squares = per_layer(grads, lambda g: squared(g, scratch))  # in the model's dtype
     return loss, grads, squares, np.sqrt(sum(squares.values()))
 

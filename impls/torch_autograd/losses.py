@@ -6,14 +6,16 @@ torch.nn's own loss classes compute the canonical math, reductions included ("me
 averages over every element for mse and the binary cross-entropies, over the batch
 for softmax cross-entropy); autograd differentiates them, so nothing here has a backward.
 """
+import math
+
 import torch
 from torch import nn
 
-from ..canonical import native_on
+from ..canonical import native_on, squares_fit
 
 __all__ = ["mse", "half_squared_error", "binary_cross_entropy",
            "binary_cross_entropy_with_logits", "softmax_cross_entropy", "LOSSES", "build_loss",
-           "penalty"]
+           "penalty", "penalty_vanishes", "add_vanishing_penalty"]
 
 
 def reduction(loss, native):
@@ -105,3 +107,31 @@ def penalty(weights, l1, l2):
     for w in weights.values():
         value = value + l1 * w.abs().sum() + l2 * (w * w).sum()
     return value
+
+
+@torch.no_grad()
+def penalty_vanishes(weights, l1, l2):
+    """Whether `penalty` is exactly +0 with signed zeros for its gradient: l1 = l2 = +0 and every
+    tensor's W^2 sums finite (canonical.squares_fit). Then add_vanishing_penalty does
+    what autograd would, without the penalty's nodes in the graph."""
+    if not (positive_zero(l1) and positive_zero(l2)):
+        return False
+    for w in weights.values():
+        if w.dtype not in (torch.float32, torch.float64):
+            return False
+        norm, info = float(torch.linalg.vector_norm(w)), torch.finfo(w.dtype)
+        if not squares_fit(norm * norm, w.numel(), info.max, info.eps):
+            return False
+    return True
+
+
+@torch.no_grad()
+def add_vanishing_penalty(grads, weights, l1, l2):
+    """grads[name] += a vanishing penalty's gradient, in place: autograd's l1 sgn(W) + l2 W +
+    l2 W is -0 where W < 0 and +0 elsewhere (sgn(-0) is +0), which is 0 * sign(W)."""
+    for name, g in grads.items():
+        g.add_(weights[name].sign(), alpha=0.0)
+
+
+def positive_zero(value):
+    return value == 0 and math.copysign(1.0, value) > 0

@@ -8,7 +8,7 @@ import math
 import torch
 
 from ..canonical import lockstep_record, native_on, new_curves, penalised, per_layer, record
-from .losses import penalty
+from .losses import add_vanishing_penalty, penalty, penalty_vanishes
 from .model import canonical, get_params, names, set_params, to_numpy
 from .optimizers import build_optimizer, get_optimizer_state, set_optimizer_state
 
@@ -19,11 +19,11 @@ def train(model, x, y, batches, masks):
     """Run len(batches) steps; return the curves (loss and norms before each update).
     The per-layer norms stay tensors until the end (one sqrt over each layer's steps); the
     loss and the global norm are read every step, to stop before a diverged step's update."""
-    parameters, optimizer, named = start(model)
+    parameters, optimizer, named, bases = start(model)
     x, y = torch.as_tensor(x), torch.as_tensor(y)
     curves, steps = new_curves(), []
     for step, idx in enumerate(batches):
-        loss, norm, squares = gradients(model, optimizer, named, x, y, idx,
+        loss, norm, squares = gradients(model, optimizer, named, bases, x, y, idx,
                                         step_masks(masks, step))
         steps.append((loss.item(), norm.item(), squares))
         if not math.isfinite(steps[-1][0]) or not math.isfinite(steps[-1][1]):
@@ -40,13 +40,14 @@ def train(model, x, y, batches, masks):
 def lockstep(model, x, y, batches, masks, starts):
     """Step k from the k-th of `starts`, (params, state, optimizer state or None: a fresh
     optimizer's), canonical; yields lockstep_record(...) of each step."""
-    parameters, optimizer, named = start(model)
+    parameters, optimizer, named, bases = start(model)
     x, y = torch.as_tensor(x), torch.as_tensor(y)
     for step, (idx, (params, state, opt_state)) in enumerate(zip(batches, starts)):
         set_params(model, params, state)
         if opt_state is not None:
             set_optimizer_state(optimizer, model, opt_state)
-        loss, norm, _ = gradients(model, optimizer, named, x, y, idx, step_masks(masks, step))
+        loss, norm, _ = gradients(model, optimizer, named, bases, x, y, idx,
+                                  step_masks(masks, step))
         grads = to_numpy(canonical(model, lambda module: {  # before clipping moves them
             k: p.grad for k, p in module.named_parameters() if p.grad is not None}),
             names(model, "params"))
@@ -57,30 +58,50 @@ def lockstep(model, x, y, batches, masks, starts):
 
 
 def start(model):
-    """The parameters the optimizer updates (not the frozen biases), the optimizer, and the
-    (torch name, parameter) pairs whose gradients the norms read, listed once per run
-    (named_parameters() walks every module)."""
+    """The parameters the optimizer updates (not the frozen biases), the optimizer, the
+    (torch name, parameter) pairs whose gradients the norms read, and penalised_bases(model),
+    listed once per run (named_parameters() walks every module)."""
     parameters = [p for p in model.parameters() if p.requires_grad]
     return (parameters, build_optimizer(model.spec["optimizer"], model.native)(parameters),
-            list(model.layers.named_parameters()))
+            list(model.layers.named_parameters()), penalised_bases(model))
+
+
+def penalised_bases(model):
+    """{canonical name: the nn.Parameter it permutes} of each penalised W (weight.T, permute),
+    or None where a W is not one whole parameter. The vanishing penalty's test and its
+    gradient are entrywise, so they apply to the parameter as to its canonical view."""
+    bases = {}
+    for name, view in penalised(canonical(model, lambda m: dict(m.named_parameters()))).items():
+        base = view if view._base is None else view._base
+        if not isinstance(base, torch.nn.Parameter) or base.numel() != view.numel():
+            return None
+        bases[name] = base
+    return bases
 
 
 def step_masks(masks, step):
     return {name: torch.as_tensor(m[step]) for name, m in masks.items()}
 
 
-def gradients(model, optimizer, named, x, y, idx, masks):
+def gradients(model, optimizer, named, bases, x, y, idx, masks):
     """loss.backward() of the objective (data loss + L1/L2): every .grad, the global norm and
     the squared norm per layer."""
     cfg = model.spec["train"]
     idx = torch.as_tensor(idx)
     optimizer.zero_grad()
     loss = model.loss(model(x[idx], masks), y[idx])
-    # the penalty is on the canonical W (a view of torch's weight), so its name can be checked;
-    # computed at zero too: 0 * inf is NaN, as in every framework (a diverging run's records)
-    weights = penalised(canonical(model, lambda m: dict(m.named_parameters())))
-    loss = loss + penalty(weights, cfg["l1"], cfg["l2"])
+    vanishes = bases is not None and penalty_vanishes(bases, cfg["l1"], cfg["l2"])
+    if vanishes:  # the same bits without the penalty's nodes in the graph
+        loss = loss + 0.0  # its value: a loss of -0 becomes +0 with it too
+    else:
+        # on the canonical W (a view of torch's weight), so its name can be checked; at zero
+        # too where a weight is not finite: 0 * inf is NaN, as in every framework
+        weights = penalised(canonical(model, lambda m: dict(m.named_parameters())))
+        loss = loss + penalty(weights, cfg["l1"], cfg["l2"])
     loss.backward()
+    if vanishes:
+        add_vanishing_penalty({k: p.grad for k, p in bases.items() if p.grad is not None},
+                              bases, cfg["l1"], cfg["l2"])
     # torch names: their first component ("3" in "3.0.weight") is the layer's index in
     # model.layers, the same as in the canonical name
     squares = per_layer({k: p.grad for k, p in named if p.grad is not None},
