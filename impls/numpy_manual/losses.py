@@ -6,6 +6,8 @@ it returns loss(y_hat, y) -> (value, dvalue/dy_hat), the gradient written by han
 Reductions: "mean" averages over the batch (and over elements for the elementwise
 losses mse and the binary cross-entropies, as PyTorch and Keras do); "sum" sums.
 NumPy is the reference: `native` changes nothing.
+`penalty_vanishes` and `add_vanishing_penalty`, outside the shared API (TensorFlow and
+JAX compile the penalty into their step): the zero penalty's shortcut, the same bits.
 """
 import math
 
@@ -16,7 +18,7 @@ from .layers import logistic
 
 __all__ = ["mse", "half_squared_error", "binary_cross_entropy",
            "binary_cross_entropy_with_logits", "softmax_cross_entropy", "LOSSES", "build_loss",
-           "penalty", "penalty_vanishes", "add_vanishing_penalty"]
+           "penalty"]
 
 
 def reduced(terms, loss):

@@ -5,6 +5,8 @@ order and first docstring line (the canonical formula) as in the other three fol
 torch.nn's own loss classes compute the canonical math, reductions included ("mean"
 averages over every element for mse and the binary cross-entropies, over the batch
 for softmax cross-entropy); autograd differentiates them, so nothing here has a backward.
+`penalty_vanishes` and `add_vanishing_penalty`, outside the shared API (TensorFlow and
+JAX compile the penalty into their step): the zero penalty's shortcut, the same bits.
 """
 import math
 
@@ -15,7 +17,7 @@ from ..canonical import native_on, squares_fit
 
 __all__ = ["mse", "half_squared_error", "binary_cross_entropy",
            "binary_cross_entropy_with_logits", "softmax_cross_entropy", "LOSSES", "build_loss",
-           "penalty", "penalty_vanishes", "add_vanishing_penalty"]
+           "penalty"]
 
 
 def reduction(loss, native):
