@@ -87,13 +87,16 @@ def make_tapped(layers, loss):
 
 
 def set_params(model, params, state):
-    """Canonical NumPy arrays -> the params pytree {layer name: its params}, in the model's dtype."""
+    """Canonical NumPy arrays -> the params pytree {layer name: its params}, in the model's dtype.
+    The leaves stay NumPy copies on the host: each jitted call moves its arguments to the
+    device in one go, where a jnp.asarray per leaf costs about 0.1 ms (lockstep sets every
+    parameter at every step)."""
     dtype, grouped = model.spec["dtype"], by_layer(params)
     model.params = {}
     for layer in model.spec["layers"]:
-        local = {k: jnp.asarray(v, dtype) for k, v in grouped.get(layer["name"], {}).items()}
+        local = {k: np.array(v, dtype) for k, v in grouped.get(layer["name"], {}).items()}
         model.params[layer["name"]] = to_native(layer, local)
-    model.state = {k: jnp.asarray(v, dtype) for k, v in state.items()}
+    model.state = {k: np.array(v, dtype) for k, v in state.items()}
     model.names = list(params)
 
 

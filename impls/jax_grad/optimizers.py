@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from ..canonical import native_on, share, slot_key, slots_of
@@ -192,11 +193,11 @@ def set_optimizer_state(optimizer, model, state):
             return tuple(rebuilt(part) for part in node)
         return node
 
-    def value_of(slot, old):
+    def value_of(slot, old):  # NumPy copies, as model.set_params keeps them
         if slot == "step":
-            return jnp.asarray(state["step"], old.dtype)
+            return np.array(state["step"], old.dtype)
         values, dtype = slots_of(state, slot), model.spec["dtype"]
-        return {layer["name"]: to_native(layer, {k: jnp.asarray(v, dtype) for k, v in
+        return {layer["name"]: to_native(layer, {k: np.array(v, dtype) for k, v in
                                                  share(values, layer["name"]).items()})
                 for layer in model.spec["layers"]}
     return rebuilt(optimizer)
