@@ -5,6 +5,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -125,6 +126,32 @@ def test_worker_command_line_names_its_framework():
         assert worker.hello["threads"] == {"blas_threads": 1}
     finally:
         worker.close()
+
+
+def test_a_worker_removes_only_a_folder_with_a_worker_s_marker(tmp_path, monkeypatch):
+    """`--scratch` names the folder a worker removes as it ends: one the harness made, with
+    crossgrad's marker of a worker's folder. A user's folder of the same name stays whole,
+    and so does a link to one."""
+    from crossgrad.harness.run.environment import worker_tempdir
+    from crossgrad.harness.run.ownership import write_marker
+    mine = tmp_path / "crossgrad-worker-mine"
+    (mine / "sub").mkdir(parents=True)
+    (mine / "sub" / "notes.txt").write_text("keep\n")
+    report = tmp_path / "crossgrad-worker-report"
+    report.mkdir()
+    write_marker(report, "report", [])  # crossgrad's, but not a worker's folder
+    link = tmp_path / "crossgrad-worker-link"
+    link.symlink_to(mine)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    made = Path(worker_tempdir())  # as the harness makes it, here under tmp_path
+    for scratch in (mine, report, link, made):
+        done = subprocess.run([sys.executable, "-m", "crossgrad.harness.run.worker",
+                               "--framework", "numpy", "--scratch", str(scratch)],
+                              stdin=subprocess.DEVNULL, capture_output=True, timeout=120,
+                              env=dict(os.environ, TMPDIR=str(tmp_path)))
+        assert done.returncode == 0, done.stderr
+    assert (mine / "sub" / "notes.txt").read_text() == "keep\n"
+    assert report.is_dir() and link.is_symlink() and not made.exists()
 
 
 # ---- atomic reports and resume ----------------------------------------------------------

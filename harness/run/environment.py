@@ -6,10 +6,21 @@ never derived from the machine or the executor. Each framework's own pins live i
 the registry; every worker gets all of them.
 """
 import os
+import tempfile
 
 from .. import registry
+from .ownership import write_marker
 
-SCRATCH_PREFIX = "crossgrad-worker-"  # a worker's temporary folders (its TMPDIR), and no other
+WORKER_KIND = "worker"  # the marker's kind in a worker's temporary folder
+
+
+def worker_tempdir():
+    """A new private folder for one worker's temporary files (its TMPDIR), with crossgrad's
+    marker first (ownership.py), still being written: everything in it is the worker's, and
+    the marker is what lets the worker remove it whole."""
+    folder = tempfile.mkdtemp(prefix="crossgrad-worker-")
+    write_marker(folder, WORKER_KIND)
+    return folder
 
 
 def worker_env(threads, base=None):

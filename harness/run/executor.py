@@ -19,7 +19,7 @@ import time
 
 from . import protocol
 from .compile_cache import compile_cache_env
-from .environment import SCRATCH_PREFIX, worker_env
+from .environment import worker_env, worker_tempdir
 
 STARTUP_SECONDS = 300  # a worker's import and hello, unless a --timeout bounds it
 WORKER_MODULE = __package__ + ".worker"
@@ -39,7 +39,7 @@ class WorkerProcess:
         # the worker's TMPDIR, removed once it is gone: a worker killed in a job cannot tidy
         # up what its framework wrote there (TensorFlow's autograph files); a worker whose
         # harness is killed removes it itself (worker._exit_with_parent)
-        self.scratch = tempfile.mkdtemp(prefix=SCRATCH_PREFIX)
+        self.scratch = worker_tempdir()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", WORKER_MODULE, "--framework", framework,
              "--threads", str(threads), "--parent", str(os.getpid()), "--scratch", self.scratch],

@@ -29,8 +29,8 @@ import numpy as np
 from ..importers import original
 from ..registry import ORIGINAL
 from ..spec import plugins
-from . import lockstep, protocol, second_order
-from .environment import SCRATCH_PREFIX
+from . import lockstep, ownership, protocol, second_order
+from .environment import WORKER_KIND, worker_tempdir
 
 
 def main(argv=None):
@@ -51,16 +51,18 @@ def _private_tempdir():
     autograph writes the source of every function it converts to a temporary file it never
     deletes (about 1,400 in one `crossgrad run`). A worker started by the harness has one
     already (`--scratch`, its TMPDIR); this is for a worker started by hand."""
-    folder = tempfile.mkdtemp(prefix=SCRATCH_PREFIX)
+    folder = worker_tempdir()
     tempfile.tempdir = folder
     return folder
 
 
 def _remove(scratch):
     """The worker's temporary folder, as the worker ends: also when its harness is gone, the
-    harness that would remove it otherwise (the folder's name is checked: the worker removes
-    nothing but a folder made for it). Twice: a job still running may add a file meanwhile."""
-    for _ in range(2 if os.path.basename(scratch).startswith(SCRATCH_PREFIX) else 0):
+    harness that would remove it otherwise. Only a real folder carrying the marker of a
+    worker's folder (environment.worker_tempdir) goes: `--scratch` names nothing else.
+    Twice: a job still running may add a file meanwhile."""
+    marker = None if os.path.islink(scratch) else ownership.read_marker(scratch)
+    for _ in range(2 if marker is not None and marker["kind"] == WORKER_KIND else 0):
         shutil.rmtree(scratch, ignore_errors=True)
 
 
@@ -213,8 +215,8 @@ def _parse(argv):
     parser.add_argument("--framework", required=True)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--parent", type=int, help="the harness's pid")
-    parser.add_argument("--scratch", help="a folder made for this worker alone (its TMPDIR), "
-                        "which it removes if its harness dies first")
+    parser.add_argument("--scratch", help="a folder made for this worker alone (its TMPDIR, "
+                        "with a worker folder's marker), which it removes as it ends")
     return parser.parse_args(argv)
 
 
