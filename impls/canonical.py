@@ -5,10 +5,11 @@ and the checks on what a plugin layer returns.
 Canonical parameter names are "<layer>.<local>" ("3.W"), and "<block>.<j>.<local>"
 inside a residual block ("3.1.b"). Nothing here imports a framework.
 """
+import math
 import os
 
 __all__ = ["local_params", "by_layer", "block_key", "share", "per_sublayer", "penalised",
-           "squares_fit",
+           "squares_fit", "positive_zero",
            "layer_of", "per_layer", "new_curves", "record", "native_on", "SLOTS", "slot_key",
            "slots_of", "lockstep_record",
            "PluginError", "plugin_method", "returned_pair", "check_output", "check_gradients"]
@@ -67,6 +68,11 @@ def squares_fit(sum_of_squares, size, largest, eps):
     (NumPy, PyTorch) then skip its passes over every weight: the gradient can change only
     where it is exactly 0, and only its sign."""
     return sum_of_squares * 4 * (1 + size * eps) < largest
+
+
+def positive_zero(value):
+    """Whether a coefficient is +0.0 (not -0.0, whose products carry the other sign)."""
+    return value == 0 and math.copysign(1.0, value) > 0
 
 
 def layer_of(name):

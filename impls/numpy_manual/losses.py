@@ -9,11 +9,9 @@ NumPy is the reference: `native` changes nothing.
 `penalty_vanishes` and `add_vanishing_penalty`, outside the shared API (TensorFlow and
 JAX compile the penalty into their step): the zero penalty's shortcut, the same bits.
 """
-import math
-
 import numpy as np
 
-from ..canonical import squares_fit
+from ..canonical import positive_zero, squares_fit
 from .layers import logistic
 
 __all__ = ["mse", "half_squared_error", "binary_cross_entropy",
@@ -134,10 +132,6 @@ def add_vanishing_penalty(grads, weights, l1, l2):
     and +0 elsewhere (sign(-0) is +0), which is 0 * sign(W)."""
     for name, w in weights.items():
         grads[name] += np.sign(w) * 0.0
-
-
-def positive_zero(value):
-    return value == 0 and math.copysign(1.0, value) > 0
 
 
 # ---- second order: the R-operator ------------------------------------------------------------

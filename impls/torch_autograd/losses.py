@@ -8,12 +8,10 @@ for softmax cross-entropy); autograd differentiates them, so nothing here has a 
 `penalty_vanishes` and `add_vanishing_penalty`, outside the shared API (TensorFlow and
 JAX compile the penalty into their step): the zero penalty's shortcut, the same bits.
 """
-import math
-
 import torch
 from torch import nn
 
-from ..canonical import native_on, squares_fit
+from ..canonical import native_on, positive_zero, squares_fit
 
 __all__ = ["mse", "half_squared_error", "binary_cross_entropy",
            "binary_cross_entropy_with_logits", "softmax_cross_entropy", "LOSSES", "build_loss",
@@ -133,7 +131,3 @@ def add_vanishing_penalty(grads, weights, l1, l2):
     l2 W is -0 where W < 0 and +0 elsewhere (sgn(-0) is +0), which is 0 * sign(W)."""
     for name, g in grads.items():
         g.add_(weights[name].sign(), alpha=0.0)
-
-
-def positive_zero(value):
-    return value == 0 and math.copysign(1.0, value) > 0
