@@ -129,16 +129,18 @@ def loss_value(model, x, y, masks):
 def probe_losses(model, params, x, y, masks, name, values):
     """The loss with the parameter `name` at each of `values` in turn, the others at `params`
     (as set), one jitted call each: only its layer's pytree entry is built again, the batch
-    is converted once, and the losses are fetched together at the end (dispatch runs ahead)."""
+    and the other parameters move to the device once (set_params keeps them on the host),
+    and the losses are fetched together at the end (dispatch runs ahead)."""
     dtype, batch = model.spec["dtype"], inputs(model, x, y, masks)
     layer = next(layer for layer in model.spec["layers"] if layer["name"] == layer_of(name))
     key = name[len(layer["name"]) + 1:]
     local = {k: jnp.asarray(v, dtype) for k, v in local_params(params, layer).items()}
+    resident, state = jax.device_put((model.params, model.state))
     losses = []
     for value in values:
         moved = to_native(layer, dict(local, **{key: jnp.asarray(value, dtype)}))
-        tree = dict(model.params, **{layer["name"]: moved})
-        losses.append(model.value(tree, model.state, *batch)[0])
+        tree = dict(resident, **{layer["name"]: moved})
+        losses.append(model.value(tree, state, *batch)[0])
     return [float(loss) for loss in losses]
 
 
