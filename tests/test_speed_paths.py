@@ -175,17 +175,20 @@ def test_the_harness_imports_no_framework_it_runs_in_workers(tmp_path):
 
 
 # what a worker's start must not import: the modules, and what pulls them in
-NOT_AT_START = {"tensorflow": (("jax", "sklearn", "scipy.stats"),  # TFLite, Keras' wrappers
-                               "import jax, sklearn"),
+# (TensorFlow: TFLite tries JAX; Keras its scikit-learn wrappers, pandas for fit(), matplotlib
+# for plots; the legacy tf.keras SciPy's sparse matrices)
+NOT_AT_START = {"tensorflow": (("jax", "sklearn", "scipy", "pandas", "matplotlib"),
+                               "import jax, sklearn, scipy.sparse, pandas, matplotlib.pyplot"),
                 "torch": (("torch._inductor", "torch._dynamo", "sympy"),  # deterministic mode
                           "import torch._dynamo")}
 
 
 @pytest.mark.parametrize("framework", sorted(NOT_AT_START))
 def test_a_worker_starts_without_modules_it_never_runs(framework):
-    """A TensorFlow worker's start does not import JAX or scikit-learn (TFLite and Keras try
-    them: 2.4 s), a PyTorch worker's does not import torch.compile's machinery (2 s); both
-    import normally afterwards, and the settings stand."""
+    """A TensorFlow worker's start does not import JAX, scikit-learn, SciPy, pandas or
+    matplotlib (TFLite and Keras try them: 3.9 s), a PyTorch worker's does not import
+    torch.compile's machinery (2 s); both import normally afterwards, and the settings
+    stand."""
     import subprocess
     import sys
     need(framework)

@@ -28,9 +28,12 @@ def held_back(*names):
 
 # TensorFlow's TFLite converter imports JAX when it is installed (tensorflow/lite/python/
 # util.py), and Keras' scikit-learn wrappers import scikit-learn and SciPy (keras/src/
-# wrappers): 2.4 s of a TensorFlow worker's 7 s start, for code it never runs. Both
-# try the import and carry on without it.
-with held_back("jax", "sklearn"):
+# wrappers): 2.4 s of a TensorFlow worker's 7 s start, for code it never runs. Keras'
+# array slicing for fit() tries pandas (0.8 s), its image-gallery plot matplotlib (0.5 s),
+# and the legacy tf.keras SciPy's sparse matrices (0.2 s). Each tries the import and
+# carries on without it. Where the process already has one (the harness in-process, a
+# notebook), Keras gets it as before.
+with held_back("jax", "sklearn", "pandas", "matplotlib", "scipy"):
     import keras  # noqa: E402
     import tensorflow as tf  # noqa: E402
 
