@@ -45,8 +45,7 @@ class Model:
     param_names: list = field(default_factory=list)    # canonical, in the harness's order
     state_names: list = field(default_factory=list)
     value: object = None                               # tf.function (x, y, masks) -> loss
-    gradients: object = None                           # tf.function -> (loss, native grads)
-    values: object = None                              # tf.function -> per-layer values
+    gradients: object = None                           # tf.function -> loss, grads, per layer
     hvp: object = None                                 # tf.function -> Hessian-vector product
 
 
@@ -57,8 +56,7 @@ def build_model(spec, native=False):
                  for layer, obj in zip(spec["layers"], net.blocks)}
     model = Model(spec, native, net, build_loss(spec["loss"], native), variables)
     model.value = tf.function(partial(compute_value, model))  # traced on first use, then reused
-    model.gradients = tf.function(partial(compute_gradients, model))
-    model.values = tf.function(partial(compute_layer_values, model))
+    model.gradients = tf.function(partial(compute_gradients, model))  # and the layer values
     model.hvp = tf.function(partial(compute_hessian_vector_product, model))
     return model
 
@@ -134,15 +132,31 @@ def compute_value(model, x, y, masks):
 
 
 def compute_gradients(model, x, y, masks):
-    """-> (loss, {layer name: {Keras path: gradient}})."""
+    """One pass for both loss_and_gradients and layer_values, so that a check traces the
+    forward and backward pass once (a trace costs more than the check's other work): the
+    tape watches the parameters and each top-level layer's input as it goes by.
+    -> (loss, {layer name: {Keras path: gradient}}, {layer name: output}, {layer name:
+    dloss/d(its input)}, {layer name: {Keras path: running statistic after the batch}}),
+    Keras' layouts. The running statistics' updates are returned, not made: layer_values
+    leaves them as set, loss_and_gradients assigns them."""
     entries = trainable(model)
-    with tf.GradientTape() as tape:
-        loss = forward(model, x, y, masks)
-    grads = tape.gradient(loss, [v for _, _, v in entries])
+    inputs, outputs = {}, {}
+    with keras.StatelessScope() as scope, tf.GradientTape() as tape:
+        h = x
+        for layer, block in zip(model.spec["layers"], model.net.blocks):
+            if h.dtype.is_floating:  # token ids have no gradient
+                tape.watch(h)
+                inputs[layer["name"]] = h
+            h = outputs[layer["name"]] = call_layers([block], h, masks, training=True)
+        loss = model.loss(h, y)
+    grads, input_grads = tape.gradient(loss, ([v for _, _, v in entries], inputs))
     native = {name: {} for name in model.variables}
     for (name, path, _), g in zip(entries, grads):
         native[name][path] = tf.convert_to_tensor(g)  # Embedding's IndexedSlices -> dense
-    return loss, native
+    updates = {name: {path: scope.get_current_value(v) for path, v in variables.items()
+                      if not v.trainable and scope.get_current_value(v) is not None}
+               for name, variables in model.variables.items()}
+    return loss, native, outputs, input_grads, updates
 
 
 def loss_value(model, x, y, masks):
@@ -167,8 +181,12 @@ def probe_losses(model, params, x, y, masks, name, values):
 
 
 def loss_and_gradients(model, x, y, masks):
-    """The tape records the forward pass; tape.gradient walks it backwards."""
-    loss, native_grads = model.gradients(x, y, masks)
+    """The tape records the forward pass; tape.gradient walks it backwards. The batch moves
+    the running statistics (BatchNorm's), as a training step's forward does."""
+    loss, native_grads, _, _, updates = model.gradients(x, y, masks)
+    for name, updated in updates.items():
+        for path, value in updated.items():
+            model.variables[name][path].assign(value)
     grads = {}
     for layer in model.spec["layers"]:
         local = from_native(layer, native_grads[layer["name"]])
@@ -177,25 +195,12 @@ def loss_and_gradients(model, x, y, masks):
     return float(loss), {k: grads[k] for k in model.param_names}, state
 
 
-def compute_layer_values(model, x, y, masks):
-    """-> ({layer name: output}, {layer name: dloss/d(its input)}), in Keras' layouts."""
-    inputs, outputs = {}, {}
-    with keras.StatelessScope(), tf.GradientTape() as tape:  # running statistics untouched
-        h = x
-        for layer, block in zip(model.spec["layers"], model.net.blocks):
-            if h.dtype.is_floating:  # token ids have no gradient
-                tape.watch(h)
-                inputs[layer["name"]] = h
-            h = outputs[layer["name"]] = call_layers([block], h, masks, training=True)
-        loss = model.loss(h, y)
-    return outputs, tape.gradient(loss, inputs)
-
-
 def layer_values(model, x, y, masks):
-    """Each top-level layer's output and dloss/d(its input), in a pass of their own: the tape
-    watches every layer's input as it goes by. {layer name: array}, spec order, canonical
-    layouts. A layer fed token ids has no input gradient and no entry in the second dict."""
-    outputs, input_grads = model.values(x, y, masks)  # dicts come back with sorted keys
+    """Each top-level layer's output and dloss/d(its input), from the pass that gives the
+    gradients (compute_gradients; the running statistics stay as set). {layer name: array},
+    spec order, canonical layouts. A layer fed token ids has no input gradient and no entry
+    in the second dict."""
+    _, _, outputs, input_grads, _ = model.gradients(x, y, masks)  # dicts come back sorted
     out, grads = {}, {}
     for layer in model.spec["layers"]:
         name = layer["name"]
