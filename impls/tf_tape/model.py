@@ -172,10 +172,13 @@ def probe_losses(model, params, x, y, masks, name, values):
     key = name[len(layer["name"]) + 1:]
     # the batch converted once: a tf.function converts NumPy arguments again at every call
     batch = tf.nest.map_structure(tf.convert_to_tensor, (x, y, masks))
+    # and its trace called directly: a tf.function call spends 0.2 to 0.4 ms matching its
+    # arguments to a trace, as long as a small model's whole loss
+    loss_of = model.value.get_concrete_function(*batch)
     losses = []
     for value in values:
         set_layer(model, layer, {key: value})
-        losses.append(model.value(*batch))
+        losses.append(loss_of(*batch))
     set_layer(model, layer, {key: params[name]})
     return [float(loss) for loss in losses]
 
