@@ -18,7 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .ownership import claim_folder, entries_of, read_marker, remove_owned, write_marker
+from .ownership import (claim_folder, entries_of, read_marker, remove_owned, unfinished,
+                        write_marker)
 
 AT_FDCWD, RENAME_EXCHANGE = -100, 2
 
@@ -144,13 +145,10 @@ def remove_stale(path):
         match = pattern.fullmatch(entry.name)
         if not match or not entry.is_dir(follow_symlinks=False) or _alive(int(match[1])):
             continue
-        marker = read_marker(entry.path)
-        if marker is None:
-            continue
-        if marker.get("complete"):
-            remove_owned(Path(entry.path))
-        else:
+        if unfinished(entry.path):
             shutil.rmtree(entry.path, ignore_errors=True)
+        elif read_marker(entry.path) is not None:
+            remove_owned(Path(entry.path))
 
 
 def _alive(pid):

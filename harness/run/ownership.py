@@ -54,6 +54,17 @@ def read_marker(folder):
     return body
 
 
+def unfinished(folder, kind=None):
+    """Whether `folder` is a real folder (not a link) carrying crossgrad's marker of a folder
+    still being written (of `kind`, if given): everything in it is crossgrad's, and it may
+    be removed whole."""
+    if os.path.islink(folder) or not os.path.isdir(folder):
+        return False
+    marker = read_marker(folder)
+    return (marker is not None and not marker.get("complete")
+            and (kind is None or marker.get("kind") == kind))
+
+
 def entries_of(folder):
     """Every file and folder below `folder` (links not followed), as relative posix paths."""
     found = []

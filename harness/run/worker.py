@@ -61,8 +61,7 @@ def _remove(scratch):
     harness that would remove it otherwise. Only a real folder carrying the marker of a
     worker's folder (environment.worker_tempdir) goes: `--scratch` names nothing else.
     Twice: a job still running may add a file meanwhile."""
-    marker = None if os.path.islink(scratch) else ownership.read_marker(scratch)
-    for _ in range(2 if marker is not None and marker["kind"] == WORKER_KIND else 0):
+    for _ in range(2 if ownership.unfinished(scratch, WORKER_KIND) else 0):
         shutil.rmtree(scratch, ignore_errors=True)
 
 

@@ -153,8 +153,8 @@ def compute_gradients(model, x, y, masks):
     native = {name: {} for name in model.variables}
     for (name, path, _), g in zip(entries, grads):
         native[name][path] = tf.convert_to_tensor(g)  # Embedding's IndexedSlices -> dense
-    updates = {name: {path: scope.get_current_value(v) for path, v in variables.items()
-                      if not v.trainable and scope.get_current_value(v) is not None}
+    updates = {name: {path: value for path, v in variables.items()  # those assigned
+                      if not v.trainable and (value := scope.get_current_value(v)) is not None}
                for name, variables in model.variables.items()}
     return loss, native, outputs, input_grads, updates
 
