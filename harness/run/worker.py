@@ -48,9 +48,10 @@ def main(argv=None):
 
 def _private_tempdir():
     """-> a new temporary folder of this worker's own, made `tempfile`'s default: TensorFlow's
-    autograph writes the source of every function it converts to a temporary file it never
-    deletes (about 1,400 in one `crossgrad run`). A worker started by the harness has one
-    already (`--scratch`, its TMPDIR); this is for a worker started by hand."""
+    AutoGraph writes the source of every function it converts to a temporary file that only
+    a normal exit deletes (crossgrad's own tf.functions trace without AutoGraph; an imported
+    model's may not). A worker started by the harness has one already (`--scratch`, its
+    TMPDIR); this is for a worker started by hand."""
     folder = worker_tempdir()
     tempfile.tempdir = folder
     return folder

@@ -55,9 +55,14 @@ def build_model(spec, native=False):
     variables = {layer["name"]: native_variables(obj, layer)
                  for layer, obj in zip(spec["layers"], net.blocks)}
     model = Model(spec, native, net, build_loss(spec["loss"], native), variables)
-    model.value = tf.function(partial(compute_value, model))  # traced on first use, then reused
-    model.gradients = tf.function(partial(compute_gradients, model))  # and the layer values
-    model.hvp = tf.function(partial(compute_hessian_vector_product, model))
+    # traced on first use, then reused. Without AutoGraph (its rewriting of a Python `if` or
+    # `for` on a tensor into graph ops), as Keras 3's own fit() traces its step: every branch
+    # and loop here is on Python values, and converting this code took a tenth of TensorFlow's
+    # time. A layer's call, a plugin's too, never was converted: AutoGraph stops at Keras'
+    # Layer.__call__, so a branch on a tensor is a tf.cond there, as under fit().
+    model.value = tf.function(partial(compute_value, model), autograph=False)
+    model.gradients = tf.function(partial(compute_gradients, model), autograph=False)  # + layers
+    model.hvp = tf.function(partial(compute_hessian_vector_product, model), autograph=False)
     return model
 
 

@@ -178,7 +178,7 @@ def compile_step(model, optimizer, cfg):
     if keras_clips and cfg["clip_norm"] is not None:
         optimizer.global_clipnorm = cfg["clip_norm"]  # Keras clips inside apply_gradients
 
-    @tf.function
+    @tf.function(autograph=False)  # as model.py's: no Python branch on a tensor
     def gradients(x, y, masks):
         with tf.GradientTape() as tape:
             weights = penalised(canonical_variables(model))
@@ -188,7 +188,7 @@ def compile_step(model, optimizer, cfg):
                             lambda g: tf.reduce_sum(g * g))  # in the model's dtype
         return loss, grads, squares
 
-    @tf.function
+    @tf.function(autograph=False)  # the optimizer's branches are its own tf.cond
     def update(grads, norm):
         if cfg["clip_norm"] is not None and not keras_clips:
             scale = tf.minimum(cfg["clip_norm"] / norm, 1.0)  # min(1, clip / norm)
