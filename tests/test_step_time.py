@@ -56,6 +56,30 @@ def test_a_diverged_run_keeps_the_parameters_before_its_diverged_step(framework,
         assert value.tobytes() == params[name].tobytes(), name
 
 
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_training_leaves_the_arrays_it_was_given_and_gave_as_they_were(framework, dtype):
+    """A loop that updates its parameters in place (NumPy's SGD) does so only on arrays of its
+    own: the arrays set_params took and those get_params returned before keep their bytes."""
+    need(framework)
+    impl = registry.load(framework)
+    impl.runtime.configure(1)
+    spec = parse_spec(dict(DIVERGES, dtype=dtype, optimizer={"type": "sgd", "lr": 0.1}),
+                      "sgd.toml", "sgd")
+    inputs = Inputs(spec)
+    given = {k: bits(v) for k, v in inputs.params.items()}
+    model = impl.model.build_model(spec.for_impls())
+    impl.model.set_params(model, inputs.params, inputs.state)
+    held = impl.model.get_params(model)[0]
+    before = {k: bits(np.asarray(v)) for k, v in held.items()}
+    for _ in range(2):  # a second train starts from the first one's parameters
+        impl.train.train(model, inputs.x, inputs.y, [inputs.batches[k] for k in range(5)], {})
+    assert {k: bits(v) for k, v in inputs.params.items()} == given
+    assert {k: bits(np.asarray(v)) for k, v in held.items()} == before
+    assert {k: bits(np.asarray(v)) for k, v in impl.model.get_params(model)[0].items()} != before
+
+
 # ---- a zero L1/L2 penalty, skipped where it would change no bit (NumPy, PyTorch) -----------
 
 STEPWISE = ["numpy", "torch"]  # the two that take the penalty step by step, not compiled

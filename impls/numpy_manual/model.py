@@ -56,10 +56,12 @@ def stored(model, a):
     return np.asarray(a).astype(model.spec["dtype"]).astype(model.computed_in)
 
 
-def computed(model, a):
-    """An array of the spec's dtype in the format computed in (exact: a widening)."""
-    a = np.array(a)
-    return a if a.dtype.kind in "iub" else a.astype(model.computed_in)
+def computed(model, a, copy=True):
+    """An array of the spec's dtype in the format computed in (exact: a widening): a copy the
+    model owns, or with `copy` False the array itself where it is in that format (a batch the
+    forward only reads: copying mnist_mlp's took 0.6 ms of a 13 ms step at batch 1000)."""
+    a = np.array(a, copy=True if copy else None)
+    return a if a.dtype.kind in "iub" else a.astype(model.computed_in, copy=False)
 
 
 def returned(model, arrays):
@@ -92,8 +94,9 @@ def get_params(model):
 
 def forward(model, x, y, masks):
     """-> (loss, dloss/dy_hat, caches, new state, each layer's output)."""
-    ctx = Context({k: computed(model, m) for k, m in masks.items()}, dict(model.state))
-    x, y = computed(model, x), computed(model, y)
+    ctx = Context({k: computed(model, m, copy=False) for k, m in masks.items()},
+                  dict(model.state))
+    x, y = computed(model, x, copy=False), computed(model, y, copy=False)
     caches, outputs, grouped = [], [], by_layer(model.params)
     for layer, obj in model.layers:
         x, cache = obj.forward(grouped.get(layer["name"], {}), x, ctx)  # shapes: layer["out_shape"]

@@ -19,15 +19,20 @@ class Optimizer:
     def __init__(self, cfg):
         self.cfg, self.state, self.t = cfg, {}, 0
 
-    def step(self, params, grads):
+    def step(self, params, grads, in_place=False):
+        """-> the new params. `in_place`: the params and gradients are the training loop's own,
+        to overwrite (SGD then makes no new arrays)."""
         self.t += 1
         wd, new = self.cfg["weight_decay"], {}
         for name, p in params.items():
             g = grads[name]
             if wd and self.cfg["type"] != "adamw":
                 g = g + wd * p
-            new[name] = self.update(name, p, g)
+            new[name] = self.update_in_place(name, p, g) if in_place else self.update(name, p, g)
         return new
+
+    def update_in_place(self, name, p, g):
+        return self.update(name, p, g)  # a rule with state makes new arrays
 
     def buffer(self, name, key, like):
         return self.state.setdefault((name, key), np.zeros_like(like))
@@ -36,6 +41,11 @@ class Optimizer:
 class SGD(Optimizer):
     def update(self, name, p, g):
         return p - self.cfg["lr"] * g
+
+    def update_in_place(self, name, p, g):
+        g *= self.cfg["lr"]  # update()'s two roundings, in p's and g's own memory: a new
+        p -= g               # 784 x 300 array took twice as long as the update itself
+        return p
 
 
 class Momentum(Optimizer):

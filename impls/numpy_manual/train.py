@@ -6,7 +6,7 @@ and yields what the step did. Both take the same step: `gradients`, then `update
 import numpy as np
 
 from ..canonical import lockstep_record, new_curves, penalised, per_layer, record
-from .losses import add_vanishing_penalty, penalty, penalty_vanishes
+from .losses import add_vanishing_penalty, buffer, penalty, penalty_vanishes
 from .model import get_params, loss_and_gradients, set_params
 from .optimizers import build_optimizer, get_optimizer_state, set_optimizer_state
 
@@ -25,7 +25,8 @@ def train(model, x, y, batches, masks):
         if not np.isfinite(loss) or not np.isfinite(norm):
             curves["diverged_at"] = step
             break
-        update(model, optimizer, grads, norm, in_place=True)
+        # the first update makes new params, which the loop owns and then updates in place
+        update(model, optimizer, grads, norm, in_place=True, own_params=step > 0)
     return curves
 
 
@@ -51,16 +52,16 @@ def step_masks(masks, step):
 
 def gradients(model, x, y, masks, scratch=None):
     """The objective (data loss + L1/L2) and its gradients, with the squared norm per layer.
-    `scratch` ({(shape, dtype): array}, kept between steps) holds the squares before they are
-    summed."""
+    `scratch` (losses.buffer's, kept between steps) holds the arrays the penalty and the
+    squares are written into."""
     cfg = model.spec["train"]
     loss, grads, _ = loss_and_gradients(model, x, y, masks)
     weights = penalised(model.params)
     if penalty_vanishes(weights, cfg["l1"], cfg["l2"]):  # the same bits, a few passes less
         loss += 0.0  # the penalty's value: a loss of -0 becomes +0 with it too
-        add_vanishing_penalty(grads, weights, cfg["l1"], cfg["l2"])
+        add_vanishing_penalty(grads, weights, cfg["l1"], cfg["l2"], scratch)
     else:  # at zero too where a weight is not finite: 0 * inf is NaN, as in every framework
-        extra, extra_grads = penalty(weights, cfg["l1"], cfg["l2"])
+        extra, extra_grads = penalty(weights, cfg["l1"], cfg["l2"], scratch)
         loss += extra
         for name, g in extra_grads.items():
             grads[name] += g  # each gradient is the backward's own new array
@@ -69,18 +70,14 @@ def gradients(model, x, y, masks, scratch=None):
 
 
 def squared(g, scratch):
-    """sum g^2, the elementwise squares written into a buffer kept for g's shape and dtype."""
-    if scratch is None:
-        return (g * g).sum()
-    key = (g.shape, g.dtype)
-    if key not in scratch:
-        scratch[key] = np.empty_like(g)
-    return np.multiply(g, g, out=scratch[key]).sum()
+    """sum g^2, the elementwise squares written into a buffer (losses.buffer)."""
+    return np.multiply(g, g, out=buffer(scratch, g, "squares")).sum()
 
 
-def update(model, optimizer, grads, norm, in_place=False):
+def update(model, optimizer, grads, norm, in_place=False, own_params=False):
     """Clip (g *= min(1, clip_norm / norm)), then the optimizer's step. `in_place`: the
-    gradients are not needed afterwards and are scaled where they are."""
+    gradients are not needed afterwards and are scaled where they are; `own_params` too: the
+    parameters are the loop's own (no caller holds them), and the step may overwrite both."""
     clip_norm = model.spec["train"]["clip_norm"]
     if clip_norm is not None:
         scale = min(1.0, clip_norm / norm)
@@ -89,4 +86,4 @@ def update(model, optimizer, grads, norm, in_place=False):
                 g *= scale
         else:
             grads = {k: g * scale for k, g in grads.items()}
-    model.params = optimizer.step(model.params, grads)
+    model.params = optimizer.step(model.params, grads, in_place=in_place and own_params)
