@@ -112,9 +112,14 @@ def buffer(scratch, like, role):
     return scratch[key]
 
 
-def penalty(weights, l1, l2, scratch=None):
-    """l1 * sum|W| + l2 * sum W^2 over the given tensors -> (value, {name: gradient}); with
-    `scratch` (see buffer) the gradients are buffers, valid until the next call."""
+def penalty(weights, l1, l2):
+    """l1 * sum|W| + l2 * sum W^2 over the given tensors -> (value, {name: gradient})."""
+    return buffered_penalty(weights, l1, l2, None)
+
+
+def buffered_penalty(weights, l1, l2, scratch):
+    """penalty(), its arrays written into buffers (see buffer): with a `scratch`, the
+    gradients it returns are valid until the next call."""
     value, grads = 0.0, {}
     for name, w in weights.items():
         tmp = buffer(scratch, w, "penalty")  # one temporary for the four W-sized terms

@@ -6,7 +6,7 @@ and yields what the step did. Both take the same step: `gradients`, then `update
 import numpy as np
 
 from ..canonical import lockstep_record, new_curves, penalised, per_layer, record
-from .losses import add_vanishing_penalty, buffer, penalty, penalty_vanishes
+from .losses import add_vanishing_penalty, buffer, buffered_penalty, penalty_vanishes
 from .model import get_params, loss_and_gradients, set_params
 from .optimizers import build_optimizer, get_optimizer_state, set_optimizer_state
 
@@ -61,7 +61,7 @@ def gradients(model, x, y, masks, scratch=None):
         loss += 0.0  # the penalty's value: a loss of -0 becomes +0 with it too
         add_vanishing_penalty(grads, weights, cfg["l1"], cfg["l2"], scratch)
     else:  # at zero too where a weight is not finite: 0 * inf is NaN, as in every framework
-        extra, extra_grads = penalty(weights, cfg["l1"], cfg["l2"], scratch)
+        extra, extra_grads = buffered_penalty(weights, cfg["l1"], cfg["l2"], scratch)
         loss += extra
         for name, g in extra_grads.items():
             grads[name] += g  # each gradient is the backward's own new array
