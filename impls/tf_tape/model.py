@@ -57,8 +57,8 @@ def build_model(spec, native=False):
     model = Model(spec, native, net, build_loss(spec["loss"], native), variables)
     # traced on first use, then reused. Without AutoGraph (its rewriting of a Python `if` or
     # `for` on a tensor into graph ops), as Keras 3's own fit() traces its step: every branch
-    # and loop here is on Python values, and converting this code took a tenth of TensorFlow's
-    # time. A layer's call, a plugin's too, never was converted: AutoGraph stops at Keras'
+    # and loop here is on Python values, so converting this code is work for nothing. A
+    # layer's call, a plugin's too, never was converted: AutoGraph stops at Keras'
     # Layer.__call__, so a branch on a tensor is a tf.cond there, as under fit().
     model.value = tf.function(partial(compute_value, model), autograph=False)
     model.gradients = tf.function(partial(compute_gradients, model), autograph=False)  # + layers
