@@ -31,15 +31,14 @@ def train(model, x, y, batches, masks):
     optimizer, step = trainer(model)
     x, y, _ = inputs(model, x, y, {})  # the whole data set, on the device once
     opt_state = optimizer.init(model.params)
-    order = [layer["name"] for layer in model.spec["layers"]]  # jit returns sorted keys
     curves, pending = new_curves(), []
     for k in range(len(batches)):
         before = model.params
-        model.params, opt_state, model.state, loss, norm, layer_norms, _ = step(
+        model.params, opt_state, model.state, records, _ = step(
             model.params, opt_state, model.state, x, y, *step_inputs(model, batches, masks, k))
-        pending.append((before, model.state, loss, norm, layer_norms))
+        pending.append((before, model.state, records))
         if len(pending) == CHECK_EVERY or k == len(batches) - 1:
-            if diverged(model, curves, pending, order, k + 1 - len(pending)):
+            if diverged(model, curves, pending, k + 1 - len(pending)):
                 break
             pending = []
     return curves
@@ -48,18 +47,31 @@ def train(model, x, y, batches, masks):
 CHECK_EVERY = 16
 
 
-def diverged(model, curves, pending, order, first):
+def diverged(model, curves, pending, first):
     """Record the pending steps (first, first + 1, ...) up to the first non-finite one; at
     that one, put back the parameters before it and the state after it, and say so."""
-    records = jax.device_get([(loss, norm, norms) for _, _, loss, norm, norms in pending])
-    for j, (loss, norm, layer_norms) in enumerate(records):
-        loss, norm = record(curves, float(loss), float(norm), {
-            name: float(layer_norms[name]) for name in order if name in layer_norms})
+    layers = trained_layers(model, model.params)
+    rows = as_floats(jax.device_get([records for _, _, records in pending]))  # steps x records
+    for j, (loss, norm, *layer_norms) in enumerate(rows):
+        loss, norm = record(curves, loss, norm, dict(zip(layers, layer_norms)))
         if not math.isfinite(loss) or not math.isfinite(norm):
             curves["diverged_at"] = first + j
             model.params, model.state = pending[j][0], pending[j][1]
             return True
     return False
+
+
+def trained_layers(model, tree):
+    """The layers with entries in `tree` (the params, or their gradients), in the spec's order:
+    the order of a step's records."""
+    return [layer["name"] for layer in model.spec["layers"]
+            if jax.tree.leaves(tree.get(layer["name"], {}))]
+
+
+def as_floats(records):
+    """A step's records (or a list of them) as Python floats: widened exactly, as float() of
+    each entry would."""
+    return np.asarray(records).astype(np.float64).tolist()
 
 
 def lockstep(model, x, y, batches, masks, starts):
@@ -71,12 +83,13 @@ def lockstep(model, x, y, batches, masks, starts):
     for k, (params, state, opt_state) in zip(range(len(batches)), starts):
         set_params(model, params, state)
         opt_state = fresh if opt_state is None else set_optimizer_state(fresh, model, opt_state)
-        new_params, new_opt_state, model.state, loss, norm, _, grads = step(
+        new_params, new_opt_state, model.state, records, grads = step(
             model.params, opt_state, model.state, x, y, *step_inputs(model, batches, masks, k))
         grads = canonical(model, grads)  # before clipping
-        if math.isfinite(float(loss)) and math.isfinite(float(norm)):  # else: no update
+        loss, norm = as_floats(records)[:2]
+        if math.isfinite(loss) and math.isfinite(norm):  # else: no update
             model.params, opt_state = new_params, new_opt_state
-        yield lockstep_record(float(loss), grads, *get_params(model),
+        yield lockstep_record(loss, grads, *get_params(model),
                               get_optimizer_state(opt_state, model))
 
 
@@ -104,7 +117,8 @@ def step_inputs(model, batches, masks, k):
 def make_step(model, optimizer, cfg):
     """One step as a pure function: (params, opt_state, state, x, y, idx, masks) -> new values,
     records and the gradients before clipping; idx (B,) picks the step's examples from the
-    whole data set x, y."""
+    whole data set x, y. The records are one array, [loss, global norm, each trained layer's
+    norm] (trained_layers' order): one array to hand back and fetch per step, not 2 + layers."""
 
     def objective(params, state, x, y, masks):
         loss, state = model.objective(params, state, x, y, masks)
@@ -123,9 +137,9 @@ def make_step(model, optimizer, cfg):
             scale = jnp.minimum(1.0, cfg["clip_norm"] / norm)  # exactly g *= min(1, c / |g|)
             grads = jax.tree.map(lambda g: g * scale, raw)
         updates, opt_state = optimizer.update(grads, opt_state, params)
-        layer_norms = {layer: jnp.sqrt(sq) for layer, sq in squares.items()}
-        return (optax.apply_updates(params, updates), opt_state, state, loss, norm, layer_norms,
-                raw)
+        records = jnp.stack([loss, norm, *(jnp.sqrt(squares[layer])
+                                           for layer in trained_layers(model, raw))])
+        return optax.apply_updates(params, updates), opt_state, state, records, raw
     return step
 
 
