@@ -56,7 +56,6 @@ def test_a_diverged_run_keeps_the_parameters_before_its_diverged_step(framework,
         assert value.tobytes() == params[name].tobytes(), name
 
 
-
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_training_leaves_the_arrays_it_was_given_and_gave_as_they_were(framework, dtype):
