@@ -139,6 +139,9 @@ def test_a_vanishing_penalty_gives_the_penalty_s_bits(framework, dtype):
     c_neg = -np.ones_like(w) * 0.0                    # a loss of -0: the penalty makes it +0
     (slow_loss, _), (fast_loss, _) = penalty_both_ways(framework, np.abs(w), c_neg)
     assert bits(fast_loss) == bits(slow_loss) == bits(np.asarray(0.0, dtype))
+    c_plus = np.tile(np.array([0.0, 3.0, -1.5, 0.0], dtype), (4, 1))  # zeros, none of them -0
+    (_, slow), (_, fast) = penalty_both_ways(framework, w, c_plus)
+    assert bits(fast) == bits(slow) and bits(fast) == bits(c_plus)
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # NumPy's, on the non-finite weights
