@@ -449,3 +449,51 @@ def optimizer_holder(impl, model, framework):
     if framework == "torch":
         return impl.train.start(model)[1]
     return impl.optimizers.build_optimizer(model.spec["optimizer"], False)
+
+
+SPECIAL = [np.nan, np.inf, -np.inf, 0.0, -0.0, 1e300]
+
+
+def random_record(rng, dtype, like=None):
+    """A lockstep record of random entries: small and large, some holding a NaN, an inf or a
+    signed zero; beside `like` (the reference's), entries missing, misshapen or of the other
+    dtype, and an integer step count."""
+    other = {np.float32: np.float64, np.float64: np.float32}[dtype]
+    grads = {}
+    for name in like["grads"] if like else [f"{i}.W" for i in range(rng.integers(1, 9))]:
+        if like is None:
+            shape = (5000,) if rng.random() < 0.15 else tuple(rng.integers(0, 5, rng.integers(0, 3)))
+            grads[name] = rng.standard_normal(shape).astype(dtype)
+        else:
+            ref, pick = like["grads"][name], rng.random()
+            if pick < 0.05:
+                continue  # missing
+            grads[name] = (np.zeros(ref.shape + (1,)) if pick < 0.1 else
+                           (ref + 1e-7 * rng.standard_normal(ref.shape)).astype(
+                               other if pick < 0.2 else dtype))
+        if grads[name].size and rng.random() < 0.25:
+            grads[name].reshape(-1)[rng.integers(grads[name].size)] = rng.choice(SPECIAL)
+    optimizer = {} if like is not None and rng.random() < 0.3 else {
+        "step": np.int64(rng.integers(0, 9)), "0.W/m": rng.standard_normal(3).astype(dtype)}
+    return {"loss": float(rng.choice([1.5, 1.5 + 1e-7, np.nan, np.inf])), "grads": grads,
+            "params": {}, "state": {}, "optimizer": optimizer}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_step_s_entries_measured_together_give_each_entry_s_own_figures(dtype):
+    """The worker measures a step's small entries in one pass over their concatenation
+    (run/lockstep._row); every figure must be the one its entry's own measure gives,
+    bit for bit, NaN, inf, -0, missing, misshapen and mixed-dtype entries included."""
+    from crossgrad.harness.run import lockstep as worker_side
+    rng = np.random.default_rng(0)
+    for _ in range(400):
+        with np.errstate(over="ignore"):  # 1e300 in float32 is inf: one more special value
+            ref = random_record(rng, dtype)
+            mine = random_record(rng, dtype, like=ref)
+        entries = worker_side._entries(ref) + [["optimizer", "not kept"]]
+        alone = [worker_side._difference(worker_side._value(mine, kind, name),
+                                         worker_side._value(ref, kind, name), name)
+                 if worker_side._value(ref, kind, name) is not None
+                 else (worker_side.NOT_KEPT, 0.0) for kind, name in entries]
+        together = worker_side._row(mine, ref, entries)
+        assert np.array(together).tobytes() == np.array(alone).tobytes(), entries
