@@ -391,6 +391,22 @@ def test_the_cache_lives_in_the_user_cache_folder_as_npz_and_json(tmp_path, home
             assert all(entry[k].dtype != object for k in entry.files)
 
 
+def test_a_run_removes_the_cache_s_stale_temporaries_once_and_only_crossgrads(tmp_path, home):
+    """The cache is swept once per run, at its first result: a temporary a killed run left
+    for any entry goes (not only for the entries written again), a lookalike of the user's
+    without crossgrad's marker stays, byte for byte."""
+    assert crossgrad([*RUN, "--out", "rep"], tmp_path, home).returncode == 0
+    folder, pid = home / ".cache" / "crossgrad", dead_pid()
+    stale = folder / f".0123456789abcdef01234567.npz.tmp-{pid}-k3j4h5g6"  # another entry's
+    stale.mkdir()
+    ownership.write_marker(stale, "temporary")
+    (stale / "0123456789abcdef01234567.npz").write_bytes(b"half")
+    lookalike = user_folder(folder / f".notes.npz.tmp-{pid}-abcdefgh")
+    before = snapshot(lookalike)
+    assert crossgrad([*RUN, "--out", "rep"], tmp_path, home).returncode == 0
+    assert not stale.exists() and snapshot(lookalike) == before
+
+
 def test_the_cache_folder_follows_xdg_and_ignores_a_relative_one(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert user_cache_folder() == tmp_path / "xdg" / "crossgrad"

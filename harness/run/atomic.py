@@ -55,14 +55,16 @@ def atomic_dir(path, kind="output", flag="--out"):
 
 
 @contextlib.contextmanager
-def atomic_file(path, mode="w", recheck=None):
+def atomic_file(path, mode="w", recheck=None, swept=False):
     """Yield a file object; on success it replaces `path` in one rename. `recheck()`, called
     just before the rename, raises when `path` is no longer ours to replace (a file put there
-    while a long run was writing): the new file is then dropped and `path` kept."""
+    while a long run was writing): the new file is then dropped and `path` kept. `swept`: the
+    folder's stale temporaries were removed already (remove_stale_in), so none is looked for."""
     path = Path(path)
     with failures_named(path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale(path)
+        if not swept:
+            remove_stale(path)
         tmp = _temporary_folder(path, "temporary")
     try:
         with failures_named(path):
@@ -136,9 +138,20 @@ def remove_stale(path):
     """Temporary siblings of `path` left by runs whose process no longer exists: exactly
     crossgrad's name pattern, a real folder, and crossgrad's marker inside. A folder still
     being written goes whole; a complete one (a previous output) only as its marker lists."""
-    pattern = re.compile(rf"\.{re.escape(path.name)}\.tmp-(\d+)-[A-Za-z0-9_]+")
+    _remove_stale(path.parent, re.escape(path.name))
+
+
+def remove_stale_in(folder):
+    """remove_stale for every entry of `folder` at once: one scan of a folder that many files
+    are written into (the result cache: one scan per run, not one per result, whose cost
+    grows with every entry the cache keeps)."""
+    _remove_stale(Path(folder), r".+")
+
+
+def _remove_stale(folder, name):
+    pattern = re.compile(rf"\.{name}\.tmp-(\d+)-[A-Za-z0-9_]+")
     try:
-        siblings = list(os.scandir(path.parent))
+        siblings = list(os.scandir(folder))
     except OSError:
         return
     for entry in siblings:

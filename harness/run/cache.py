@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import OutputFailed, atomic_file
+from .atomic import OutputFailed, atomic_file, remove_stale_in
 from .ownership import read_marker, write_marker
 
 FORMAT = 1
@@ -39,6 +39,7 @@ class ResultCache:
         self.folder, self.reuse = Path(folder or user_cache_folder()), reuse
         self.warn = warn or (lambda line: print(line, file=sys.stderr, flush=True))
         self.put_failed = False
+        self.swept = False  # the folder's stale temporaries removed, once, at the first put
 
     def get(self, key):
         if not self.reuse:
@@ -69,7 +70,10 @@ class ResultCache:
                    "result": encode(result, arrays)}
             body = json.dumps(doc).encode()
             self._ensure_folder()
-            with atomic_file(self.folder / f"{key}.npz", "wb") as f:
+            if not self.swept:
+                remove_stale_in(self.folder)
+                self.swept = True
+            with atomic_file(self.folder / f"{key}.npz", "wb", swept=True) as f:
                 np.savez(f, **arrays, **{DOCUMENT: np.frombuffer(body, dtype=np.uint8)})
         except (TypeError, ValueError, OutputFailed, OSError) as err:
             if not self.put_failed:  # one line, however many results follow
