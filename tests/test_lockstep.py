@@ -501,7 +501,7 @@ def test_a_step_s_entries_measured_together_give_each_entry_s_own_figures(dtype)
 
 # ---- TensorFlow's lockstep takes the free run's traced step --------------------------------------
 
-@pytest.mark.parametrize("model", ["batchnorm_mlp", "resid_mlp"])  # running statistics; Adam
+@pytest.mark.parametrize("model", ["batchnorm_mlp", "resid_mlp"])  # BatchNorm; RMSprop
 def test_tensorflow_lockstep_takes_the_free_run_s_traced_step(model, monkeypatch):
     """Tracing and optimising a step's graph is most of a short TensorFlow run, so the free
     run traces one graph, `step`, and lockstep calls it between its load and read: it traces
