@@ -86,10 +86,7 @@ def update_unless_diverged(loss, grads, squares, layers, update):
     norm = tf.sqrt(tf.cumsum(squares)[-1])
     finite = tf.logical_and(tf.math.is_finite(loss), tf.math.is_finite(norm))
 
-    def apply():
-        update(grads, norm)
-        return tf.constant(True)
-    tf.cond(finite, apply, lambda: tf.constant(False))
+    tf.cond(finite, lambda: update(grads, norm), lambda: None)  # stateful: it runs unread
     return squares, norm
 
 
