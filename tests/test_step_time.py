@@ -7,6 +7,7 @@ TensorFlow) or reads its records every few steps and undoes what ran ahead (JAX)
 The plain NumPy loop the benchmark times the implementation against is the same math.
 """
 import json
+import math
 import subprocess
 import sys
 
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 
 from crossgrad.harness import registry
-from crossgrad.harness.bench import plain_numpy
+from crossgrad.harness.bench import plain_numpy, steptime
 from crossgrad.harness.run.jobs import Inputs
 from crossgrad.harness.spec import parse_spec, zoo_spec
 
@@ -244,6 +245,33 @@ def test_bench_step_time_writes_the_json_contract(tmp_path):
     assert document["machine"]["gemm_gflops"]["numpy"] > 0
     assert document["machine"]["dtype"] == "float32"
     assert "impl/plain" in run.stdout and "digits_mlp" in run.stdout
+
+
+class Call:
+    """A simulated `train` call: `setup` seconds once per call plus `step` seconds a step;
+    `stops` steps at most (a diverged run). -> (seconds, steps), as steptime.timed."""
+
+    def __init__(self, setup, step, stops=None):
+        self.setup, self.step, self.stops = setup, step, stops
+
+    def __call__(self, k):
+        steps = min(k, self.stops or k)
+        return self.setup + steps * self.step, steps
+
+
+@pytest.mark.parametrize("setup, step", [(0.006, 0.0005), (0.0, 0.0005), (0.05, 0.002),
+                                         (0.0, 0.5), (0.3, 0.00001)])
+def test_timed_calls_last_about_the_target_whatever_a_call_sets_up(setup, step):
+    """A few steps' call can be mostly its setup: the size comes from a call long enough."""
+    target, most = steptime.TARGET_SECONDS, steptime.MAX_STEPS
+    k = steptime.sized(Call(setup, step))
+    seconds = Call(setup, step)(k)[0]
+    assert 3 <= k <= most
+    assert k == most or k == 3 or 0.75 * target <= seconds <= 1.5 * target
+
+
+def test_a_run_that_stops_early_is_sized_by_the_steps_it_took():
+    assert steptime.sized(Call(0.0, 0.001, stops=2)) == math.ceil(steptime.TARGET_SECONDS / 0.001)
 
 
 @pytest.mark.parametrize("value", ["0", "1,x", ""])

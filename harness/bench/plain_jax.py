@@ -167,8 +167,9 @@ def train(plain, x, y, batches):
         losses.append(loss)
         squares.append(per_layer)
     plain["params"], plain["opt_state"] = params, opt_state
-    squares = np.asarray(jnp.stack(squares))
-    return {"loss": np.asarray(jnp.stack(losses)).tolist(),
+    # stacked on the host: jnp.stack would compile again for every new number of steps
+    losses, squares = np.stack(jax.device_get(losses)), np.stack(jax.device_get(squares))
+    return {"loss": losses.tolist(),
             "grad_norm": np.sqrt(squares.sum(1)).tolist(),
             "layer_norms": np.sqrt(squares).T.tolist()}
 

@@ -18,6 +18,7 @@ import numpy as np
 PLAIN = {"numpy": "plain_numpy", "torch": "plain_torch", "tensorflow": "plain_tf",
          "jax": "plain_jax"}
 TARGET_SECONDS = 0.2   # each timed call runs about this long (at least 3 steps)
+MAX_STEPS = 2000       # and at most this many (the batches are drawn beforehand)
 GEMM_N = 512
 
 
@@ -74,13 +75,10 @@ def timed(call):
 
 
 def interleaved(runs, repeats):
-    """Per mode: a first call of one step (compiles), a short one to size the timed calls,
-    then `repeats` timed calls, the modes taking turns."""
+    """Per mode: a first call of one step (compiles), calls growing until one is long enough
+    to size the timed calls by (sized), then `repeats` timed calls, the modes taking turns."""
     first = {mode: run(1)[0] for mode, run in runs.items()}
-    sizes = {}
-    for mode, run in runs.items():  # the fastest of two short calls (a second trace is seen)
-        seconds = min(s / k for s, k in (run(3), run(3)))
-        sizes[mode] = min(500, max(3, math.ceil(TARGET_SECONDS / seconds)))
+    sizes = {mode: sized(run) for mode, run in runs.items()}
     per_step = {mode: [] for mode in runs}
     for _ in range(repeats):
         for mode, run in runs.items():
@@ -92,6 +90,24 @@ def interleaved(runs, repeats):
         out.append({"mode": mode, "step_seconds": step, "steps": sizes[mode],
                     "repeats": repeats, "compile_seconds": max(0.0, first[mode] - step)})
     return out
+
+
+def sized(run):
+    """The steps per timed call: about TARGET_SECONDS over the step time of a call at least
+    half that long. A call also pays once what its `train` sets up (the data set moved to the
+    device, the optimizer's state): a call of a few steps is mostly that (JAX's mnist_mlp at
+    batch 1: 2.7 ms a step over 3 steps, 0.5 ms over 100). Sized from such a call, the timed
+    calls ran 0.05 to 0.07 s instead of 0.2 s, and each step carried three to four times
+    its intended share of that cost."""
+    run(3)  # a second trace, where a framework makes one, is seen here and not sized by
+    k = 3
+    while True:
+        seconds, steps = run(k)
+        if seconds >= TARGET_SECONDS / 2 or k >= MAX_STEPS or steps < k:
+            break
+        k = min(MAX_STEPS, 4 * k)
+    seconds = min(seconds, run(k)[0])  # the faster of two: a one-off pause sizes nothing
+    return min(MAX_STEPS, max(3, math.ceil(TARGET_SECONDS * steps / seconds)))
 
 
 def best_seconds(call, repeats):
