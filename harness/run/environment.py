@@ -23,11 +23,22 @@ def worker_tempdir():
     return folder
 
 
+# glibc's allocator, unless the environment sets it already: blocks up to 32 MiB from the
+# heap, and up to 256 MiB of freed heap kept, not handed back. By default a training loop's
+# step-sized arrays (new parameters, gradients, JAX's steps held until their records are
+# read) are given back to the system when freed and faulted in again, page by page, the
+# next step. Other allocators ignore the variables; no result depends on them.
+ALLOCATOR = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(256 << 20)}
+
+
 def worker_env(threads, base=None):
-    """The environment for a worker process: every framework's pins, for `threads` threads."""
+    """The environment for a worker process: every framework's pins, for `threads` threads,
+    and the allocator's (ALLOCATOR) where `base` has none of its own."""
     env = dict(os.environ if base is None else base)
     for framework in registry.FRAMEWORKS.values():
         env.update(framework.environment(threads, env))
+    if not any(name in env for name in ALLOCATOR):
+        env.update(ALLOCATOR)
     env["PYTHONHASHSEED"] = "0"
     return env
 
