@@ -260,14 +260,18 @@ class Call:
 
 
 @pytest.mark.parametrize("setup, step", [(0.006, 0.0005), (0.0, 0.0005), (0.05, 0.002),
-                                         (0.0, 0.5), (0.3, 0.00001)])
+                                         (0.004, 0.0002), (0.0, 0.02)])
 def test_timed_calls_last_about_the_target_whatever_a_call_sets_up(setup, step):
     """A few steps' call can be mostly its setup: the size comes from a call long enough."""
-    target, most = steptime.TARGET_SECONDS, steptime.MAX_STEPS
-    k = steptime.sized(Call(setup, step))
-    seconds = Call(setup, step)(k)[0]
-    assert 3 <= k <= most
-    assert k == most or k == 3 or 0.75 * target <= seconds <= 1.5 * target
+    target = steptime.TARGET_SECONDS
+    seconds = Call(setup, step)(steptime.sized(Call(setup, step)))[0]
+    assert 0.75 * target <= seconds <= 1.5 * target
+
+
+@pytest.mark.parametrize("setup, step, expected", [(0.0, 0.5, 3), (0.3, 0.00001, 3),
+                                                   (0.0, 0.00001, steptime.MAX_STEPS)])
+def test_timed_calls_keep_at_least_3_and_at_most_max_steps(setup, step, expected):
+    assert steptime.sized(Call(setup, step)) == expected
 
 
 def test_a_run_that_stops_early_is_sized_by_the_steps_it_took():

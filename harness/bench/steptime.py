@@ -106,8 +106,9 @@ def sized(run):
         if seconds >= TARGET_SECONDS / 2 or k >= MAX_STEPS or steps < k:
             break
         k = min(MAX_STEPS, 4 * k)
-    seconds = min(seconds, run(k)[0])  # the faster of two: a one-off pause sizes nothing
-    return min(MAX_STEPS, max(3, math.ceil(TARGET_SECONDS * steps / seconds)))
+    again, taken = run(k)  # the faster of two: a one-off pause sizes nothing
+    step = min(seconds / steps, again / taken)
+    return min(MAX_STEPS, max(3, math.ceil(TARGET_SECONDS / step)))
 
 
 def best_seconds(call, repeats):
