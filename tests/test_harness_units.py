@@ -1,9 +1,14 @@
 """Units of the harness: specs, data, initializers, comparisons, atomic writes."""
+import platform
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
 from crossgrad.harness.compare import curves, pairwise, zeros
 from crossgrad.harness.run.atomic import atomic_dir
+from crossgrad.harness.run.environment import ALLOCATOR, worker_env
 from crossgrad.harness.spec import data, initializers as init
 from crossgrad.harness.spec.catalog import same_padding
 from crossgrad.harness.spec import parse_spec, zoo_names, zoo_spec
@@ -199,10 +204,6 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start)
 
 def test_a_worker_keeps_the_memory_it_freed_for_its_next_step():
     """With glibc's defaults the 16 MiB come back from the system, page by page, every time."""
-    import platform
-    import subprocess
-    import sys
-    from crossgrad.harness.run.environment import ALLOCATOR, worker_env
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("the variables are glibc's allocator's")
 
@@ -216,7 +217,6 @@ def test_a_worker_keeps_the_memory_it_freed_for_its_next_step():
 
 
 def test_the_allocator_pins_leave_a_users_own_setting():
-    from crossgrad.harness.run.environment import ALLOCATOR, worker_env
     assert all(worker_env(1, base={})[k] == v for k, v in ALLOCATOR.items())
     mine = worker_env(1, base={"MALLOC_TRIM_THRESHOLD_": "0"})
     assert mine["MALLOC_TRIM_THRESHOLD_"] == "0" and "MALLOC_MMAP_THRESHOLD_" not in mine

@@ -85,7 +85,6 @@ def update_unless_diverged(loss, grads, squares, layers, update):
     squares = tf.stack([squares[layer] for layer in layers])  # (layers,)
     norm = tf.sqrt(tf.cumsum(squares)[-1])
     finite = tf.logical_and(tf.math.is_finite(loss), tf.math.is_finite(norm))
-
     tf.cond(finite, lambda: update(grads, norm), lambda: None)  # stateful: it runs unread
     return squares, norm
 
