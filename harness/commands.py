@@ -20,6 +20,7 @@ from .report.write import write_report
 from .run import manifest
 from .run.cache import ResultCache
 from .run.execute import frameworks_to_run, job_count
+from .run.executor import side_by_side
 from .run.outputs import save_arrays, write_json
 from .spec import DTYPES, OPTIMIZERS, zoo_names, zoo_spec
 
@@ -123,15 +124,17 @@ def cmd_run(args):
     progress = Progress(2 * job_count(specs, names) + job_count(native_specs, names)
                         + (gallery_jobs([], [], True, None, args.frameworks)
                            if args.mistakes else 0), args.quiet)
+    shared = dict(frameworks=args.frameworks, on_result=progress, cache=cache)
+    native_prepared = [p for p in prepared if p[0] in native_specs]
+    phases = [  # side by side, in this priority: the native runs first, because the
+        # single-pitfall runs that explain their partings can start only after them
+        lambda ex: api.train(native_specs, native=True, prepared=native_prepared,
+                             executor=ex, **shared) if native_specs else None,
+        lambda ex: api.train(specs, prepared=prepared, executor=ex, **shared),
+        lambda ex: api.check(specs, prepared=prepared, executor=ex, **shared),
+        lambda ex: measure_gallery(args.frameworks, ex, progress)[2] if args.mistakes else None]
     with make_executor(args) as executor:
-        shared = dict(frameworks=args.frameworks, executor=executor, on_result=progress,
-                      cache=cache)
-        check = api.check(specs, prepared=prepared, **shared)
-        aligned = api.train(specs, prepared=prepared, **shared)
-        native = api.train(native_specs, native=True, prepared=[
-            p for p in prepared if p[0] in native_specs], **shared) if native_specs else None
-        mistakes = measure_gallery(args.frameworks, executor, progress)[2] \
-            if args.mistakes else None
+        native, aligned, check, mistakes = side_by_side(executor, phases)
         said = executor.hellos
     print(tables.check_table(check.models))
     print(tables.check_footer(check.models))

@@ -8,6 +8,7 @@ import argparse
 import math
 import os
 import sys
+import threading
 import time
 
 from . import registry
@@ -223,13 +224,19 @@ class Progress:
     def __init__(self, total, quiet=False):
         self.total, self.done, self.quiet = total, 0, quiet
         self.start = time.monotonic()
+        self.lock = threading.Lock()  # the slots' threads report, and phases run side by side
 
     def expect(self, more):
         """Jobs decided during the run (the causes of native partings): counted in the total."""
-        self.total += more
+        with self.lock:
+            self.total += more
 
     def __call__(self, job, result):
-        self.done += 1
+        with self.lock:
+            self.done += 1
+            self._line(job, result)
+
+    def _line(self, job, result):
         if self.quiet:
             return
         status = "cached" if result.get("cached") else result.get("status")

@@ -10,7 +10,7 @@ import pytest
 from crossgrad.harness import api, registry
 from crossgrad.harness.run import executor as executor_module
 from crossgrad.harness.run import jobs, worker
-from crossgrad.harness.run.executor import LocalExecutor, schedule_order
+from crossgrad.harness.run.executor import LocalExecutor, Service, schedule_order, side_by_side
 
 from conftest import FRAMEWORKS, need
 
@@ -101,6 +101,103 @@ def test_the_schedule_starts_tensorflow_and_the_larger_jobs_first():
     train = jobs.train_job(*(lambda s: (s, jobs.Inputs(s)))(api.zoo("xor_2_2_1")), "numpy")
     order = sorted([small, train, large, tf_small], key=schedule_order)
     assert order[0] is tf_small and order.index(large) < order.index(small)
+
+
+class Ledger:
+    """A `run_on` for Service without processes: records which slot ran which job, and
+    holds the first job until `release` is set, so that later run() calls queue behind it."""
+
+    def __init__(self, fail=()):
+        import threading
+        self.ran, self.fail = [], set(fail)
+        self.release, self.started = threading.Event(), threading.Event()
+
+    def __call__(self, n, job):
+        self.started.set()
+        self.release.wait(10)
+        if job["framework"] in self.fail:
+            return {"status": "skipped", "error": "no such module"}, None, True
+        if job["name"] == "raises":
+            raise TypeError("cannot pickle")
+        self.ran.append((n, job["name"]))
+        return {"status": "ok", "name": job["name"]}, {"versions": {}}, False
+
+
+def _fake(name, framework="numpy"):
+    return {"name": name, "framework": framework, "kind": "check", "probes": (), "steps": ()}
+
+
+def test_phases_side_by_side_share_the_slots_in_their_priority():
+    """One slot, three phases: the first job holds the slot while the others queue, the
+    last phase's before the middle one's; then every job of the middle phase runs before
+    the last one's, and each caller gets its own results, in its own order."""
+    import threading
+    import time
+    ledger = Ledger()
+    service = Service(1, ledger)
+
+    def queued(count):
+        while len(service.queue.pending) < count:
+            time.sleep(0.01)
+
+    def phase(names, after=lambda: None):
+        def run(ex):
+            after()
+            return ex.run([_fake(n) for n in names])
+        return run
+
+    threading.Timer(0.5, ledger.release.set).start()
+    first, second, third = side_by_side(service, [
+        phase(["a0"]), phase(["b0", "b1"], lambda: queued(1)),
+        phase(["c0"], lambda: ledger.started.wait(10))])
+    assert [r["name"] for r in first] == ["a0"]
+    assert [r["name"] for r in second] == ["b0", "b1"] and [r["name"] for r in third] == ["c0"]
+    assert [name for _, name in ledger.ran] == ["a0", "b0", "b1", "c0"]
+
+
+def test_a_slot_takes_a_job_of_the_first_priority_before_one_of_its_own_framework():
+    """The phase that other work waits for (native runs, before their pitfall runs) is not
+    held back by a slot that could stay on its framework with a later phase's job."""
+    import threading
+    ledger = Ledger()
+    threading.Timer(0.5, ledger.release.set).start()
+    side_by_side(Service(1, ledger), [
+        lambda ex: ex.run([_fake("n0")]),
+        lambda ex: ledger.started.wait(10) and ex.run([_fake("t0", "torch")]),
+        lambda ex: ledger.started.wait(10) and ex.run([_fake("n1")])])
+    assert [name for _, name in ledger.ran] == ["n0", "t0", "n1"]
+
+
+def test_a_job_whose_slot_raises_fails_and_the_others_run():
+    """An exception in the slot's own machinery (not the worker's) is a failed result: the
+    caller waits for no result that cannot come."""
+    ledger = Ledger()
+    ledger.release.set()
+    results = Service(2, ledger).run([_fake("raises"), _fake("fine")])
+    assert results[0]["status"] == "failed" and "cannot pickle" in results[0]["error"]
+    assert results[1]["status"] == "ok"
+
+
+def test_a_framework_that_cannot_start_ends_its_jobs_in_every_phase():
+    ledger = Ledger(fail={"jax"})
+    ledger.release.set()
+    service = Service(1, ledger)
+    jax_first, mixed = side_by_side(service, [
+        lambda ex: ex.run([_fake("j0", "jax"), _fake("j1", "jax")]),
+        lambda ex: ex.run([_fake("j2", "jax"), _fake("n0")])])
+    assert [r["status"] for r in jax_first + mixed[:1]] == ["skipped"] * 3
+    assert mixed[1]["status"] == "ok" and ledger.ran == [(0, "n0")]
+
+
+def test_a_phase_s_exception_reaches_the_caller_after_the_others_end():
+    ledger = Ledger()
+    ledger.release.set()
+
+    def broken(ex):
+        raise ValueError("bad spec")
+    with pytest.raises(ValueError, match="bad spec"):
+        side_by_side(Service(1, ledger), [broken, lambda ex: ex.run([_fake("n0")])])
+    assert ledger.ran == [(0, "n0")]
 
 
 FIGURES_IN_A_POOL = """

@@ -5,8 +5,9 @@ remain, and the local pool parks the workers its slots move away from (`Parking`
 run imports each framework about once. A job whose worker raises, dies
 (segfault, SIGKILL) or runs past the timeout comes back as {"status": "failed",
 "error": ...}; the slot starts a fresh worker for the next job, and every other result
-is kept. The local pool and the Ray executor share `Slot`, `JobQueue` and `drive`:
-they differ only in where a slot lives (a thread here, a Ray actor there).
+is kept. The local pool and the Ray executor share `Slot` and `Service` (the slots'
+threads and their one queue, which run() calls from several threads add to side by
+side): they differ only in where a slot lives (a thread here, a Ray actor there).
 """
 import os
 import shutil
@@ -238,64 +239,155 @@ def _or_empty(sequence):
 
 
 class JobQueue:
-    """Jobs not yet started, in `schedule_order`; a slot prefers its own framework, then one
-    nobody runs."""
+    """Jobs not yet started, from every run() under way: by their caller's priority (lower
+    first), then `schedule_order`, then the order given; a slot prefers its own framework,
+    then one nobody runs. `serving`: the slots with a thread taking from it."""
 
-    def __init__(self, jobs):
-        self.pending = sorted(enumerate(jobs), key=lambda entry: schedule_order(entry[1]))
+    def __init__(self):
+        self.pending = []  # (sort key, batch, index in the batch, job)
         self.running = {}  # slot -> framework
+        self.serving = set()
+        self.added = 0
         self.lock = threading.Lock()
 
+    def add(self, batch, priority, slots):
+        """Queue `batch`'s jobs; -> the slots (of range(slots)) with no thread, for which the
+        caller starts one each."""
+        with self.lock:
+            self.added += 1
+            self.pending += [((priority, *schedule_order(job), self.added, i), batch, i, job)
+                             for i, job in enumerate(batch.jobs)]
+            self.pending.sort(key=lambda entry: entry[0])
+            idle = [n for n in range(slots) if n not in self.serving]
+            self.serving.update(idle)
+            return idle
+
     def take(self, slot, framework):
+        """-> (key, batch, index, job), or None: then the slot's thread ends. The slot's own
+        framework, else one no other slot runs, among the jobs of the first priority queued;
+        then the same among all; then any job (a second worker of a framework)."""
         with self.lock:
             others = {fw for s, fw in self.running.items() if s != slot}
-            for rule in (lambda fw: fw == framework, lambda fw: fw not in others, lambda fw: True):
-                for pos, (index, job) in enumerate(self.pending):
-                    if rule(job["framework"]):
-                        del self.pending[pos]
-                        self.running[slot] = job["framework"]
-                        return index, job
+            first = self.pending[0][0][0] if self.pending else None
+            for level in (lambda key: key[0] == first, lambda key: True):
+                for rule in (lambda fw: fw == framework, lambda fw: fw not in others):
+                    for pos, (key, _, _, job) in enumerate(self.pending):
+                        if level(key) and rule(job["framework"]):
+                            return self._start(slot, pos)
+            if self.pending:
+                return self._start(slot, 0)
             self.running.pop(slot, None)
+            self.serving.discard(slot)
             return None
+
+    def _start(self, slot, pos):
+        entry = self.pending.pop(pos)
+        self.running[slot] = entry[3]["framework"]
+        return entry
 
     def drop_framework(self, framework):
         """Take every remaining job of `framework` off the queue (it cannot start)."""
         with self.lock:
-            dropped = [(i, j) for i, j in self.pending if j["framework"] == framework]
-            self.pending = [(i, j) for i, j in self.pending if j["framework"] != framework]
+            dropped = [e for e in self.pending if e[3]["framework"] == framework]
+            self.pending = [e for e in self.pending if e[3]["framework"] != framework]
             return dropped
 
 
-def drive(jobs, slots, run_on, on_result=None, serving=lambda n: None):
-    """Run `jobs` on `slots` slots, one thread each: `run_on(n, job)` runs a job on slot n and
-    returns Slot.run's triple; `serving(n)` is the framework slot n's worker already serves.
-    -> (results in job order, {framework: hello of each worker started})."""
-    results, hellos, queue = [None] * len(jobs), {}, JobQueue(jobs)
+class Batch:
+    """The jobs of one run() call, and their results as they come."""
 
-    def finish(index, result):
-        results[index] = result
-        if on_result:
-            on_result(jobs[index], result)
+    def __init__(self, jobs, on_result):
+        self.jobs, self.on_result = jobs, on_result
+        self.results, self.left = [None] * len(jobs), len(jobs)
+        self.lock, self.done = threading.Lock(), threading.Event()
+        if not jobs:
+            self.done.set()
 
-    def loop(n):
-        framework = serving(n)
-        while (taken := queue.take(n, framework)) is not None:
-            index, job = taken
-            result, hello, unstartable = run_on(n, job)
+    def finish(self, index, result):
+        self.results[index] = result
+        if self.on_result:
+            self.on_result(self.jobs[index], result)
+        with self.lock:
+            self.left -= 1
+            if self.left == 0:
+                self.done.set()
+
+
+class Service:
+    """`slots` slots, one thread each while there is work, taking jobs from one queue that
+    any number of run() calls add to: `run_on(n, job)` runs a job on slot n and returns
+    Slot.run's triple; `serving(n)` is the framework slot n's worker already serves. Calls
+    from several threads at once (the phases of `crossgrad run`) share the slots, so a slot
+    whose phase has no job left takes the next phase's instead of waiting at its end."""
+
+    def __init__(self, slots, run_on, serving=lambda n: None):
+        self.slots, self.run_on, self.serving = slots, run_on, serving
+        self.queue, self.hellos = JobQueue(), {}  # {framework: hello of each worker started}
+
+    def run(self, jobs, on_result=None, priority=0):
+        """Run `jobs`, before any of a later `priority`; -> their results, in job order."""
+        batch = Batch(jobs, on_result)
+        for n in self.queue.add(batch, priority, self.slots):
+            threading.Thread(target=self._serve, args=(n,), daemon=True).start()
+        batch.done.wait()
+        return batch.results
+
+    def _serve(self, n):
+        framework = self.serving(n)
+        while (taken := self.queue.take(n, framework)) is not None:
+            _, batch, index, job = taken
+            try:
+                result, hello, unstartable = self.run_on(n, job)
+            except Exception as err:  # a result it is, or its caller would wait for ever
+                result, hello, unstartable = _failed(err), None, False
             framework = None if unstartable else job["framework"]
             if hello:
-                hellos[job["framework"]] = hello
-            finish(index, result)
+                self.hellos[job["framework"]] = hello
+            batch.finish(index, result)
             if unstartable:  # the same import would fail again: the framework's jobs end here
-                for i, _ in queue.drop_framework(job["framework"]):
-                    finish(i, dict(result))
+                for _, other, i, _ in self.queue.drop_framework(job["framework"]):
+                    other.finish(i, dict(result))
 
-    threads = [threading.Thread(target=loop, args=(n,), daemon=True) for n in range(slots)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return results, hellos
+
+def _failed(err):
+    return {"status": "failed", "error": f"{type(err).__name__}: {err}"}
+
+
+class Phase:
+    """An executor as one phase of a run sees it: its jobs go before those of phases with a
+    larger `priority` that are queued side by side with them (Service.run)."""
+
+    def __init__(self, executor, priority):
+        self.executor, self.priority = executor, priority
+
+    def run(self, jobs, on_result=None):
+        return self.executor.run(jobs, on_result, priority=self.priority)
+
+    def __getattr__(self, name):
+        return getattr(self.executor, name)
+
+
+def side_by_side(executor, phases):
+    """Run each of `phases` (a function of an executor) in a thread of its own, all on
+    `executor`, each phase's jobs before those of the phases after it (Phase); -> their
+    returns, in order. An exception in a phase is raised once every phase has ended."""
+    returns, raised = [None] * len(phases), []
+
+    def run(rank):
+        try:
+            returns[rank] = phases[rank](Phase(executor, rank))
+        except BaseException as err:  # noqa: B036 -- raised below, in the caller's thread
+            raised.append(err)
+
+    threads = [threading.Thread(target=run, args=(rank,), daemon=True)
+               for rank in range(len(phases))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:  # Ctrl-C lands here; the executor's exit kills the workers
+        thread.join()
+    if raised:
+        raise raised[0]
+    return returns
 
 
 class LocalExecutor:
@@ -308,9 +400,16 @@ class LocalExecutor:
     def __init__(self, workers=None, threads=1, timeout=None, compile_cache=True):
         self.workers = workers or os.cpu_count() or 1
         self.threads, self.timeout, self.compile_cache = threads, timeout, compile_cache
-        self.hellos = {}
-        self.slots = []           # kept between run() calls, with their workers, until close()
         self.parking = Parking(self.workers)  # the workers no slot serves now, until close()
+        # kept between run() calls, with their workers, until close()
+        self.slots = [Slot(threads, timeout, self.parking, compile_cache)
+                      for _ in range(self.workers)]
+        self.service = Service(self.workers, lambda n, job: self.slots[n].run(job),
+                               lambda n: self.slots[n].framework)
+
+    @property
+    def hellos(self):
+        return self.service.hellos
 
     def __enter__(self):
         return self
@@ -322,15 +421,9 @@ class LocalExecutor:
         serving = [slot.worker for slot in self.slots if slot.worker is not None]
         for slot in self.slots:
             slot.worker = None
-        self.slots = []
         self.parking.close(kill, also=serving)
 
-    def run(self, jobs, on_result=None):
-        """Run every job; results in job order, each a dict with a "status"."""
-        while len(self.slots) < min(self.workers, len(jobs)):
-            self.slots.append(Slot(self.threads, self.timeout, self.parking, self.compile_cache))
-        results, hellos = drive(jobs, min(self.workers, len(jobs)),
-                                lambda n, job: self.slots[n].run(job), on_result,
-                                lambda n: self.slots[n].framework)
-        self.hellos.update(hellos)
-        return results
+    def run(self, jobs, on_result=None, priority=0):
+        """Run every job; results in job order, each a dict with a "status". Calls from
+        several threads share the slots (Service)."""
+        return self.service.run(jobs, on_result, priority)

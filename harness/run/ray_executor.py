@@ -3,7 +3,7 @@
 Each Ray actor holds one `Slot`, the very class the local pool runs in its threads: it
 starts the same `python -m crossgrad.harness.run.worker` process with the same pinned
 threads, so a job's result does not depend on which executor or which machine of one
-kind ran it. The driver feeds the actors with the same `drive` loop as the local pool,
+kind ran it. The driver feeds the actors with the same `Service` as the local pool,
 and records the workers' hellos the same way (they go into the manifest).
 
 Without an address crossgrad starts a Ray instance of its own (`address="local"`) and
@@ -22,7 +22,7 @@ import sys
 import tempfile
 
 from ..errors import InputError
-from .executor import Slot, drive
+from .executor import Service, Slot
 
 CONNECT_SECONDS = 10
 QUIET = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR",
@@ -41,7 +41,12 @@ class RayExecutor:
         self.workers = workers or int(ray.cluster_resources().get("CPU", 1))
         self.threads, self.timeout, self.compile_cache = threads, timeout, compile_cache
         self.slot_class = ray.remote(num_cpus=1)(Slot)
-        self.slots, self.hellos = [], {}
+        self.slots = {}  # n -> the actor of slot n, made at its first job
+        self.service = Service(self.workers, self._run_on)
+
+    @property
+    def hellos(self):
+        return self.service.hellos
 
     def __enter__(self):
         return self
@@ -50,22 +55,18 @@ class RayExecutor:
         self.close()
 
     def close(self):
-        for slot in self.slots:
+        for slot in self.slots.values():
             try:
                 self.ray.get(slot.close.remote())
             except Exception:  # a dead actor has nothing left to close
                 pass
-        self.slots = []
+        self.slots = {}
         if self.started:  # the instance (or connection) this executor made ends with it
             self.ray.shutdown()
             self.started = False
 
-    def run(self, jobs, on_result=None):
-        while len(self.slots) < min(self.workers, max(1, len(jobs))):
-            self.slots.append(self._new_slot())
-        results, hellos = drive(jobs, len(self.slots), self._run_on, on_result)
-        self.hellos.update(hellos)
-        return results
+    def run(self, jobs, on_result=None, priority=0):
+        return self.service.run(jobs, on_result, priority)
 
     def _new_slot(self):
         """An actor holding a Slot; its JAX workers use the compilation cache of the machine
@@ -73,6 +74,8 @@ class RayExecutor:
         return self.slot_class.remote(self.threads, self.timeout, compile_cache=self.compile_cache)
 
     def _run_on(self, n, job):
+        if n not in self.slots:  # only slot n's thread makes or replaces slot n's actor
+            self.slots[n] = self._new_slot()
         try:
             return self.ray.get(self.slots[n].run.remote(job))
         except self.ray.exceptions.RayActorError as err:

@@ -10,6 +10,7 @@ import gzip
 import importlib.util
 import math
 import operator
+import threading
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,6 +162,7 @@ class BatchOrder:
 
     def _forget(self):
         self._rng, self._epoch, self._order = None, -1, None
+        self._lock = threading.Lock()  # one walk of the stream at a time (phases share it)
 
     def __getstate__(self):
         return {k: getattr(self, k) for k in ("n", "batch_size", "steps", "seed", "shuffle")}
@@ -181,7 +183,8 @@ class BatchOrder:
                           np.int64)
         epoch, j = divmod(_step(k, self.steps), self.per_epoch)
         start = j * self.batch_size
-        return self._epoch_order(epoch)[start:start + self.batch_size].copy()
+        with self._lock:
+            return self._epoch_order(epoch)[start:start + self.batch_size].copy()
 
     def __iter__(self):
         return (self[k] for k in range(self.steps))
@@ -213,6 +216,7 @@ class DropoutMasks:
         self.steps, self.seed, self.dtype = steps, seed, dtype
         self.size = batch_size * math.prod(shape)
         self._rng, self._next = None, None
+        self._lock = threading.Lock()  # one walk of the stream at a time (phases share it)
 
     def __getstate__(self):
         return {"name": self.name, "rate": self.rate, "batch_size": self.batch_size,
@@ -234,11 +238,12 @@ class DropoutMasks:
             return _stack([self[i] for i in range(*k.indices(self.steps))],
                           self.shape[1:], self.dtype)
         k = _step(k, self.steps)
-        if k != self._next:  # not the step after the last one: jump there in the stream
-            self._rng = np.random.default_rng([self.seed, 3, zlib.crc32(self.name.encode())])
-            self._rng.bit_generator.advance(k * self.size)
-        self._next = k + 1
-        u = self._rng.random((self.batch_size, *self.example_shape))
+        with self._lock:
+            if k != self._next:  # not the step after the last one: jump there in the stream
+                self._rng = np.random.default_rng([self.seed, 3, zlib.crc32(self.name.encode())])
+                self._rng.bit_generator.advance(k * self.size)
+            self._next = k + 1
+            u = self._rng.random((self.batch_size, *self.example_shape))
         return (u >= self.rate).astype(self.dtype)
 
     def __iter__(self):
