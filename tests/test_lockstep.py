@@ -532,3 +532,32 @@ def test_tensorflow_lockstep_takes_the_free_run_s_traced_step(model, monkeypatch
     for got, expected in zip((first["params"], first["state"]), after):
         assert {k: v.tobytes() for k, v in got.items()} == \
             {k: v.tobytes() for k, v in expected.items()}
+
+
+def test_tensorflow_steps_call_their_graphs_without_matching_arguments(monkeypatch):
+    """Each tf.function of a run (step; lockstep's load and read) is matched to its graph
+    once, then called through it: the number of matchings does not grow with the steps."""
+    need("tensorflow")
+    from tensorflow.python.eager.polymorphic_function import tracing_compilation
+    from crossgrad.harness.run.jobs import Inputs, train_job
+    impl = registry.load("tensorflow")
+    impl.runtime.configure(1)
+    zoo = api.zoo("digits_mlp")
+    job = train_job(zoo, Inputs(zoo), "tensorflow")
+    matched, match = [], tracing_compilation._maybe_define_function
+
+    def counted(*args, **kwargs):
+        matched.append(1)
+        return match(*args, **kwargs)
+    monkeypatch.setattr(tracing_compilation, "_maybe_define_function", counted)
+
+    def matchings(steps):
+        model = impl.model.build_model(job["spec"])
+        impl.model.set_params(model, job["params"], job["state"])
+        matched.clear()
+        impl.train.train(model, job["x"], job["y"], job["batches"][:steps], job["masks"])
+        starts = [(job["params"], job["state"], None)] * steps
+        list(impl.train.lockstep(model, job["x"], job["y"], job["batches"][:steps],
+                                 job["masks"], iter(starts)))
+        return len(matched)
+    assert matchings(2) == matchings(6) > 0
