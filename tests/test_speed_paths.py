@@ -216,6 +216,22 @@ assert drawing.png_bytes(drawing.later(plots.layer_figure, "m", layers)) == here
 """
 
 
+def test_a_figure_is_drawn_once_in_tight_layout_s_places(monkeypatch):
+    """savefig draws a figure twice when a layout engine is left on it, as tight_layout
+    leaves one; the layout without an engine gives the same bytes, drawn once."""
+    from matplotlib.figure import Figure
+    from crossgrad.harness.report import plots
+    layers = [{"layer": "0", "type": "dense", "forward_rel_err": 1e-16,
+               "backward_rel_err": 2e-16, "dtype": "float64"}]
+    draws, draw = [], Figure.draw
+    monkeypatch.setattr(Figure, "draw",
+                        lambda fig, renderer: draws.append(fig) or draw(fig, renderer))
+    once = plots.layer_figure("m", layers)
+    assert len(draws) == 1
+    monkeypatch.setattr(plots, "_tight", lambda fig, rect: fig.tight_layout(rect=rect))
+    assert plots.layer_figure("m", layers) == once and len(draws) == 3
+
+
 def test_figures_drawn_in_other_processes_have_the_same_bytes():
     """In a fresh process, as the command line's harness (this one may hold JAX's threads)."""
     import subprocess

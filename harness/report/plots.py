@@ -16,6 +16,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no screen
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.layout_engine import TightLayoutEngine  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
 from ..compare.curves import CURVES  # noqa: E402
@@ -51,7 +52,7 @@ def model_figure(name, reference, curves, native, norms, comparisons, partings=(
     fig.suptitle(name, fontsize=13, x=0.01, ha="left")
     frameworks = [fw for fw in PARTICIPANTS if fw in set(curves.get("framework", []))] or ORDER
     _legend(fig, frameworks)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    _tight(fig, rect=(0, 0.06, 1, 1))
     return _png(fig)
 
 
@@ -78,7 +79,7 @@ def layer_figure(name, layers):
                         Line2D([], [], color="#2f6fdf", ls=":", label="dL/dx"),
                         Line2D([], [], color=GREY, label="tolerance (pairwise)")],
                loc="lower center", ncol=3, fontsize=7, frameon=False)
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    _tight(fig, rect=(0, 0.1, 1, 1))
     return _png(fig)
 
 
@@ -228,6 +229,13 @@ def _legend(fig, frameworks):
     handles += [Line2D([], [], color=GREY, lw=0.8, label="tolerance")]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8,
                frameon=False)
+
+
+def _tight(fig, rect):
+    """fig.tight_layout(rect=rect), the same positions, but no layout engine left on the
+    figure: tight_layout leaves a placeholder engine, and savefig draws a figure with any
+    engine once more before it renders it (a sixth of the report's figure time)."""
+    TightLayoutEngine(rect=rect).execute(fig)
 
 
 def _png(fig):
