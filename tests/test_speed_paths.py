@@ -123,6 +123,26 @@ class Ledger:
         return {"status": "ok", "name": job["name"]}, {"versions": {}}, False
 
 
+def _within(seconds, call):
+    """call()'s return, or its exception; a failure if it has not ended after `seconds`,
+    where a caller left waiting for ever would hang the suite."""
+    import threading
+    out = {}
+
+    def run():
+        try:
+            out["value"] = call()
+        except BaseException as err:
+            out["error"] = err
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still waiting after {seconds} s"
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
+
+
 def _fake(name, framework="numpy"):
     return {"name": name, "framework": framework, "kind": "check", "probes": (), "steps": ()}
 
@@ -173,7 +193,7 @@ def test_a_job_whose_slot_raises_fails_and_the_others_run():
     caller waits for no result that cannot come."""
     ledger = Ledger()
     ledger.release.set()
-    results = Service(2, ledger).run([_fake("raises"), _fake("fine")])
+    results = _within(30, lambda: Service(2, ledger).run([_fake("raises"), _fake("fine")]))
     assert results[0]["status"] == "failed" and "cannot pickle" in results[0]["error"]
     assert results[1]["status"] == "ok"
 
@@ -317,3 +337,18 @@ def test_a_worker_starts_without_modules_it_never_runs(framework):
     assert loaded == "[]"
     assert ("'op_determinism': True" if framework == "tensorflow"
             else "'deterministic_algorithms': True") in settings
+
+
+def test_a_result_callback_that_raises_reaches_its_caller_and_the_slot_serves_on():
+    """The progress line or the cache's store failing is the caller's exception, raised
+    once the call's jobs are done, not a slot's thread gone and a caller waiting for ever."""
+    ledger = Ledger()
+    ledger.release.set()
+    service = Service(1, ledger)
+
+    def broken(job, result):
+        raise OSError("disk full")
+    with pytest.raises(OSError, match="disk full"):
+        _within(30, lambda: service.run([_fake("n0"), _fake("n1")], broken))
+    assert [r["status"] for r in service.run([_fake("n2")])] == ["ok"]
+    assert [name for _, name in ledger.ran] == ["n0", "n1", "n2"]

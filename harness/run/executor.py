@@ -294,19 +294,23 @@ class JobQueue:
 
 
 class Batch:
-    """The jobs of one run() call, and their results as they come."""
+    """The jobs of one run() call, and their results as they come. An exception of
+    `on_result` is kept for the caller (`error`): the slot's thread goes on serving."""
 
     def __init__(self, jobs, on_result):
         self.jobs, self.on_result = jobs, on_result
-        self.results, self.left = [None] * len(jobs), len(jobs)
+        self.results, self.left, self.error = [None] * len(jobs), len(jobs), None
         self.lock, self.done = threading.Lock(), threading.Event()
         if not jobs:
             self.done.set()
 
     def finish(self, index, result):
         self.results[index] = result
-        if self.on_result:
-            self.on_result(self.jobs[index], result)
+        try:
+            if self.on_result:
+                self.on_result(self.jobs[index], result)
+        except Exception as err:
+            self.error = self.error or err
         with self.lock:
             self.left -= 1
             if self.left == 0:
@@ -330,6 +334,8 @@ class Service:
         for n in self.queue.add(batch, priority, self.slots):
             threading.Thread(target=self._serve, args=(n,), daemon=True).start()
         batch.done.wait()
+        if batch.error is not None:
+            raise batch.error
         return batch.results
 
     def _serve(self, n):
@@ -376,7 +382,7 @@ def side_by_side(executor, phases):
     def run(rank):
         try:
             returns[rank] = phases[rank](Phase(executor, rank))
-        except BaseException as err:  # noqa: B036 -- raised below, in the caller's thread
+        except BaseException as err:  # raised below, in the caller's thread
             raised.append(err)
 
     threads = [threading.Thread(target=run, args=(rank,), daemon=True)
