@@ -17,6 +17,13 @@ from crossgrad.harness.run.executor import LocalExecutor  # noqa: E402
 FRAMEWORKS = registry.ORDER
 OTHERS = [fw for fw in FRAMEWORKS if fw != "numpy"]
 
+# PyTorch's float64 GEMMs through MKL can round by where an operand lies in memory (on AMD
+# EPYC a copy of one LSTM weight, the same numbers elsewhere, moves a loss by 1 ulp).
+# MKL_CBWR=COMPATIBLE makes MKL round by the numbers alone, on its SSE2 code paths (several
+# times slower, so not the workers' default). The tests that compare two separately built
+# models of the same numbers bit for bit (a built-in layer and its plugin twin) run with it.
+BY_THE_NUMBERS = {"MKL_CBWR": "COMPATIBLE"}
+
 
 @pytest.fixture(autouse=True)
 def _private_cache(tmp_path_factory, monkeypatch):

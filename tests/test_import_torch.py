@@ -551,7 +551,7 @@ def test_the_readme_port_example(tmp_path):
     import shlex
     import subprocess
     import sys
-    from test_readme_examples import ALL, blocks, write_files
+    from test_readme_examples import ALL, as_pasted, blocks, write_files
     write_files(tmp_path, "my_model.py")
     env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
     for name in ("import-my_model", "check-my_model"):
@@ -561,7 +561,7 @@ def test_the_readme_port_example(tmp_path):
                               env=env, capture_output=True, text=True, timeout=900)
         assert done.returncode == 0, done.stderr
         if ALL or name.startswith("import"):  # the check's table has all four frameworks
-            assert done.stdout.splitlines() == expected
+            assert as_pasted(done.stdout.splitlines(), expected), done.stdout
     written = (tmp_path / "my_model.toml").read_text().splitlines()
     (excerpt,) = blocks("output", "my_model.toml")
     assert [line for line in excerpt.splitlines() if line and line not in written] == []

@@ -24,7 +24,7 @@ from crossgrad.harness.run.jobs import Inputs, check_job
 from crossgrad.harness.run.worker import perform
 from crossgrad.harness.spec import parse_spec
 
-from conftest import FRAMEWORKS, in_process
+from conftest import BY_THE_NUMBERS, FRAMEWORKS, in_process
 
 DIGITS = {"source": "digits", "batch_size": 6}
 SEQ = {"source": "random_sequence", "classes": 3, "examples": 20, "batch_size": 5}
@@ -285,12 +285,10 @@ def same_bits(impl, name):
     return different
 
 
-# PyTorch's float64 GEMMs through MKL can round by where an operand lies in memory: on AMD
-# EPYC a copy of one LSTM weight, the same numbers elsewhere, moves some of a probe's losses
-# by 1 ulp. The built-in layer's weights and the plugin's are two sets of tensors, so
-# PyTorch's pair is compared in a process where MKL rounds by the numbers alone
-# (MKL_CBWR=COMPATIBLE: SSE2 code paths, several times slower, hence not the workers').
-BY_THE_NUMBERS = """
+# PyTorch's pair is compared in a process of its own where MKL rounds by the numbers alone
+# (conftest.BY_THE_NUMBERS): the built-in layer's weights and the plugin's are two sets of
+# tensors at two addresses.
+TORCH_PAIRS = """
 import json, sys
 sys.path.insert(0, sys.argv[1])
 import test_plugin_impls as here
@@ -306,9 +304,9 @@ def torch_pairs():
     import os
     import subprocess
     import sys
-    done = subprocess.run([sys.executable, "-c", BY_THE_NUMBERS, os.path.dirname(__file__)],
+    done = subprocess.run([sys.executable, "-c", TORCH_PAIRS, os.path.dirname(__file__)],
                           capture_output=True, text=True, timeout=600,
-                          env=dict(os.environ, MKL_CBWR="COMPATIBLE"))
+                          env=dict(os.environ, **BY_THE_NUMBERS))
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 

@@ -15,9 +15,10 @@ import crossgrad
 from crossgrad.harness import registry
 from crossgrad.harness.cli import main
 from crossgrad.harness.run import jobs, worker
+from crossgrad.harness.run.executor import LocalExecutor
 from crossgrad.harness.spec import load_spec
 
-from conftest import FRAMEWORKS
+from conftest import BY_THE_NUMBERS, FRAMEWORKS
 
 PLUGINS = Path(__file__).parent / "plugins"
 VARIANTS = PLUGINS / "swish_variants.py"
@@ -114,13 +115,18 @@ def module_root(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def checked(tmp_path_factory, executor, module_root):
-    """Every spec above checked in one batch, in every installed framework."""
+def checked(tmp_path_factory, module_root):
+    """Every spec above checked in one batch, in every installed framework: workers of its
+    own, started where MKL rounds by the numbers alone (conftest.BY_THE_NUMBERS), since the
+    built-in layers and their plugin twins are compared bit for bit."""
     folder = tmp_path_factory.mktemp("specs")
     for name, body in SPECS.items():
         (folder / f"{name}.json").write_text(json.dumps(body))
     specs = [crossgrad.load(folder / f"{name}.json") for name in SPECS]
-    result = crossgrad.check(specs, executor=executor)
+    with pytest.MonkeyPatch.context() as mp, LocalExecutor(workers=2, threads=1) as executor:
+        for name, value in BY_THE_NUMBERS.items():
+            mp.setenv(name, value)  # read as each worker starts
+        result = crossgrad.check(specs, executor=executor)
     return {m["name"]: m for m in result.models}, result.saved
 
 

@@ -41,7 +41,9 @@ class Dense:
 
     def torch(self, p, x):
         import torch.nn.functional as F
-        return F.linear(x, p["W"].T, p["b"])  # what nn.Linear computes, its weight being W^T
+        # what nn.Linear computes, its weight being W^T, laid out as nn.Linear's own: MKL
+        # rounds a transposed view otherwise on some CPUs (AMD EPYC)
+        return F.linear(x, p["W"].T.contiguous(), p["b"])
 
     def tensorflow(self, p, x):
         import tensorflow as tf
@@ -102,7 +104,8 @@ class Conv2D:
         import torch.nn.functional as F
         (top, bottom), (left, right) = self.pads(*x.shape[1:3])
         x = F.pad(x.permute(0, 3, 1, 2), (left, right, top, bottom))  # NCHW, as nn.Conv2d runs
-        y = F.conv2d(x, p["W"].permute(3, 2, 0, 1), p["b"], stride=self.strides)
+        y = F.conv2d(x, p["W"].permute(3, 2, 0, 1).contiguous(), p["b"],  # as nn.Conv2d's
+                     stride=self.strides)
         return y.permute(0, 2, 3, 1)                                      # back to NHWC
 
     def tensorflow(self, p, x):
@@ -167,11 +170,14 @@ class LSTM:
         import torch
         # nn.LSTM's CPU loop (ATen RNN.cpp): the input projections of every step first,
         # time-major (the order their gradients are summed in), then per step
-        # gates = h U + (x W + b), chunked [i, f, g, o]
-        xw = torch.nn.functional.linear(x.transpose(0, 1), p["W"].T, p["b"]).unbind(0)
+        # gates = h U + (x W + b), chunked [i, f, g, o]; the weights laid out as nn.LSTM's
+        # own (W^T, U^T contiguous), which MKL rounds otherwise on some CPUs (AMD EPYC)
+        linear = torch.nn.functional.linear
+        xw = linear(x.transpose(0, 1), p["W"].T.contiguous(), p["b"]).unbind(0)
+        u = p["U"].T.contiguous()
         h = c = x.new_zeros((x.shape[0], self.units))
         for t in range(x.shape[1]):
-            gates = (h @ p["U"]).add_(xw[t])
+            gates = linear(h, u).add_(xw[t])
             i, f, g, o = gates.chunk(4, 1)
             i, f, g, o = i.sigmoid(), f.sigmoid(), g.tanh(), o.sigmoid()
             c = f * c + i * g
