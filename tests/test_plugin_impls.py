@@ -14,7 +14,11 @@ everything around it (parameters in, gradients out, layouts, nesting). NumPy's c
 and lstm call the reference's own forward/backward pair for the same reason.
 """
 import copy
+import json
+import os
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -300,10 +304,6 @@ print(json.dumps({name: here.same_bits(impl, name) for name in here.SPECS}))
 
 @pytest.fixture(scope="module")
 def torch_pairs():
-    import json
-    import os
-    import subprocess
-    import sys
     done = subprocess.run([sys.executable, "-c", TORCH_PAIRS, os.path.dirname(__file__)],
                           capture_output=True, text=True, timeout=600,
                           env=dict(os.environ, **BY_THE_NUMBERS))

@@ -34,9 +34,9 @@ SCIENTIFIC = re.compile(r"-?\d\.\de[-+]\d\d")
 
 def as_pasted(got, expected):
     """Whether output lines `got` are the README's `expected`: the same, on PASTED_ON."""
-    if manifest.cpu().get("model") == PASTED_ON or got == expected:
-        return got == expected
-    return len(got) == len(expected) and all(
+    if got == expected:
+        return True
+    return manifest.cpu().get("model") != PASTED_ON and len(got) == len(expected) and all(
         _same_words(a.split(), b.split()) for a, b in zip(got, expected))
 
 

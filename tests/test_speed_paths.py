@@ -1,7 +1,10 @@
 """The fast paths of a run give the same bits as the plain ones: the finite-difference probes
 through each implementation's `probe_losses` (one layer or one tensor set per step), workers
-parked between phases, the schedule, and figures drawn in other processes."""
+parked between phases, the schedule and the phases queued side by side, and figures drawn
+in other processes."""
 import os
+import threading
+import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -108,7 +111,6 @@ class Ledger:
     holds the first job until `release` is set, so that later run() calls queue behind it."""
 
     def __init__(self, fail=()):
-        import threading
         self.ran, self.fail = [], set(fail)
         self.release, self.started = threading.Event(), threading.Event()
 
@@ -126,7 +128,6 @@ class Ledger:
 def _within(seconds, call):
     """call()'s return, or its exception; a failure if it has not ended after `seconds`,
     where a caller left waiting for ever would hang the suite."""
-    import threading
     out = {}
 
     def run():
@@ -151,8 +152,6 @@ def test_phases_side_by_side_share_the_slots_in_their_priority():
     """One slot, three phases: the first job holds the slot while the others queue, the
     last phase's before the middle one's; then every job of the middle phase runs before
     the last one's, and each caller gets its own results, in its own order."""
-    import threading
-    import time
     ledger = Ledger()
     service = Service(1, ledger)
 
@@ -178,7 +177,6 @@ def test_phases_side_by_side_share_the_slots_in_their_priority():
 def test_a_slot_takes_a_job_of_the_first_priority_before_one_of_its_own_framework():
     """The phase that other work waits for (native runs, before their pitfall runs) is not
     held back by a slot that could stay on its framework with a later phase's job."""
-    import threading
     ledger = Ledger()
     threading.Timer(0.5, ledger.release.set).start()
     side_by_side(Service(1, ledger), [
