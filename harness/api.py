@@ -15,6 +15,7 @@ import pandas as pd
 
 from .ablation import causes
 from .compare import hvp, precision
+from .compare.pitfalls import native_is_aligned
 from .compare.results import (CheckResult, TrainResult, assemble_check, assemble_train,
                               explain_branches)
 from .run.execute import check_original_asked, frameworks_to_run, run_jobs, run_per_model
@@ -69,9 +70,14 @@ def train(specs, *, frameworks=None, native=False, steps=None, executor=None, on
     names, missing = frameworks_to_run(frameworks)
     check_original_asked(specs, frameworks)
     prepared = prepared or prepare(specs, steps)
-    per_model = run_per_model(prepared, names, lambda spec, inputs, fw: _with_key(
-        train_job(spec, inputs, fw, native), spec, native), executor, cache, on_result,
-        frameworks)
+    def job(spec, inputs, fw):
+        mode = native
+        if native is True and fw in registry.FRAMEWORKS and native_is_aligned(spec, fw):
+            mode = False  # the same run, and the same job as the aligned one: run once side
+            #              by side with it (executor.JobQueue)
+        return _with_key(train_job(spec, inputs, fw, mode), spec, mode)
+
+    per_model = run_per_model(prepared, names, job, executor, cache, on_result, frameworks)
     out, curve_rows, norm_rows = TrainResult(), [], []
     for (spec, inputs), res in zip(prepared, per_model):
         entry, curves, norms = assemble_train(spec, inputs, res, list(res), missing, native)

@@ -239,11 +239,13 @@ class Progress:
     def _line(self, job, result):
         if self.quiet:
             return
-        status = "cached" if result.get("cached") else result.get("status")
+        # "shared": another phase's job of the same key (executor.JobQueue), timed there
+        again = next((word for word in ("cached", "shared") if result.get(word)), None)
+        status = again or result.get("status")
         took = result.get("seconds")
         if took is not None:  # a train job's lockstep pass is timed apart: the line says both
             took += (result.get("lockstep") or {}).get("seconds") or 0.0
-        took = f"{took:6.1f} s" if took is not None and not result.get("cached") else ""
+        took = f"{took:6.1f} s" if took is not None and not again else ""
         width = len(str(self.total))
         who = job.get("participant", job["framework"])
         print(f"[{self.done:{width}d}/{self.total}] {job['kind']:5s} {who:10s} "

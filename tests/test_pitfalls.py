@@ -9,16 +9,19 @@ from dataclasses import replace
 from pathlib import Path
 
 import jsonschema
+import numpy as np
 import pytest
 
-from conftest import need
-from crossgrad.harness import api, cli
+from conftest import BY_THE_NUMBERS, FRAMEWORKS, need
+from crossgrad.harness import api, cli, registry
 from crossgrad.harness.ablation import causes, command, measure
 from crossgrad.harness.ablation.cases import CASES
 from crossgrad.harness.compare import pitfalls
 from crossgrad.harness.compare.curves import CURVES
 from crossgrad.harness.report import tables
 from crossgrad.harness.run import manifest
+from crossgrad.harness.run.executor import LocalExecutor
+from crossgrad.harness.run.jobs import Inputs, train_job
 from crossgrad.harness.spec.parse import parse_spec
 from crossgrad.impls.canonical import native_on
 
@@ -155,6 +158,87 @@ def test_in_play_follows_the_spec():
     assert not [n for n in names(spec, "jax") + names(spec, "tensorflow") if n in AGREE]
     assert names(api.zoo("mlp_3_4_2"), "torch") == []  # sgd with lr written: nothing differs
 
+
+
+def test_native_is_aligned_where_neither_a_pitfall_nor_an_agreeing_form_applies():
+    plain = api.zoo("mlp_3_4_2")  # sgd with its lr written, no clipping
+    assert [fw for fw in FRAMEWORKS if pitfalls.native_is_aligned(plain, fw)] == \
+        [fw for fw in FRAMEWORKS if fw != "tensorflow"]  # Keras' float32 hyperparameters
+    assert pitfalls.native_is_aligned(plain.with_overrides(dtype="float32"), "tensorflow")
+    clipped = api.zoo("seq_lstm")  # no JAX pitfall, but optax.clip_by_global_norm's form
+    assert names(clipped, "jax") == [] and not pitfalls.native_is_aligned(clipped, "jax")
+    assert pitfalls.native_is_aligned(api.zoo("tiny_transformer"), "numpy")
+
+
+class Recording:
+    """An executor that notes every job it is given."""
+
+    def __init__(self, executor):
+        self.executor, self.jobs = executor, []
+
+    def run(self, jobs, on_result=None):
+        self.jobs += jobs
+        return self.executor.run(jobs, on_result)
+
+
+def test_a_native_run_with_nothing_in_play_is_its_aligned_job(executor):
+    """Where a framework's native run is its aligned run, `train(native=True)` asks for the
+    aligned job itself, key and all, which runs once beside the aligned phase (crossgrad
+    run); the others run natively."""
+    spec = api.zoo("mlp_3_4_2")
+    native, aligned = Recording(executor), Recording(executor)
+    api.train([spec], native=True, steps=3, executor=native)
+    api.train([spec], steps=3, executor=aligned)
+    keys = {job["framework"]: job["key"] for job in aligned.jobs}
+    for job in native.jobs:
+        expected = job["framework"] != "tensorflow"
+        assert (job["native"] is False) == expected and (job["key"] == keys[job["framework"]]) \
+            == expected, job["framework"]
+
+
+@pytest.fixture(scope="module")
+def native_and_aligned(tmp_path_factory):
+    """Every zoo model in both dtypes, all its steps, in each framework whose native run of it is
+    its aligned run: the aligned job and a native one really run natively. In workers of
+    its own where MKL rounds by the numbers alone (conftest.BY_THE_NUMBERS): the two runs
+    build their models apart."""
+    cases, batch = [], []
+    for name in api.zoo_names():
+        for dtype in ("float64", "float32"):
+            spec = api.zoo(name).with_overrides(dtype=dtype)
+            inputs = Inputs(spec)
+            for fw in FRAMEWORKS:
+                if registry.installed(fw) and pitfalls.native_is_aligned(spec, fw):
+                    cases.append((name, dtype, fw))
+                    batch += [train_job(spec, inputs, fw, False), train_job(spec, inputs, fw, True)]
+    with pytest.MonkeyPatch.context() as mp, LocalExecutor(workers=2, threads=1) as ex:
+        for variable, value in BY_THE_NUMBERS.items():
+            mp.setenv(variable, value)  # read as each worker starts
+        results = ex.run(batch)
+    return {case: (results[2 * i], results[2 * i + 1]) for i, case in enumerate(cases)}
+
+
+def _bits(result):
+    """Everything a train job returns that a run reports, as bytes or plain values."""
+    lockstep = result.get("lockstep") or {}
+    return (result["status"], json.dumps(result["curves"], sort_keys=True),
+            {k: v.tobytes() for k, v in {**result["params"], **result["state"]}.items()},
+            {k: np.asarray(v).tobytes() for k, v in lockstep.items() if k != "seconds"})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_a_native_run_with_nothing_in_play_gives_the_aligned_bits(native_and_aligned,
+                                                                  framework):
+    """What api.train relies on to run the aligned job instead: with no pitfall and no
+    agreeing form applying, every switch the native run reads is off where it acts."""
+    need(framework)
+    cases = [case for case in native_and_aligned if case[2] == framework]
+    assert cases  # every framework has zoo models whose native run is the aligned one
+    for case in cases:
+        aligned, native = native_and_aligned[case]
+        assert aligned["status"] == "ok", (case, aligned.get("error"))
+        assert _bits(native) == _bits(aligned), case
 
 # ---- the causes of a native parting --------------------------------------------------------------
 

@@ -218,6 +218,63 @@ def test_a_phase_s_exception_reaches_the_caller_after_the_others_end():
     assert ledger.ran == [(0, "n0")]
 
 
+
+def _keyed(name, key, framework="numpy"):
+    return dict(_fake(name, framework), key=key)
+
+
+def test_a_job_two_phases_ask_for_runs_once_at_the_better_priority():
+    """The same key queued by a later phase, then by an earlier one: it runs once, as the
+    earlier phase's job (after that phase's first, before the later phase's), and the later
+    phase takes its result, marked "shared"."""
+    ledger = Ledger()
+    service = Service(1, ledger)
+
+    def queued(count):
+        while len(service.queue.pending) < count:
+            time.sleep(0.01)
+
+    threading.Timer(0.5, ledger.release.set).start()
+    _, early, late = _within(30, lambda: side_by_side(service, [
+        lambda ex: ex.run([_fake("a0")]),
+        lambda ex: queued(1) or ex.run([_fake("b0"), _keyed("b1", "k")]),
+        lambda ex: ledger.started.wait(10) and ex.run([_keyed("c0", "k"), _fake("c1")])]))
+    assert [name for _, name in ledger.ran] == ["a0", "b0", "b1", "c1"]
+    assert early[1]["name"] == "b1" and not early[1].get("shared")
+    assert late[0] == dict(early[1], shared=True) and late[1]["name"] == "c1"
+
+
+def test_a_finished_job_is_shared_only_while_sharing_and_only_if_it_succeeded():
+    """Outside `sharing`, a job asked for again runs again (a determinism test means it);
+    inside, a later ask of a key that ran takes its result, unless that one failed."""
+    ledger = Ledger()
+    ledger.release.set()
+    service = Service(1, ledger)
+    service.run([_keyed("a", "k")])
+    service.run([_keyed("b", "k")])
+    with service.sharing():
+        service.run([_keyed("c", "k2")])
+        [again] = service.run([_keyed("d", "k2")])
+        [failed] = service.run([_keyed("raises", "k3")])
+        service.run([_keyed("e", "k3")])
+    service.run([_keyed("f", "k2")])
+    assert [name for _, name in ledger.ran] == ["a", "b", "c", "e", "f"]
+    assert again == {"status": "ok", "name": "c", "shared": True}
+    assert failed["status"] == "failed"
+
+
+def test_the_twins_of_a_failed_job_fail_with_it():
+    """Twins queued while a job runs take its result whatever it is: they asked for the same
+    computation, and a caller must never wait for one that will not come."""
+    ledger = Ledger()
+    service = Service(1, ledger)
+    threading.Timer(0.5, ledger.release.set).start()
+    first, second = _within(30, lambda: side_by_side(service, [
+        lambda ex: ex.run([_keyed("raises", "k")]),
+        lambda ex: ledger.started.wait(10) and ex.run([_keyed("other", "k")])]))
+    assert first[0]["status"] == "failed" and second[0] == dict(first[0], shared=True)
+    assert ledger.ran == []
+
 FIGURES_IN_A_POOL = """
 from crossgrad.harness.report import drawing, plots
 layers = [{"layer": "0", "type": "dense", "forward_rel_err": 1e-16, "backward_rel_err": 2e-16,

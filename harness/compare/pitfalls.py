@@ -258,6 +258,14 @@ def in_play(spec, framework):
     return [p for p in CATALOG if p.framework == framework and p.applies(spec)]
 
 
+def native_is_aligned(spec, framework):
+    """Whether `framework`'s native-defaults run of this spec is its aligned run: neither a
+    pitfall nor an agreeing native form (AGREE) applies, so every switch the run reads is
+    off where it acts. NumPy, the reference, has none. Every switch the implementations
+    read is in CATALOG or AGREE (tests/test_pitfalls.py)."""
+    return not any(p.framework == framework and p.applies(spec) for p in CATALOG + AGREE)
+
+
 def described(pitfall, effect=None, step=None):
     """One cause as a line names it, its name first (a plot's label keeps the start):
     'name (effect by step k): what'."""

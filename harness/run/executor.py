@@ -17,6 +17,7 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 
 from . import protocol
 from .compile_cache import compile_cache_env
@@ -241,26 +242,41 @@ def _or_empty(sequence):
 class JobQueue:
     """Jobs not yet started, from every run() under way: by their caller's priority (lower
     first), then `schedule_order`, then the order given; a slot prefers its own framework,
-    then one nobody runs. `serving`: the slots with a thread taking from it."""
+    then one nobody runs. `serving`: the slots with a thread taking from it.
+
+    Jobs with the same "key" (jobs.job_key: what determines the result) run once: the one
+    taken first runs, at the best priority any caller gave it, and those queued meanwhile
+    take its result; so do later ones while `known` is kept (Service.sharing), should it be
+    "ok". A native-defaults run with no pitfall in play is its aligned run (api.train)."""
 
     def __init__(self):
         self.pending = []  # (sort key, batch, index in the batch, job)
         self.running = {}  # slot -> framework
         self.serving = set()
         self.added = 0
+        self.twins = {}    # job key -> [(batch, index)] waiting for the one that runs
+        self.known = None  # job key -> its "ok" result, while Service.sharing
         self.lock = threading.Lock()
 
     def add(self, batch, priority, slots):
-        """Queue `batch`'s jobs; -> the slots (of range(slots)) with no thread, for which the
-        caller starts one each."""
+        """Queue `batch`'s jobs; -> (the slots (of range(slots)) with no thread, for which the
+        caller starts one each; [(index, result)] of the jobs whose result is known)."""
         with self.lock:
             self.added += 1
-            self.pending += [((priority, *schedule_order(job), self.added, i), batch, i, job)
-                             for i, job in enumerate(batch.jobs)]
+            known = []
+            for i, job in enumerate(batch.jobs):
+                key = job.get("key")
+                if self.known and key in self.known:
+                    known.append((i, self.known[key]))
+                elif key in self.twins:
+                    self.twins[key].append((batch, i))
+                else:
+                    self.pending.append(((priority, *schedule_order(job), self.added, i),
+                                         batch, i, job))
             self.pending.sort(key=lambda entry: entry[0])
-            idle = [n for n in range(slots) if n not in self.serving]
+            idle = [n for n in range(slots) if n not in self.serving] if self.pending else []
             self.serving.update(idle)
-            return idle
+            return idle, known
 
     def take(self, slot, framework):
         """-> (key, batch, index, job), or None: then the slot's thread ends. The slot's own
@@ -282,8 +298,22 @@ class JobQueue:
 
     def _start(self, slot, pos):
         entry = self.pending.pop(pos)
-        self.running[slot] = entry[3]["framework"]
+        job = entry[3]
+        self.running[slot] = job["framework"]
+        if job.get("key") is not None:  # its twins queued so far wait for it, and later ones
+            key = job["key"]
+            self.twins[key] = [(b, i) for _, b, i, j in self.pending if j.get("key") == key]
+            self.pending = [e for e in self.pending if e[3].get("key") != key]
         return entry
+
+    def settle(self, job, result):
+        """-> [(batch, index)] of `job`'s twins, which take its `result`."""
+        with self.lock:
+            if job.get("key") is None:
+                return []
+            if self.known is not None and result.get("status") == "ok":
+                self.known[job["key"]] = result
+            return self.twins.pop(job["key"], [])
 
     def drop_framework(self, framework):
         """Take every remaining job of `framework` off the queue (it cannot start)."""
@@ -328,11 +358,25 @@ class Service:
         self.slots, self.run_on, self.serving = slots, run_on, serving
         self.queue, self.hellos = JobQueue(), {}  # {framework: hello of each worker started}
 
+    @contextmanager
+    def sharing(self):
+        """Inside: a job whose key ran already takes that result ("shared") instead of running
+        again (JobQueue); the phases of one run are side by side in it. Outside, results are
+        not kept: a caller may well run the same jobs again on purpose (a determinism test)."""
+        self.queue.known = {}
+        try:
+            yield
+        finally:
+            self.queue.known = None
+
     def run(self, jobs, on_result=None, priority=0):
         """Run `jobs`, before any of a later `priority`; -> their results, in job order."""
         batch = Batch(jobs, on_result)
-        for n in self.queue.add(batch, priority, self.slots):
+        idle, known = self.queue.add(batch, priority, self.slots)
+        for n in idle:
             threading.Thread(target=self._serve, args=(n,), daemon=True).start()
+        for index, result in known:
+            batch.finish(index, dict(result, shared=True))
         batch.done.wait()
         if batch.error is not None:
             raise batch.error
@@ -350,6 +394,8 @@ class Service:
             if hello:
                 self.hellos[job["framework"]] = hello
             batch.finish(index, result)
+            for twin, i in self.queue.settle(job, result):
+                twin.finish(i, dict(result, shared=True))
             if unstartable:  # the same import would fail again: the framework's jobs end here
                 for _, other, i, _ in self.queue.drop_framework(job["framework"]):
                     other.finish(i, dict(result))
@@ -387,10 +433,11 @@ def side_by_side(executor, phases):
 
     threads = [threading.Thread(target=run, args=(rank,), daemon=True)
                for rank in range(len(phases))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:  # Ctrl-C lands here; the executor's exit kills the workers
-        thread.join()
+    with executor.sharing():  # a job two phases ask for runs once
+        for thread in threads:
+            thread.start()
+        for thread in threads:  # Ctrl-C lands here; the executor's exit kills the workers
+            thread.join()
     if raised:
         raise raised[0]
     return returns
@@ -416,6 +463,9 @@ class LocalExecutor:
     @property
     def hellos(self):
         return self.service.hellos
+
+    def sharing(self):
+        return self.service.sharing()
 
     def __enter__(self):
         return self

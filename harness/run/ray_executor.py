@@ -48,6 +48,9 @@ class RayExecutor:
     def hellos(self):
         return self.service.hellos
 
+    def sharing(self):
+        return self.service.sharing()
+
     def __enter__(self):
         return self
 
