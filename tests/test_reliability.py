@@ -154,6 +154,33 @@ def test_a_worker_removes_only_a_folder_with_a_worker_s_marker(tmp_path, monkeyp
     assert report.is_dir() and link.is_symlink() and not made.exists()
 
 
+
+def test_a_worker_whose_harness_is_gone_removes_the_shared_folder_only_if_crossgrad_s(tmp_path):
+    """The folder an executor's workers share (its executor removes it as it closes): a
+    worker that finds its harness gone removes it too, if it carries the marker of such a
+    folder; a user's folder named in the variable stays whole."""
+    from crossgrad.harness.run.environment import SHARED_KIND, SHARED_VARIABLE
+    from crossgrad.harness.run.ownership import write_marker
+    made, mine = tmp_path / "crossgrad-shared-made", tmp_path / "crossgrad-shared-mine"
+    made.mkdir()
+    write_marker(made, SHARED_KIND)
+    (made / "steps.pickle").write_bytes(b"steps")
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep\n")
+    for folder in (mine, made):
+        # --parent names a process that is not its parent: to the worker, its harness is gone
+        worker = subprocess.Popen([sys.executable, "-m", "crossgrad.harness.run.worker",
+                                   "--framework", "numpy", "--parent", "1"],
+                                  stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL,
+                                  env=dict(os.environ, TMPDIR=str(tmp_path),
+                                           **{SHARED_VARIABLE: str(folder)}))
+        try:
+            assert worker.wait(timeout=60) == 4  # stdin still open: it noticed by itself
+        finally:
+            worker.kill()
+    assert (mine / "notes.txt").read_text() == "keep\n" and not made.exists()
+
 # ---- atomic reports and resume ----------------------------------------------------------
 
 def crossgrad(*args, **kw):
@@ -196,7 +223,9 @@ def test_an_interrupted_run_leaves_the_previous_report_and_resume_completes_it(t
     resumed = crossgrad(*base, "--resume", stderr=subprocess.PIPE, text=True)
     _, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
-    assert err.count(" cached ") == cached
+    # each completed job once: a native run that is its aligned run reads the same entry
+    assert len({line.split("] ", 1)[1] for line in err.splitlines() if " cached " in line}) \
+        == cached
     assert (out / "manifest.json").read_text() != before
     assert sorted(p.name for p in out.parent.iterdir()) == ["latest"]  # nothing beside it
 

@@ -3,6 +3,7 @@ through each implementation's `probe_losses` (one layer or one tensor set per st
 parked between phases, the schedule and the phases queued side by side, and figures drawn
 in other processes."""
 import os
+import tempfile
 import threading
 import time
 from types import SimpleNamespace
@@ -12,7 +13,8 @@ import pytest
 
 from crossgrad.harness import api, registry
 from crossgrad.harness.run import executor as executor_module
-from crossgrad.harness.run import jobs, worker
+from crossgrad.harness.run import jobs, lockstep, reference_steps, worker
+from crossgrad.harness.run.environment import SHARED_VARIABLE
 from crossgrad.harness.run.executor import LocalExecutor, Service, schedule_order, side_by_side
 
 from conftest import FRAMEWORKS, need
@@ -274,6 +276,90 @@ def test_the_twins_of_a_failed_job_fail_with_it():
         lambda ex: ledger.started.wait(10) and ex.run([_keyed("other", "k")])]))
     assert first[0]["status"] == "failed" and second[0] == dict(first[0], shared=True)
     assert ledger.ran == []
+
+
+# ---- the reference's lockstep steps, computed once per run ---------------------------------------
+
+def _lockstep_job(model, steps=5):
+    """A train job of `model` as the harness makes it for a framework with lockstep; its
+    arrays are the same for every framework, so NumPy's implementation can replay it here."""
+    spec = api.zoo(model)
+    return jobs.train_job(spec, jobs.Inputs(spec, steps=steps), "torch")
+
+
+@pytest.fixture
+def replays(monkeypatch):
+    """measure(job) with NumPy in this process as the framework; -> (measure, the number of
+    step sequences NumPy's lockstep walked in each measure: its own, and the reference's
+    unless read)."""
+    impl = registry.load("numpy")
+    walked = []
+    original = impl.train.lockstep
+
+    def counted(*args):
+        walked[-1] += 1
+        return original(*args)
+    monkeypatch.setattr(impl.train, "lockstep", counted)
+
+    def measure(job):
+        walked.append(0)
+        model = impl.model.build_model(job["spec"])
+        impl.model.set_params(model, job["params"], job["state"])
+        return lockstep.measure(impl, model, job)
+    return measure, walked
+
+
+def _same_measures(a, b):
+    return (a["entries"] == b["entries"] and a["reference_loss"] == b["reference_loss"]
+            and a["abs_err"].tobytes() == b["abs_err"].tobytes()
+            and a["scale"].tobytes() == b["scale"].tobytes())
+
+
+def test_a_later_job_reads_the_reference_steps_an_earlier_one_stored(tmp_path, monkeypatch,
+                                                                     replays):
+    measure, walked = replays
+    alone = measure(_lockstep_job("batchnorm_mlp"))  # no shared folder: nothing stored
+    monkeypatch.setenv(SHARED_VARIABLE, str(tmp_path))
+    first, second = (measure(_lockstep_job("batchnorm_mlp")) for _ in range(2))
+    assert walked == [2, 2, 1]
+    assert [p.suffix for p in tmp_path.iterdir()] == [".pickle"]
+    assert _same_measures(first, alone) and _same_measures(second, alone)
+
+
+def test_unreadable_or_too_large_reference_steps_are_computed(tmp_path, monkeypatch, replays):
+    measure, walked = replays
+    monkeypatch.setenv(SHARED_VARIABLE, str(tmp_path))
+    job = _lockstep_job("xor_2_2_1")
+    path = reference_steps.stored_path(job)
+    with open(path, "wb") as f:
+        f.write(b"not a pickle")
+    first, second = measure(job), measure(job)  # computed and stored again, then read
+    monkeypatch.setattr(reference_steps, "LIMIT", reference_steps.trajectory_bytes(job) - 1)
+    third = measure(job)
+    assert walked == [2, 1, 2] and reference_steps.stored_path(job) is None
+    assert _same_measures(first, second) and _same_measures(first, third)
+    adam = _lockstep_job("digits_cnn")  # its m and v take it past the limit once gathered
+    monkeypatch.setattr(reference_steps, "LIMIT", reference_steps.trajectory_bytes(adam) + 1)
+    measure(adam), measure(adam)
+    assert walked[3:] == [2, 2] and len(list(tmp_path.iterdir())) == 1
+
+
+def test_an_executor_s_workers_share_a_folder_removed_as_it_closes(tmp_path, monkeypatch):
+    """Its workers get the folder (the second job reads the steps the first stored); it
+    carries crossgrad's marker and goes with the executor."""
+    need("torch")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    spec = api.zoo("xor_2_2_1")
+    inputs = jobs.Inputs(spec, steps=5)
+    with LocalExecutor(workers=1) as ex:
+        aligned, = ex.run([jobs.train_job(spec, inputs, "torch")])
+        [folder] = list(tmp_path.glob("crossgrad-shared-*"))
+        stored = [p.name for p in folder.iterdir() if p.suffix == ".pickle"]
+        native, = ex.run([jobs.train_job(spec, inputs, "torch", native=True)])
+    assert stored == [f"{jobs.reference_key(spec, inputs)}.pickle"]
+    assert aligned["status"] == native["status"] == "ok"
+    assert aligned["lockstep"]["reference_loss"] == native["lockstep"]["reference_loss"]
+    assert not folder.exists() and not list(tmp_path.glob("crossgrad-shared-*"))
 
 FIGURES_IN_A_POOL = """
 from crossgrad.harness.report import drawing, plots

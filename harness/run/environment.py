@@ -6,9 +6,11 @@ never derived from the machine or the executor. Each framework's own pins live i
 the registry; every worker gets all of them.
 """
 import os
+import shutil
 import tempfile
 
 from .. import registry
+from . import ownership
 from .ownership import write_marker
 
 WORKER_KIND = "worker"  # the marker's kind in a worker's temporary folder
@@ -21,6 +23,25 @@ def worker_tempdir():
     folder = tempfile.mkdtemp(prefix="crossgrad-worker-")
     write_marker(folder, WORKER_KIND)
     return folder
+
+
+SHARED_KIND = "shared"  # the marker's kind in the folder the workers of one executor share
+SHARED_VARIABLE = "CROSSGRAD_SHARED"  # names that folder in each worker's environment
+
+
+def shared_tempdir():
+    """A new folder the workers of one executor share (the reference's lockstep steps,
+    reference_steps.py), with crossgrad's marker first: its executor removes it as it closes,
+    and a worker whose harness is gone removes it too (worker._exit_with_parent)."""
+    folder = tempfile.mkdtemp(prefix="crossgrad-shared-")
+    write_marker(folder, SHARED_KIND)
+    return folder
+
+
+def remove_shared(folder):
+    """Remove a folder made by shared_tempdir, whole; nothing else (it must carry the marker)."""
+    if folder and ownership.unfinished(folder, SHARED_KIND):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 # glibc's allocator, unless the environment sets it already: blocks up to 32 MiB from the

@@ -17,11 +17,12 @@ import sys
 import tempfile
 import threading
 import time
+import weakref
 from contextlib import contextmanager
 
 from . import protocol
 from .compile_cache import compile_cache_env
-from .environment import worker_env, worker_tempdir
+from .environment import SHARED_VARIABLE, remove_shared, shared_tempdir, worker_env, worker_tempdir
 
 STARTUP_SECONDS = 300  # a worker's import and hello, unless a --timeout bounds it
 WORKER_MODULE = __package__ + ".worker"
@@ -34,7 +35,7 @@ class WorkerDied(Exception):
 class WorkerProcess:
     """A running `python -m crossgrad.harness.run.worker --framework X`."""
 
-    def __init__(self, framework, threads, startup=None, compile_cache=True):
+    def __init__(self, framework, threads, startup=None, compile_cache=True, shared=None):
         self.framework = framework
         startup = startup or STARTUP_SECONDS
         self.stderr = tempfile.TemporaryFile()
@@ -47,7 +48,8 @@ class WorkerProcess:
              "--threads", str(threads), "--parent", str(os.getpid()), "--scratch", self.scratch],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
             env=dict(worker_env(threads), TMPDIR=self.scratch,
-                     **(compile_cache_env() if compile_cache and framework == "jax" else {})),
+                     **(compile_cache_env() if compile_cache and framework == "jax" else {}),
+                     **({SHARED_VARIABLE: shared} if shared else {})),
             start_new_session=True)
         try:
             self.hello = self._receive(time.monotonic() + startup,
@@ -163,14 +165,38 @@ class Parking:
             worker.close()
 
 
+class SharedFolder:
+    """The folder the workers of one executor share (environment.shared_tempdir): made when
+    a first worker starts, removed by remove() (the executor's close), or else when this
+    object is collected or the process exits."""
+
+    def __init__(self):
+        self.folder, self.finalizer = None, None
+        self.lock = threading.Lock()
+
+    def path(self):
+        with self.lock:
+            if self.folder is None:
+                self.folder = shared_tempdir()
+                self.finalizer = weakref.finalize(self, remove_shared, self.folder)
+            return self.folder
+
+    def remove(self):
+        with self.lock:
+            if self.finalizer is not None:
+                self.finalizer()
+            self.folder, self.finalizer = None, None
+
+
 class Slot:
     """One place where jobs run, one at a time: it keeps its worker between jobs of the
     same framework, starts a fresh one after a death, and says when a framework cannot start.
     With a `parking`, a worker it moves away from waits there for a later job of its own."""
 
-    def __init__(self, threads, timeout, parking=None, compile_cache=True):
+    def __init__(self, threads, timeout, parking=None, compile_cache=True, shared=None):
         self.threads, self.timeout, self.worker = threads, timeout, None
         self.parking, self.compile_cache = parking, compile_cache
+        self.shared = shared  # -> the path of the folder its workers share (SharedFolder)
 
     @property
     def framework(self):
@@ -186,7 +212,8 @@ class Slot:
         if self.worker is None:
             try:
                 self.worker = WorkerProcess(job["framework"], self.threads, self.timeout,
-                                            self.compile_cache)
+                                            self.compile_cache,
+                                            self.shared() if self.shared else None)
             except WorkerDied as err:
                 return {"status": "failed", "error": f"worker could not start: {err}"}, None, True
             if not self.worker.hello.get("ok"):
@@ -454,8 +481,9 @@ class LocalExecutor:
         self.workers = workers or os.cpu_count() or 1
         self.threads, self.timeout, self.compile_cache = threads, timeout, compile_cache
         self.parking = Parking(self.workers)  # the workers no slot serves now, until close()
+        self.shared = SharedFolder()
         # kept between run() calls, with their workers, until close()
-        self.slots = [Slot(threads, timeout, self.parking, compile_cache)
+        self.slots = [Slot(threads, timeout, self.parking, compile_cache, self.shared.path)
                       for _ in range(self.workers)]
         self.service = Service(self.workers, lambda n, job: self.slots[n].run(job),
                                lambda n: self.slots[n].framework)
@@ -478,6 +506,7 @@ class LocalExecutor:
         for slot in self.slots:
             slot.worker = None
         self.parking.close(kill, also=serving)
+        self.shared.remove()  # its workers are gone
 
     def run(self, jobs, on_result=None, priority=0):
         """Run every job; results in job order, each a dict with a "status". Calls from

@@ -10,6 +10,7 @@ cut from the same Inputs. worker.py runs a job inside a worker.
 import hashlib
 import json
 
+from .. import registry
 from ..errors import InputError
 from ..importers import original
 from ..registry import ORIGINAL, REFERENCE
@@ -89,6 +90,7 @@ def check_job(spec, inputs, framework, native=False):
 
 
 def train_job(spec, inputs, framework, native=False):
+    lockstep = framework not in (REFERENCE, ORIGINAL)
     return _hosted({"kind": "train", "framework": framework, "model": spec.name,
                     "dtype": spec.dtype, "native": native, "spec": spec.for_impls(),
                     "plugins": spec.plugins, "params": inputs.params, "state": inputs.state,
@@ -96,7 +98,15 @@ def train_job(spec, inputs, framework, native=False):
                     "masks": inputs.masks,
                     # every step also from the reference's state (run/lockstep.py); the
                     # reference itself and the imported original (its own loop) do not
-                    "lockstep": framework not in (REFERENCE, ORIGINAL)}, spec)
+                    "lockstep": lockstep,
+                    "reference_key": reference_key(spec, inputs) if lockstep else None}, spec)
+
+
+def reference_key(spec, inputs):
+    """What the reference's lockstep steps of a train job are stored under, the same for
+    every framework's job of these inputs (run/reference_steps.py)."""
+    return job_key("lockstep_reference", spec, REFERENCE, registry.version(REFERENCE), False,
+                   inputs.steps)
 
 
 def _hosted(job, spec):

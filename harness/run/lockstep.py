@@ -25,6 +25,7 @@ import time
 import numpy as np
 
 from .. import registry
+from . import reference_steps
 
 # what a step computes, in the order it computes it: the forward's running statistics and
 # loss, the gradients, then the update's optimizer state and parameters
@@ -56,11 +57,16 @@ def measure(impl, model, job):
         ref_model = reference.model.build_model(job["spec"], native=False)
         feed = Feed((job["params"], job["state"], None))
         ours = impl.train.lockstep(model, job["x"], job["y"], job["batches"], job["masks"], feed)
-        theirs = reference.train.lockstep(ref_model, job["x"], job["y"],
-                                          copy.deepcopy(job["batches"]),  # its own walk
-                                          copy.deepcopy(job["masks"]), feed)
+        stored = reference_steps.stored_path(job)
+        steps = reference_steps.load(stored)  # an earlier job's, or None: computed here
+        theirs = iter(steps) if steps is not None else reference.train.lockstep(
+            ref_model, job["x"], job["y"], copy.deepcopy(job["batches"]),  # its own walk
+            copy.deepcopy(job["masks"]), feed)
         entries, abs_err, scale, ref_loss = None, [], [], []
+        taken = [] if steps is None and stored is not None else None  # to store
         for mine, ref in zip(ours, theirs):  # each reads the same start from the feed
+            if taken is not None:
+                taken.append(ref)
             entries = entries or _entries(ref)
             moved = _moved(ref)
             if moved:
@@ -75,6 +81,8 @@ def measure(impl, model, job):
             if not moved:  # the reference diverged: its trajectory ends here
                 break
             feed.start = (ref["params"], ref["state"], ref["optimizer"])
+        if taken is not None:
+            reference_steps.store(stored, taken)  # every step a job of this spec reads
     except Exception as err:  # lockstep explains; it never takes the free run down
         return {"error": f"{type(err).__name__}: {err}"}
     return {"entries": entries or [], "abs_err": np.asarray(abs_err, np.float64),

@@ -30,20 +30,23 @@ from ..importers import original
 from ..registry import ORIGINAL
 from ..spec import plugins
 from . import lockstep, ownership, protocol, second_order
-from .environment import WORKER_KIND, worker_tempdir
+from .environment import SHARED_VARIABLE, WORKER_KIND, remove_shared, worker_tempdir
 
 
 def main(argv=None):
     args = _parse(argv)
     faulthandler.enable()                  # a segfault leaves a stack in the stderr tail
     scratch = args.scratch or _private_tempdir()  # what it removes as it ends, either way
-    _exit_with_parent(args.parent or os.getppid(), scratch)
+    parent = args.parent or os.getppid()
+    _exit_with_parent(parent, scratch)
     channel = os.fdopen(os.dup(1), "wb")   # protocol messages only
     os.dup2(2, 1)                          # stray prints from frameworks go to stderr
     try:
         return _serve(args, channel)
     finally:
         _remove(scratch)
+        if os.getppid() != parent:  # stdin closed by the harness's death: see _exit_with_parent
+            remove_shared(os.environ.get(SHARED_VARIABLE))
 
 
 def _private_tempdir():
@@ -198,7 +201,8 @@ def _numpy(arrays):
 def _exit_with_parent(parent, scratch):
     """A harness killed with SIGKILL cannot stop its workers; they notice and stop themselves
     (a worker in the middle of a job would otherwise never read the closed stdin), and
-    remove their temporary folder, which that harness cannot. `parent` is the harness's pid
+    remove their temporary folder and the one the harness's workers share (SHARED_VARIABLE,
+    any of them, whichever is first), which that harness cannot. `parent` is the harness's pid
     as the harness gave it: a harness killed while the worker was still importing is gone
     before the worker could ask for its parent."""
 
@@ -206,6 +210,7 @@ def _exit_with_parent(parent, scratch):
         while os.getppid() == parent:
             time.sleep(0.5)
         _remove(scratch)
+        remove_shared(os.environ.get(SHARED_VARIABLE))  # its other workers end likewise
         os._exit(4)
     threading.Thread(target=watch, daemon=True).start()
 
