@@ -239,9 +239,11 @@ class Progress:
     def _line(self, job, result):
         if self.quiet:
             return
-        # "shared": another phase's job of the same key (executor.JobQueue), timed there
-        again = next((word for word in ("cached", "shared") if result.get(word)), None)
-        status = again or result.get("status")
+        # "shared": another phase's job of the same key (executor.JobQueue), timed there; one
+        # that failed says so, as the table will
+        again = result.get("cached") or result.get("shared")
+        status = ("cached" if result.get("cached") else "shared" if again
+                  and result.get("status") == "ok" else result.get("status"))
         took = result.get("seconds")
         if took is not None:  # a train job's lockstep pass is timed apart: the line says both
             took += (result.get("lockstep") or {}).get("seconds") or 0.0

@@ -124,6 +124,21 @@ def test_the_progress_line_says_what_the_table_says(tmp_path, monkeypatch, capsy
     assert json.loads(out.read_text())["models"][0]["frameworks"]["jax"]["status"] == "skipped"
 
 
+
+def test_a_shared_result_s_line_says_shared_unless_it_failed(capsys):
+    """A job that took another phase's result says "shared", without that job's time; one
+    whose result is a failure says "failed", as the table will."""
+    from crossgrad.harness.options import Progress
+    job = {"kind": "train", "framework": "jax", "model": "xor_2_2_1", "dtype": "float64"}
+    progress = Progress(4)
+    progress(job, {"status": "ok", "seconds": 1.5})
+    progress(job, {"status": "ok", "seconds": 1.5, "shared": True})
+    progress(job, {"status": "failed", "error": "worker died", "shared": True})
+    progress(job, {"status": "ok", "seconds": 1.5, "cached": True})
+    lines = capsys.readouterr().err.splitlines()
+    assert [PROGRESS.match(line)[5] for line in lines] == ["ok", "shared", "failed", "cached"]
+    assert [line.endswith("1.5 s") for line in lines] == [True, False, False, False]
+
 def test_the_timeout_bounds_a_worker_start_up(tmp_path, monkeypatch, capsys):
     fake_jax(tmp_path, monkeypatch, "import time\ntime.sleep(600)\n")
     out = tmp_path / "r.json"
