@@ -242,8 +242,11 @@ class Progress:
         # "shared": another phase's job of the same key (executor.JobQueue), timed there; one
         # that failed says so, as the table will
         again = result.get("cached") or result.get("shared")
-        status = ("cached" if result.get("cached") else "shared" if again
-                  and result.get("status") == "ok" else result.get("status"))
+        status = result.get("status")
+        if result.get("cached"):
+            status = "cached"
+        elif again and status == "ok":
+            status = "shared"
         took = result.get("seconds")
         if took is not None:  # a train job's lockstep pass is timed apart: the line says both
             took += (result.get("lockstep") or {}).get("seconds") or 0.0

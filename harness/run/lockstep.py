@@ -15,7 +15,9 @@ Adam with L1, L2 and eps 1e-6, whose gradients agree to 2e-7).
 
 Each entry is measured as two numbers, the largest absolute difference and the
 reference's largest absolute entry; the reference is deterministic, so every worker
-follows the same trajectory, and nothing else crosses between processes.
+follows the same trajectory: the first job of a model stores the reference's steps where
+the executor's other workers read them (reference_steps.py), and only those two numbers
+per entry go back to the harness.
 compare/lockstep.py judges them.
 """
 import copy
