@@ -70,6 +70,7 @@ def train(specs, *, frameworks=None, native=False, steps=None, executor=None, on
     names, missing = frameworks_to_run(frameworks)
     check_original_asked(specs, frameworks)
     prepared = prepared or prepare(specs, steps)
+
     def job(spec, inputs, fw):
         mode = native
         if native is True and fw in registry.FRAMEWORKS and native_is_aligned(spec, fw):

@@ -159,7 +159,6 @@ def test_in_play_follows_the_spec():
     assert names(api.zoo("mlp_3_4_2"), "torch") == []  # sgd with lr written: nothing differs
 
 
-
 def test_native_is_aligned_where_neither_a_pitfall_nor_an_agreeing_form_applies():
     plain = api.zoo("mlp_3_4_2")  # sgd with its lr written, no clipping
     assert [fw for fw in FRAMEWORKS if pitfalls.native_is_aligned(plain, fw)] == \
@@ -191,17 +190,17 @@ def test_a_native_run_with_nothing_in_play_is_its_aligned_job(executor):
     api.train([spec], steps=3, executor=aligned)
     keys = {job["framework"]: job["key"] for job in aligned.jobs}
     for job in native.jobs:
-        expected = job["framework"] != "tensorflow"
-        assert (job["native"] is False) == expected and (job["key"] == keys[job["framework"]]) \
-            == expected, job["framework"]
+        twin = job["framework"] != "tensorflow"  # Keras' float32 hyperparameters
+        assert (job["native"] is False, job["key"] == keys[job["framework"]]) == (twin, twin), \
+            job["framework"]
 
 
 @pytest.fixture(scope="module")
-def native_and_aligned(tmp_path_factory):
-    """Every zoo model in both dtypes, all its steps, in each framework whose native run of it is
-    its aligned run: the aligned job and a native one really run natively. In workers of
-    its own where MKL rounds by the numbers alone (conftest.BY_THE_NUMBERS): the two runs
-    build their models apart."""
+def native_and_aligned():
+    """Every zoo model in both dtypes, all its steps, in each framework whose native run of
+    it is its aligned run: the aligned job, and a native one that really runs natively. In
+    workers of its own where MKL rounds by the numbers alone (conftest.BY_THE_NUMBERS): the
+    two runs build their models apart."""
     cases, batch = [], []
     for name in api.zoo_names():
         for dtype in ("float64", "float32"):
@@ -239,6 +238,7 @@ def test_a_native_run_with_nothing_in_play_gives_the_aligned_bits(native_and_ali
         aligned, native = native_and_aligned[case]
         assert aligned["status"] == "ok", (case, aligned.get("error"))
         assert _bits(native) == _bits(aligned), case
+
 
 # ---- the causes of a native parting --------------------------------------------------------------
 

@@ -3,6 +3,7 @@ through each implementation's `probe_losses` (one layer or one tensor set per st
 parked between phases, the schedule and the phases queued side by side, and figures drawn
 in other processes."""
 import os
+import pickle
 import tempfile
 import threading
 import time
@@ -15,6 +16,7 @@ from crossgrad.harness import api, registry
 from crossgrad.harness.run import executor as executor_module
 from crossgrad.harness.run import jobs, lockstep, reference_steps, worker
 from crossgrad.harness.run.environment import SHARED_VARIABLE
+from crossgrad.harness.run.ownership import read_marker
 from crossgrad.harness.run.executor import LocalExecutor, Service, schedule_order, side_by_side
 
 from conftest import FRAMEWORKS, need
@@ -345,8 +347,9 @@ def test_unreadable_or_too_large_reference_steps_are_computed(tmp_path, monkeypa
 
 
 def test_an_executor_s_workers_share_a_folder_removed_as_it_closes(tmp_path, monkeypatch):
-    """Its workers get the folder (the second job reads the steps the first stored); it
-    carries crossgrad's marker and goes with the executor."""
+    """Its workers get the folder: the second job reads the steps the first stored (marked
+    here, to tell them from computed ones). It carries crossgrad's marker and goes with the
+    executor."""
     need("torch")
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     spec = api.zoo("xor_2_2_1")
@@ -354,11 +357,16 @@ def test_an_executor_s_workers_share_a_folder_removed_as_it_closes(tmp_path, mon
     with LocalExecutor(workers=1) as ex:
         aligned, = ex.run([jobs.train_job(spec, inputs, "torch")])
         [folder] = list(tmp_path.glob("crossgrad-shared-*"))
-        stored = [p.name for p in folder.iterdir() if p.suffix == ".pickle"]
+        assert read_marker(folder)["kind"] == "shared"
+        [stored] = [p for p in folder.iterdir() if p.suffix == ".pickle"]
+        steps = pickle.loads(stored.read_bytes())
+        steps[0]["loss"] = 123.0
+        stored.write_bytes(pickle.dumps(steps))
         native, = ex.run([jobs.train_job(spec, inputs, "torch", native=True)])
-    assert stored == [f"{jobs.reference_key(spec, inputs)}.pickle"]
+    assert stored.name == f"{jobs.reference_key(spec, inputs)}.pickle"
     assert aligned["status"] == native["status"] == "ok"
-    assert aligned["lockstep"]["reference_loss"] == native["lockstep"]["reference_loss"]
+    assert native["lockstep"]["reference_loss"] == [123.0] + aligned["lockstep"][
+        "reference_loss"][1:]
     assert not folder.exists() and not list(tmp_path.glob("crossgrad-shared-*"))
 
 FIGURES_IN_A_POOL = """

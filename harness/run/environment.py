@@ -10,8 +10,7 @@ import shutil
 import tempfile
 
 from .. import registry
-from . import ownership
-from .ownership import write_marker
+from .ownership import unfinished, write_marker
 
 WORKER_KIND = "worker"  # the marker's kind in a worker's temporary folder
 
@@ -40,7 +39,7 @@ def shared_tempdir():
 
 def remove_shared(folder):
     """Remove a folder made by shared_tempdir, whole; nothing else (it must carry the marker)."""
-    if folder and ownership.unfinished(folder, SHARED_KIND):
+    if folder and unfinished(folder, SHARED_KIND):
         shutil.rmtree(folder, ignore_errors=True)
 
 
