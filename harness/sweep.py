@@ -41,13 +41,14 @@ def variants(specs, seeds, optimizers):
 
 
 def digest(results):
-    """sha256 over every array and number the jobs returned (timings and cache flags aside)."""
+    """sha256 over every array and number the jobs returned (timings, and the flags of a
+    result taken from the cache or from another job, aside)."""
     h = hashlib.sha256()
 
     def feed(value):
         if isinstance(value, dict):
             for k in sorted(value):
-                if k not in ("seconds", "cached"):
+                if k not in ("seconds", "cached", "shared"):
                     h.update(str(k).encode())
                     feed(value[k])
         elif isinstance(value, (list, tuple)):

@@ -223,9 +223,7 @@ def test_an_interrupted_run_leaves_the_previous_report_and_resume_completes_it(t
     resumed = crossgrad(*base, "--resume", stderr=subprocess.PIPE, text=True)
     _, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
-    # each completed job once: a native run that is its aligned run reads the same entry
-    assert len({line.split("] ", 1)[1] for line in err.splitlines() if " cached " in line}) \
-        == cached
+    assert err.count(" cached ") == cached
     assert (out / "manifest.json").read_text() != before
     assert sorted(p.name for p in out.parent.iterdir()) == ["latest"]  # nothing beside it
 

@@ -16,6 +16,7 @@ from crossgrad.harness import api, registry
 from crossgrad.harness.run import executor as executor_module
 from crossgrad.harness.run import jobs, lockstep, reference_steps, worker
 from crossgrad.harness.run.environment import SHARED_VARIABLE
+from crossgrad.harness.run.execute import run_jobs
 from crossgrad.harness.run.ownership import read_marker
 from crossgrad.harness.run.executor import LocalExecutor, Service, schedule_order, side_by_side
 
@@ -279,6 +280,36 @@ def test_the_twins_of_a_failed_job_fail_with_it():
     assert first[0]["status"] == "failed" and second[0] == dict(first[0], shared=True)
     assert ledger.ran == []
 
+
+
+class _Cache:
+    """The result cache's get and put, in memory."""
+
+    def __init__(self, **entries):
+        self.entries = entries
+
+    def get(self, key):
+        return self.entries.get(key)
+
+    def put(self, key, result):
+        self.entries[key] = result
+
+
+def test_a_cached_result_two_phases_read_is_cached_once_and_then_shared():
+    """With --resume, a native run that is its aligned run finds its result in the cache as
+    the aligned phase does: one reads it "cached", the other "shared", so each entry is
+    counted once. Outside `sharing`, each read is "cached"."""
+    ledger = Ledger()
+    ledger.release.set()
+    service = Service(1, ledger)
+    cache = _Cache(k={"status": "ok", "name": "from the cache"})
+    with service.sharing():
+        [first] = run_jobs([_keyed("a", "k")], service, cache)
+        [second] = run_jobs([_keyed("b", "k")], service, cache)
+    [later] = run_jobs([_keyed("c", "k")], service, cache)
+    assert first == {"status": "ok", "name": "from the cache", "cached": True}
+    assert second == {"status": "ok", "name": "from the cache", "shared": True}
+    assert later["cached"] and ledger.ran == []
 
 # ---- the reference's lockstep steps, computed once per run ---------------------------------------
 

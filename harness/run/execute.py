@@ -24,11 +24,12 @@ def frameworks_to_run(requested=None):
 def run_jobs(jobs, executor=None, cache=None, on_result=None):
     """Run jobs, reusing cached results whose key matches; store the new ones."""
     executor = executor or LocalExecutor()
+    seen = getattr(executor, "seen", lambda key, result: False)
     results, todo = [None] * len(jobs), []
     for i, job in enumerate(jobs):
         hit = cache.get(job["key"]) if cache is not None else None
-        if hit is not None:
-            results[i] = dict(hit, cached=True)
+        if hit is not None:  # read by another phase of the run already: "shared" (JobQueue)
+            results[i] = dict(hit, **{"shared" if seen(job["key"], hit) else "cached": True})
             if on_result:
                 on_result(job, results[i])
         else:

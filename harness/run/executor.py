@@ -333,6 +333,17 @@ class JobQueue:
             self.pending = [e for e in self.pending if e[3].get("key") != key]
         return entry
 
+    def seen(self, key, result):
+        """A result for `key` from outside the queue (the result cache): -> whether a job
+        asked for this run already had it; else it is kept as a finished job's is."""
+        with self.lock:
+            if self.known is None:
+                return False
+            if key in self.known:
+                return True
+            self.known[key] = result
+            return False
+
     def settle(self, job, result):
         """-> [(batch, index)] of `job`'s twins, which take its `result`."""
         with self.lock:
@@ -395,6 +406,11 @@ class Service:
             yield
         finally:
             self.queue.known = None
+
+    def seen(self, key, result):
+        """Whether a job of this run had `key`'s result already (JobQueue.seen): a cached
+        result two phases read is "cached" once and "shared" the second time."""
+        return self.queue.seen(key, result)
 
     def run(self, jobs, on_result=None, priority=0):
         """Run `jobs`, before any of a later `priority`; -> their results, in job order."""
@@ -494,6 +510,9 @@ class LocalExecutor:
 
     def sharing(self):
         return self.service.sharing()
+
+    def seen(self, key, result):
+        return self.service.seen(key, result)
 
     def __enter__(self):
         return self

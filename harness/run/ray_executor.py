@@ -51,6 +51,9 @@ class RayExecutor:
     def sharing(self):
         return self.service.sharing()
 
+    def seen(self, key, result):
+        return self.service.seen(key, result)
+
     def __enter__(self):
         return self
 
