@@ -7,6 +7,7 @@ import pickle
 import tempfile
 import threading
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -15,7 +16,7 @@ import pytest
 from crossgrad.harness import api, registry
 from crossgrad.harness.run import executor as executor_module
 from crossgrad.harness.run import jobs, lockstep, reference_steps, worker
-from crossgrad.harness.run.environment import SHARED_VARIABLE
+from crossgrad.harness.run.environment import SHARED_VARIABLE, shared_tempdir
 from crossgrad.harness.run.execute import run_jobs
 from crossgrad.harness.run.ownership import read_marker
 from crossgrad.harness.run.executor import LocalExecutor, Service, schedule_order, side_by_side
@@ -348,20 +349,39 @@ def _same_measures(a, b):
             and a["scale"].tobytes() == b["scale"].tobytes())
 
 
+def _shared_folder(tmp_path, monkeypatch):
+    """A folder as an executor makes for its workers (with its marker), named to them."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    folder = Path(shared_tempdir())
+    monkeypatch.setenv(SHARED_VARIABLE, str(folder))
+    return folder
+
+
+@pytest.fixture
+def shared(tmp_path, monkeypatch):
+    return _shared_folder(tmp_path, monkeypatch)
+
+
+def _pickles(folder):
+    return [p for p in folder.iterdir() if p.suffix == ".pickle"]
+
+
 def test_a_later_job_reads_the_reference_steps_an_earlier_one_stored(tmp_path, monkeypatch,
                                                                      replays):
     measure, walked = replays
     alone = measure(_lockstep_job("batchnorm_mlp"))  # no shared folder: nothing stored
-    monkeypatch.setenv(SHARED_VARIABLE, str(tmp_path))
+    mine = tmp_path / "mine"  # a user's folder in the variable: nothing written there
+    mine.mkdir()
+    monkeypatch.setenv(SHARED_VARIABLE, str(mine))
+    theirs = measure(_lockstep_job("batchnorm_mlp"))
+    folder = _shared_folder(tmp_path, monkeypatch)
     first, second = (measure(_lockstep_job("batchnorm_mlp")) for _ in range(2))
-    assert walked == [2, 2, 1]
-    assert [p.suffix for p in tmp_path.iterdir()] == [".pickle"]
-    assert _same_measures(first, alone) and _same_measures(second, alone)
+    assert walked == [2, 2, 2, 1] and not list(mine.iterdir()) and len(_pickles(folder)) == 1
+    assert all(_same_measures(m, alone) for m in (theirs, first, second))
 
 
-def test_unreadable_or_too_large_reference_steps_are_computed(tmp_path, monkeypatch, replays):
+def test_unreadable_or_too_large_reference_steps_are_computed(shared, monkeypatch, replays):
     measure, walked = replays
-    monkeypatch.setenv(SHARED_VARIABLE, str(tmp_path))
     job = _lockstep_job("xor_2_2_1")
     path = reference_steps.stored_path(job)
     with open(path, "wb") as f:
@@ -374,7 +394,7 @@ def test_unreadable_or_too_large_reference_steps_are_computed(tmp_path, monkeypa
     adam = _lockstep_job("digits_cnn")  # its m and v take it past the limit once gathered
     monkeypatch.setattr(reference_steps, "LIMIT", reference_steps.trajectory_bytes(adam) + 1)
     measure(adam), measure(adam)
-    assert walked[3:] == [2, 2] and len(list(tmp_path.iterdir())) == 1
+    assert walked[3:] == [2, 2] and len(_pickles(shared)) == 1
 
 
 def test_an_executor_s_workers_share_a_folder_removed_as_it_closes(tmp_path, monkeypatch):

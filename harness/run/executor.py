@@ -486,7 +486,25 @@ def side_by_side(executor, phases):
     return returns
 
 
-class LocalExecutor:
+class Serviced:
+    """What an executor with a `service` (Service) says of it: the workers' hellos, and its
+    sharing() and seen() for the phases of one run."""
+
+    @property
+    def hellos(self):
+        return self.service.hellos
+
+    def sharing(self):
+        return self.service.sharing()
+
+    def seen(self, key, result):
+        return self.service.seen(key, result)
+
+    def __enter__(self):
+        return self
+
+
+class LocalExecutor(Serviced):
     """A pool of `workers` slots (default: one per CPU core) on this machine. `compile_cache`:
     whether JAX workers load and store compiled programs (compile_cache.py); the benchmarks
     turn it off, to time compiling as a first run pays it."""
@@ -503,19 +521,6 @@ class LocalExecutor:
                       for _ in range(self.workers)]
         self.service = Service(self.workers, lambda n, job: self.slots[n].run(job),
                                lambda n: self.slots[n].framework)
-
-    @property
-    def hellos(self):
-        return self.service.hellos
-
-    def sharing(self):
-        return self.service.sharing()
-
-    def seen(self, key, result):
-        return self.service.seen(key, result)
-
-    def __enter__(self):
-        return self
 
     def __exit__(self, kind, *exc):
         self.close(kill=kind is not None)

@@ -22,14 +22,14 @@ import sys
 import tempfile
 
 from ..errors import InputError
-from .executor import Service, Slot
+from .executor import Service, Serviced, Slot
 
 CONNECT_SECONDS = 10
 QUIET = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR",
              configure_logging=False)
 
 
-class RayExecutor:
+class RayExecutor(Serviced):
     name = "ray"
 
     def __init__(self, address=None, workers=None, threads=1, timeout=None, compile_cache=True):
@@ -43,19 +43,6 @@ class RayExecutor:
         self.slot_class = ray.remote(num_cpus=1)(Slot)
         self.slots = {}  # n -> the actor of slot n, made at its first job
         self.service = Service(self.workers, self._run_on)
-
-    @property
-    def hellos(self):
-        return self.service.hellos
-
-    def sharing(self):
-        return self.service.sharing()
-
-    def seen(self, key, result):
-        return self.service.seen(key, result)
-
-    def __enter__(self):
-        return self
 
     def __exit__(self, *exc):
         self.close()

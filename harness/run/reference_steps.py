@@ -17,15 +17,19 @@ import os
 import pickle
 import tempfile
 
-from .environment import SHARED_VARIABLE
+from .environment import SHARED_KIND, SHARED_VARIABLE
+from .ownership import unfinished
 
 LIMIT = 64 << 20  # bytes of one trajectory, at most, stored
 
 
 def stored_path(job):
-    """Where this job's reference steps are or would be stored; None if not to be shared."""
+    """Where this job's reference steps are or would be stored; None if not to be shared.
+    Only in a folder with the marker shared_tempdir writes: a variable left in a user's
+    environment that names a folder of theirs gets nothing written into it."""
     folder, key = os.environ.get(SHARED_VARIABLE), job.get("reference_key")
-    if not folder or not key or trajectory_bytes(job) > LIMIT:
+    if (not folder or not key or trajectory_bytes(job) > LIMIT
+            or not unfinished(folder, SHARED_KIND)):
         return None
     return os.path.join(folder, f"{key}.pickle")
 
