@@ -6,6 +6,7 @@ Presentation code reads `short`, `label` and `color`; the worker reads `package`
 the environment of every worker is the union of all `environment` pins (recorded in
 the manifest), so no worker's settings depend on which framework it serves.
 """
+import functools
 import importlib
 import importlib.metadata
 import importlib.util
@@ -74,6 +75,7 @@ def installed(name):
     return importlib.util.find_spec(FRAMEWORKS[name].module) is not None
 
 
+@functools.cache  # a metadata lookup scans sys.path (1.2 ms); every job's key asks for one
 def version(name):
     """The installed version from package metadata (importing TensorFlow takes seconds)."""
     for dist in FRAMEWORKS[name].distributions:

@@ -10,6 +10,7 @@ old output is removed, only the entries its marker lists go: a file that appeare
 there later stays, and so does the folder holding it.
 """
 import datetime
+import functools
 import json
 import os
 import stat
@@ -23,6 +24,7 @@ MARKER_LIMIT = 1 << 24      # bytes; a marker is a few KB, anything larger is no
 SHOWN = 3                   # foreign entries named in a refusal
 
 
+@functools.cache  # a metadata lookup scans sys.path (1.2 ms), and every marker names it
 def tool_version():
     try:
         return version("crossgrad")

@@ -6,6 +6,7 @@ Random streams are keyed by (seed, purpose, ...): 1 data, 2 batch order, 3 dropo
 The data set is drawn once; the batch order and dropout masks step by step, when a
 step asks for them (BatchOrder, DropoutMasks), so nothing grows with train.steps.
 """
+import functools
 import gzip
 import importlib.util
 import math
@@ -95,15 +96,19 @@ def _digits(resize28):
     return x, table[:, -1].astype(int).astype(np.int64)
 
 
+@functools.cache  # parsing the text takes 0.15 s, and a run reads it once per spec that uses it
 def _bundled_digits():
     """scikit-learn's digits.csv.gz (no download), read as its load_digits reads it, but
-    found without importing scikit-learn: that import is seconds of a short check's start."""
+    found without importing scikit-learn: that import is seconds of a short check's start.
+    Read-only: every caller shares the one table."""
     found = importlib.util.find_spec("sklearn")
     if found is None:
         raise ModuleNotFoundError("No module named 'sklearn'", name="sklearn")
     path = Path(found.origin).parent / "datasets" / "data" / "digits.csv.gz"
     with gzip.open(path, mode="rt", encoding="utf-8") as text:
-        return np.loadtxt(text, delimiter=",")
+        table = np.loadtxt(text, delimiter=",")
+    table.flags.writeable = False
+    return table
 
 
 def _bilinear_matrix(n_in, n_out):
