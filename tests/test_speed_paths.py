@@ -3,7 +3,6 @@ through each implementation's `probe_losses` (one layer or one tensor set per st
 parked between phases, the schedule and the phases queued side by side, and figures drawn
 in other processes."""
 import os
-import pickle
 import tempfile
 import threading
 import time
@@ -362,8 +361,8 @@ def shared(tmp_path, monkeypatch):
     return _shared_folder(tmp_path, monkeypatch)
 
 
-def _pickles(folder):
-    return [p for p in folder.iterdir() if p.suffix == ".pickle"]
+def _stored(folder):
+    return [p for p in folder.iterdir() if p.suffix == reference_steps.SUFFIX]
 
 
 def test_a_later_job_reads_the_reference_steps_an_earlier_one_stored(tmp_path, monkeypatch,
@@ -376,7 +375,7 @@ def test_a_later_job_reads_the_reference_steps_an_earlier_one_stored(tmp_path, m
     theirs = measure(_lockstep_job("batchnorm_mlp"))
     folder = _shared_folder(tmp_path, monkeypatch)
     first, second = (measure(_lockstep_job("batchnorm_mlp")) for _ in range(2))
-    assert walked == [2, 2, 2, 1] and not list(mine.iterdir()) and len(_pickles(folder)) == 1
+    assert walked == [2, 2, 2, 1] and not list(mine.iterdir()) and len(_stored(folder)) == 1
     assert all(_same_measures(m, alone) for m in (theirs, first, second))
 
 
@@ -385,7 +384,7 @@ def test_unreadable_or_too_large_reference_steps_are_computed(shared, monkeypatc
     job = _lockstep_job("xor_2_2_1")
     path = reference_steps.stored_path(job)
     with open(path, "wb") as f:
-        f.write(b"not a pickle")
+        f.write(b"not a trajectory")
     first, second = measure(job), measure(job)  # computed and stored again, then read
     monkeypatch.setattr(reference_steps, "LIMIT", reference_steps.trajectory_bytes(job) - 1)
     third = measure(job)
@@ -394,7 +393,58 @@ def test_unreadable_or_too_large_reference_steps_are_computed(shared, monkeypatc
     adam = _lockstep_job("digits_cnn")  # its m and v take it past the limit once gathered
     monkeypatch.setattr(reference_steps, "LIMIT", reference_steps.trajectory_bytes(adam) + 1)
     measure(adam), measure(adam)
-    assert walked[3:] == [2, 2] and len(_pickles(shared)) == 1
+    assert walked[3:] == [2, 2] and len(_stored(shared)) == 1
+    assert not list(shared.glob("*.partial"))  # the abandoned write left nothing
+
+
+STEPS = [{"loss": 0.5, "grads": {"0.W": np.arange(6.0).reshape(2, 3)},
+          "params": {"0.W": np.ones((2, 3), np.float32), "0.b": np.float64(2.0)},
+          "state": {}, "optimizer": {"step": 1, "0.W/m": np.zeros(0)}},
+         {"loss": float("nan"), "grads": {"0.W": np.full((2, 3), np.inf)},
+          "params": {"0.W": np.asfortranarray(np.eye(2, 3)), "0.b": np.float64(-0.0)},
+          "state": {}, "optimizer": {"step": 2, "0.W/m": np.arange(3, dtype=np.int64)}}]
+SMALL_JOB = {"params": {"0.W": np.ones((2, 3))}, "state": {}, "batches": [0, 1]}
+
+
+def _write_steps(path, steps=STEPS):
+    with reference_steps.writing(str(path), SMALL_JOB) as record:
+        for step in steps:
+            record(step)
+
+
+def _same_steps(a, b):
+    def same(x, y):
+        if isinstance(x, dict):
+            return x.keys() == y.keys() and all(same(x[k], y[k]) for k in x)
+        x, y = np.asarray(x), np.asarray(y)
+        return x.dtype == y.dtype and x.shape == y.shape and x.tobytes() == y.tobytes()
+    return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+
+
+def test_stored_steps_come_back_as_they_went_whole_or_not_at_all(shared, monkeypatch):
+    """Every array back with its dtype, shape, bits (NaN, inf, -0) and order, writable (a
+    copy-on-write view of the file); a cut file, a step that raises, a folder over its
+    budget or a disk short of its reserve leave nothing to read."""
+    path = shared / f"steps{reference_steps.SUFFIX}"
+    _write_steps(path)
+    back = reference_steps.load(str(path))
+    assert _same_steps(back, STEPS) and back[1]["params"]["0.W"].flags.f_contiguous
+    back[0]["grads"]["0.W"] += 1  # the reader's own copy of the page, not the file
+    assert _same_steps(reference_steps.load(str(path)), STEPS)
+    cut = shared / f"cut{reference_steps.SUFFIX}"
+    cut.write_bytes(path.read_bytes()[:-8])
+    assert reference_steps.load(str(cut)) is None
+    with pytest.raises(RuntimeError), reference_steps.writing(str(shared / "raised"),
+                                                              SMALL_JOB) as record:
+        record(STEPS[0])
+        raise RuntimeError("the walk failed")
+    for limit, value in (("BUDGET", path.stat().st_size + cut.stat().st_size + 100),
+                         ("RESERVE", 1 << 62)):
+        with monkeypatch.context() as m:
+            m.setattr(reference_steps, limit, value)
+            _write_steps(shared / f"{limit}{reference_steps.SUFFIX}")
+    assert sorted(p.name for p in shared.iterdir() if not p.name.startswith(".")) == [
+        cut.name, path.name]
 
 
 def test_an_executor_s_workers_share_a_folder_removed_as_it_closes(tmp_path, monkeypatch):
@@ -409,12 +459,15 @@ def test_an_executor_s_workers_share_a_folder_removed_as_it_closes(tmp_path, mon
         aligned, = ex.run([jobs.train_job(spec, inputs, "torch")])
         [folder] = list(tmp_path.glob("crossgrad-shared-*"))
         assert read_marker(folder)["kind"] == "shared"
-        [stored] = [p for p in folder.iterdir() if p.suffix == ".pickle"]
-        steps = pickle.loads(stored.read_bytes())
+        [stored] = _stored(folder)
+        steps = reference_steps.load(str(stored))
         steps[0]["loss"] = 123.0
-        stored.write_bytes(pickle.dumps(steps))
+        with reference_steps.writing(str(stored), {"params": {}, "state": {},
+                                                   "batches": []}) as record:
+            for step in steps:
+                record(step)
         native, = ex.run([jobs.train_job(spec, inputs, "torch", native=True)])
-    assert stored.name == f"{jobs.reference_key(spec, inputs)}.pickle"
+    assert stored.name == f"{jobs.reference_key(spec, inputs)}{reference_steps.SUFFIX}"
     assert aligned["status"] == native["status"] == "ok"
     assert native["lockstep"]["reference_loss"] == [123.0] + aligned["lockstep"][
         "reference_loss"][1:]

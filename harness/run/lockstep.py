@@ -64,32 +64,37 @@ def measure(impl, model, job):
         theirs = iter(steps) if steps is not None else reference.train.lockstep(
             ref_model, job["x"], job["y"], copy.deepcopy(job["batches"]),  # its own walk
             copy.deepcopy(job["masks"]), feed)
-        entries, abs_err, scale, ref_loss = None, [], [], []
-        taken = [] if steps is None and stored is not None else None  # to store
-        for mine, ref in zip(ours, theirs):  # each reads the same start from the feed
-            if taken is not None:
-                taken.append(ref)
-            entries = entries or _entries(ref)
-            moved = _moved(ref)
-            if moved:
-                expected = dict(ref, **_update(reference, ref_model, job["spec"], feed.start,
-                                               mine))
-                row = _row(mine, expected, entries)
-            else:
-                row = _diverged(mine, entries)
-            abs_err.append([d for d, _ in row])
-            scale.append([s for _, s in row])
-            ref_loss.append(ref["loss"])
-            if not moved:  # the reference diverged: its trajectory ends here
-                break
-            feed.start = (ref["params"], ref["state"], ref["optimizer"])
-        if taken is not None:
-            reference_steps.store(stored, taken)  # every step a job of this spec reads
+        with reference_steps.writing(stored if steps is None else None, job) as record:
+            entries, abs_err, scale, ref_loss = _walk(reference, ref_model, job, feed, ours,
+                                                      theirs, record)
     except Exception as err:  # lockstep explains; it never takes the free run down
         return {"error": f"{type(err).__name__}: {err}"}
     return {"entries": entries or [], "abs_err": np.asarray(abs_err, np.float64),
             "scale": np.asarray(scale, np.float64), "reference_loss": ref_loss,
             "seconds": time.perf_counter() - start}
+
+
+def _walk(reference, ref_model, job, feed, ours, theirs, record):
+    """Both trajectories side by side, each step from the reference's start: (entries, the
+    rows of differences, of scales, the reference's losses). record(the reference's step)
+    keeps each for later jobs (reference_steps.writing)."""
+    entries, abs_err, scale, ref_loss = None, [], [], []
+    for mine, ref in zip(ours, theirs):  # each reads the same start from the feed
+        record(ref)
+        entries = entries or _entries(ref)
+        moved = _moved(ref)
+        if moved:
+            expected = dict(ref, **_update(reference, ref_model, job["spec"], feed.start, mine))
+            row = _row(mine, expected, entries)
+        else:
+            row = _diverged(mine, entries)
+        abs_err.append([d for d, _ in row])
+        scale.append([s for _, s in row])
+        ref_loss.append(ref["loss"])
+        if not moved:  # the reference diverged: its trajectory ends here
+            break
+        feed.start = (ref["params"], ref["state"], ref["optimizer"])
+    return entries, abs_err, scale, ref_loss
 
 
 def _diverged(mine, entries):

@@ -3,24 +3,38 @@
 Every framework's train job replays the reference (NumPy) step by step beside its own
 (lockstep.py), and the aligned and native jobs of every framework start from the same
 spec, params, batches and masks, so the reference takes the same steps in each: 3 to 6
-times per model in `crossgrad run`, about 11 s of its CPU time. A worker that computes
-them stores them, pickled, in a folder the workers of one executor share
-(environment.shared_tempdir, named by SHARED_VARIABLE in their environment), under the
-job's "reference_key" (jobs.reference_key); a later job reads them instead, the same
-bits. A trajectory larger than LIMIT is computed by each job: mnist_mlp's, 430 MB in
-float64, takes about as long to write and read back as to compute, and would sit in
-memory while its steps are gathered (so one whose parameters and gradients alone pass
-LIMIT is not gathered at all). Without the folder (a Ray cluster, a worker started
-by hand, a test in-process) every job computes its own.
+times per model in `crossgrad run`. A worker that computes them writes them, step by step
+as it walks, into a folder the workers of one executor share (environment.shared_tempdir,
+named by SHARED_VARIABLE in their environment), under the job's "reference_key"
+(jobs.reference_key); a later job reads them instead, the same bits.
+
+Each step is stored as a pickle whose arrays follow it raw (pickle protocol 5's
+out-of-band buffers). A reader maps the file and its arrays are copy-on-write views of the
+mapping: reading mnist_mlp's 406 MB of float64 steps costs what touching its pages does
+(as pickles, loading took half the time of computing them), the page cache holds one copy
+for every worker, and the walking worker holds one step at a time. A trajectory over LIMIT
+is computed by each job, and so is one that would take the folder past BUDGET or leave the
+disk with less than RESERVE free. A file is put in place whole or not at all. Without the
+folder (a Ray cluster, a worker started by hand, a test in-process) every job computes its
+own.
 """
+import contextlib
+import mmap
 import os
 import pickle
+import shutil
+import struct
 import tempfile
 
 from .environment import SHARED_KIND, SHARED_VARIABLE
 from .ownership import unfinished
 
-LIMIT = 64 << 20  # bytes of one trajectory, at most, stored
+LIMIT = 1 << 30    # bytes of one trajectory, at most, stored
+BUDGET = 2 << 30   # bytes in the shared folder, at most
+RESERVE = 1 << 30  # bytes left free on its disk, at least
+SUFFIX = ".steps"
+ALIGN = 64         # each array starts at a multiple of this many bytes in the file
+HEADER = struct.Struct("<QQ")  # a step's pickle's length, its number of arrays
 
 
 def stored_path(job):
@@ -31,12 +45,12 @@ def stored_path(job):
     if (not folder or not key or trajectory_bytes(job) > LIMIT
             or not unfinished(folder, SHARED_KIND)):
         return None
-    return os.path.join(folder, f"{key}.pickle")
+    return os.path.join(folder, f"{key}{SUFFIX}")
 
 
 def trajectory_bytes(job):
     """The bytes of the steps' records, at least: per step, the parameters, their gradients
-    and the running statistics (the optimizer's slots come on top; `store` counts them)."""
+    and the running statistics (the optimizer's slots come on top; `writing` counts them)."""
     params = sum(a.nbytes for a in job["params"].values())
     state = sum(a.nbytes for a in job["state"].values())
     return len(job["batches"]) * (2 * params + state)
@@ -48,24 +62,103 @@ def load(path):
         return None
     try:
         with open(path, "rb") as f:
-            return pickle.load(f)
-    except (OSError, pickle.UnpicklingError, EOFError):
+            mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)  # stays after close
+    except (OSError, ValueError):  # ValueError: an empty file cannot be mapped
+        return None
+    try:
+        return _steps(memoryview(mapped))
+    except (ValueError, struct.error, pickle.UnpicklingError, EOFError, TypeError):
         return None
 
 
-def store(path, steps):
-    """Write the steps where `load` finds them, whole or not at all: two workers that
-    computed them side by side each rename a complete file of the same steps into place."""
-    data = pickle.dumps(steps, protocol=pickle.HIGHEST_PROTOCOL) if path else b""
-    if not data or len(data) > LIMIT:
-        return
+def _steps(view):
+    """The steps laid out by `writing` in `view`: [each step's record]."""
+    steps, at = [], 0
+    while at < len(view):
+        size, count = HEADER.unpack_from(view, at)
+        at += HEADER.size
+        if 8 * count > len(view) - at:
+            raise ValueError("truncated")
+        lengths = struct.unpack_from(f"<{count}Q", view, at)
+        at += 8 * count
+        record, at = _take(view, at, size)
+        buffers = []
+        for length in lengths:
+            buffer, at = _take(view, at, length)
+            buffers.append(buffer)
+        steps.append(pickle.loads(record, buffers=buffers))
+    if at != len(view):  # the writer pads its last array too: a cut file ends short
+        raise ValueError("truncated")
+    return steps
+
+
+def _take(view, at, length):
+    """(view[at:at + length], where the next part starts), or ValueError past the end."""
+    if at + length > len(view):
+        raise ValueError("truncated")
+    return view[at:at + length], _aligned(at + length)
+
+
+def _aligned(at):
+    return -(-at // ALIGN) * ALIGN
+
+
+@contextlib.contextmanager
+def writing(path, job):
+    """record(step) appends a step to a new file; leaving the block puts the file at `path`
+    whole, unless the block raised, a write failed, or the steps passed LIMIT, BUDGET or
+    RESERVE on the way: then nothing is left. `path` None: record does nothing. Two workers
+    that computed the same steps side by side each rename a complete file into place."""
+    folder = os.path.dirname(path) if path else None
     try:
-        with tempfile.NamedTemporaryFile("wb", dir=os.path.dirname(path), suffix=".partial",
-                                         delete=False) as f:
-            f.write(data)
-        os.replace(f.name, path)
-    except OSError:  # a full disk costs the later jobs their shortcut, nothing else
+        f = (tempfile.NamedTemporaryFile("wb", dir=folder, suffix=".partial", delete=False)
+             if path and _room(folder, trajectory_bytes(job)) else None)
+    except OSError:  # the folder is gone: the later jobs compute their own
+        f = None
+    if f is None:
+        yield lambda step: None
+        return
+    complete = True
+
+    def record(step):
+        nonlocal complete
+        if not complete:
+            return
+        buffers = []
+        data = pickle.dumps(step, protocol=5, buffer_callback=buffers.append)
+        arrays = [b.raw() for b in buffers]  # each array's bytes, not copied
         try:
-            os.unlink(f.name)
-        except (OSError, NameError):
-            pass
+            _write(f, HEADER.pack(len(data), len(arrays))
+                   + struct.pack(f"<{len(arrays)}Q", *(a.nbytes for a in arrays)) + data)
+            for array in arrays:
+                _write(f, array)
+            complete = f.tell() <= LIMIT and _room(folder, 0)
+        except OSError:  # a full disk: the later jobs compute their own
+            complete = False
+
+    try:
+        with f:
+            yield record
+            complete = complete and f.tell() > 0
+        if complete:
+            os.replace(f.name, path)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(f.name)  # unless renamed into place
+
+
+def _write(f, part):
+    """`part`, then zeros up to the next multiple of ALIGN (where _steps looks next)."""
+    f.write(part)
+    f.write(bytes(_aligned(f.tell()) - f.tell()))
+
+
+def _room(folder, size):
+    """Whether `size` more bytes fit in the folder: its files within BUDGET, and RESERVE
+    bytes left free on its disk."""
+    try:
+        used = sum(entry.stat().st_size for entry in os.scandir(folder) if entry.is_file())
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return False
+    return used + size <= BUDGET and free - size >= RESERVE
