@@ -561,3 +561,24 @@ def test_tensorflow_steps_call_their_graphs_without_matching_arguments(monkeypat
                                  job["masks"], iter(starts)))
         return len(matched)
     assert matchings(2) == matchings(6) > 0
+
+
+# ---- PyTorch's start of a step: copied into the model's own tensors -----------------------------
+
+def test_torch_refuses_a_start_of_another_shape_rather_than_broadcasting_it():
+    """set_params, and lockstep at every step, copy the start into the tensors the model holds
+    (copy_), as load_state_dict did; copy_ alone would broadcast a bias of one entry over every
+    unit, so a value of another shape is refused, as load_state_dict refused it."""
+    need("torch")
+    from crossgrad.harness.run.jobs import Inputs, train_job
+    impl = in_process("torch")
+    zoo = api.zoo("mlp_3_4_2")
+    job = train_job(zoo, Inputs(zoo), "torch")
+    model = impl.model.build_model(job["spec"])
+    start = dict(job["params"], **{"0.b": job["params"]["0.b"][:1]})
+    with pytest.raises(RuntimeError, match="size mismatch for bias"):
+        impl.model.set_params(model, start, job["state"])
+    steps = impl.train.lockstep(model, job["x"], job["y"], job["batches"], job["masks"],
+                                iter([(start, job["state"], None)]))
+    with pytest.raises(RuntimeError, match="size mismatch for bias"):
+        next(steps)

@@ -44,9 +44,15 @@ def build_model(spec, native=False):
 
 def canonical(model, native_of):
     """{canonical name: tensor}, from native_of(module) -> {torch name: tensor} for each layer."""
+    return from_layers((layer, native_of(module))
+                       for layer, module in zip(model.spec["layers"], model.layers))
+
+
+def from_layers(natives):
+    """{canonical name: tensor} from (spec layer, {torch name: tensor}) pairs."""
     out = {}
-    for layer, module in zip(model.spec["layers"], model.layers):
-        local = from_native(layer, native_of(module))
+    for layer, native in natives:
+        local = from_native(layer, native)
         out.update({f"{layer['name']}.{k}": v for k, v in local.items()})
     return out
 
@@ -75,27 +81,61 @@ def array(t):
 
 
 def tensor(a):
-    """The inverse of `array`: ml_dtypes' bfloat16 arrays, which torch cannot read, via float32."""
-    if getattr(a, "dtype", None) is not None and a.dtype.name == "bfloat16":
+    """The inverse of `array`: ml_dtypes' bfloat16 arrays, which torch cannot read, via float32.
+    Its dtype's scalar type names them: dtype.name is worked out anew on every read, which
+    took as long as the conversion itself."""
+    if getattr(a, "dtype", None) is not None and a.dtype.type.__name__ == "bfloat16":
         return torch.from_numpy(a.astype("float32")).to(torch.bfloat16)
     return torch.as_tensor(a)
 
 
+def held(model):
+    """[(spec layer, {torch name: tensor})]: the parameters and buffers each layer's
+    state_dict holds, the tensors themselves (keep_vars), which set_params copies into and
+    get_params reads. A run that does both at every step (train.lockstep) lists them once:
+    state_dict() and load_state_dict() walk every sub-module and run its hooks each call.
+    The list holds while the modules keep these tensors, as they do through a run (its
+    optimizer holds the same parameters)."""
+    return [(layer, module.state_dict(keep_vars=True))
+            for layer, module in zip(model.spec["layers"], model.layers)]
+
+
 def set_params(model, params, state):
+    load(held(model), params, state)
+
+
+def load(layers, params, state):
+    """set_params into held(model)'s tensors."""
     grouped = by_layer({k: tensor(v) for k, v in {**params, **state}.items()})
-    for layer, module in zip(model.spec["layers"], model.layers):
-        set_layer(module, layer, grouped.get(layer["name"], {}))
+    with torch.no_grad():
+        for layer, tensors in layers:
+            copy_into(tensors, to_native(layer, grouped.get(layer["name"], {})))
 
 
-def set_layer(module, layer, local):
-    """One layer's tensors ({local canonical name: tensor}) into its module, torch layouts."""
-    # strict=False: BatchNorm's num_batches_tracked is torch's own counter, not in the spec
-    module.load_state_dict(to_native(layer, local), strict=False)
+def copy_into(tensors, native):
+    """What load_state_dict(native, strict=False) does to a layer's own tensors (held):
+    each is copied into in place, of the same shape. A name the layer does not hold is
+    left out, as strict=False leaves it, and what `native` lacks keeps its value (BatchNorm's
+    num_batches_tracked, torch's own counter, which the spec has not). Under no_grad."""
+    for name, value in native.items():
+        target = tensors.get(name)
+        if target is None:
+            continue
+        if target.shape != value.shape:
+            raise RuntimeError(f"size mismatch for {name}: copying a tensor of shape "
+                               f"{tuple(value.shape)} into one of shape {tuple(target.shape)}")
+        target.copy_(value)
 
 
 def get_params(model):
-    tensors = canonical(model, lambda module: module.state_dict())
-    return to_numpy(tensors, names(model, "params")), to_numpy(tensors, names(model, "state"))
+    return read(held(model), names(model, "params"), names(model, "state"))
+
+
+def read(layers, params, state):
+    """get_params from held(model)'s tensors, and the names(model, ...) of params and state."""
+    with torch.no_grad():  # the canonical views of parameters, without autograd's records
+        tensors = from_layers(layers)
+    return to_numpy(tensors, params), to_numpy(tensors, state)
 
 
 def as_tensors(x, y, masks):
@@ -103,21 +143,27 @@ def as_tensors(x, y, masks):
 
 
 @contextmanager
-def buffers_kept(model):
-    """BatchNorm's running statistics (and counter) put back as they were on the way out."""
-    saved = [b.clone() for b in model.buffers()]
+def buffers_kept(buffers):
+    """These buffers, model.buffers() (BatchNorm's running statistics and counter), put back
+    as they were on the way out."""
+    saved = [b.clone() for b in buffers]
     try:
         yield
     finally:
         with torch.no_grad():
-            for buffer, value in zip(model.buffers(), saved):
+            for buffer, value in zip(buffers, saved):
                 buffer.copy_(value)
 
 
 def loss_value(model, x, y, masks):
     """The loss alone: no graph, and the running statistics left alone."""
-    x, y, masks = as_tensors(x, y, masks)
-    with torch.no_grad(), buffers_kept(model):
+    return loss_of(model, *as_tensors(x, y, masks), list(model.buffers()))
+
+
+def loss_of(model, x, y, masks, buffers):
+    """loss_value of tensors, with the model's buffers listed: model.buffers() walks every
+    module, and probe_losses lists them once for all its values."""
+    with torch.no_grad(), buffers_kept(buffers):
         loss = model.loss(model(x, masks), y)
     return loss.item()
 
@@ -129,11 +175,14 @@ def probe_losses(model, params, x, y, masks, name, values):
     layer, module = model.spec["layers"][at], model.layers[at]
     key = name[len(layer["name"]) + 1:]
     local = {k: tensor(v) for k, v in local_params(params, layer).items()}
+    x, y, masks = as_tensors(x, y, masks)
+    tensors, buffers = module.state_dict(keep_vars=True), list(model.buffers())
     losses = []
-    for value in values:
-        set_layer(module, layer, dict(local, **{key: tensor(value)}))
-        losses.append(loss_value(model, x, y, masks))
-    set_layer(module, layer, local)
+    with torch.no_grad():
+        for value in values:
+            copy_into(tensors, to_native(layer, dict(local, **{key: tensor(value)})))
+            losses.append(loss_of(model, x, y, masks, buffers))
+        copy_into(tensors, to_native(layer, local))
     return losses
 
 
@@ -164,7 +213,7 @@ def layer_values(model, x, y, masks):
     hooks = [module.register_forward_hook(catch(layer["name"]))
              for layer, module in zip(model.spec["layers"], model.layers)]
     try:
-        with buffers_kept(model):  # put back after the backward, which reads them
+        with buffers_kept(list(model.buffers())):  # put back after the backward, which reads them
             loss = model.loss(model(x, masks), y)
             wanted = [layer for layer in model.spec["layers"]
                       if seen[layer["name"]][0].requires_grad]
@@ -198,7 +247,7 @@ def hessian_vector_product(model, x, y, masks, vector):
             if p.requires_grad:
                 params.append(p)
                 directions.append(native[name].to(p.dtype))
-    with buffers_kept(model), sdpa_kernel(SDPBackend.MATH):
+    with buffers_kept(list(model.buffers())), sdpa_kernel(SDPBackend.MATH):
         loss = model.loss(model(x, masks), y)
         grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
         dot = sum((g * v).sum() for g, v in zip(grads, directions) if g is not None)

@@ -14,7 +14,7 @@ from functools import partial
 
 import torch
 
-from ..canonical import SLOTS, native_on, share, slot_key, slots_of
+from ..canonical import SLOTS, by_layer, native_on, slot_key, slots_of
 from .layout import from_native, to_native
 
 __all__ = ["sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "adagrad", "OPTIMIZERS",
@@ -135,15 +135,21 @@ def get_optimizer_state(optimizer, model):
     optimizer.state[p] holds each slot in p's layout (Linear's (out, in)), so layout.py's
     from_native turns a slot to canonical like the parameter itself.
     """
+    return read_state(optimizer, trained(model))
+
+
+def read_state(optimizer, layers):
+    """get_optimizer_state of the parameters listed in `layers`, trained(model)'s: a run
+    that reads the state at every step (train.lockstep) lists them once."""
     names, out, steps = STATE_NAMES[type(optimizer)], {}, set()
-    for layer, params in trained(model):
+    for layer, params in layers:
+        entries = [optimizer.state.get(p, {}) for p in params.values()]
         for key, slot in names.items():
-            native = {k: optimizer.state[p][key] for k, p in params.items()
-                      if optimizer.state.get(p, {}).get(key) is not None}
+            native = {k: entry[key] for k, entry in zip(params, entries)
+                      if entry.get(key) is not None}
             out.update({slot_key(f"{layer['name']}.{k}", slot): v.detach().numpy().copy()
                         for k, v in from_native(layer, native).items()})
-        steps |= {int(optimizer.state[p]["step"]) for p in params.values()
-                  if "step" in optimizer.state.get(p, {})}
+        steps |= {int(entry["step"]) for entry in entries if "step" in entry}
     if len(steps) > 1:
         raise ValueError(f"torch.optim state: parameters at different steps {sorted(steps)}")
     return {**({"step": steps.pop()} if steps else {}), **out}
@@ -156,15 +162,21 @@ def set_optimizer_state(optimizer, model, state):
     parameter's layout (layout.py's to_native) and, for the classes that count, "step" as
     a 0-d tensor of torch's default dtype.
     """
-    names, kind = STATE_NAMES[type(optimizer)], model.spec["optimizer"]["type"]
-    for layer, params in trained(model):
+    return load_state(optimizer, trained(model), model.spec["optimizer"]["type"], state)
+
+
+def load_state(optimizer, layers, kind, state):
+    """set_optimizer_state of the parameters listed in `layers`, trained(model)'s, for the
+    optimizer type `kind`: a run that sets the state at every step (train.lockstep) lists
+    them once."""
+    names = {key: slot for key, slot in STATE_NAMES[type(optimizer)].items()
+             if slot in SLOTS[kind]}  # SGD without momentum keeps no buffer
+    slots = {key: by_layer({k: torch.as_tensor(v) for k, v in slots_of(state, slot).items()})
+             for key, slot in names.items()}
+    for layer, params in layers:
         entries = {k: {} for k in params}
-        for key, slot in names.items():
-            if slot not in SLOTS[kind]:  # SGD without momentum keeps no buffer
-                continue
-            local = {k: torch.as_tensor(v) for k, v in share(slots_of(state, slot),
-                                                              layer["name"]).items()}
-            for k, v in to_native(layer, local).items():
+        for key, grouped in slots.items():
+            for k, v in to_native(layer, grouped.get(layer["name"], {})).items():
                 if k in params:
                     entries[k][key] = torch.empty_like(params[k]).copy_(v)  # p's memory layout
         for k, p in params.items():

@@ -9,8 +9,8 @@ import torch
 
 from ..canonical import lockstep_record, native_on, new_curves, penalised, per_layer, record
 from .losses import add_vanishing_penalty, penalty, penalty_vanishes
-from .model import canonical, get_params, names, set_params, to_numpy
-from .optimizers import build_optimizer, get_optimizer_state, set_optimizer_state
+from .model import canonical, from_layers, held, load, names, read, to_numpy
+from .optimizers import build_optimizer, load_state, read_state, trained
 
 __all__ = ["train", "lockstep"]
 
@@ -39,22 +39,27 @@ def train(model, x, y, batches, masks):
 
 def lockstep(model, x, y, batches, masks, starts):
     """Step k from the k-th of `starts`, (params, state, optimizer state or None: a fresh
-    optimizer's), canonical; yields lockstep_record(...) of each step."""
+    optimizer's), canonical; yields lockstep_record(...) of each step. What every step
+    sets and reads (set_params, get_params and the optimizer's state, of the same tensors)
+    is listed once, as `start` lists the parameters."""
     parameters, optimizer, named, bases = start(model)
+    layers, updated, kind = held(model), trained(model), model.spec["optimizer"]["type"]
+    params_names, state_names = names(model, "params"), names(model, "state")
     x, y = torch.as_tensor(x), torch.as_tensor(y)
     for step, (idx, (params, state, opt_state)) in enumerate(zip(batches, starts)):
-        set_params(model, params, state)
+        load(layers, params, state)
         if opt_state is not None:
-            set_optimizer_state(optimizer, model, opt_state)
+            load_state(optimizer, updated, kind, opt_state)
         loss, norm, _ = gradients(model, optimizer, named, bases, x, y, idx,
                                   step_masks(masks, step))
-        grads = to_numpy(canonical(model, lambda module: {  # before clipping moves them
-            k: p.grad for k, p in module.named_parameters() if p.grad is not None}),
-            names(model, "params"))
-        if torch.isfinite(loss) and torch.isfinite(norm):  # a diverged step stops before its update
+        grads = to_numpy(from_layers(  # before clipping moves them; buffers have none
+            (layer, {k: t.grad for k, t in tensors.items() if t.grad is not None})
+            for layer, tensors in layers), params_names)
+        loss = loss.item()  # a diverged step stops before its update:
+        if math.isfinite(loss) and math.isfinite(norm.item()):
             update(model, optimizer, parameters, norm)
-        yield lockstep_record(loss.item(), grads, *get_params(model),
-                              get_optimizer_state(optimizer, model))
+        yield lockstep_record(loss, grads, *read(layers, params_names, state_names),
+                              read_state(optimizer, updated))
 
 
 def start(model):
