@@ -91,26 +91,44 @@ def set_params(model, params, state):
     The leaves stay NumPy copies on the host: each jitted call moves its arguments to the
     device in one go, where a jnp.asarray per leaf costs about 0.1 ms (lockstep sets every
     parameter at every step)."""
-    dtype, grouped = model.spec["dtype"], by_layer(params)
-    model.params = {}
-    for layer in model.spec["layers"]:
-        local = {k: np.array(v, dtype) for k, v in grouped.get(layer["name"], {}).items()}
-        model.params[layer["name"]] = to_native(layer, local)
-    model.state = {k: np.array(v, dtype) for k, v in state.items()}
+    model.params = pytree(model, params)
+    model.state = {k: np.array(v, model.spec["dtype"]) for k, v in state.items()}
     model.names = list(params)
 
 
+def pytree(model, values):
+    """{canonical name: array} (the parameters, or an optimizer's slot of them) -> the params
+    pytree {layer name: its entries in layout.py's layouts}, NumPy copies in the model's dtype."""
+    dtype, grouped = model.spec["dtype"], by_layer(values)
+    return {layer["name"]: to_native(layer, {k: np.array(v, dtype) for k, v
+                                             in grouped.get(layer["name"], {}).items()})
+            for layer in model.spec["layers"]}
+
+
 def canonical(model, tree):
-    """A params-shaped pytree (params or gradients) -> {canonical name: NumPy array}, in order."""
+    """A params-shaped pytree (params or gradients) -> {canonical name: NumPy array}, in order.
+
+    The arrays are read before the layouts move (host), so a reshape is a NumPy view and not
+    a JAX op dispatched for each array of each step in lockstep."""
     flat = {}
     for layer in model.spec["layers"]:
-        flat.update({f"{layer['name']}.{k}": np.array(v)
-                     for k, v in from_native(layer, tree[layer["name"]]).items()})
+        native = tree[layer["name"]]
+        if native:  # else a layer without parameters
+            flat.update({f"{layer['name']}.{k}": v
+                         for k, v in from_native(layer, host(native)).items()})
     return {k: flat[k] for k in model.names}
 
 
+def host(values):
+    """{name: array, or a dict of them (a residual block's sub-layers)} -> the same with NumPy
+    leaves. np.asarray, not a copy with np.array: on the CPU it reads the JAX array's own
+    memory, read-only, and a JAX array never changes (no jitted function here donates its
+    arguments); lockstep reads every array of every step."""
+    return {k: host(v) if isinstance(v, dict) else np.asarray(v) for k, v in values.items()}
+
+
 def get_params(model):
-    return canonical(model, model.params), {k: np.array(v) for k, v in model.state.items()}
+    return canonical(model, model.params), host(model.state)
 
 
 def inputs(model, x, y, masks):
@@ -130,15 +148,17 @@ def probe_losses(model, params, x, y, masks, name, values):
     """The loss with the parameter `name` at each of `values` in turn, the others at `params`
     (as set), one jitted call each: only its layer's pytree entry is built again, the batch
     and the other parameters move to the device once (set_params keeps them on the host),
-    and the losses are fetched together at the end (dispatch runs ahead)."""
+    and the losses are fetched together at the end (dispatch runs ahead). The layer's entry
+    stays NumPy, cast on the host as jnp.asarray would: the jitted call moves it with its
+    arguments, where a jnp.asarray of each value cost as much as the loss itself."""
     dtype, batch = model.spec["dtype"], inputs(model, x, y, masks)
     layer = next(layer for layer in model.spec["layers"] if layer["name"] == layer_of(name))
     key = name[len(layer["name"]) + 1:]
-    local = {k: jnp.asarray(v, dtype) for k, v in local_params(params, layer).items()}
+    local = {k: np.asarray(v, dtype) for k, v in local_params(params, layer).items()}
     resident, state = jax.device_put((model.params, model.state))
     losses = []
     for value in values:
-        moved = to_native(layer, dict(local, **{key: jnp.asarray(value, dtype)}))
+        moved = to_native(layer, dict(local, **{key: np.asarray(value, dtype)}))
         tree = dict(resident, **{layer["name"]: moved})
         losses.append(model.value(tree, state, *batch)[0])
     return [float(loss) for loss in losses]
@@ -149,16 +169,18 @@ def loss_and_gradients(model, x, y, masks):
     (loss, state), grads = model.value_and_grad(model.params, model.state,
                                                 *inputs(model, x, y, masks))
     model.state = state
-    return float(loss), canonical(model, grads), {k: np.array(v) for k, v in state.items()}
+    return float(loss), canonical(model, grads), host(state)
 
 
 def layer_values(model, x, y, masks):
     """Each top-level layer's output and dloss/d(its input), in a pass of their own: the
     gradient with respect to the zero taps. {layer name: array}, spec order, canonical
-    layouts. A layer fed token ids has no input gradient and no entry in the second dict."""
+    layouts. A layer fed token ids has no input gradient and no entry in the second dict.
+    The taps are NumPy zeros, moved with the call's arguments: a jnp.zeros each was an op
+    of its own, compiled for each shape."""
     x, y, masks = inputs(model, x, y, masks)
     layers = model.spec["layers"]
-    taps = {layer["name"]: jnp.zeros((len(x), *layer["in_shape"]), model.spec["dtype"])
+    taps = {layer["name"]: np.zeros((len(x), *layer["in_shape"]), model.spec["dtype"])
             for i, layer in enumerate(layers) if i > 0 or model.spec["input"] != "tokens"}
     input_grads, outputs = model.tap_grads(taps, model.params, model.state, x, y, masks)
     out, grads = {}, {}
@@ -174,9 +196,6 @@ def hessian_vector_product(model, x, y, masks, vector):
     """H v, the Hessian of the loss times a direction v of the parameters ({canonical name:
     array}): jax.jvp of jax.grad, the tangent of the gradient along v, jitted once per model.
     -> ({canonical name: (H v) entry}, "jvp of grad")."""
-    dtype = model.spec["dtype"]
-    direction = {layer["name"]: to_native(layer, {k: jnp.asarray(v, dtype) for k, v
-                                                  in local_params(vector, layer).items()})
-                 for layer in model.spec["layers"]}
+    direction = pytree(model, vector)  # on the host, as the params: moved with the call
     hv = model.hvp(model.params, direction, model.state, *inputs(model, x, y, masks))
     return canonical(model, hv), "jvp of grad"

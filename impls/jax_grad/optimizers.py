@@ -20,9 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ..canonical import native_on, share, slot_key, slots_of
-from .layout import to_native
-from .model import canonical
+from ..canonical import native_on, slot_key, slots_of
+from .model import canonical, pytree
 
 __all__ = ["sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "adagrad", "OPTIMIZERS",
            "build_optimizer", "get_optimizer_state", "set_optimizer_state"]
@@ -182,8 +181,8 @@ def set_optimizer_state(optimizer, model, state):
     """Set the optimizer's state from canonical form; returns the optimizer.
 
     Returns a new Optax state: `optimizer`'s (a template, e.g. optimizer.init(params))
-    with every slot tree rebuilt from canonical values in the params' layouts (layout.py's
-    to_native) and the count replaced.
+    with every slot tree rebuilt from canonical values in the params' layouts (model.pytree,
+    as set_params builds the params) and the count replaced.
     """
     def rebuilt(node):
         if isinstance(node, tuple) and hasattr(node, "_fields"):
@@ -196,8 +195,5 @@ def set_optimizer_state(optimizer, model, state):
     def value_of(slot, old):  # NumPy copies, as model.set_params keeps them
         if slot == "step":
             return np.array(state["step"], old.dtype)
-        values, dtype = slots_of(state, slot), model.spec["dtype"]
-        return {layer["name"]: to_native(layer, {k: np.array(v, dtype) for k, v in
-                                                 share(values, layer["name"]).items()})
-                for layer in model.spec["layers"]}
+        return pytree(model, slots_of(state, slot))
     return rebuilt(optimizer)
