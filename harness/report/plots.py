@@ -7,6 +7,10 @@ gradient norms, and the gradient agreement per tensor (a framework x framework h
 instead, where a pair disagrees). The legend sits below the axes, so it never covers a
 curve or a tolerance line. A second, small figure per model shows the per-layer
 comparison of the check when it ran.
+
+A process draws its figures of one size on one Figure, cleared each time: its renderer keeps
+the text it has measured, above all the log axes' tick labels (math text, slow to lay out),
+so each figure after the first finds most of its text measured.
 """
 import io
 import math
@@ -16,6 +20,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no screen
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.layout_engine import TightLayoutEngine  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
@@ -27,13 +33,26 @@ STYLES = {"float64": "-", "float32": "--"}
 MARKERS = {"float64": "o", "float32": "^"}
 EXACT = 1e-17  # where exact agreement is drawn on a log axis
 GREY = "#888888"
+DPI = 80
+LEGEND_BAND = 0.06  # of the model figure's height, under its axes
+
+# The model figure's room around its axes, in inches: the y label and tick labels left of an
+# axes (a log axis's minor labels such as 2x10^-1 the widest), the norms' colorbar labels or
+# the heatmap's colorbar label right of one, the suptitle and two title lines above the
+# first row, tick labels and "step" under an axes; each with tight_layout's padding (PAD).
+# Only the tensor names under the agreement axes are as long as the model makes them.
+PAD = 0.15
+ROOM = {"left": 1.02, "right": 0.17, "top": 0.83, "under": 0.58, "between columns": 1.40,
+        "between rows": 0.80}
+_FIGURES = {}  # size: the Figure this process draws its figures of that size on
 
 
 def model_figure(name, reference, curves, native, norms, comparisons, partings=()):
     """curves/native: DataFrames of one model (aligned / native-defaults training); norms:
     the reference's per-layer gradient norms; comparisons: the check's pairwise rows (both
     dtypes); partings: findings.partings() of this model."""
-    fig, axes = plt.subplots(2, 3, figsize=(13, 7.2), dpi=80)
+    fig = _figure((13, 7.2))
+    axes = fig.subplots(2, 3)
     _loss_curves(axes[0, 0], curves, "Loss curves (float64 solid, float32 dashed)")
     _differences(axes[0, 1], curves, reference, f"Relative loss difference from {reference}",
                  CURVES)
@@ -52,14 +71,15 @@ def model_figure(name, reference, curves, native, norms, comparisons, partings=(
     fig.suptitle(name, fontsize=13, x=0.01, ha="left")
     frameworks = [fw for fw in PARTICIPANTS if fw in set(curves.get("framework", []))] or ORDER
     _legend(fig, frameworks)
-    _tight(fig, rect=(0, 0.06, 1, 1))
+    _place(fig, axes, under=max(ROOM["under"], _reach_under(fig, axes[1, 1]) + PAD))
     return _png(fig)
 
 
 def layer_figure(name, layers):
     """The per-layer comparison: each top-level layer's forward output and dL/dx error, the
     worst over the framework pairs, with the tolerance."""
-    fig, ax = plt.subplots(figsize=(6.5, 3.0), dpi=80)
+    fig = _figure((6.5, 3.0))
+    ax = fig.subplots()
     labels = _layer_labels(layers)
     x = np.arange(len(labels))
     for dtype in sorted({r.get("dtype", "float64") for r in layers}):
@@ -73,8 +93,8 @@ def layer_figure(name, layers):
         ax.axhline(PAIRWISE.get(dtype, PAIRWISE["float64"]), color=GREY, ls=STYLES.get(dtype, "-"),
                    lw=0.8)
     ax.set_xticks(x, [f"{lay} {typ}" for lay, typ in labels], rotation=45, ha="right", fontsize=7)
-    ax.set(title=f"{name}: per-layer agreement (worst pair)", ylabel="rel. error",
-           ylim=(EXACT / 3, None))
+    _title(ax, f"{name}: per-layer agreement (worst pair)")
+    ax.set(ylabel="rel. error", ylim=(EXACT / 3, None))
     fig.legend(handles=[Line2D([], [], color="#333333", label="forward output"),
                         Line2D([], [], color="#2f6fdf", ls=":", label="dL/dx"),
                         Line2D([], [], color=GREY, label="tolerance (pairwise)")],
@@ -111,7 +131,8 @@ def _differences(ax, curves, reference, title, tolerances):
     for dtype, tol in tolerances.items():
         ax.axhline(tol, color=GREY, ls=STYLES[dtype], lw=0.8)
         ax.text(0, tol, f" {dtype} tolerance", fontsize=7, va="bottom", color="#666666")
-    ax.set(title=title, xlabel="step", ylabel="|loss - reference| / |reference|", yscale="log",
+    _title(ax, title)
+    ax.set(xlabel="step", ylabel="|loss - reference| / |reference|", yscale="log",
            ylim=(EXACT / 3, None))
     ax.text(1, EXACT, "exact  ", fontsize=7, ha="right", va="bottom",
             transform=ax.get_yaxis_transform(), color="#777777")
@@ -150,6 +171,13 @@ def _mark_partings(ax, partings):
                 color=color(p["framework"]), transform=ax.get_xaxis_transform())
 
 
+def _title(ax, title):
+    """The title at the top of an axes whose y axis has no offset text (a log or a named
+    axis): where matplotlib puts it too, but only after measuring the y axis once more at
+    every draw to look for one. A loss axis can have one; its title is left to matplotlib."""
+    ax.set_title(title, y=1)
+
+
 def _clip(text, n):
     return text if len(text) <= n else text[:n - 1] + "…"
 
@@ -164,8 +192,8 @@ def _layer_norms(fig, ax, norms):
         c = norms[norms["layer"] == layer]
         ax.semilogy(c["step"], c["norm"].clip(lower=1e-300),
                     color=cmap(k / max(1, len(layers) - 1)), lw=1)
-    ax.set(title=f"Gradient norm per layer ({norms['framework'].iloc[0]}, float64)",
-           xlabel="step", ylabel="||dL/d params of the layer||")
+    _title(ax, f"Gradient norm per layer ({norms['framework'].iloc[0]}, float64)")
+    ax.set(xlabel="step", ylabel="||dL/d params of the layer||")
     scale = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, max(1, len(layers) - 1)))
     bar = fig.colorbar(scale, ax=ax, fraction=0.046)
     bar.set_ticks([0, max(1, len(layers) - 1)], labels=[f"layer {layers[0]}",
@@ -199,8 +227,8 @@ def _agreement(fig, ax, comparisons):
                 color="#666666")
     step = max(1, len(names) // 12)
     ax.set_xticks(range(0, len(names), step), names[::step], rotation=45, ha="right", fontsize=7)
-    ax.set(title="Gradient agreement per tensor (worst pair)", ylabel="rel. error",
-           ylim=(EXACT / 3, 1e-3))
+    _title(ax, "Gradient agreement per tensor (worst pair)")
+    ax.set(ylabel="rel. error", ylim=(EXACT / 3, 1e-3))
 
 
 def _heatmap(fig, ax, grads):
@@ -219,7 +247,7 @@ def _heatmap(fig, ax, grads):
                 ax.text(j, i, f"{grid[i, j]:.0e}", ha="center", va="center", fontsize=8)
     ax.set_xticks(range(len(fws)), fws, fontsize=8)
     ax.set_yticks(range(len(fws)), fws, fontsize=8)
-    ax.set_title(f"Worst gradient rel. error, {dtype} (pass <= {tol:g})")
+    _title(ax, f"Worst gradient rel. error, {dtype} (pass <= {tol:g})")
     fig.colorbar(image, ax=ax, fraction=0.046, label="log10(error / tolerance)")
 
 
@@ -231,6 +259,43 @@ def _legend(fig, frameworks):
                frameon=False)
 
 
+def _figure(size):
+    """The process's Figure of this size, cleared: the same one each time, so that its
+    renderer's measures of text carry over from figure to figure."""
+    fig = _FIGURES.get(size)
+    if fig is None or fig.get_layout_engine() is not None:  # left by a tight_layout: savefig
+        fig = _FIGURES[size] = Figure(figsize=size, dpi=DPI)  # would draw each figure twice
+        FigureCanvasAgg(fig)  # PNG only, and no pyplot: nothing holds on to the figure
+    for ax in fig.axes:
+        ax.remove()  # first: clear() would clear each axes before it drops it
+    fig.clear()
+    return fig
+
+
+def _reach_under(fig, ax):
+    """How far the axes' tick labels (the agreement's tensor names, rotated) reach under it,
+    in inches."""
+    if not ax.axison:
+        return 0
+    return (ax.bbox.y0 - ax.xaxis.get_tightbbox(fig.canvas.get_renderer()).y0) / fig.dpi
+
+
+def _place(fig, axes, under):
+    """Places the axes in ROOM, with `under` inches under the last row and the legend's band
+    below that: where tight_layout would put them, but computed, not found by measuring every
+    axes (twice, with the legend's band as its rect)."""
+    width, height = fig.get_size_inches()
+    rows, cols = axes.shape
+    bottom = LEGEND_BAND * height + under
+    axes_width = (width - ROOM["left"] - ROOM["right"] - (cols - 1) * ROOM["between columns"]
+                  ) / cols
+    axes_height = (height - ROOM["top"] - bottom - (rows - 1) * ROOM["between rows"]) / rows
+    fig.subplots_adjust(left=ROOM["left"] / width, right=1 - ROOM["right"] / width,
+                        bottom=bottom / height, top=1 - ROOM["top"] / height,
+                        wspace=ROOM["between columns"] / axes_width,
+                        hspace=ROOM["between rows"] / axes_height)
+
+
 def _tight(fig, rect):
     """fig.tight_layout(rect=rect), the same positions, but no layout engine left on the
     figure: tight_layout leaves a placeholder engine, and savefig draws a figure with any
@@ -240,6 +305,7 @@ def _tight(fig, rect):
 
 def _png(fig):
     buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
+    # zlib's level 3 packs these flat-coloured pictures about as small as the default 6, in
+    # two thirds of the time
+    fig.savefig(buf, format="png", pil_kwargs={"compress_level": 3})
     return buf.getvalue()
