@@ -3,6 +3,7 @@ through each implementation's `probe_losses` (one layer or one tensor set per st
 parked between phases, the schedule and the phases queued side by side, and figures drawn
 in other processes."""
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -423,8 +424,8 @@ def _same_steps(a, b):
 
 def test_stored_steps_come_back_as_they_went_whole_or_not_at_all(shared, monkeypatch):
     """Every array back with its dtype, shape, bits (NaN, inf, -0) and order, writable (a
-    copy-on-write view of the file); a cut file, a step that raises, a folder over its
-    budget or a disk short of its reserve leave nothing to read."""
+    copy-on-write view of the file); a cut file, a step that raises, a folder removed under
+    the walk, a folder over its budget or a disk short of its reserve leave nothing to read."""
     path = shared / f"steps{reference_steps.SUFFIX}"
     _write_steps(path)
     back = reference_steps.load(str(path))
@@ -438,6 +439,13 @@ def test_stored_steps_come_back_as_they_went_whole_or_not_at_all(shared, monkeyp
                                                               SMALL_JOB) as record:
         record(STEPS[0])
         raise RuntimeError("the walk failed")
+    gone = shared / "gone"  # the folder removed under a walk: no file, and no error
+    gone.mkdir()
+    with reference_steps.writing(str(gone / f"steps{reference_steps.SUFFIX}"),
+                                 SMALL_JOB) as record:
+        record(STEPS[0])
+        shutil.rmtree(gone)
+        record(STEPS[1])
     for limit, value in (("BUDGET", path.stat().st_size + cut.stat().st_size + 100),
                          ("RESERVE", 1 << 62)):
         with monkeypatch.context() as m:

@@ -118,33 +118,44 @@ def writing(path, job):
     if f is None:
         yield lambda step: None
         return
-    complete = True
+    complete, written = True, 0
 
     def record(step):
-        nonlocal complete
-        if not complete:
-            return
-        buffers = []
-        data = pickle.dumps(step, protocol=5, buffer_callback=buffers.append)
-        arrays = [b.raw() for b in buffers]  # each array's bytes, not copied
-        try:
-            _write(f, HEADER.pack(len(data), len(arrays))
-                   + struct.pack(f"<{len(arrays)}Q", *(a.nbytes for a in arrays)) + data)
-            for array in arrays:
-                _write(f, array)
-            complete = f.tell() <= LIMIT and _room(folder, 0)
-        except OSError:  # a full disk: the later jobs compute their own
-            complete = False
-
-    try:
-        with f:
-            yield record
-            complete = complete and f.tell() > 0
+        nonlocal complete, written
         if complete:
-            os.replace(f.name, path)
+            try:
+                _append(f, step)
+                written = f.tell()
+                complete = written <= LIMIT and _room(folder, 0)
+            except OSError:  # a full disk: the later jobs compute their own
+                complete = False
+
+    placed = False
+    try:
+        yield record
+        with contextlib.suppress(OSError):  # the last flush on a full disk, the folder gone
+            f.close()
+            if complete and written:
+                os.replace(f.name, path)
+                placed = True
     finally:
         with contextlib.suppress(OSError):
-            os.unlink(f.name)  # unless renamed into place
+            f.close()  # if the walk raised
+        if not placed:  # this block's own temporary file, and nothing else
+            with contextlib.suppress(OSError):
+                os.unlink(f.name)
+
+
+def _append(f, step):
+    """One step as _steps reads it: the header and the lengths of its arrays, its pickle,
+    then its arrays raw, each padded to ALIGN."""
+    buffers = []
+    data = pickle.dumps(step, protocol=5, buffer_callback=buffers.append)
+    arrays = [b.raw() for b in buffers]  # each array's bytes, not copied
+    _write(f, HEADER.pack(len(data), len(arrays))
+           + struct.pack(f"<{len(arrays)}Q", *(a.nbytes for a in arrays)) + data)
+    for array in arrays:
+        _write(f, array)
 
 
 def _write(f, part):
