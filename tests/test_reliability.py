@@ -154,7 +154,6 @@ def test_a_worker_removes_only_a_folder_with_a_worker_s_marker(tmp_path, monkeyp
     assert report.is_dir() and link.is_symlink() and not made.exists()
 
 
-
 def test_a_worker_whose_harness_is_gone_removes_the_shared_folder_only_if_crossgrad_s(tmp_path):
     """The folder an executor's workers share (its executor removes it as it closes): a
     worker that finds its harness gone removes it too, if it carries the marker of such a
@@ -180,6 +179,25 @@ def test_a_worker_whose_harness_is_gone_removes_the_shared_folder_only_if_crossg
         finally:
             worker.kill()
     assert (mine / "notes.txt").read_text() == "keep\n" and not made.exists()
+
+
+def test_a_worker_is_given_its_executor_s_shared_folder_and_no_other(tmp_path, monkeypatch):
+    """A variable in the harness's own environment (another run's folder) never reaches a
+    worker, which would write into it and remove it with its own."""
+    from crossgrad.harness.run.environment import SHARED_VARIABLE, shared_tempdir
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    theirs, ours = shared_tempdir(), shared_tempdir()
+    monkeypatch.setenv(SHARED_VARIABLE, theirs)
+    named = []
+    for shared in (None, ours):
+        worker = WorkerProcess("numpy", 1, shared=shared)
+        try:
+            environ = Path(f"/proc/{worker.proc.pid}/environ").read_bytes().split(b"\0")
+            named.append([v for v in environ if v.startswith(SHARED_VARIABLE.encode() + b"=")])
+        finally:
+            worker.close()
+    assert named == [[], [f"{SHARED_VARIABLE}={ours}".encode()]]
+
 
 # ---- atomic reports and resume ----------------------------------------------------------
 

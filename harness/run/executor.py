@@ -43,13 +43,17 @@ class WorkerProcess:
         # up what its framework wrote there (TensorFlow's autograph files); a worker whose
         # harness is killed removes it itself (worker._exit_with_parent)
         self.scratch = worker_tempdir()
+        env = dict(worker_env(threads), TMPDIR=self.scratch,
+                   **(compile_cache_env() if compile_cache and framework == "jax" else {}))
+        # the folder of this executor, or none: never one the harness's own environment names
+        # (another run's), which the worker would write into and remove with its own
+        env.pop(SHARED_VARIABLE, None)
+        if shared:
+            env[SHARED_VARIABLE] = shared
         self.proc = subprocess.Popen(
             [sys.executable, "-m", WORKER_MODULE, "--framework", framework,
              "--threads", str(threads), "--parent", str(os.getpid()), "--scratch", self.scratch],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
-            env=dict(worker_env(threads), TMPDIR=self.scratch,
-                     **(compile_cache_env() if compile_cache and framework == "jax" else {}),
-                     **({SHARED_VARIABLE: shared} if shared else {})),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, env=env,
             start_new_session=True)
         try:
             self.hello = self._receive(time.monotonic() + startup,
