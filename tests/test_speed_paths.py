@@ -21,7 +21,7 @@ from crossgrad.harness.run.execute import run_jobs
 from crossgrad.harness.run.ownership import read_marker
 from crossgrad.harness.run.executor import LocalExecutor, Service, schedule_order, side_by_side
 
-from conftest import FRAMEWORKS, need
+from conftest import FRAMEWORKS, in_process, need
 
 # probes in several layers (set back between them), a residual block, running statistics,
 # GRU gates that Keras reorders, attention heads that JAX splits
@@ -57,6 +57,38 @@ def test_probe_losses_give_the_bits_of_setting_every_param(framework, model):
     for group in ("grads", "layer_outputs", "layer_input_grads"):
         assert {k: v.tobytes() for k, v in fast[group].items()} == \
             {k: v.tobytes() for k, v in plain[group].items()}
+
+
+def test_tensorflow_s_direct_call_takes_another_graph_for_other_arguments():
+    """impls/tf_tape's `direct` hands a traced graph its tensors flat, skipping TensorFlow's
+    binding; arguments of another shape, dtype or nesting must take their own graph. The
+    function below bakes the traced batch size and dict keys into its graph, so a graph fed
+    another call's arguments would give a wrong number, not an error."""
+    impl = in_process("tensorflow")
+    tf, direct = impl.runtime.tf, impl.model.direct
+    weights = {"a": 1.0, "b": 10.0, "c": 100.0}
+
+    @tf.function(autograph=False)
+    def mean_weighted(x, parts):
+        mean = tf.cast(tf.reduce_sum(x), tf.float64) / x.shape[0]
+        return mean + sum(weights[k] * v for k, v in parts.items())
+
+    call = direct(mean_weighted)
+    one = tf.constant(1.0, tf.float64)
+    cases = [(np.ones(4), {"a": one, "b": one}), (np.ones(4), {"a": one, "b": 2 * one}),
+             (np.ones(2), {"a": one, "b": one}), (np.ones(2), {"a": one, "c": one}),
+             (np.ones(2, np.float32), {"a": one, "c": one}), (np.ones((2, 1)), {"a": one})]
+    for x, parts in cases:
+        x = tf.constant(x)
+        assert float(call(x, parts)) == float(mean_weighted(x, parts))
+
+    @tf.function(autograph=False)
+    def difference(x, y):
+        return tf.reduce_sum(x - 2 * y)
+
+    call, x, v = direct(difference), tf.constant(np.ones(3)), tf.Variable(np.ones(3))
+    assert [float(call(*args)) for args in ((x, 2.0), (x, 3.0), (v, v), (x, v))] == \
+        [-9.0, -15.0, -3.0, -3.0]  # a number is part of its graph, a variable taken once
 
 
 @pytest.fixture

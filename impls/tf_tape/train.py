@@ -15,7 +15,7 @@ import tensorflow as tf
 from ..canonical import lockstep_record, native_on, new_curves, penalised, per_layer, record
 from .layout import from_native
 from .losses import penalty
-from .model import canonical_variables, forward, set_params, trainable
+from .model import canonical_variables, direct, forward, set_params, trainable
 from .optimizers import (build_optimizer, get_optimizer_state, set_optimizer_state,
                          state_tensors)
 
@@ -71,26 +71,6 @@ def trainer(model):
         step, layers = compile_step(model, optimizer, model.spec["train"])
         model.trainer = (optimizer, step, layers, get_optimizer_state(optimizer, model))
     return model.trainer
-
-
-def direct(function):
-    """`function`, a tf.function, called through the graph traced for the arguments of its
-    first call: a call of the tf.function itself first matches its arguments against its
-    traces, 0.15 ms of digits_mlp's 1.2 ms step and more for `load`'s dicts of tensors (as
-    model.probe_losses calls the loss). A call whose arguments do not fit that graph takes
-    the one traced for them."""
-    graph = None
-
-    def call(*args):
-        nonlocal graph
-        if graph is not None:
-            try:
-                return graph(*args)
-            except TypeError:  # not these arguments' graph: only binding them raises it
-                pass
-        graph = function.get_concrete_function(*args)
-        return graph(*args)
-    return call
 
 
 def layer_names(model):
