@@ -20,7 +20,7 @@ import math
 import numpy as np
 
 from ..registry import PARTICIPANTS
-from .pairwise import PAIRWISE, tensor_errors
+from .pairwise import PAIRWISE, max_errors
 
 
 def layer_rows(layers, results):
@@ -50,7 +50,7 @@ def _rel(a, b):
         return None
     if a is None or b is None or np.shape(a) != np.shape(b):
         return math.inf
-    return tensor_errors(a, b)[1]
+    return max_errors(a, b)[1]
 
 
 def first_partings(layers, rows, comparisons, dtype, tol=None):

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..spec.precision import REDUCED, SMALLEST_NORMAL, UNIT_ROUNDOFF
 from .layers import first_partings
-from .pairwise import tensor_errors
+from .pairwise import max_errors
 from .zeros import structural_zeros
 
 EXACT_LAYERS = ("flatten", "identity", "embedding")   # they move or pick values, never round
@@ -149,7 +149,7 @@ def _rows(fw, result, reference, zeros, tol):
         layers[_layer(k)] = max(layers.get(_layer(k), 0.0), size)
     rows = []
     for name, kind, value, exact in tensors:
-        max_abs, rel, _ = tensor_errors(exact, value)
+        max_abs, rel = max_errors(exact, value)
         scale = (max(sizes.values(), default=0.0) if name in zeros
                  else layers.get(_layer(name), 0.0)) if kind == "grad" else 0.0
         if scale:
@@ -175,10 +175,10 @@ def _layer_rows(fw, layers, result, reference):
         grad, exact = (result["layer_input_grads"].get(name),
                        reference["layer_input_grads"].get(name))
         rows.append({"framework": fw, "layer": name, "type": layer["type"],
-                     "forward_rel_err": tensor_errors(reference["layer_outputs"][name],
-                                                      result["layer_outputs"][name])[1],
+                     "forward_rel_err": max_errors(reference["layer_outputs"][name],
+                                                   result["layer_outputs"][name])[1],
                      "backward_rel_err": None if exact is None or grad is None
-                     else tensor_errors(exact, grad)[1]})
+                     else max_errors(exact, grad)[1]})
     return rows
 
 

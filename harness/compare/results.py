@@ -11,7 +11,7 @@ from . import lockstep
 from .curves import branch_step, curve_errors, verdict
 from .finite_diff import finite_differences
 from .layers import first_partings, layer_rows
-from .pairwise import tensor_errors, pairwise, validate
+from .pairwise import max_errors, pairwise, validate
 from .zeros import structural_zeros
 
 
@@ -243,7 +243,7 @@ def _final_params_error(result, reference, zeros):
     ref = reference["params"]
     scale = max((float(abs(v).max()) for k, v in ref.items() if k not in zeros and v.size),
                 default=0.0)
-    errs = [tensor_errors(ref[k], v)[0] / scale if k in zeros and scale
-            else tensor_errors(ref[k], v)[1]
+    errs = [max_errors(ref[k], v)[0] / scale if k in zeros and scale
+            else max_errors(ref[k], v)[1]
             for k, v in result["params"].items() if k in ref]
     return max(errs) if errs else 0.0

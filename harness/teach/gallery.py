@@ -30,7 +30,7 @@ import numpy as np
 
 from .. import api, registry
 from ..compare import finite_diff
-from ..compare.pairwise import PAIRWISE, tensor_errors
+from ..compare.pairwise import PAIRWISE, max_errors
 from ..report.mistakes import FD
 from ..run.jobs import Inputs
 from ..spec import examples, parse_spec, plugins, zoo_names, zoo_spec
@@ -230,7 +230,7 @@ def idiom_form(fn, framework, start, inputs, results):
         r = results.get(fw, {})
         if r.get("status") != "ok":
             continue
-        errs = [(k, tensor_errors(r["grads"][k], filled[k])[1]) for k in inputs.params]
+        errs = [(k, max_errors(r["grads"][k], filled[k])[1]) for k in inputs.params]
         against.append(_worst(fw, [(k, e, e <= PAIRWISE[DTYPE]) for k, e in errs]))
     passed = bool(against) and all(a["passed"] for a in against) and not missing
     return {"passed": passed, "against": against, "missing": missing}
