@@ -645,3 +645,30 @@ def test_a_result_callback_that_raises_reaches_its_caller_and_the_slot_serves_on
         _within(30, lambda: service.run([_fake("n0"), _fake("n1")], broken))
     assert [r["status"] for r in service.run([_fake("n2")])] == ["ok"]
     assert [name for _, name in ledger.ran] == ["n0", "n1", "n2"]
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # squares that overflow, on purpose
+@pytest.mark.parametrize("dtype, bits", [(np.float32, np.uint32), (np.float64, np.uint64)])
+def test_numpy_s_scan_for_minus_zero_and_its_squares_give_the_plain_forms_bits(dtype, bits):
+    """NumPy's training step looks for a -0 by the smallest integer view of a gradient, and sums
+    its squares by np.add.reduce: the answers and bits of a compare of every element's bits
+    and of ndarray.sum, on signed zeros, NaNs with and without the sign bit (random bit
+    patterns), infinities, subnormals, empty, 0-d and strided arrays."""
+    impl = registry.load("numpy")
+    sign = bits(1) << bits(8 * np.dtype(dtype).itemsize - 1)  # -0's bits
+    info = np.finfo(dtype)
+    special = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, info.max, info.smallest_subnormal,
+                        -1.5], dtype)
+    rng = np.random.default_rng(0)
+    patterns = [rng.integers(0, np.iinfo(bits).max, size, dtype=bits, endpoint=True).view(dtype)
+                for size in rng.integers(1, 40, 300)]
+    for a in patterns[::3]:  # a third with a -0 or two
+        a[rng.integers(0, len(a), 2)] = -0.0
+    arrays = patterns + [special[[i]] for i in range(len(special))] + [
+        special, -special, special[1:], special[2:], special[::2], special[1, ...],
+        np.resize(special, (4, 6)).T, np.zeros((3, 0), dtype),
+        rng.standard_normal((64, 300)).astype(dtype)]  # long enough for pairwise sums
+    for a in arrays:
+        assert impl.losses.has_negative_zero(a) == bool((a.view(bits) == sign).any()), a
+        fast, plain = impl.train.squared(a, {}), np.multiply(a, a).sum()
+        assert type(fast) is type(plain) and bytes(fast) == bytes(plain), a

@@ -21,12 +21,16 @@ __all__ = ["mse", "half_squared_error", "binary_cross_entropy",
 
 def reduced(terms, loss):
     """loss(y_hat, y) -> (value, gradient), from terms(y_hat, y) -> (sum, its gradient, count):
-    "mean" divides both by the count, "sum" keeps them."""
+    "mean" divides both by the count, "sum" keeps them. The gradient is a new array of terms'
+    own, divided where it is."""
     mean = loss["reduction"] == "mean"
 
     def loss_fn(y_hat, y):
         total, grad, count = terms(y_hat, y)
-        return (total / count, grad / count) if mean else (total, grad)
+        if mean:
+            total = total / count
+            grad /= count
+        return total, grad
     return loss_fn
 
 
@@ -107,9 +111,10 @@ def buffer(scratch, like, role):
     if scratch is None:
         return np.empty_like(like)
     key = (role, like.shape, like.dtype)
-    if key not in scratch:
-        scratch[key] = np.empty_like(like)
-    return scratch[key]
+    made = scratch.get(key)
+    if made is None:
+        made = scratch[key] = np.empty_like(like)
+    return made
 
 
 def penalty(weights, l1, l2):
@@ -130,6 +135,11 @@ def buffered_penalty(weights, l1, l2, scratch):
     return value, grads
 
 
+# the formats the zero penalty's shortcut takes -> (largest value, eps), np.finfo's read once
+LIMITS = {np.dtype(t): (float(np.finfo(t).max), float(np.finfo(t).eps))
+          for t in (np.float32, np.float64)}
+
+
 def penalty_vanishes(weights, l1, l2):
     """Whether `penalty` is exactly +0 with signed zeros for its gradient: l1 = l2 = +0 and every
     tensor's W^2 sums finite (canonical.squares_fit). Then add_vanishing_penalty does
@@ -137,10 +147,11 @@ def penalty_vanishes(weights, l1, l2):
     if not (positive_zero(l1) and positive_zero(l2)):
         return False
     for w in weights.values():
-        if w.dtype not in (np.float32, np.float64):
+        limits = LIMITS.get(w.dtype)
+        if limits is None:
             return False
-        flat, info = w.reshape(-1), np.finfo(w.dtype)
-        if not squares_fit(float(np.dot(flat, flat)), w.size, float(info.max), float(info.eps)):
+        flat = w.reshape(-1)
+        if not squares_fit(float(np.dot(flat, flat)), w.size, *limits):
             return False
     return True
 
@@ -159,13 +170,21 @@ def add_vanishing_penalty(grads, weights, l1, l2, scratch=None):
             g += zero
 
 
-NEGATIVE_ZERO = {np.dtype(np.float32): np.uint32(1 << 31), np.dtype(np.float64): np.uint64(1 << 63)}
+# a float format -> the signed integer of its width, and -0's bits (the sign bit alone) read
+# as one: the smallest such integer
+NEGATIVE_ZERO = {np.dtype(np.float32): (np.int32, np.iinfo(np.int32).min),
+                 np.dtype(np.float64): (np.int64, np.iinfo(np.int64).min)}
 
 
 def has_negative_zero(a):
-    """Whether `a` holds a -0, compared as bits (as floats -0 == +0); any other dtype: True."""
-    bits = NEGATIVE_ZERO.get(a.dtype)
-    return bits is None or bool((a.view(bits.dtype) == bits).any())
+    """Whether `a` holds a -0, compared as bits (as floats -0 == +0); any other dtype: True.
+    Read as signed integers, no other value (a NaN with the sign bit included) is as small
+    as -0: one reduce over `a`, and no mask of it to make and read."""
+    if a.dtype not in NEGATIVE_ZERO:
+        return True
+    ints, negative_zero = NEGATIVE_ZERO[a.dtype]
+    smallest = np.minimum.reduce(a.view(ints), axis=None, initial=0)  # 0: an empty `a` has none
+    return bool(smallest == negative_zero)
 
 
 # ---- second order: the R-operator ------------------------------------------------------------

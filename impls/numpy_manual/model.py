@@ -38,6 +38,7 @@ class Model:
     params: dict = field(default_factory=dict)   # canonical name -> array
     state: dict = field(default_factory=dict)
     computed_in: str = ""  # the spec's dtype, or float32 for bfloat16 (see the top)
+    rounds: bool = False   # computed_in is not the spec's dtype: what leaves a layer is rounded
 
 
 COMPUTED_IN = {"bfloat16": "float32"}  # storage format -> the format NumPy computes it in
@@ -46,12 +47,13 @@ COMPUTED_IN = {"bfloat16": "float32"}  # storage format -> the format NumPy comp
 def build_model(spec, native=False):
     computed_in = COMPUTED_IN.get(spec["dtype"], spec["dtype"])
     layers = [(layer, build_layer(layer, computed_in, native)) for layer in spec["layers"]]
-    return Model(spec, layers, build_loss(spec["loss"], native), computed_in=computed_in)
+    return Model(spec, layers, build_loss(spec["loss"], native), computed_in=computed_in,
+                 rounds=computed_in != spec["dtype"])
 
 
 def stored(model, a):
     """`a` rounded to the spec's dtype, kept in the format computed in (bfloat16: float32)."""
-    if model.computed_in == model.spec["dtype"] or a is None or a.dtype.kind not in "fV":
+    if not model.rounds or a is None or a.dtype.kind not in "fV":
         return a  # token ids, and the embedding's missing dx, pass
     return np.asarray(a).astype(model.spec["dtype"]).astype(model.computed_in)
 
@@ -66,7 +68,7 @@ def computed(model, a, copy=True):
 
 def returned(model, arrays):
     """{name: array} in the spec's dtype (bfloat16 values held in float32: exact)."""
-    if model.computed_in == model.spec["dtype"]:
+    if not model.rounds:
         return dict(arrays)
     return {k: np.asarray(v).astype(model.spec["dtype"]) for k, v in arrays.items()}
 
@@ -120,8 +122,8 @@ def backward(model, caches, dy, first_dx=True):
         else:
             dy, local = obj.backward(p, cache, dy)
         dy = stored(model, dy)
-        grads.update({f"{layer['name']}.{k}": stored(model, g)
-                      for k, g in from_native(layer, local).items()})
+        for k, g in from_native(layer, local).items():
+            grads[f"{layer['name']}.{k}"] = stored(model, g)
         input_grads.append(dy)  # None below an embedding: token ids have no gradient
     return grads, input_grads[::-1]
 
@@ -147,8 +149,8 @@ def loss_and_gradients(model, x, y, masks):
     loss, dy, caches, state, _ = forward(model, x, y, masks)
     grads, _ = backward(model, caches, dy, first_dx=False)
     model.state = state
-    order = list(model.params)  # report in parameter order, not in backward order
-    return float(loss), returned(model, {k: grads[k] for k in order}), returned(model, state)
+    in_order = {k: grads[k] for k in model.params}  # parameter order, not the backward's
+    return float(loss), returned(model, in_order), returned(model, state)
 
 
 def layer_values(model, x, y, masks):

@@ -3,6 +3,8 @@
 `train` runs free; `lockstep` starts every step from a given state (the reference's)
 and yields what the step did. Both take the same step: `gradients`, then `update`.
 """
+import math
+
 import numpy as np
 
 from ..canonical import lockstep_record, new_curves, penalised, per_layer, record
@@ -22,7 +24,7 @@ def train(model, x, y, batches, masks):
                                                scratch)
         record(curves, float(loss), float(norm),
                {layer: float(np.sqrt(sq)) for layer, sq in squares.items()})
-        if not np.isfinite(loss) or not np.isfinite(norm):
+        if not (math.isfinite(loss) and math.isfinite(norm)):
             curves["diverged_at"] = step
             break
         # the first update makes new params, which the loop owns and then updates in place
@@ -70,8 +72,9 @@ def gradients(model, x, y, masks, scratch=None):
 
 
 def squared(g, scratch):
-    """sum g^2, the elementwise squares written into a buffer (losses.buffer)."""
-    return np.multiply(g, g, out=buffer(scratch, g, "squares")).sum()
+    """sum g^2, the elementwise squares written into a buffer (losses.buffer) and summed by
+    np.add.reduce, which ndarray.sum calls through a Python wrapper: the same pairwise sum."""
+    return np.add.reduce(np.multiply(g, g, out=buffer(scratch, g, "squares")), axis=None)
 
 
 def update(model, optimizer, grads, norm, in_place=False, own_params=False):
