@@ -119,6 +119,24 @@ def cmd_run(args):
     names, _ = frameworks_to_run(args.frameworks)
     native_specs = [] if args.skip_native else [s for s in specs if s.dtype == "float64"]
     started = manifest.now()
+    with make_executor(args) as executor:
+        executor.start(names)  # their imports while the inputs are drawn
+        native, aligned, check, mistakes = _run_phases(args, specs, names, native_specs,
+                                                       executor)
+        said = executor.hellos
+    print(tables.check_table(check.models))
+    print(tables.check_footer(check.models))
+    print()
+    print(tables.train_table(aligned.models + (native.models if native else [])))
+    print(tables.train_footer(aligned.models + (native.models if native else [])))
+    info = manifest.build(specs, args.executor, args.threads, started, said)
+    write_report(outputs["--out"], specs, check, aligned, native, info, mistakes)
+    print(f"\nreport: {Path(args.out) / 'report.html'} (and report.md, CSV tables, manifest.json)")
+    return EXIT_OK if check.passed and aligned.passed else EXIT_DISAGREE
+
+
+def _run_phases(args, specs, names, native_specs, executor):
+    """The main job's phases side by side: -> (native, aligned, check, mistakes) results."""
     prepared = api.prepare(specs)
     cache = ResultCache(reuse=args.resume)
     progress = Progress(2 * job_count(specs, names) + job_count(native_specs, names)
@@ -133,18 +151,7 @@ def cmd_run(args):
         lambda ex: api.train(specs, prepared=prepared, executor=ex, **shared),
         lambda ex: api.check(specs, prepared=prepared, executor=ex, **shared),
         lambda ex: measure_gallery(args.frameworks, ex, progress)[2] if args.mistakes else None]
-    with make_executor(args) as executor:
-        native, aligned, check, mistakes = side_by_side(executor, phases)
-        said = executor.hellos
-    print(tables.check_table(check.models))
-    print(tables.check_footer(check.models))
-    print()
-    print(tables.train_table(aligned.models + (native.models if native else [])))
-    print(tables.train_footer(aligned.models + (native.models if native else [])))
-    info = manifest.build(specs, args.executor, args.threads, started, said)
-    write_report(outputs["--out"], specs, check, aligned, native, info, mistakes)
-    print(f"\nreport: {Path(args.out) / 'report.html'} (and report.md, CSV tables, manifest.json)")
-    return EXIT_OK if check.passed and aligned.passed else EXIT_DISAGREE
+    return side_by_side(executor, phases)
 
 
 def add_run_options(p):

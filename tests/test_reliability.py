@@ -199,6 +199,31 @@ def test_a_worker_is_given_its_executor_s_shared_folder_and_no_other(tmp_path, m
     assert named == [[], [f"{SHARED_VARIABLE}={ours}".encode()]]
 
 
+def test_a_worker_started_ahead_serves_its_framework_s_first_job(tmp_path, monkeypatch):
+    """LocalExecutor.start: the worker it starts is the one the first job of its framework
+    gets (one import, its hello said); one that no job takes is killed at close, not left
+    to finish an import nobody waits for, and its scratch folder goes with it."""
+    from crossgrad.harness.run import executor as executor_module
+    from crossgrad.harness.run import jobs
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    made = []
+
+    class Counted(WorkerProcess):
+        def __init__(self, framework, *args, **kwargs):
+            super().__init__(framework, *args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(executor_module, "WorkerProcess", Counted)
+    spec = api.zoo("xor_2_2_1")
+    with LocalExecutor(workers=2) as executor:
+        executor.start(["numpy", "jax"])  # jax first: the schedule's order
+        [result] = executor.run([jobs.check_job(spec, jobs.Inputs(spec), "numpy")])
+        hellos = executor.hellos
+    assert [w.framework for w in made] == ["jax", "numpy"] and result["status"] == "ok"
+    assert set(hellos) == {"numpy"} and made[0].proc.returncode == -signal.SIGKILL
+    assert not list(tmp_path.iterdir())  # both workers' scratch folders and the shared one
+
+
 # ---- atomic reports and resume ----------------------------------------------------------
 
 def crossgrad(*args, **kw):

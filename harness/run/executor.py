@@ -35,9 +35,11 @@ class WorkerDied(Exception):
 class WorkerProcess:
     """A running `python -m crossgrad.harness.run.worker --framework X`."""
 
-    def __init__(self, framework, threads, startup=None, compile_cache=True, shared=None):
-        self.framework = framework
-        startup = startup or STARTUP_SECONDS
+    def __init__(self, framework, threads, startup=None, compile_cache=True, shared=None,
+                 greet=True):
+        """`greet`: wait here for its hello (greet()); else the first greet() waits."""
+        self.framework, self.hello = framework, None
+        self.startup, self.started = startup or STARTUP_SECONDS, time.monotonic()
         self.stderr = tempfile.TemporaryFile()
         # the worker's TMPDIR, removed once it is gone: a worker killed in a job cannot tidy
         # up what its framework wrote there (TensorFlow's autograph files); a worker whose
@@ -55,12 +57,20 @@ class WorkerProcess:
              "--threads", str(threads), "--parent", str(os.getpid()), "--scratch", self.scratch],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, env=env,
             start_new_session=True)
-        try:
-            self.hello = self._receive(time.monotonic() + startup,
-                                       f"starting (after {startup:g} s)")
-        except WorkerDied:
-            self.close()
-            raise
+        if greet:
+            self.greet()
+
+    def greet(self):
+        """-> its hello, once its framework is imported: waited for the first time, within
+        `startup` seconds of its start (else WorkerDied, and it is closed)."""
+        if self.hello is None:
+            try:
+                self.hello = self._receive(self.started + self.startup,
+                                           f"starting (after {self.startup:g} s)")
+            except WorkerDied:
+                self.close()
+                raise
+        return self.hello
 
     def run(self, job, timeout=None):
         try:
@@ -161,7 +171,7 @@ class Parking:
             workers = [w for parked in self.idle.values() for w in parked] + [*also]
             self.idle = {}
         for worker in workers:
-            if kill:
+            if kill or worker.hello is None:  # one started ahead and never used: no job ran
                 worker.kill()
             else:
                 worker.hang_up()
@@ -212,19 +222,21 @@ class Slot:
         if self.worker is not None and self.worker.framework != job["framework"]:
             self.park()
         if self.worker is None and self.parking is not None:
-            self.worker = self.parking.take(job["framework"])  # its hello was said already
+            self.worker = self.parking.take(job["framework"])
         if self.worker is None:
+            self.worker = WorkerProcess(job["framework"], self.threads, self.timeout,
+                                        self.compile_cache,
+                                        self.shared() if self.shared else None, greet=False)
+        if self.worker.hello is None:  # a new worker, or one started ahead (LocalExecutor.start)
             try:
-                self.worker = WorkerProcess(job["framework"], self.threads, self.timeout,
-                                            self.compile_cache,
-                                            self.shared() if self.shared else None)
+                hello = self.worker.greet()
             except WorkerDied as err:
+                self.worker = None
                 return {"status": "failed", "error": f"worker could not start: {err}"}, None, True
-            if not self.worker.hello.get("ok"):
-                error = self.worker.hello.get("error", "import failed")
+            if not hello.get("ok"):
                 self.close()
-                return {"status": "skipped", "error": error}, None, True
-            hello = self.worker.hello
+                return ({"status": "skipped", "error": hello.get("error", "import failed")},
+                        None, True)
         try:
             return self.worker.run(job, self.timeout), hello, False
         except WorkerDied as err:
@@ -256,14 +268,18 @@ FRAMEWORK_ORDER = ("tensorflow", "jax", "torch", "numpy")
 def schedule_order(job):
     """A sort key: framework by FRAMEWORK_ORDER, then the larger jobs first (loss evaluations
     times parameters), so the last jobs of a phase, where a slot may wait, are short ones."""
-    rank = (FRAMEWORK_ORDER.index(job["framework"]) if job["framework"] in FRAMEWORK_ORDER
-            else len(FRAMEWORK_ORDER))
+    rank = framework_rank(job["framework"])
     if job["kind"] == "check":
         evaluations = 1 + len(job.get("probes", ())) * len(_or_empty(job.get("steps")))
     else:
         evaluations = len(_or_empty(job.get("batches"))) * (2 if job.get("lockstep") else 1)
     size = sum(getattr(p, "size", 1) for p in (job.get("params") or {}).values())
     return rank, -evaluations * (1 + size)
+
+
+def framework_rank(framework):
+    return (FRAMEWORK_ORDER.index(framework) if framework in FRAMEWORK_ORDER
+            else len(FRAMEWORK_ORDER))
 
 
 def _or_empty(sequence):
@@ -507,6 +523,9 @@ class Serviced:
     def __enter__(self):
         return self
 
+    def start(self, frameworks):
+        """Start workers of these frameworks ahead of their jobs, where the executor can."""
+
 
 class LocalExecutor(Serviced):
     """A pool of `workers` slots (default: one per CPU core) on this machine. `compile_cache`:
@@ -528,6 +547,14 @@ class LocalExecutor(Serviced):
 
     def __exit__(self, kind, *exc):
         self.close(kill=kind is not None)
+
+    def start(self, frameworks):
+        """A worker of each of the frameworks the schedule starts first (one per slot) starts
+        now and waits parked for its first job: its import (TensorFlow's: 2.5 s) runs while
+        the harness still draws the inputs and makes the jobs, on a core that would wait."""
+        for framework in sorted(frameworks, key=framework_rank)[:self.workers]:
+            self.parking.put(WorkerProcess(framework, self.threads, self.timeout,
+                                           self.compile_cache, self.shared.path(), greet=False))
 
     def close(self, kill=False):
         serving = [slot.worker for slot in self.slots if slot.worker is not None]
