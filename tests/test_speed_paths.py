@@ -91,6 +91,35 @@ def test_tensorflow_s_direct_call_takes_another_graph_for_other_arguments():
         [-9.0, -15.0, -3.0, -3.0]  # a number is part of its graph, a variable taken once
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_tensorflow_builds_keras_layers_with_the_variables_a_first_call_makes(dtype):
+    """impls/tf_tape's create_variables builds Keras' own layers from the spec's shapes
+    instead of calling the model: the same variables (paths, shapes, dtypes) for every zoo
+    model; the models it calls instead are counted, so that the test sees both ways."""
+    impl = in_process("tensorflow")
+    model = impl.model
+    built = 0
+    for name in api.zoo_names():
+        spec = jobs.train_job(*_spec_inputs(name, dtype), "tensorflow", False)["spec"]
+        ours, called = model.Network(spec, False), model.Network(spec, False)
+        model.create_variables(ours, spec)
+        called(*model.example_inputs(spec), training=False)
+        built += all(type(b).__module__.startswith("keras.") for b in ours.blocks)
+        assert _variables(model, ours, spec) == _variables(model, called, spec), name
+    assert 0 < built < len(api.zoo_names())
+
+
+def _spec_inputs(name, dtype):
+    spec = api.zoo(name).with_overrides(dtype=dtype)
+    return spec, jobs.Inputs(spec)
+
+
+def _variables(model, net, spec):
+    return {layer["name"]: {path: (tuple(v.shape), str(v.dtype), v.trainable)
+                            for path, v in model.native_variables(block, layer).items()}
+            for layer, block in zip(spec["layers"], net.blocks)}
+
+
 @pytest.fixture
 def started(monkeypatch):
     """The framework of every worker process started during the test, in order."""
