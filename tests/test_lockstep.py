@@ -499,6 +499,36 @@ def test_a_step_s_entries_measured_together_give_each_entry_s_own_figures(dtype)
         assert np.array(together).tobytes() == np.array(alone).tobytes(), entries
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_a_step_moved_where_the_reference_s_norm_is_finite(dtype):
+    """Whether a step updated (run/lockstep._moved) is told from one dot product per
+    gradient where that proves the norm finite, else from the norm as the reference sums
+    it; the answer must be the norm's, near the dtype's largest sum of squares, with NaN,
+    inf, subnormal, empty and mixed-dtype gradients."""
+    from crossgrad.harness.run import lockstep as worker_side
+    rng, info = np.random.default_rng(2), np.finfo(dtype)
+    shortcut = 0
+    for _ in range(3000):
+        sizes = rng.integers(0, 40, rng.integers(0, 4))
+        size = max(int(sizes.sum()), 1)
+        scale = math.sqrt(float(info.max) / size) * rng.choice([1e-3, 0.3, 0.5, 0.9, 1.0, 2.0])
+        if rng.random() < 0.1:
+            scale = float(info.smallest_subnormal)
+        grads = {f"{i}.W": (scale * rng.random(n)).astype(dtype) for i, n in enumerate(sizes)}
+        for g in grads.values():
+            if g.size and rng.random() < 0.1:
+                g[rng.integers(g.size)] = rng.choice([np.nan, np.inf, -np.inf])
+        if grads and rng.random() < 0.1:
+            grads["0.W"] = grads["0.W"].astype(np.float64)
+        record = {"loss": float(rng.choice([1.5, 1.5, 1.5, np.nan, np.inf])), "grads": grads}
+        with np.errstate(all="ignore"):
+            norm = np.sqrt(sum((g * g).sum() for g in grads.values()))
+        assert worker_side._moved(record) == (math.isfinite(record["loss"])
+                                              and bool(np.isfinite(norm))), grads
+        shortcut += worker_side._norm_fits(grads)
+    assert shortcut > 500
+
+
 # ---- TensorFlow's lockstep takes the free run's traced step --------------------------------------
 
 @pytest.mark.parametrize("model", ["batchnorm_mlp", "resid_mlp"])  # BatchNorm; RMSprop

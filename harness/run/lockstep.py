@@ -26,6 +26,7 @@ import time
 
 import numpy as np
 
+from ...impls.canonical import squares_fit
 from .. import registry
 from . import reference_steps
 
@@ -33,6 +34,7 @@ from . import reference_steps
 # loss, the gradients, then the update's optimizer state and parameters
 KINDS = (("state", "state"), ("loss", None), ("grad", "grads"), ("optimizer", "optimizer"),
          ("param", "params"))
+KEYS = dict(KINDS)  # kind -> the record's key (None: the loss)
 NOT_KEPT = math.nan  # not compared: a step count the framework does not keep (torch.optim.SGD,
 #                     most of Optax), the optimizer state of a step that did not update
 
@@ -112,14 +114,14 @@ def _update(reference, model, spec, start, record):
     parameters are the start's and the optimizer state is not compared. The clip is the
     canonical g *= min(1, clip_norm / norm), as the reference's train does it."""
     params, _, opt_state = start
-    if not _moved(record):
+    grads, clip_norm = record["grads"], spec["train"]["clip_norm"]
+    norm = None if clip_norm is None else _norm(grads)  # the clip's, which _moved reads too
+    if not _moved(record, norm):
         return {"params": params, "optimizer": {}}
     optimizer = reference.optimizers.build_optimizer(spec["optimizer"], False)
     if opt_state is not None:
         reference.optimizers.set_optimizer_state(optimizer, model, opt_state)
-    grads, clip_norm = record["grads"], spec["train"]["clip_norm"]
     if clip_norm is not None:
-        norm = np.sqrt(sum((g * g).sum() for g in grads.values()))  # in their dtype
         grads = {k: g * min(1.0, clip_norm / norm) for k, g in grads.items()}
     return {"params": optimizer.step(dict(params), grads),
             "optimizer": reference.optimizers.get_optimizer_state(optimizer, model)}
@@ -133,7 +135,7 @@ def _entries(record):
 
 
 def _value(record, kind, name):
-    key = dict(KINDS)[kind]
+    key = KEYS[kind]
     return record["loss"] if key is None else record[key].get(name)
 
 
@@ -209,9 +211,35 @@ def _finite_scale(ref, scale):
     return float(finite.max()) if finite.size else 0.0
 
 
-def _moved(record):
+def _moved(record, norm=None):
     """Whether the step updated: a non-finite loss or gradient norm stops before the update
-    (the norm in the gradients' dtype, as the reference's train computes it)."""
-    with np.errstate(all="ignore"):
-        norm = np.sqrt(sum((g * g).sum() for g in record["grads"].values()))
+    (the norm in the gradients' dtype, as the reference's train computes it; `norm` where
+    already computed)."""
+    if norm is None:
+        if _norm_fits(record["grads"]):
+            return math.isfinite(record["loss"])
+        norm = _norm(record["grads"])
     return math.isfinite(record["loss"]) and bool(np.isfinite(norm))
+
+
+def _norm(grads):
+    """The gradients' global norm in their dtype, summed as the reference's train sums it."""
+    with np.errstate(all="ignore"):
+        return np.sqrt(sum((g * g).sum() for g in grads.values()))
+
+
+def _norm_fits(grads):
+    """True where _norm(grads) is surely finite, told from one dot product per gradient (one
+    pass, no temporary array): where their sum fits with canonical.squares_fit's margin, the
+    pairwise sums _norm takes are finite too. Only for float arrays of one dtype, and while
+    size * eps stays below 1, where squares_fit's factor bounds the two orders' rounding.
+    False leaves the answer to _norm (a NaN or inf entry never fits)."""
+    arrays = list(grads.values())
+    dtype = arrays[0].dtype if arrays and type(arrays[0]) is np.ndarray else None
+    if dtype is None or dtype.kind != "f" or any(
+            type(g) is not np.ndarray or g.dtype != dtype for g in arrays):
+        return False
+    info, size = np.finfo(dtype), sum(g.size for g in arrays)
+    eps = float(info.eps)  # all in Python floats: an overflow is inf, not a warning
+    return size * eps < 1 and squares_fit(
+        sum(float(np.vdot(g, g)) for g in arrays), size, float(info.max), eps)
