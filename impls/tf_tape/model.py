@@ -70,7 +70,7 @@ def create_variables(net, spec):
     """Every variable of the model, as its first call would create them. Keras' own layers
     build from their input shapes, in the spec, without that call's forward pass (a third
     to a half of building the model, which each job does); a model with any other layer
-    (the residual and attention blocks below, a plugin) makes the call."""
+    (layers.py's residual, attention and BatchNorm classes, a plugin) makes the call."""
     if all(type(block).__module__.startswith("keras.") for block in net.blocks):
         for layer, block in zip(spec["layers"], net.blocks):
             block.build((1, *layer["in_shape"]))
