@@ -26,7 +26,7 @@ def tensor_errors(a, b):
 @np.errstate(all="ignore")
 def max_errors(a, b):
     """(max abs error, relative error): tensor_errors without the cosine, whose two norms
-    cost more than the rest (the trained parameters of a run: 2 s of the harness's time)."""
+    and product are half of its passes over the arrays."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     max_abs = float(np.max(np.abs(a - b))) if a.size else 0.0
     scale = float(np.max(np.abs(a))) if a.size else 0.0

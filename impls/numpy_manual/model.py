@@ -38,7 +38,11 @@ class Model:
     params: dict = field(default_factory=dict)   # canonical name -> array
     state: dict = field(default_factory=dict)
     computed_in: str = ""  # the spec's dtype, or float32 for bfloat16 (see the top)
-    rounds: bool = False   # computed_in is not the spec's dtype: what leaves a layer is rounded
+    rounds: bool = field(init=False)  # what leaves a layer is rounded: set from the above
+
+    def __post_init__(self):
+        # read about 20 times a step (stored, returned): a flag, not a compare of strings
+        self.rounds = self.computed_in != self.spec["dtype"]
 
 
 COMPUTED_IN = {"bfloat16": "float32"}  # storage format -> the format NumPy computes it in
@@ -47,8 +51,7 @@ COMPUTED_IN = {"bfloat16": "float32"}  # storage format -> the format NumPy comp
 def build_model(spec, native=False):
     computed_in = COMPUTED_IN.get(spec["dtype"], spec["dtype"])
     layers = [(layer, build_layer(layer, computed_in, native)) for layer in spec["layers"]]
-    return Model(spec, layers, build_loss(spec["loss"], native), computed_in=computed_in,
-                 rounds=computed_in != spec["dtype"])
+    return Model(spec, layers, build_loss(spec["loss"], native), computed_in=computed_in)
 
 
 def stored(model, a):
