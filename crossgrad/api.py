@@ -35,7 +35,7 @@ def check(specs, *, frameworks=None, dtype=None, seed=None, workers=None, thread
     (.passed, .comparisons, .finite_difference, .summary, .frameworks, .to_json())."""
     specs = _specs(specs, dtype=dtype, seed=seed)
     with _executor(executor, workers, threads, timeout) as ex:
-        return _api.check(specs, frameworks=frameworks, executor=ex)
+        return _api.check(specs, frameworks=framework_names(frameworks), executor=ex)
 
 
 def train(specs, *, frameworks=None, steps=None, native=False, dtype=None, seed=None,
@@ -44,7 +44,16 @@ def train(specs, *, frameworks=None, steps=None, native=False, dtype=None, seed=
     batches -> TrainResult (.passed, .curves, .grad_norms, .summary, .to_json())."""
     specs = _specs(specs, dtype=dtype, seed=seed, **{"train.steps": steps})
     with _executor(executor, workers, threads, timeout) as ex:
-        return _api.train(specs, frameworks=frameworks, native=native, executor=ex)
+        return _api.train(specs, frameworks=framework_names(frameworks), native=native,
+                          executor=ex)
+
+
+def framework_names(frameworks):
+    """A list of names, or one string of them separated by commas as --frameworks takes them
+    ("torch" is one name, not five letters); None: all."""
+    if isinstance(frameworks, str):
+        return [name.strip() for name in frameworks.split(",")]
+    return None if frameworks is None else list(frameworks)
 
 
 def _specs(specs, **overrides):

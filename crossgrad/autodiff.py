@@ -58,9 +58,15 @@ def numpy_gradients(fn, params, inputs, dtype):
     if not isinstance(out, (tuple, list)) or len(out) != 2 or not isinstance(out[1], dict):
         raise FunctionError("must return (loss, {param: gradient})")
     loss, grads = np.asarray(out[0]), out[1]
-    typed = isinstance(out[0], (np.ndarray, np.generic))  # a Python float says no dtype
-    scalar(loss, loss.shape, loss.dtype.name if typed else dtype, dtype)
-    return float(loss.reshape(())), {k: np.array(g) for k, g in grads.items()}
+    scalar(loss, loss.shape, loss.dtype.name if typed(out[0]) else dtype, dtype)
+    return float(loss.reshape(())), {k: np.array(g) if typed(g) else np.array(g, dtype=dtype)
+                                     for k, g in grads.items()}
+
+
+def typed(value):
+    """Whether a value says its dtype: a Python float or list of them does not, and is taken
+    in the compared dtype, as a NumPy function's scalar loss or () gradient often is."""
+    return isinstance(value, (np.ndarray, np.generic))
 
 
 def numpy_loss(fn, params, inputs, dtype):
@@ -81,7 +87,9 @@ def torch_dtype(dtype):
 
 
 def torch_gradients(fn, params, inputs, dtype):
-    with torch_dtype(dtype) as torch:
+    # autograd on, whatever the caller's mode: compare called under torch.no_grad() or
+    # torch.inference_mode() would otherwise see no gradient reach any param
+    with torch_dtype(dtype) as torch, torch.inference_mode(False), torch.enable_grad():
         p = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
         loss = call(fn, p, [torch.tensor(a) if isinstance(a, np.ndarray) else a for a in inputs])
         if not isinstance(loss, torch.Tensor):
@@ -93,7 +101,13 @@ def torch_gradients(fn, params, inputs, dtype):
         for name, g in zip(p, grads):
             if g is None:
                 raise unused(name)
-        return loss.item(), {k: g.detach().numpy().copy() for k, g in zip(p, grads)}
+        return loss.item(), {k: dense(torch, g).detach().numpy().copy()
+                             for k, g in zip(p, grads)}
+
+
+def dense(torch, g):
+    """A gradient as a strided tensor: an embedding with sparse=True gives a sparse one."""
+    return g if g.layout == torch.strided else g.to_dense()
 
 
 def torch_loss(fn, params, inputs, dtype):
@@ -107,14 +121,22 @@ def torch_loss(fn, params, inputs, dtype):
 
 @contextlib.contextmanager
 def keras_floatx(dtype):
+    """floatx and the global dtype policy in `dtype`, both put back as they were found. The
+    policy is kept apart from floatx: keras.config.dtype_policy() fixes it at the floatx of
+    its first call, so a layer made here would pin it to `dtype` for good, and one made
+    before would keep the layers made here in the caller's dtype. Its raw global (None
+    until first read) is read where Keras keeps it: the public getter would set it."""
     import keras
     import tensorflow as tf
-    found = keras.backend.floatx()
+    from keras.src.backend.common import global_state
+    found = keras.backend.floatx(), global_state.get_global_attribute("dtype_policy")
     keras.backend.set_floatx(dtype)
+    keras.config.set_dtype_policy(dtype)
     try:
         yield tf
     finally:
-        keras.backend.set_floatx(found)
+        keras.backend.set_floatx(found[0])
+        global_state.set_global_attribute("dtype_policy", found[1])
 
 
 def tensorflow_gradients(fn, params, inputs, dtype):
@@ -145,8 +167,10 @@ def tensorflow_loss(fn, params, inputs, dtype):
 # ---- JAX: jax.vjp, the primitive under jax.grad -----------------------------------------------
 
 def jax_x64(dtype):
+    """x64 on for float64 and off for float32, whatever the caller's global setting: with it
+    on, jnp.ones(2) inside a float32 function would be float64."""
     import jax
-    return jax.enable_x64(True) if dtype == "float64" else contextlib.nullcontext()
+    return jax.enable_x64(dtype == "float64")
 
 
 def jax_gradients(fn, params, inputs, dtype):

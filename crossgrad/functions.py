@@ -123,9 +123,9 @@ def _params(params, dtype):
             if np.iscomplexobj(value):
                 raise TypeError("complex")
             array = np.array(value, dtype=dtype)   # a copy: the caller's array is never touched
-        except (TypeError, ValueError) as err:
-            raise CompareError(f"params[{name!r}]: not an array of real numbers ({err})") \
-                from None
+        except Exception as err:  # any object NumPy cannot take (a tensor that requires grad)
+            raise CompareError(f"params[{name!r}]: not an array of real numbers "
+                               f"({type(err).__name__}: {err})") from None
         if not np.isfinite(array).all():
             raise CompareError(f"params[{name!r}]: must be real and finite")
         out[name] = array

@@ -12,7 +12,7 @@ Both raise an AssertionError whose message is a table of the worst disagreements
 way numpy.testing's messages read; they return the Comparison / CheckResult otherwise.
 """
 from . import messages
-from .api import check
+from .api import check, framework_names
 from .functions import compare
 
 __all__ = ["assert_gradients_agree", "assert_spec_agrees"]
@@ -30,16 +30,33 @@ def assert_gradients_agree(params, inputs=(), *, torch=None, tensorflow=None, ja
 
 def assert_spec_agrees(spec_or_path, frameworks=None):
     """crossgrad.check on a spec (a Spec, a path or a zoo name, or a list of them): every
-    framework that ran agrees pair by pair and with finite differences, and none failed."""
+    framework that ran agrees pair by pair and with finite differences, none failed, each
+    framework named in `frameworks` ran, and every model had something compared."""
     __tracebackhide__ = True
     result = check(spec_or_path, frameworks=frameworks)
-    if not result.passed:
-        raise AssertionError(spec_report(result))
+    idle = unchecked(result, framework_names(frameworks))
+    if not result.passed or idle:  # neither a skip nor an unchecked model fails a check
+        raise AssertionError(spec_report(result, idle))
     return result
 
 
-def spec_report(result):
-    """The message: which models fail, failed frameworks, the worst tensors and probes."""
+def unchecked(result, named):
+    """Lines for what would let a test pass having checked nothing: a framework the caller
+    named that was skipped (a plugin without its method, a typo in that method's name), a
+    model with nothing compared (its "unchecked" reason)."""
+    lines = []
+    for m in result.models:
+        where = f" {m['name']} {m['dtype']}"
+        lines += [f"{where}: {fw} skipped: {info.get('error')}"
+                  for fw, info in m["frameworks"].items()
+                  if info["status"] == "skipped" and fw in (named or ())]
+        lines += [f"{where}: {m['unchecked']}"] if m.get("unchecked") else []
+    return lines
+
+
+def spec_report(result, idle=()):
+    """The message: which models fail, failed frameworks, what was not checked, the worst
+    tensors and probes."""
     dtypes = sorted({m["dtype"] for m in result.models})
     failing = [m for m in result.models if not m["passed"]]
     broken = [f" {m['name']} {m['dtype']}: {fw} {info['status']}: {info.get('error')}"
@@ -49,9 +66,12 @@ def spec_report(result):
             for r in m["comparisons"]]
     probes = [dict(r, model=m["name"]) for m in result.models for r in m["finite_difference"]]
     names = ", ".join(f"{m['name']} ({m['dtype']})" for m in failing)
+    title = (f"Spec gradients disagree: {names}" if failing
+             else "Spec not checked in full") + f" ({messages.tolerances(dtypes)})"
     return messages.message(
-        f"Spec gradients disagree: {names} ({messages.tolerances(dtypes)})",
+        title,
         [messages.counts(rows, probes),
          "Frameworks that failed:\n" + "\n".join(broken) if broken else "",
+         "Not checked:\n" + "\n".join(idle) if idle else "",
          messages.worst_pairs(rows, with_model=True),
          messages.worst_probes(probes, with_model=True)])

@@ -12,7 +12,8 @@ __all__ = ["local_params", "by_layer", "block_key", "share", "per_sublayer", "pe
            "squares_fit", "positive_zero",
            "layer_of", "per_layer", "new_curves", "record", "native_on", "SLOTS", "slot_key",
            "slots_of", "lockstep_record",
-           "PluginError", "plugin_method", "returned_pair", "check_output", "check_gradients"]
+           "PluginError", "plugin_method", "plugin_error", "returned_pair", "check_output",
+           "check_gradients"]
 
 
 def local_params(params, layer):

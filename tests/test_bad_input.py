@@ -47,6 +47,8 @@ CASES = {
     "unknown_init": (variant({"units = 3\n": 'units = 3\ninit = "xavier"\n'}), "layers[0].init.type"),
     "unknown_init_key": (variant({"units = 3\n": 'units = 3\ninit = {type = "normal", sdev = 1}\n'}),
                          "layers[0].init.sdev"),
+    "orthogonal_bias": (variant({"units = 3\n": 'units = 3\nbias_init = "orthogonal"\n'}),
+                        "layers[0].bias_init.type"),
     "unknown_data_source": (variant({'"random_classification"': '"cifar"'}), "data.source"),
     "unknown_key": (variant({"units = 3\n": "units = 3\nunit = 3\n"}), "layers[0].unit"),
     "unknown_top_key": (variant(append='optimiser = "sgd"\n'), "optimiser"),

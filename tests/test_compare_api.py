@@ -239,6 +239,93 @@ def test_framework_globals_are_left_as_found():
     assert (torch.get_default_dtype(), keras.backend.floatx(), jax.config.jax_enable_x64) == found
 
 
+def test_keras_dtype_policy_is_left_as_found():
+    """A Keras layer made inside a function computes in compare's dtype, and the global
+    policy is left as it was found: unset stays unset (its first read would fix it at that
+    moment's floatx), and one fixed before in float32 does not keep float64 layers float32."""
+    need("tensorflow", "torch")
+    import keras
+    from keras.src.backend.common import global_state
+
+    def keras_norm(p, r):  # a Keras layer of the user's, made in the call
+        layer = keras.layers.LayerNormalization(epsilon=EPS, center=False, scale=False)
+        return layernorm_tensorflow(p, r) + 0 * keras.ops.sum(layer(p["x"]))
+    params, inputs = FAMILIES["layernorm"]
+    global_state.set_global_attribute("dtype_policy", None)
+    try:
+        for dtype in ("float64", "float32"):
+            assert crossgrad.compare(params, inputs, torch=layernorm_torch, tensorflow=keras_norm,
+                                     dtype=dtype).passed
+            assert global_state.get_global_attribute("dtype_policy") is None
+        assert keras.config.dtype_policy().name == "float32"  # fixed now, by this read
+        assert crossgrad.compare(params, inputs, torch=layernorm_torch,
+                                 tensorflow=keras_norm).passed
+        assert keras.config.dtype_policy().name == "float32"
+    finally:
+        global_state.set_global_attribute("dtype_policy", None)
+
+
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode", "set_grad_enabled"])
+def test_torch_autograd_runs_whatever_the_callers_mode(mode):
+    need("torch")
+    import torch
+    params, inputs = FAMILIES["focal"]
+    context = {"no_grad": torch.no_grad, "inference_mode": torch.inference_mode,
+               "set_grad_enabled": lambda: torch.set_grad_enabled(False)}[mode]
+    with context():
+        result = crossgrad.compare(params, inputs, numpy=focal_numpy, torch=focal_torch)
+        assert not torch.is_grad_enabled()
+    assert result.passed, result.report()
+
+
+def test_a_sparse_torch_gradient_is_compared_dense():
+    need("torch")
+    import torch
+    table, ids = RNG.standard_normal((6, 3)), np.array([4, 1, 4, 0])
+
+    def numpy_fn(p, ids):
+        rows = p["E"][ids]
+        grad = np.zeros_like(p["E"])
+        np.add.at(grad, ids, 2 * rows)
+        return (rows ** 2).sum(), {"E": grad}
+    sparse = lambda p, ids: (torch.nn.functional.embedding(ids, p["E"], sparse=True) ** 2).sum()  # noqa: E731
+    assert crossgrad.compare({"E": table}, (ids,), numpy=numpy_fn, torch=sparse).passed
+
+
+def test_float32_turns_off_a_callers_jax_x64():
+    """Float32 is float32 in JAX too: a constant made in the function (jnp.ones) follows it."""
+    need("jax", "torch")
+    import jax
+    import jax.numpy as jnp
+    import torch
+    found = jax.config.jax_enable_x64
+    params, inputs = FAMILIES["layernorm"]
+    jax.config.update("jax_enable_x64", True)
+    try:
+        result = crossgrad.compare(params, inputs, dtype="float32",
+                                   torch=lambda p, r: layernorm_torch(p, r) * torch.ones(()),
+                                   jax=lambda p, r: layernorm_jax(p, r) * jnp.ones(()))
+        assert result.passed, result.report()
+        assert jax.config.jax_enable_x64
+    finally:
+        jax.config.update("jax_enable_x64", found)
+
+
+def test_a_python_float_gradient_takes_the_compared_dtype():
+    """A NumPy function's Python float gradient of a () param says no dtype, as its Python
+    float loss does: both are taken in float32 for a float32 comparison."""
+    need("torch")
+    x = RNG.standard_normal(5)
+
+    def numpy_fn(p, x):
+        s = float(p["s"])
+        return float((s * x).sum()), {"s": float(x.sum())}
+    result = crossgrad.compare({"s": np.array(0.5)}, (x,), dtype="float32", numpy=numpy_fn,
+                               torch=lambda p, x: (p["s"] * x).sum())
+    assert result.gradients["numpy"]["s"].dtype == np.float32
+    assert result.passed, result.report()
+
+
 def _missing_b(p, x, labels):
     loss, grads = focal_numpy(p, x, labels)
     return loss, {"W": grads["W"]}
@@ -299,9 +386,13 @@ def test_bad_arguments_name_the_framework_and_the_parameter(case):
     ({"W": np.array([1.0, np.nan])}, "params['W']: must be real and finite"),
     ({"W": "abc"}, "params['W']: not an array of real numbers"),
     ({"W": np.ones(2) * 1j}, "params['W']: not an array of real numbers"),
+    ("torch_tensor_requiring_grad", "params['W']: not an array of real numbers (RuntimeError"),
 ])
 def test_bad_params(params, message):
     need("torch")
+    if params == "torch_tensor_requiring_grad":
+        import torch
+        params = {"W": torch.ones(2, dtype=torch.float64, requires_grad=True)}
     with pytest.raises(CompareError, match=message.replace("[", r"\[").replace("(", r"\(")):
         crossgrad.compare(params, (), numpy=lambda p: (0.0, {}), torch=lambda p: p["W"].sum())
 
@@ -357,3 +448,28 @@ def test_assert_spec_agrees(tmp_path):
     worst = message.split("Worst pairwise errors")[1].splitlines()[2].split()
     assert worst[:5] == ["dropped", "float64", "0.W", "numpy", "torch"] or \
         worst[:5] == ["dropped", "float64", "0.b", "numpy", "torch"]
+
+
+@pytest.mark.slow
+def test_assert_spec_agrees_fails_where_nothing_was_checked(tmp_path):
+    """A framework named in `frameworks` and skipped (a plugin without its method: a typo in
+    the method's name does it), or a model with nothing compared, fails the assertion; a
+    string of names is names, not letters."""
+    assert assert_spec_agrees("xor_2_2_1", frameworks="numpy,torch").passed
+    import json
+    from pathlib import Path
+    variants = Path(__file__).parent / "plugins" / "swish_variants.py"
+    spec = {"name": "partial", "input_shape": [4], "plugins": [str(variants)],
+            "data": {"source": "random_regression", "outputs": 2, "batch_size": 3},
+            "loss": {"type": "mse"},
+            "layers": [{"type": "dense", "units": 2}, {"type": "swish_partial"}]}
+    (tmp_path / "partial.json").write_text(json.dumps(spec))
+    with pytest.raises(AssertionError) as caught:
+        assert_spec_agrees(tmp_path / "partial.json", frameworks=["torch", "tensorflow"])
+    lines = str(caught.value).splitlines()
+    assert lines[0].startswith("Spec not checked in full")
+    assert " partial float64: tensorflow skipped: plugin swish_partial has no tensorflow " \
+           "implementation" in lines
+    with pytest.raises(AssertionError, match="partial float32: nothing compared"):
+        assert_spec_agrees(crossgrad.load(tmp_path / "partial.json", dtype="float32"),
+                           frameworks=["tensorflow", "jax"])

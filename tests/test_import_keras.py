@@ -128,6 +128,20 @@ def test_a_channels_first_conv2d_imports_and_its_original_says_why_it_cannot_run
     assert "TensorFlow: " in error and "only supports NHWC" in error and "\n" not in error
 
 
+def test_a_frozen_layer_is_compared_as_trainable(tmp_path, executor):
+    """A spec's parameters are all trainable, so the original is unfrozen: a
+    BatchNormalization frozen for fine-tuning would normalise with its moving statistics."""
+    inputs = keras.Input((6,))
+    frozen = L.BatchNormalization()
+    frozen.trainable = False
+    keras.Model(inputs, L.Dense(3)(frozen(L.Dense(4)(inputs)))).save(tmp_path / "frozen.keras")
+    spec = import_keras(tmp_path / "frozen.keras", "mse").spec
+    m = api.check([spec], frameworks=["numpy", "original"], executor=executor).models[0]
+    parted = {c["param"] for c in m["comparisons"] if not c["passed"]}
+    assert parted <= {"1.running_var"}, parted  # Keras' biased variance, as in the zoo's
+    assert all(r["passed"] for r in m["finite_difference"])
+
+
 def test_training_the_keras_original_follows_the_four(tmp_path, executor):
     spec = port(tmp_path, "seq_gru").spec.with_overrides(
         **{"train.steps": 15, "optimizer.type": "rmsprop", "train.clip_norm": 1.0,
@@ -159,6 +173,15 @@ REFUSED = {  # the layers after keras.Input(shape), and what the one line says
                  "model.conv: keras.layers.Conv2D dilation_rate=(2, 2)"),
     "reshape": ((6,), lambda: [L.Reshape((3, 2), name="reshape"), L.Flatten()],
                 "model.reshape: keras.layers.Reshape has no crossgrad layer"),
+    "renorm": ((6,), lambda: [L.Dense(4), L.BatchNormalization(renorm=True, name="bn")],
+               "model.bn: keras.layers.BatchNormalization with renorm"),
+    "constraint": ((6,), lambda: [L.Dense(4, kernel_constraint="max_norm", name="fc")],
+                   "model.fc: keras.layers.Dense with kernel_constraint"),
+    "regularizer": ((6,), lambda: [L.Dense(4, bias_regularizer="l2", name="fc")],
+                    "model.fc: keras.layers.Dense with bias_regularizer"),
+    "flatten_channels_first_of_channels_last": (
+        (4, 3, 2), lambda: [L.Flatten(data_format="channels_first", name="flat"), L.Dense(2)],
+        "model.flat: keras.layers.Flatten (data_format='channels_first') on a channels_last"),
 }
 
 

@@ -112,7 +112,8 @@ class Image(nn.Module):
 
 
 class Sequence(nn.Module):
-    """RNN, an LSTM's final state h[-1], Identity, a functional sigmoid."""
+    """RNN, an LSTM's final state h[-1], Identity, a functional sigmoid, flatten by keyword;
+    its output bias frozen (the original trains it, as the spec does)."""
     def __init__(self):
         super().__init__()
         self.rnn = nn.RNN(4, 6, batch_first=True)
@@ -123,7 +124,7 @@ class Sequence(nn.Module):
     def forward(self, x):
         x, _ = self.rnn(x)
         _, (h, c) = self.lstm(x)
-        return self.fc(self.id(torch.sigmoid(h[-1])))
+        return self.fc(self.id(torch.sigmoid(h[-1]))).flatten(start_dim=1)
 
 
 class Tokens(nn.Module):
@@ -150,7 +151,9 @@ def image():
 
 def sequence():
     torch.manual_seed(2)
-    return Sequence()
+    model = Sequence()
+    model.fc.bias.requires_grad_(False)
+    return model
 
 
 def tokens():
@@ -173,6 +176,15 @@ def test_every_mapped_option_agrees_in_check_and_training(tmp_path, executor):
     assert trained.passed
     for m in trained.models:
         assert m["frameworks"]["original"]["max_rel_diff"] <= 1e-10
+
+
+def test_the_original_runs_in_bfloat16(tmp_path, executor):
+    """ml_dtypes' bfloat16 arrays go in and out of the module the way the torch
+    implementation takes them."""
+    spec = port(tmp_path, "mlp_3_4_2").spec.with_overrides(dtype="bfloat16")
+    m = api.check([spec], frameworks=["numpy", "torch", "original"], executor=executor).models[0]
+    assert m["frameworks"]["original"]["status"] == "ok", m["frameworks"]["original"]
+    assert m["passed"]
 
 
 def test_training_the_original_follows_the_four(tmp_path, executor):
@@ -206,6 +218,10 @@ REFUSED = {
                 "model.1: nn.Softmax has no crossgrad layer"),
     "linear_on_image": ("nn.Sequential(nn.Linear(4, 3), nn.Flatten())", [2, 4, 4],
                         "model.0: nn.Linear on an NCHW image acts on its width"),
+    "weight_norm": ("nn.Sequential(nn.utils.weight_norm(nn.Linear(3, 3)), nn.Tanh())", [3],
+                    "model.0: nn.Linear: its 'weight' is computed at each call"),
+    "parametrized": ("nn.Sequential(nn.utils.parametrizations.weight_norm(nn.Linear(3, 3)))",
+                     [3], "model.0: nn.ParametrizedLinear has no crossgrad layer"),
 }
 
 
@@ -271,6 +287,21 @@ CHAINS = {  # a module of one's own: (its source, what the one line says)
                 out, _ = self.rnn(x)
                 return self.fc(out[:, -1])
         """, "model.rnn: nn.GRU batch_first=False"),
+    "own_module": ("""
+        class Swish(nn.Module):
+            def forward(self, x):
+                return x * torch.sigmoid(x)
+
+
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc, self.act = nn.Linear(3, 3), Swish()
+
+            def forward(self, x):
+                return self.act(self.fc(x)).mean(1)
+        """, "model.act: Swish (a module of your own): does not take the output of the layer "
+             "before it (sigmoid)"),
     "attention_weights": ("""
         class Net(nn.Module):
             def __init__(self):

@@ -438,6 +438,26 @@ def test_a_wrong_output_inside_a_residual_block_names_the_plugin(impl):
         run(impl, job)
 
 
+def test_a_torch_parameter_named_like_a_module_attribute_names_the_plugin():
+    """nn.Module holds a parameter under its name: `train` (a method) cannot be one."""
+    pytest.importorskip("torch")
+    from crossgrad.impls.canonical import PluginError
+    from crossgrad.impls.torch_autograd.layers import Plugin
+
+    class Clash:
+        def params(self, in_shape):
+            return {"train": ((3,), "ones")}
+
+        def torch(self, p, x):
+            return x * p["train"]
+    layer = {"type": "clash", "params": {"train": [3]}, "plugin": Clash(), "in_shape": [3],
+             "out_shape": [3]}
+    with pytest.raises(PluginError, match=r"^plugin clash: params names a parameter 'train', "
+                                          r"an attribute of torch's nn\.Module.* \(test_a_torch"
+                                          r".*Clash\.params at test_plugin_impls\.py:\d+\)$"):
+        Plugin(layer, "float64")
+
+
 def test_a_missing_method_is_not_implemented(impl):
     method = {"numpy": "numpy_forward"}.get(impl.name, impl.name)
     cls = type("Partial", (), {m: getattr(Dense, m) for m in ("numpy_forward", "numpy_backward",

@@ -26,6 +26,9 @@ BUILTINS = PLUGINS / "builtin_layers.py"
 INSTALLED = [fw for fw in FRAMEWORKS if registry.installed(fw)]
 IMG = {"source": "digits", "batch_size": 6}
 SEQ = {"source": "random_sequence", "classes": 3, "examples": 20, "batch_size": 5}
+# the twins' batches: a bias gradient summed over 16 or 10 rows, where a sum in another order
+# (tf.add's gradient where keras' ops.add takes tf.nn.bias_add's) shows; over 6 it may not
+TWIN_IMG, TWIN_SEQ = dict(IMG, batch_size=16), dict(SEQ, batch_size=10)
 DIGITS = {"source": "digits", "batch_size": 7}
 
 
@@ -56,13 +59,14 @@ def swish(kind, **keys):
 
 SPECS = {
     "builtin_conv": spec("builtin_conv", [conv("conv2d"), {"type": "tanh"}, {"type": "flatten"},
-                                          dense(10)], [8, 8, 1], IMG, []),
+                                          dense(10)], [8, 8, 1], TWIN_IMG, []),
     "plugin_conv": spec("plugin_conv", [conv("my_conv2d"), {"type": "tanh"}, {"type": "flatten"},
-                                        dense(10, "my_dense")], [8, 8, 1], IMG, [BUILTINS]),
-    "builtin_lstm": spec("builtin_lstm", [{"type": "lstm", "units": 4}, dense(3)], [6, 3], SEQ,
-                         []),
+                                        dense(10, "my_dense")], [8, 8, 1], TWIN_IMG,
+                        [BUILTINS]),
+    "builtin_lstm": spec("builtin_lstm", [{"type": "lstm", "units": 4}, dense(3)], [6, 3],
+                         TWIN_SEQ, []),
     "plugin_lstm": spec("plugin_lstm", [{"type": "my_lstm", "units": 4}, dense(3, "my_dense")],
-                        [6, 3], SEQ, [BUILTINS]),
+                        [6, 3], TWIN_SEQ, [BUILTINS]),
     "in_residual": spec("in_residual", [dense(6), {"type": "residual", "layers": [
         {"type": "scaled_swish", "gamma": 0.7, "init_beta": {"type": "normal", "mean": 1.0,
                                                              "std": 0.3}}, dense(6)]},
@@ -246,6 +250,74 @@ def test_plugins_train(executor, tmp_path):
     assert models[1]["reference"] == "torch"
 
 
+CANCELLING = '''
+import crossgrad
+
+
+@crossgrad.layer("bias_dense")
+class BiasDense:
+    """y = x W + b; declares b a shift of each output feature."""
+    keys = {"units": int, "declared": True}
+
+    @property
+    def shifts(self):
+        return ("b",) if self.declared else ()
+
+    def params(self, in_shape):
+        return {"W": ((in_shape[-1], self.units), "glorot_uniform"),
+                "b": ((self.units,), {"type": "normal", "std": 0.5})}
+
+    def out_shape(self, in_shape):
+        return (self.units,)
+
+    def numpy_forward(self, p, x):
+        return x @ p["W"] + p["b"], x
+
+    def numpy_backward(self, p, x, dy):
+        return dy @ p["W"].T, {"W": x.T @ dy, "b": dy.sum(0)}
+
+    def torch(self, p, x):
+        return x @ p["W"] + p["b"]
+
+
+@crossgrad.layer("batch_center")
+class BatchCenter:
+    """y = x - its mean over the batch: a constant added to a feature changes nothing."""
+    cancels_shifts = True
+
+    def numpy_forward(self, p, x):
+        return x - x.mean(0, keepdims=True), None
+
+    def numpy_backward(self, p, cache, dy):
+        return dy - dy.mean(0, keepdims=True), {}
+
+    def torch(self, p, x):
+        return x - x.mean(0, keepdim=True)
+'''
+
+
+@pytest.mark.parametrize("layers, zero", [
+    ([{"type": "bias_dense", "units": 6}, {"type": "batchnorm"}], "0.b"),
+    ([dense(6), {"type": "batch_center"}], "0.b"),
+    ([{"type": "bias_dense", "units": 6}, {"type": "batch_center"}], "0.b"),
+    ([{"type": "bias_dense", "units": 6, "declared": False}, {"type": "batchnorm"}], None),
+], ids=["plugin-bias-then-batchnorm", "bias-then-plugin-norm", "both-plugins", "undeclared"])
+def test_a_plugin_declares_gradients_zero_by_construction(tmp_path, capsys, layers, zero):
+    """A bias right before a layer that cancels it gets rounding noise for its gradient in
+    every framework: compared against the model's largest gradient where the plugins say
+    so (shifts, cancels_shifts), as for the built-in dense and BatchNorm; else noise
+    against noise fails."""
+    (tmp_path / "mine.py").write_text(CANCELLING)
+    body = spec("cancel", [*layers, {"type": "tanh"}, dense(10)], [64], DIGITS, ["mine.py"])
+    out = tmp_path / "out.json"
+    code = main(["check", str(write(tmp_path, body)), "--frameworks", "numpy,torch", "--quiet",
+                 "--json", str(out)])
+    rows = [r for r in json.loads(out.read_text())["models"][0]["comparisons"]
+            if r["param"] == "0.b"]
+    assert code == (0 if zero else 1), capsys.readouterr().out
+    assert all("zero by construction" in r.get("note", "") for r in rows) == bool(zero)
+
+
 # ---- the spec side -----------------------------------------------------------------------------
 
 def write(tmp_path, body, name="spec.json"):
@@ -317,6 +389,15 @@ BAD_PLUGINS = {
     "params_raises": ("PARAMS return 1 / 0", {}, "layers[1].type"),
     "out_shape_nonsense": ("OUT return 'wide'", {}, "layers[1].type"),
     "required_key_missing": ("KEYS {'units': int}", {}, "layers[1].units"),
+    "params_orthogonal_vector": ("PARAMS return {'beta': ((8,), 'orthogonal')}", {},
+                                 "layers[1].type"),
+    "orthogonal_override_of_a_vector": ("OK", {"init_beta": "orthogonal"},
+                                        "layers[1].init_beta.type"),
+    "shifts_not_a_parameter": ("import crossgrad\n@crossgrad.layer('plug')\nclass P:\n"
+                               "    shifts = ('b',)\n", {}, "layers[1].type"),
+    "registered_twice_in_one_file": (
+        "import crossgrad\n@crossgrad.layer('plug')\nclass A: pass\n"
+        "@crossgrad.layer('plug')\nclass B: pass\n", {}, "plugins[0]"),
 }
 PLUGIN = '''
 import crossgrad

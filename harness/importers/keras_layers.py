@@ -26,7 +26,17 @@ def pieces(layer, call_kwargs, ctx):
     builder = LAYERS.get(kind)
     if builder is None:
         raise NotMapped(where(layer), f"keras.layers.{kind} has no crossgrad layer")
+    for option in EXTRAS:
+        _refuse_if(layer, getattr(layer, option, None) is not None,
+                   f"with {option}: crossgrad's layers have no constraints and no regularizers "
+                   "of their own (L1/L2 on every weight matrix: the spec's [train] l1, l2)")
     return builder(layer, call_kwargs, ctx)
+
+
+# what a Keras layer adds to its math that a spec layer has no place for
+EXTRAS = [f"{weights}_{kind}" for kind in ("regularizer", "constraint") for weights in (
+    "kernel", "bias", "recurrent", "depthwise", "pointwise", "embeddings", "gamma", "beta")] + \
+    ["activity_regularizer"]
 
 
 def where(layer):
@@ -104,6 +114,10 @@ def flatten(layer, kw, ctx):
     layout = CANONICAL
     if ctx.layout == NCHW and layer.data_format != "channels_first":
         layout = ("chw", *ctx.shape_in)
+    _refuse_if(layer, ctx.layout != NCHW and layer.data_format == "channels_first"
+               and len(ctx.shape_in) > 1, "(data_format='channels_first') on a channels_last "
+               "input takes its second axis for the channels: crossgrad's flatten keeps the "
+               "order")
     return [_new(layer, {"type": "flatten"}, ctx, out_layout=layout)]
 
 
@@ -179,6 +193,8 @@ def batchnorm(layer, kw, ctx):
     _last_axis(layer, layer.axis, ctx)
     _refuse_if(layer, not (layer.center and layer.scale),
                "without center or scale: crossgrad's batchnorm learns gamma and beta")
+    _refuse_if(layer, getattr(layer, "renorm", False),
+               "with renorm: crossgrad's batchnorm normalises by the batch's statistics alone")
     layout = ctx.layout
     links = {local: per_feature(native, layout) for local, native in (
         ("gamma", "gamma"), ("beta", "beta"), ("running_mean", "moving_mean"),

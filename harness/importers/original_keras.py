@@ -65,11 +65,25 @@ def in_dtype(model, dtype):
     return keras.models.clone_model(model, clone_function=rebuilt)
 
 
+def unfreeze(model):
+    """trainable = True on every layer, nested models' too (setting it on the model leaves a
+    layer frozen by its own flag frozen)."""
+    model.trainable = True
+    for layer in model.layers:
+        layer.trainable = True
+        if hasattr(layer, "layers"):
+            unfreeze(layer)
+
+
 class Original:
     def __init__(self, spec, original, impl, native):
         self.spec, self.native, self.impl = spec, native, impl
         self.dtype = spec["dtype"]
         self.model = in_dtype(load(original["path"], original["sha256"]), self.dtype)
+        # a spec has no frozen parameters: the four differentiate and train every one, and so
+        # does the original (a frozen BatchNormalization would also normalise with its
+        # moving statistics, where the spec's uses the batch's)
+        unfreeze(self.model)
         self.pieces, self.layout, _, _ = chain(self.model)
         self.named = list(walk(self.pieces))
         self.variables = {name: native_variables(p.node) for name, p in self.named

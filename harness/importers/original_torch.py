@@ -46,6 +46,9 @@ class Original:
             self.pieces, self.layout, self.gm, _ = chain(self.module, native_shape)
         self.named = list(walk(self.pieces))
         self.masks = {}                      # dropout layer name -> its mask, native layout
+        # a spec has no frozen parameters: the four differentiate and train every one, and
+        # so does the original (a layer frozen for fine-tuning is compared as trainable)
+        self.module.requires_grad_(True)
         for name, piece in self.named:
             module = self._module(piece)
             if piece.table["type"] in ("rnn", "lstm"):
@@ -67,10 +70,11 @@ class Original:
     def inputs(self, x, y, masks):
         """The batch in the module's layouts; the masks into place for the hooks."""
         layouts = {name: piece.in_layout for name, piece in self.named}
-        self.masks = {k: torch.as_tensor(to_native(m, layouts[k]).copy(order="C"))
+        tensor = self.impl.model.tensor      # torch's reading, ml_dtypes' bfloat16 included
+        self.masks = {k: tensor(to_native(m, layouts[k]).copy(order="C"))
                       for k, m in masks.items()}
         # a fresh C-order copy: the module gets a plain NCHW tensor, as in its own use
-        return torch.as_tensor(to_native(x, self.layout).copy(order="C")), torch.as_tensor(y)
+        return tensor(to_native(x, self.layout).copy(order="C")), tensor(y)
 
     def forward(self, x):
         with default_dtype(self.dtype):
@@ -110,8 +114,8 @@ def set_params(model, params, state):
                     # ("in_proj_weight", start, stop): rows of a tensor several links share
                     native, *rows = key if isinstance(key, tuple) else (key,)
                     tensor = native_tensor(model.module, piece, native)
-                    tensor[slice(*rows) if rows else slice(None)] = torch.as_tensor(
-                        np.asarray(value), dtype=tensor.dtype)
+                    tensor[slice(*rows) if rows else slice(None)] = model.impl.model.tensor(
+                        np.asarray(value)).to(tensor.dtype)
 
 
 def canonical(model, read, kinds=("params", "state")):
@@ -127,14 +131,15 @@ def canonical(model, read, kinds=("params", "state")):
 
 
 def _value(model):
-    return lambda piece, n: native_tensor(model.module, piece, n).detach().numpy()
+    return lambda piece, n: model.impl.model.array(native_tensor(model.module, piece, n))
 
 
 def _grad(model):
     """A native tensor's gradient; zeros for the frozen (bias_hh of an LSTM)."""
     def read(piece, n):
         t = native_tensor(model.module, piece, n)
-        return t.grad.numpy() if t.grad is not None else np.zeros(t.shape, _np(t))
+        return model.impl.model.array(t.grad) if t.grad is not None \
+            else np.zeros(t.shape, _np(model, t))
     return read
 
 
@@ -196,10 +201,11 @@ def layer_values(model, x, y, masks):
         fed = {feeding[k]: t for k, t in tap.inputs.items() if k in feeding
                and t.requires_grad}
         grads = torch.autograd.grad(loss, list(fed.values())) if fed else []
-    outputs = {name: to_canonical(tap.outputs[name].detach().numpy(), piece.out_layout)
+    array = model.impl.model.array  # bfloat16 as ml_dtypes' (NumPy has none)
+    outputs = {name: to_canonical(array(tap.outputs[name]), piece.out_layout)
                for name, piece in top}
     by_name = dict(top)
-    input_grads = {name: to_canonical(g.numpy(), by_name[name].in_layout)
+    input_grads = {name: to_canonical(array(g), by_name[name].in_layout)
                    for name, g in zip(fed, grads)}
     return outputs, input_grads
 
@@ -230,12 +236,13 @@ def hessian_vector_product(model, x, y, masks, vector):
 
     def read(piece, n):  # no second derivative reaching a tensor: H v = 0 there
         t = native_tensor(model.module, piece, n)
-        return found[id(t)].numpy() if id(t) in found else np.zeros(t.shape, dtype=_np(t))
+        return found[id(t)].numpy() if id(t) in found else np.zeros(t.shape, _np(model, t))
     return canonical(model, read, ("params",)), "double backward"
 
 
-def _np(tensor):
-    return tensor.detach().numpy().dtype
+def _np(model, tensor):
+    """The NumPy dtype of a tensor's values (ml_dtypes' bfloat16 for torch's)."""
+    return model.impl.model.array(tensor.detach().reshape(-1)[:0]).dtype
 
 
 # ---- training ------------------------------------------------------------------------------------

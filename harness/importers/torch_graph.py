@@ -11,6 +11,7 @@ worker, by the original participant: both must see the same chain.
 import hashlib
 import operator
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -201,10 +202,11 @@ def _walk(gm, ctx, layout):
                                                                             positions):
             current = _close_block(node, current, positions, pieces, ctx)
             continue
-        _consumes(node, current)
-        if node.op == "call_module":
-            _once(node, called)
-        p = piece(node, ctx.module(node), ctx)
+        with _blamed_on_own_module(node):
+            _consumes(node, current)
+            if node.op == "call_module":
+                _once(node, called)
+            p = piece(node, ctx.module(node), ctx)
         result = p.result or node
         done |= _between(node, result)
         p.shape = ctx.shape(result)
@@ -216,6 +218,21 @@ def _walk(gm, ctx, layout):
                                          "crossgrad's last layer gives one vector per example "
                                          "in its own order")
     return pieces
+
+
+@contextmanager
+def _blamed_on_own_module(node):
+    """A refusal of a function called inside a module of the user's own (which the trace
+    goes through) names that module, path and type, not the model's forward."""
+    try:
+        yield
+    except NotMapped as err:
+        stack = node.meta.get("nn_module_stack") or {}
+        if err.where != "model.forward" or not stack:
+            raise
+        path, cls = list(stack.values())[-1]
+        raise NotMapped(f"model.{path}", f"{getattr(cls, '__qualname__', cls)} (a module of "
+                                         f"your own): {err.message}") from None
 
 
 def _depending_on(gm, x):
@@ -288,10 +305,18 @@ def _between(node, result):
 
 
 def native_tensor(model, piece, name):
-    """A piece's native tensor: "weight" of the module at the piece's path."""
+    """A piece's native tensor: "weight" of the module at the piece's path. One that is
+    neither a parameter nor a buffer is computed at each call (weight_norm, pruning, a
+    parametrization): NotMapped, since crossgrad takes the weights as they are stored."""
     path = piece.where.removeprefix("model.")
-    return model.get_submodule(path).get_parameter(name) if _is_parameter(model, path, name) \
-        else model.get_submodule(path).get_buffer(name)
+    try:
+        return model.get_submodule(path).get_parameter(name) \
+            if _is_parameter(model, path, name) else model.get_submodule(path).get_buffer(name)
+    except AttributeError:
+        raise NotMapped(piece.where, f"{piece.kind}: its {name!r} is computed at each call "
+                                     "(weight_norm, pruning or a parametrization), not stored; "
+                                     "remove that first (e.g. torch.nn.utils.remove_weight_norm, "
+                                     "prune.remove)") from None
 
 
 def _is_parameter(model, path, name):

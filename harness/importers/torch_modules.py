@@ -31,7 +31,7 @@ def piece(node, module, ctx):
         return _activation(node, ACTIVATION_NAMES[name], ctx, _functional_options(node, name))
     if name in ("flatten", "view", "reshape"):
         return _flatten(node, f"torch.{name}" if node.op == "call_function" else f".{name}()",
-                        ctx, node.args[1:] if name == "flatten" else None)
+                        ctx, _flatten_dims(node) if name == "flatten" else None)
     if name == "mean":
         return _sequence_mean(node, ctx)
     if name in ("dropout", "dropout2d", "alpha_dropout"):
@@ -122,10 +122,19 @@ def dropout(node, module, ctx):
 
 # ---- shapes ------------------------------------------------------------------------------------
 
+def _flatten_dims(node):
+    """(start_dim, end_dim) of torch.flatten(x, ...) or x.flatten(...), by position or keyword,
+    with torch's defaults (0, -1)."""
+    given = list(node.args[1:3])
+    start = given[0] if given else node.kwargs.get("start_dim", 0)
+    end = given[1] if len(given) > 1 else node.kwargs.get("end_dim", -1)
+    return start, end
+
+
 def _flatten(node, kind, ctx, dims=None):
     """nn.Flatten(), torch.flatten(x, 1), x.view(x.size(0), -1): (B, ...) -> (B, features)."""
     shape_in, shape_out = ctx.shape(node.args[0]), ctx.shape(node)
-    if dims is not None and tuple(dims) not in ((1,), (1, -1)):
+    if dims is not None and (dims[0], dims[1] % (len(shape_in) + 1)) != (1, len(shape_in)):
         raise NotMapped(where(node), f"{kind} over dims {tuple(dims)}: crossgrad flattens "
                                      "everything but the batch axis")
     if shape_out != (math.prod(shape_in),):

@@ -16,8 +16,8 @@ from ..compare.lockstep import differs_text
 from ..compare.pairwise import PAIRWISE
 from ..registry import FRAMEWORKS, ORDER, PARTICIPANTS, REFERENCE, short
 from .document import Doc, b, code, link, ref
-from .tables import (diverged_line, event, fmt, sampled, train_event, train_result,
-                     worst_lockstep)
+from .tables import (check_result, diverged_line, event, fmt, sampled, train_event,
+                     train_result, worst_lockstep)
 
 
 @dataclass
@@ -187,7 +187,7 @@ def gradient_check(doc, run):
     for m in run.check.models:
         worst = findings.worst_by_pair(m)
         fd = [r["rel_err"] for r in m["finite_difference"] if r["status"] != "kink"]
-        rows.append([models.link_to(m["name"]), m["dtype"], "PASS" if m["passed"] else "FAIL",
+        rows.append([models.link_to(m["name"]), m["dtype"], check_result(m),
                      _statuses(m["frameworks"]), *[fmt(worst.get(p)) for p in pairs],
                      fmt(max(fd)) if fd else "-",
                      sum(r["status"] == "kink" for r in m["finite_difference"])])

@@ -5,7 +5,7 @@ import pandas as pd
 from . import drawing, findings, panels, plots
 from ..registry import REFERENCE, short
 from .document import b, ref
-from .tables import event, fmt, train_result, worst_lockstep
+from .tables import check_result, event, fmt, train_result, worst_lockstep
 
 CURVE_COLUMNS = ["framework", "dtype", "step", "loss", "rel_diff"]
 
@@ -54,7 +54,7 @@ def _verdicts(check, trains):
     """One line per dtype: the check's verdict and worst pair, then the aligned training's."""
     worst = findings.worst_by_pair(check)
     pair, err = max(worst.items(), key=lambda kv: kv[1]) if worst else ((None, None), None)
-    out = [b(check["dtype"]), ": gradients ", b("PASS" if check["passed"] else "FAIL")]
+    out = [b(check["dtype"]), ": gradients ", b(check_result(check))]
     if pair[0]:
         out.append(f" (worst pair {short(pair[0])}~{short(pair[1])}: {fmt(err)})")
     train = next((t for t in trains if t["dtype"] == check["dtype"]), None)

@@ -48,9 +48,15 @@ def check_table(models):
         rows.append([m["name"], m["dtype"], *status, *[fmt(worst.get(p)) for p in pairs],
                      fmt(max(fd)) if fd else "-",
                      *(map(fmt, hvp_summary(m.get("hvp", []))) if second else []),
-                     "PASS" if m["passed"] else "FAIL"])
+                     check_result(m)])
         notes += _notes(m) + hvp_notes(m)
     return render(header, rows) + ("\n" + "\n".join(notes) if notes else "")
+
+
+def check_result(m):
+    """PASS, FAIL, or UNCHECKED: nothing disagreed, but nothing was compared either
+    (results.unchecked says why)."""
+    return "UNCHECKED" if m.get("unchecked") else "PASS" if m["passed"] else "FAIL"
 
 
 def _status(info):
@@ -61,6 +67,8 @@ def _status(info):
 def _notes(m):
     notes = [f"  {m['name']} {m['dtype']}: {fw} {info['status']}: {info.get('error')}"
              for fw, info in m["frameworks"].items() if info["status"] != "ok"]
+    if m.get("unchecked"):
+        notes.append(f"  {m['name']} {m['dtype']}: {m['unchecked']}")
     donors = {r["framework"]: r["gradient_from"] for r in m["finite_difference"]
               if "gradient_from" in r}
     notes += [f"  {m['name']} {m['dtype']}: {fw} gradients skipped ({info['gradients_reason']}); "
@@ -95,9 +103,11 @@ def sampled(m):
 
 
 def check_footer(models):
-    passed = sum(m["passed"] for m in models)
-    return (f"{len(models)} checks: {passed} passed, {len(models) - passed} failed "
-            f"(pairwise: float64 <= {PAIRWISE['float64']:g}, float32 <= {PAIRWISE['float32']:g}; "
+    idle = sum(bool(m.get("unchecked")) for m in models)
+    passed = sum(m["passed"] for m in models) - idle  # an unchecked model passed: it shows so
+    counts = (f"{len(models)} checks: {passed} passed, {len(models) - passed - idle} failed"
+              + (f", {idle} unchecked" if idle else ""))
+    return (f"{counts} (pairwise: float64 <= {PAIRWISE['float64']:g}, float32 <= {PAIRWISE['float32']:g}; "
             f"finite differences <= {FD_TOLERANCE:g}"
             + (f"; H v: exact pairs <= {HVP_EXACT:g}, against gradient differences <= "
                f"{FD_TOLERANCE:g}" if any("hvp" in m for m in models) else "")

@@ -66,7 +66,7 @@ def _weights(t, layer, weights, bias_shape, fan_in, fan_out, default_init="gloro
         _param(layer, local, shape, init, fan_in, fan_out)
     layer["use_bias"] = t.bool("use_bias", True)
     if layer["use_bias"]:
-        bias_init = parse_initializer(t, "bias_init", "zeros")
+        bias_init = parse_initializer(t, "bias_init", "zeros", min(bias_shape.values(), key=len))
         for local, shape in bias_shape.items():
             _param(layer, local, shape, bias_init, fan_in, fan_out)
 
@@ -142,8 +142,8 @@ def parse_pool2d(t, layer, ctx):
 
 def _norm_params(t, layer):
     n = layer["in_shape"][-1]
-    _param(layer, "gamma", (n,), parse_initializer(t, "gamma_init", "ones"), n, n)
-    _param(layer, "beta", (n,), parse_initializer(t, "beta_init", "zeros"), n, n)
+    _param(layer, "gamma", (n,), parse_initializer(t, "gamma_init", "ones", (n,)), n, n)
+    _param(layer, "beta", (n,), parse_initializer(t, "beta_init", "zeros", (n,)), n, n)
     layer["out_shape"] = list(layer["in_shape"])
 
 
@@ -203,7 +203,8 @@ def parse_recurrent(t, layer, ctx):
     # GRU keeps two biases (input side, recurrent side) because the reset gate
     # multiplies the recurrent one; for RNN and LSTM only their sum matters.
     bias_shape = (2, width) if layer["type"] == "gru" else (width,)
-    _param(layer, "b", bias_shape, parse_initializer(t, "bias_init", "zeros"), features, width)
+    _param(layer, "b", bias_shape, parse_initializer(t, "bias_init", "zeros", bias_shape),
+           features, width)
     layer["out_shape"] = [time, units] if layer["return_sequences"] else [units]
 
 

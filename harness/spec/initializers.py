@@ -48,8 +48,9 @@ def _orthogonal(rng, shape):
     return (q if rows >= cols else q.T).reshape(shape)
 
 
-def parse_initializer(table: Table, key, default):
-    """`init = "he_normal"` or `init = { type = "normal", std = 0.1 }` -> (type, {keys})."""
+def parse_initializer(table: Table, key, default, shape=None):
+    """`init = "he_normal"` or `init = { type = "normal", std = 0.1 }` -> (type, {keys}).
+    `shape`: the smallest parameter it initializes, where one may have fewer than two axes."""
     value = table.raw(key, default)
     if isinstance(value, str):
         sub = Table(table.file, table.field(key), {"type": value})
@@ -65,6 +66,9 @@ def parse_initializer(table: Table, key, default):
                                min=0.0 if name in ("std", "gain") else None)
     if kind == "uniform" and keys["low"] >= keys["high"]:
         raise sub.error("high", f"must be greater than low ({keys['low']})")
+    if kind == "orthogonal" and shape is not None and len(shape) < 2:
+        raise sub.error("type", f"orthogonal needs a parameter of two or more axes (as Keras' "
+                                f"and torch's do); this one has shape {tuple(shape)}")
     sub.finish()
     return {"type": kind, **keys}
 

@@ -36,7 +36,7 @@ from .table import Table, check_int
 TYPE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")   # a spec type; param names likewise
 MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 RESERVED = {"type", "name", "in_shape", "out_shape", "params", "state", "explicit", "plugin",
-            "layers"}                                  # what every layer entry already holds
+            "layers", "zeros"}                         # what every layer entry already holds
 METHODS = {"numpy": "numpy_forward", "torch": "torch", "tensorflow": "tensorflow",
            "jax": "jax"}
 
@@ -117,7 +117,7 @@ def _run_file(path, code, module_name):
     except Exception as err:
         del sys.modules[module_name]
         raise ValueError(f"{path.name} raised {describe(err)} while loading") from None
-    return _registered_by(module_name)
+    return _registered_by(module_name, path.name)
 
 
 def _import_module(name):
@@ -139,11 +139,21 @@ def _import_module(name):
     return _registered_by(name)
 
 
-def _registered_by(module_name):
+def _registered_by(module_name, label=None):
     """The types registered by classes of `module_name` (or of its submodules), whoever
-    imported it first: a module imported before the spec named it registered already."""
-    return {t: cls for t, cls in REGISTERED
-            if cls.__module__ == module_name or cls.__module__.startswith(module_name + ".")}
+    imported it first: a module imported before the spec named it registered already.
+    Two classes of different names registering one type is an error (which one the spec
+    meant cannot be told); a class registered again under its own name is the module
+    reloaded (importlib.reload in a notebook), and the newest stands."""
+    types = {}
+    for t, cls in REGISTERED:
+        if cls.__module__ != module_name and not cls.__module__.startswith(module_name + "."):
+            continue
+        if t in types and types[t].__qualname__ != cls.__qualname__:
+            raise ValueError(f"{label or module_name} registers {t!r} twice, with "
+                             f"{types[t].__qualname__} and {cls.__qualname__}")
+        types[t] = cls
+    return types
 
 
 def _root(name):
@@ -228,11 +238,33 @@ def plugin_parser(kind, cls, entry):
         for local, (shape, init) in _call(t, kind, obj, "params", in_shape, {}).items():
             fan_in, fan_out = fans(shape)
             layer["params"][local] = {"shape": shape, "init": parse_initializer(
-                t, f"init_{local}", init), "fan_in": fan_in, "fan_out": fan_out}
+                t, f"init_{local}", init, shape), "fan_in": fan_in, "fan_out": fan_out}
         layer["out_shape"] = _call(t, kind, obj, "out_shape", in_shape, list(in_shape))
-        layer.update(keys, plugin=entry)
+        layer.update(keys, plugin=entry, zeros=_declared_zeros(t, kind, obj, layer["params"]))
     parse.plugin = cls
     return parse
+
+
+def _declared_zeros(t, kind, obj, params):
+    """What the layer says of gradients that are zero by construction (compare/zeros.py),
+    as attributes of its class or properties of the instance (its keys set): `shifts`, its
+    parameters that only add a constant to each output feature (a bias); `cancels_shifts`,
+    whether its output ignores such a constant added to its input (a normalisation over
+    the batch, as BatchNorm); `zero_gradients`, {its parameter: why} for one whose gradient
+    is zero whatever comes after (attention's key bias)."""
+    shifts = getattr(obj, "shifts", ())
+    zero = getattr(obj, "zero_gradients", {})
+    cancels = getattr(obj, "cancels_shifts", False)
+    if not isinstance(shifts, (list, tuple)) or not isinstance(zero, dict) or \
+            not isinstance(cancels, bool):
+        raise t.error("type", f"plugin {kind}: shifts is a tuple of parameter names, "
+                              "zero_gradients a dict {name: why}, cancels_shifts True or False")
+    for name in [*shifts, *zero]:
+        if name not in params:
+            raise t.error("type", f"plugin {kind}: {name!r} (in shifts or zero_gradients) is "
+                                  f"not one of its parameters ({', '.join(params) or 'none'})")
+    return {"shifts": list(shifts), "cancels_shifts": cancels,
+            "zero_gradients": {k: str(v) for k, v in zero.items()}}
 
 
 def _read_keys(t, kind, cls):
@@ -371,9 +403,9 @@ def _check_params(value):
                    "integers", None
         init = pair[1]
         try:
-            parse_initializer(Table("", "", {"init": init}), "init", None)
-        except InputError as err:
-            return f"gives {local!r} the initializer {init!r}: {err.message}", None
+            parse_initializer(Table("", "", {"init": init}), "init", None, shape)
+        except InputError as err:  # its field: which key of an initializer table
+            return f"gives {local!r} the initializer {init!r}: {err.field}: {err.message}", None
         out[local] = (shape, init)
     return None, out
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..canonical import check_output, plugin_method
+from ..canonical import check_output, plugin_error, plugin_method
 from .layout import image_to_canonical, image_to_native
 
 __all__ = ["sigmoid", "tanh", "relu", "leaky_relu", "gelu", "identity", "dropout", "flatten",
@@ -405,6 +405,10 @@ class Plugin(nn.Module):
         self.entry, self.user_forward = layer, plugin_method(layer, "torch", "torch")
         self.dtype_name = dtype  # the model's: what the plugin must return
         for name, shape in layer["params"].items():  # values come from layout.py's to_native
+            if hasattr(self, name):  # register_parameter's own KeyError would name no plugin
+                raise plugin_error(layer, layer["plugin"].params,
+                                   f"names a parameter {name!r}, an attribute of torch's "
+                                   f"nn.Module, which holds each parameter under its name")
             zeros = torch.zeros(shape, dtype=getattr(torch, dtype))
             self.register_parameter(name, nn.Parameter(zeros))
 

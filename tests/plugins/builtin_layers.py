@@ -47,7 +47,9 @@ class Dense:
 
     def tensorflow(self, p, x):
         import tensorflow as tf
-        return tf.add(tf.matmul(x, p["W"]), p["b"])  # what keras.layers.Dense computes
+        # what keras.layers.Dense computes: keras' ops.add adds a bias with tf.nn.bias_add,
+        # whose gradient sums over the batch in another order than tf.add's
+        return tf.nn.bias_add(tf.matmul(x, p["W"]), p["b"])
 
     def jax(self, p, x):
         return x @ p["W"] + p["b"]
@@ -111,7 +113,7 @@ class Conv2D:
     def tensorflow(self, p, x):
         import tensorflow as tf
         y = tf.nn.convolution(x, p["W"], strides=self.strides, padding=self.padding.upper())
-        return tf.add(y, tf.reshape(p["b"], (1, 1, 1, -1)))  # as keras.layers.Conv2D
+        return tf.nn.bias_add(y, p["b"])  # as keras.layers.Conv2D (ops.add of its bias)
 
     def jax(self, p, x):
         from jax import lax
@@ -189,7 +191,7 @@ class LSTM:
         # what keras.layers.LSTM's cell computes per step, in a tf.while_loop over time
         def step(carry, x_t):
             h, c = carry
-            z = tf.add(tf.add(tf.matmul(x_t, p["W"]), tf.matmul(h, p["U"])), p["b"])
+            z = tf.nn.bias_add(tf.add(tf.matmul(x_t, p["W"]), tf.matmul(h, p["U"])), p["b"])
             zi, zf, zg, zo = tf.split(z, 4, axis=1)
             i, f = tf.sigmoid(zi), tf.sigmoid(zf)
             c = f * c + i * tf.tanh(zg)
