@@ -7,10 +7,13 @@
 writes my_model.toml and my_model.params.npz (canonical names and layouts). Everything is
 checked first (the model maps, the state_dict fits, the outputs may be written); then
 the weights, then the spec, each replaced whole. An existing spec is replaced only if
-an earlier `crossgrad import` wrote it (its first line says so), and an existing
-weights file only together with such a spec: nothing of yours is overwritten.
+an earlier `crossgrad import` wrote it and nobody changed it or its weights since (its
+first line says who wrote it, its last line their sha256), and an existing weights file
+only together with such a spec: nothing of yours is overwritten.
 """
 import argparse
+import hashlib
+import os
 import shlex
 from pathlib import Path
 
@@ -18,10 +21,12 @@ import numpy as np
 
 from .errors import EXIT_OK, InputError
 from .run.atomic import atomic_file
-from .run.ownership import claim_file
+from .run.ownership import MARKER_LIMIT, claim_file
 from .spec import LOSSES
 
 HEADER = "# Imported from "
+# the spec's last line: what a later import to the same --out checks before replacing both
+STAMP = "# crossgrad import wrote this file; sha256 of the lines above, and of its weights: "
 
 
 def shape_arg(text):
@@ -69,7 +74,7 @@ def cmd_import(args):
     with atomic_file(params, "wb") as f:
         np.savez(f, **done.arrays)
     with atomic_file(out) as f:
-        f.write(done.text)
+        f.write(stamped(done.text, done.arrays))
     count = sum(int(np.prod(a.shape)) for a in done.arrays.values())
     print(f"wrote {args.out} ({len(done.spec.layers)} layers) and {params.name} "
           f"({len(done.arrays)} tensors, {count:,} values); compare it: crossgrad check "
@@ -96,12 +101,47 @@ def _claim(out):
     return target, params
 
 
-def _written_by_import(path):
+def stamped(text, arrays):
+    """The spec's text and a last line with its sha256 and that of its weights."""
+    return f"{text}{STAMP}{hashlib.sha256(text.encode()).hexdigest()} {weights_sha(arrays)}\n"
+
+
+def weights_sha(arrays):
+    """sha256 over the weights' names, dtypes, shapes and values: the same for the same
+    weights whenever written (the .npz's own bytes carry the time of writing)."""
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name}\0{a.dtype.str}\0{a.shape}\0".encode() + a.tobytes())
+    return digest.hexdigest()
+
+
+def _weights_as_written(params, sha):
     try:
+        with np.load(params, allow_pickle=False) as npz:
+            return weights_sha({name: npz[name] for name in npz.files}) == sha
+    except Exception:  # not an npz, a pickle, unreadable: not as crossgrad import wrote it
+        return False
+
+
+def _written_by_import(path):
+    """Whether `path` is a spec crossgrad import wrote, as it wrote it, with its weights file
+    beside it as written (or gone): the header, and the stamp of its last line. A spec edited
+    since, or one without the stamp, is the user's."""
+    try:
+        if os.stat(path).st_size > MARKER_LIMIT:
+            return False
         with open(path, "rb") as f:
-            return f.read(len(HEADER)).decode(errors="replace") == HEADER
+            text = f.read().decode(errors="replace")
     except OSError:
         return False
+    body, _, last = text.rstrip("\n").rpartition("\n")
+    if not text.startswith(HEADER) or not last.startswith(STAMP):
+        return False
+    spec_sha, _, params_sha = last[len(STAMP):].partition(" ")
+    params = Path(path).with_name(Path(path).name.removesuffix(".toml") + ".params.npz")
+    return (hashlib.sha256(f"{body}\n".encode()).hexdigest() == spec_sha
+            and (not params.exists() or _weights_as_written(params, params_sha)))
 
 
 def _command(args):

@@ -401,7 +401,21 @@ def test_an_existing_file_is_replaced_only_if_an_import_wrote_it(tmp_path):
     assert limited(tmp_path, argv, address_space=16 << 30).code == 0
     first = (tmp_path / "m.toml").read_text()
     again = limited(tmp_path, argv, address_space=16 << 30)   # its own output: replaced
-    assert again.code == 0 and (tmp_path / "m.toml").read_text() == first
+    # the same spec; its last line stamps it and the weights (the factory's, drawn anew)
+    assert again.code == 0 and (tmp_path / "m.toml").read_text().splitlines()[:-1] == \
+        first.splitlines()[:-1]
+    for edit in ("m.toml", "m.params.npz"):  # changed since: the user's now
+        before = (tmp_path / edit).read_bytes()
+        if edit == "m.toml":
+            (tmp_path / edit).write_text(before.decode().replace("\n[data]", "\n# mine\n[data]"))
+        else:
+            np.savez(tmp_path / edit, **{"0.W": np.ones((3, 4))})
+        changed = (tmp_path / edit).read_bytes()
+        refused = limited(tmp_path, argv, address_space=16 << 30)
+        assert refused.code == 2 and "exists" in refused.stderr, refused.stderr
+        assert (tmp_path / edit).read_bytes() == changed
+        (tmp_path / edit).write_bytes(before)
+    assert limited(tmp_path, argv, address_space=16 << 30).code == 0  # as written again
 
 
 # ---- `params = "x.npz"` in any spec ------------------------------------------------------------

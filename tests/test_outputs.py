@@ -150,6 +150,39 @@ def test_user_files_added_to_a_crossgrad_output_are_refused_and_kept(tmp_path, h
     assert snapshot(tmp_path) == before
 
 
+def test_a_file_edited_in_a_crossgrad_output_is_refused_and_kept(tmp_path, home):
+    """The marker keeps each file's size and sha256: a file of crossgrad's that the user
+    changed since is the user's now. A marker from before fingerprints judges by name."""
+    assert crossgrad(["check", *XOR, "--save", "golden"], tmp_path, home).returncode == 0
+    marker = json.loads((tmp_path / "golden" / ".crossgrad").read_text())
+    assert set(marker["files"]) == {e for e in marker["entries"]
+                                    if (tmp_path / "golden" / e).is_file()}
+    with open(tmp_path / "golden" / "xor_2_2_1" / "numpy.npz", "ab") as f:
+        f.write(b"my notes")
+    before = snapshot(tmp_path)
+    done = crossgrad(["check", *XOR, "--save", "golden"], tmp_path, home)
+    assert done.returncode == 2
+    assert done.stderr == ("crossgrad: golden: is a crossgrad save but 1 entry changed since "
+                           "crossgrad wrote them (xor_2_2_1/numpy.npz); move them or choose "
+                           "another --save\n")
+    assert snapshot(tmp_path) == before
+    del marker["files"]  # as an older crossgrad wrote it
+    (tmp_path / "golden" / ".crossgrad").write_text(json.dumps(marker))
+    assert crossgrad(["check", *XOR, "--save", "golden"], tmp_path, home).returncode == 0
+
+
+def test_an_edited_file_of_an_old_output_is_not_removed(tmp_path):
+    """Removal also leaves a listed file that is no longer as written (edited after the check
+    before the swap), and the folder holding it."""
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "report.md").write_text("crossgrad's")
+    ownership.write_marker(old, "report", ["report.md"])
+    (old / "report.md").write_text("crossgrad's, and mine")
+    assert ownership.remove_owned(old) == ["report.md"]
+    assert (old / "report.md").read_text() == "crossgrad's, and mine"
+
+
 def test_a_forged_or_foreign_marker_deletes_nothing_outside(tmp_path):
     """Removal follows the marker's list, but never outside the folder or through a link."""
     outside = user_folder(tmp_path / "outside")
@@ -228,6 +261,21 @@ def test_json_never_replaces_a_file_crossgrad_did_not_write(tmp_path, home, cont
                                   "crossgrad wrote") and done.stderr.count("\n") == 1
     assert (tmp_path / "mine.json").read_text() == content
     assert sorted(p.name for p in tmp_path.iterdir()) == ["home", "mine.json"]
+
+
+@pytest.mark.parametrize("flag", ["--out", "--save", "--json"])
+def test_a_loop_of_links_or_an_empty_path_is_refused_before_any_work(tmp_path, home, flag):
+    (tmp_path / "a").symlink_to("b")
+    (tmp_path / "b").symlink_to("a")
+    command = ["train", *XOR, "--steps", "2"] if flag == "--out" else ["check", *XOR]
+    # an empty folder name is the current folder, refused as such (above)
+    for path, says in [("a", "a: "), *([("", "--json: is empty")] if flag == "--json" else [])]:
+        before = snapshot(tmp_path)
+        done = crossgrad([*command, flag, path], tmp_path, home)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert done.stderr.startswith(f"crossgrad: {says}"), done.stderr
+        assert "loop" in done.stderr or "symbolic links" in done.stderr or not path
+        assert snapshot(tmp_path) == before
 
 
 def test_json_replaces_the_document_crossgrad_wrote_before(tmp_path, home):

@@ -370,6 +370,8 @@ def test_a_worker_refuses_a_plugin_changed_after_the_spec_was_read(tmp_path):
 BAD_PLUGINS = {
     # case: (plugin file text or None, spec changes, the field named)
     "missing_file": (None, {}, "plugins[0]"),
+    "loop_of_links": ("LOOP", {}, "plugins[0]"),
+    "not_a_regular_file": ("FOLDER", {}, "plugins[0]"),
     "syntax_error": ("import crossgrad\n@crossgrad.layer('x')\nclass X(:\n", {}, "plugins[0]"),
     "raises_at_import": ("import crossgrad\n1 / 0\n", {}, "plugins[0]"),
     "no_layer": ("import crossgrad\nclass X: pass\n", {}, "plugins[0]"),
@@ -434,7 +436,12 @@ def bad_plugin_text(text):
 @pytest.mark.parametrize("case", sorted(BAD_PLUGINS))
 def test_a_bad_plugin_is_exit_2_naming_the_field(tmp_path, capsys, case):
     text, changes, field = BAD_PLUGINS[case]
-    if bad_plugin_text(text) is not None:
+    if text == "LOOP":
+        (tmp_path / "mine.py").symlink_to("other.py")
+        (tmp_path / "other.py").symlink_to("mine.py")
+    elif text == "FOLDER":
+        (tmp_path / "mine.py").mkdir()
+    elif bad_plugin_text(text) is not None:
         (tmp_path / "mine.py").write_text(bad_plugin_text(text))
     body = spec("bad", [dense(8), {"type": "plug"}, dense(10)], [64], DIGITS, ["mine.py"])
     for key, value in changes.items():

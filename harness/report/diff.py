@@ -4,7 +4,9 @@ Compared: versions and machine (manifest.json), spec hashes, every framework's
 check loss and status, pass/fail of each check, and every loss curve step by step
 (curves.csv), with the tolerances of the curves themselves (float64 1e-10,
 float32 1e-4, relative). A change of spec hash means the runs did not compute the
-same thing; it is reported, and that model's numbers are not compared.
+same thing; it is reported, and that model's numbers are not compared. Results on
+one side only (a model, its check, a framework's check, a curve) are changes beyond
+tolerance: the other side cannot vouch for them.
 """
 import json
 from pathlib import Path
@@ -16,24 +18,99 @@ from ..compare.curves import CURVES
 from ..errors import InputError
 from .tables import fmt, render as render_table
 
+# What the comparison reads, with the JSON types it needs there: each manifest.json
+# models[] entry, each results.json check.models[] entry, and the columns of curves.csv.
+MODEL_KEYS = {"name": str, "dtype": str, "spec_hash": str}
+CHECK_KEYS = {"name": str, "dtype": str, "passed": bool, "frameworks": dict}
+LOSS = (int, float, type(None))  # non-finite losses are written as null
+CURVE_COLUMNS = ["model", "dtype", "mode", "framework", "step", "loss"]
+JSON_NAMES = {dict: "an object", list: "an array", str: "a string", bool: "true or false",
+              int: "a number", float: "a number", type(None): "null"}
+
 
 def load_run(folder):
+    """(manifest, results, curves) of a report folder; InputError naming the file and the
+    field where it lacks what the comparison reads."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(folder, None, "no such report folder")
-    loaded = {}
-    for name in ("manifest.json", "results.json"):
-        try:
-            loaded[name] = json.loads((folder / name).read_text())
-        except FileNotFoundError:
-            raise InputError(folder / name, None, "missing: not a crossgrad report folder") from None
-        except json.JSONDecodeError as err:
-            raise InputError(folder / name, f"line {err.lineno}", f"invalid JSON: {err.msg}") from None
+    manifest = _read_json(folder / "manifest.json")
+    results = _read_json(folder / "results.json")
+    _check_manifest(manifest, folder / "manifest.json")
+    _check_results(results, folder / "results.json")
+    return manifest, results, _read_curves(folder / "curves.csv")
+
+
+def _read_json(path):
     try:
-        curves = pd.read_csv(folder / "curves.csv")
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(path, None, "missing: not a crossgrad report folder") from None
+    except json.JSONDecodeError as err:
+        raise InputError(path, f"line {err.lineno}", f"invalid JSON: {err.msg}") from None
+    except UnicodeDecodeError:
+        raise InputError(path, None, "not text: not a crossgrad report file") from None
+    except OSError as err:
+        raise InputError(path, None, f"cannot be read ({err.strerror})") from None
+
+
+def _check_manifest(doc, path):
+    _need(doc, dict, path, None)
+    for key in ("versions", "cpu", "threads"):
+        _need(doc.get(key, {}), dict, path, key)
+    for i, model in enumerate(_need(doc.get("models", []), list, path, "models")):
+        _keys(model, MODEL_KEYS, path, f"models[{i}]")
+        if model["dtype"] not in CURVES:  # a report's dtypes: the ones with curve tolerances
+            raise InputError(path, f"models[{i}].dtype",
+                             f"expected one of {', '.join(CURVES)}, found {model['dtype']!r}")
+
+
+def _check_results(doc, path):
+    _need(doc, dict, path, None)
+    if doc.get("check") is None:  # a `crossgrad train` report
+        return
+    for i, model in enumerate(_keys(doc["check"], {"models": list}, path, "check")["models"]):
+        where = f"check.models[{i}]"
+        for fw, entry in _keys(model, CHECK_KEYS, path, where)["frameworks"].items():
+            _need(_need(entry, dict, path, f"{where}.frameworks.{fw}").get("loss"), LOSS,
+                  path, f"{where}.frameworks.{fw}.loss")
+
+
+def _keys(obj, kinds, path, where):
+    """`obj`, an object holding every key of `kinds` with a value of that type."""
+    _need(obj, dict, path, where)
+    for key, kind in kinds.items():
+        if key not in obj:
+            raise InputError(path, f"{where}.{key}", "missing")
+        _need(obj[key], kind, path, f"{where}.{key}")
+    return obj
+
+
+def _need(value, kind, path, field):
+    """`value` if it is a `kind` (a type or a tuple of them); InputError otherwise."""
+    if not isinstance(value, kind):
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        expected = " or ".join(dict.fromkeys(JSON_NAMES[k] for k in kinds))
+        raise InputError(path, field, f"expected {expected}, found {JSON_NAMES[type(value)]}")
+    return value
+
+
+def _read_curves(path):
+    """curves.csv with the columns the comparison uses; an empty table if there is none."""
+    try:
+        curves = pd.read_csv(path)
     except (FileNotFoundError, pd.errors.EmptyDataError):
-        curves = pd.DataFrame(columns=["model", "dtype", "mode", "framework", "step", "loss"])
-    return loaded["manifest.json"], loaded["results.json"], curves
+        return pd.DataFrame(columns=CURVE_COLUMNS)
+    except (OSError, ValueError) as err:  # not CSV, or not text
+        raise InputError(path, None, f"cannot be read as a CSV table ({str(err).strip()})") \
+            from None
+    missing = [c for c in CURVE_COLUMNS if c not in curves.columns]
+    if missing:
+        raise InputError(path, missing[0], "missing column: not a crossgrad curves table")
+    for column in ("step", "loss"):  # merged on, and compared as numbers
+        if len(curves) and not pd.api.types.is_numeric_dtype(curves[column]):
+            raise InputError(path, column, "holds values that are not numbers")
+    return curves
 
 
 def diff_reports(a, b):
@@ -77,40 +154,61 @@ def _environment(a, b):
     return out
 
 
+def _only(in_a):
+    return "only in A" if in_a else "only in B"
+
+
 def _checks(a, b, same):
+    index_a = {(m["name"], m["dtype"]): m for m in a["models"]} if a else {}
+    index_b = {(m["name"], m["dtype"]): m for m in b["models"]} if b else {}
     out = []
-    if not a or not b:
-        return out
-    index_b = {(m["name"], m["dtype"]): m for m in b["models"]}
-    for ma in a["models"]:
-        key = (ma["name"], ma["dtype"])
-        mb = index_b.get(key)
-        if mb is None or key not in same:
-            continue
+    for key in sorted(same & (set(index_a) | set(index_b))):
         label = f"{key[0]} {key[1]}"
+        ma, mb = index_a.get(key), index_b.get(key)
+        if ma is None or mb is None:  # e.g. a `run` report against a `train` report
+            out.append(_change("check", label, _only(ma is not None), True))
+            continue
         if ma["passed"] != mb["passed"]:
             out.append(_change("check", label, f"passed {ma['passed']} -> {mb['passed']}", True))
-        for fw, fa in ma["frameworks"].items():
-            fb = mb["frameworks"].get(fw, {})
-            if fa.get("status") != fb.get("status"):
-                out.append(_change("status", label, f"{fw}: {fa.get('status')} -> "
-                                                     f"{fb.get('status')}", True))
-            elif fa.get("loss") is not None and fb.get("loss") is not None:
-                rel = abs(fa["loss"] - fb["loss"]) / max(abs(fa["loss"]), 1e-300)
-                if rel > 0:
-                    out.append(_change("check loss", label, f"{fw}: rel. change {fmt(rel)}",
-                                       rel > CURVES[key[1]]))
+        for fw in dict.fromkeys([*ma["frameworks"], *mb["frameworks"]]):
+            out += _framework(fw, ma["frameworks"].get(fw), mb["frameworks"].get(fw), key)
     return out
+
+
+def _framework(fw, fa, fb, key):
+    """The changes of one framework's check entry (None where a side lacks it)."""
+    label = f"{key[0]} {key[1]}"
+    if fa is None or fb is None:
+        return [_change("status", label, f"{fw}: {_only(fa is not None)}", True)]
+    if fa.get("status") != fb.get("status"):
+        return [_change("status", label, f"{fw}: {fa.get('status')} -> {fb.get('status')}",
+                        True)]
+    la, lb = fa.get("loss"), fb.get("loss")
+    if la is None and lb is None:
+        return []
+    if la is None or lb is None:  # non-finite (null) on one side
+        return [_change("check loss", label, f"{fw}: {fmt(la)} -> {fmt(lb)}", True)]
+    rel = abs(la - lb) / max(abs(la), 1e-300)
+    if rel > 0:
+        return [_change("check loss", label, f"{fw}: rel. change {fmt(rel)}",
+                        rel > CURVES[key[1]])]
+    return []
 
 
 def _curves(a, b, same):
     out = []
     keys = ["model", "dtype", "mode", "framework"]
-    merged = a.merge(b, on=keys + ["step"], how="outer", suffixes=("_a", "_b"))
+    merged = a.merge(b, on=keys + ["step"], how="outer", suffixes=("_a", "_b"),
+                     indicator="side")
     for (model, dtype, mode, fw), g in merged.groupby(keys):
         if (model, dtype) not in same:
             continue
         label = f"{model} {dtype}"
+        sides = set(g["side"])
+        if sides in ({"left_only"}, {"right_only"}):  # e.g. native curves in one report only
+            out.append(_change("curve", label, f"{mode} {fw}: {_only(sides == {'left_only'})}",
+                               True))
+            continue
         la, lb = g["loss_a"].to_numpy(float), g["loss_b"].to_numpy(float)
         if np.isnan(la).sum() != np.isnan(lb).sum():
             out.append(_change("curve", label, f"{mode} {fw}: different number of steps", True))

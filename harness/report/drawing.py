@@ -2,16 +2,20 @@
 
 A figure takes a second or more to draw and the report has two per model; inside a
 `rendering()` block, `later(draw, ...)` hands one to the pool and the report goes on.
-Nothing here imports matplotlib: the pool's processes do, when they draw.
+Nothing here imports matplotlib: the pool's processes do, when they draw. The harness
+alone answers an interruption, and its drawing processes end with it (`_drawing_process`).
 """
 import multiprocessing
 import os
 import pickle
+import signal
 import sys
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
+
+from ..run.orphans import stop_with
 
 MAX_PROCESSES = 4   # drawing processes of a rendering() block, at most one per core
 _pool = None        # the pool of the open rendering() block
@@ -26,7 +30,8 @@ def rendering(processes=None):
     if processes < 2 or context is None or _pool is not None:
         yield  # drawn here, one after another
         return
-    _pool = ProcessPoolExecutor(processes, mp_context=context)
+    _pool = ProcessPoolExecutor(processes, mp_context=context, initializer=_drawing_process,
+                                initargs=(os.getpid(),))
     try:
         yield
     finally:
@@ -49,6 +54,20 @@ def _forking():
             or any(name in sys.modules for name in THREADED)):
         return None
     return multiprocessing.get_context("fork")
+
+
+def _drawing_process(harness):
+    """A drawing process, as it starts. Ctrl-C and a terminal's hangup reach the whole process
+    group: the harness answers them in one line and shuts the pool down, letting the figures
+    being drawn finish; a drawing process ignores them rather than print a traceback of its
+    own. SIGTERM (the pool's own, to end a broken pool's processes) ends it at once, quietly,
+    instead of raising the harness's Stopped. A harness killed with SIGKILL shuts nothing
+    down: it stops itself then, as the harness's workers do, instead of waiting forever on
+    pipes its sister processes hold open."""
+    for signum in (signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    stop_with(harness)
 
 
 class Later:

@@ -105,7 +105,11 @@ def _umask():
 
 def _swap_into_place(new, path):
     if not path.exists():
-        os.rename(new, path)
+        try:
+            os.rename(new, path)
+        except OSError:
+            shutil.rmtree(new, ignore_errors=True)  # the new output alone, made here: no
+            raise                                   # temporary is left beside `path`
         return
     if _exchange(new, path):
         _remove_previous(new, path)  # `new` now holds the previous result

@@ -31,7 +31,7 @@ SHARED_VARIABLE = "CROSSGRAD_SHARED"  # names that folder in each worker's envir
 def shared_tempdir():
     """A new folder the workers of one executor share (the reference's lockstep steps,
     reference_steps.py), with crossgrad's marker first: its executor removes it as it closes,
-    and a worker whose harness is gone removes it too (worker._exit_with_parent)."""
+    and a worker whose harness is gone removes it too (worker._left_behind)."""
     folder = tempfile.mkdtemp(prefix="crossgrad-shared-")
     write_marker(folder, SHARED_KIND)
     return folder

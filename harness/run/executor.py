@@ -43,7 +43,7 @@ class WorkerProcess:
         self.stderr = tempfile.TemporaryFile()
         # the worker's TMPDIR, removed once it is gone: a worker killed in a job cannot tidy
         # up what its framework wrote there (TensorFlow's autograph files); a worker whose
-        # harness is killed removes it itself (worker._exit_with_parent)
+        # harness is killed removes it itself (worker._left_behind)
         self.scratch = worker_tempdir()
         env = dict(worker_env(threads), TMPDIR=self.scratch,
                    **(compile_cache_env() if compile_cache and framework == "jax" else {}))

@@ -3,14 +3,19 @@
 Every folder crossgrad creates (a report, a --save folder, a temporary folder, the
 result cache) gets a `.crossgrad` file before anything else: JSON naming the tool, its
 version, the kind of output, the creation time and, once the folder is complete, every
-entry crossgrad wrote there. An existing output folder may be replaced only when it is
-missing, empty, or carries that marker and holds nothing the marker does not list;
-anything else is the user's, and the command refuses before any work starts. When an
-old output is removed, only the entries its marker lists go: a file that appeared
-there later stays, and so does the folder holding it.
+entry crossgrad wrote there, each file with its size and sha256. An existing output
+folder may be replaced only when it is missing, empty, or carries that marker and holds
+nothing the marker does not list, every file as crossgrad wrote it; anything else is the
+user's (a file added, or one of crossgrad's edited since), and the command refuses
+before any work starts. When an old output is removed, only the entries its marker lists
+go, and of its files only those still as written: a file that appeared or changed there
+later stays, and so does the folder holding it. (A marker written before fingerprints
+were kept lists names only; its files are judged by name.)
 """
 import datetime
+import errno
 import functools
+import hashlib
 import json
 import os
 import stat
@@ -33,11 +38,40 @@ def tool_version():
 
 
 def write_marker(folder, kind, entries=None):
-    """`entries` None: the folder is still being written (everything in it is crossgrad's)."""
+    """`entries` None: the folder is still being written (everything in it is crossgrad's).
+    Given, each file among them is fingerprinted as it is now."""
+    complete, entries = entries is not None, sorted(entries or [])
     body = {"tool": "crossgrad", "version": tool_version(), "kind": kind,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "complete": entries is not None, "entries": sorted(entries or [])}
+            "complete": complete, "entries": entries,
+            "files": {e: fingerprint(Path(folder) / e) for e in entries
+                      if stat.S_ISREG((Path(folder) / e).lstat().st_mode)}}
     (Path(folder) / MARKER).write_text(json.dumps(body, indent=1) + "\n")
+
+
+def fingerprint(path):
+    """[size, sha256] of a file, read in blocks (a --save folder's arrays can be large)."""
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+            size += len(block)
+    return [size, digest.hexdigest()]
+
+
+def as_written(folder, rel, marker):
+    """Whether folder/rel is what crossgrad wrote there: its fingerprint, where the marker
+    keeps one, matches (an unreadable file is not as written)."""
+    kept = (marker.get("files") or {}).get(rel)
+    if kept is None:
+        return True
+    path = Path(folder) / rel
+    try:
+        if not stat.S_ISREG(path.lstat().st_mode) or path.lstat().st_size != kept[0]:
+            return False
+        return fingerprint(path) == list(kept)
+    except OSError:
+        return False
 
 
 def read_marker(folder):
@@ -51,7 +85,9 @@ def read_marker(folder):
         return None
     if not (isinstance(body, dict) and body.get("tool") == "crossgrad"
             and isinstance(body.get("entries"), list)
-            and all(isinstance(e, str) for e in body["entries"])):
+            and all(isinstance(e, str) for e in body["entries"])
+            and isinstance(body.get("files", {}), dict)
+            and all(isinstance(v, list) and len(v) == 2 for v in body.get("files", {}).values())):
         return None
     return body
 
@@ -83,6 +119,12 @@ def foreign_entries(folder, marker):
             if e not in listed or os.path.islink(Path(folder) / e)]
 
 
+def edited_entries(folder, marker):
+    """Files the marker lists that are no longer as crossgrad wrote them."""
+    return [e for e in marker["entries"] if os.path.lexists(Path(folder) / e)
+            and not as_written(folder, e, marker)]
+
+
 # ---- refusing before any work starts --------------------------------------------------------
 
 def claim_folder(path, flag):
@@ -108,6 +150,12 @@ def claim_folder(path, flag):
         raise InputError(path, None, f"is a crossgrad {marker.get('kind', 'output')} but holds "
                                      f"{_count(foreign)} crossgrad did not write ({shown}); "
                                      f"move them or choose another {flag}")
+    edited = edited_entries(target, marker)
+    if edited:
+        shown = ", ".join(edited[:SHOWN]) + (", ..." if len(edited) > SHOWN else "")
+        raise InputError(path, None, f"is a crossgrad {marker.get('kind', 'output')} but "
+                                     f"{_count(edited)} changed since crossgrad wrote them "
+                                     f"({shown}); move them or choose another {flag}")
     return target
 
 
@@ -116,6 +164,8 @@ def claim_file(path, flag, ours=None, whose="a JSON document crossgrad wrote"):
     device or pipe as given (written straight into, never replaced), else the file with links
     resolved (replaced whole) when it does not exist, is empty, or `ours(path)` says
     crossgrad wrote it (default: the JSON stamp); `whose` names what may be replaced."""
+    if not str(path):  # else written nowhere, silently: commands test `if args.json`
+        raise InputError(flag, None, "is empty; give a file name, or - for standard output")
     if str(path) == "-" or _is_stdout(path):
         return "-"
     try:
@@ -157,9 +207,16 @@ def _count(entries):
 
 
 def _resolved(path, flag):
-    """A link is followed to what it names, so the link itself is never replaced."""
+    """A link is followed to what it names, so the link itself is never replaced; a loop of
+    links names nothing."""
     p = Path(path).expanduser()
     if p.is_symlink():
+        try:
+            os.stat(p)
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                raise InputError(path, None, f"is a link in a loop of links; choose another "
+                                             f"{flag}") from None
         target = Path(os.path.realpath(p))
         if not target.parent.is_dir():
             raise InputError(path, None, f"is a link to {target}, whose folder does not exist; "
@@ -210,7 +267,7 @@ def remove_owned(folder):
     marker = read_marker(folder) or {"entries": []}
     for rel in sorted(marker["entries"], key=lambda e: e.count("/"), reverse=True):
         path = _inside(folder, rel)
-        if path is not None:
+        if path is not None and as_written(folder, rel, marker):  # an edited file stays
             _remove_entry(path)
     try:
         (folder / MARKER).unlink()

@@ -20,7 +20,6 @@ import shutil
 import signal
 import sys
 import tempfile
-import threading
 import time
 import traceback
 
@@ -29,7 +28,7 @@ import numpy as np
 from ..importers import original
 from ..registry import ORIGINAL
 from ..spec import plugins
-from . import lockstep, ownership, protocol, second_order
+from . import lockstep, orphans, ownership, protocol, second_order
 from .environment import SHARED_VARIABLE, WORKER_KIND, remove_shared, worker_tempdir
 
 
@@ -38,14 +37,14 @@ def main(argv=None):
     faulthandler.enable()                  # a segfault leaves a stack in the stderr tail
     scratch = args.scratch or _private_tempdir()  # what it removes as it ends, either way
     parent = args.parent or os.getppid()
-    _exit_with_parent(parent, scratch)
+    orphans.stop_with(parent, lambda: _left_behind(scratch))
     channel = os.fdopen(os.dup(1), "wb")   # protocol messages only
     os.dup2(2, 1)                          # stray prints from frameworks go to stderr
     try:
         return _serve(args, channel)
     finally:
         _remove(scratch)
-        if os.getppid() != parent:  # stdin closed by the harness's death: see _exit_with_parent
+        if os.getppid() != parent:  # stdin closed by the harness's death: see _left_behind
             remove_shared(os.environ.get(SHARED_VARIABLE))
 
 
@@ -198,21 +197,12 @@ def _numpy(arrays):
     return {k: np.asarray(v) for k, v in arrays.items()}
 
 
-def _exit_with_parent(parent, scratch):
-    """A harness killed with SIGKILL cannot stop its workers; they notice and stop themselves
-    (a worker in the middle of a job would otherwise never read the closed stdin), and
-    remove their temporary folder and the one the harness's workers share (SHARED_VARIABLE,
-    any of them, whichever is first), which that harness cannot. `parent` is the harness's pid
-    as the harness gave it: a harness killed while the worker was still importing is gone
-    before the worker could ask for its parent."""
-
-    def watch():
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        _remove(scratch)
-        remove_shared(os.environ.get(SHARED_VARIABLE))  # its other workers end likewise
-        os._exit(4)
-    threading.Thread(target=watch, daemon=True).start()
+def _left_behind(scratch):
+    """A worker whose harness was killed with SIGKILL removes its temporary folder and the one
+    the harness's workers share (SHARED_VARIABLE, any of them, whichever is first), which
+    that harness cannot."""
+    _remove(scratch)
+    remove_shared(os.environ.get(SHARED_VARIABLE))  # its other workers end likewise
 
 
 def _parse(argv):

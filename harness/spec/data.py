@@ -77,8 +77,8 @@ def load_data(data, input_shape, seed, spec_file):
         x, labels = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], float), np.array([0, 1, 1, 0])
     elif source in ("digits", "digits28"):
         x, labels = _digits(source == "digits28")
-    elif source == "mnist":
-        x, labels = load_mnist(data["path"], spec_file)
+    elif source == "mnist":  # the first `examples` only, converted from the file's bytes
+        x, labels = load_mnist(data["path"], spec_file, data.get("examples"))
     else:
         x, labels = _random(data, input_shape, rng)
     if data.get("examples"):

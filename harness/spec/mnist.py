@@ -4,7 +4,9 @@ Sizes come from the headers first and are checked before any body is read, and n
 read asks for more than a header declares plus one byte: a gzip bomb is refused after
 inflating what its header promised, not inflated whole. `.npz` members are read as
 plain arrays (never unpickled). Labels must be integers 0-9 and pixels within 0-255.
-`mnist_sizes` reads the headers only, for the memory estimate (spec/sizes.py).
+The whole files are checked, but only the examples the spec uses are converted to float64,
+so memory follows `data.examples` as the estimate does. `mnist_sizes` reads the headers
+only, for that estimate (spec/sizes.py).
 """
 import gzip
 import math
@@ -36,18 +38,22 @@ def resolve(path, spec_file):
     return p, "folder" if kind == "a folder" else "file"
 
 
-def load_mnist(path, spec_file):
-    """-> x (N, 28, 28) float64 in [0, 1], y (N,) int64."""
+def load_mnist(path, spec_file, examples=None):
+    """-> x (n, 28, 28) float64 in [0, 1], y (n,) int64: the first `examples` of the files'
+    N examples (all of them if None), the rows `data.examples` selects."""
     p, kind = resolve(path, spec_file)
     if kind == "folder":
         images, labels = (_find_idx(p, k, spec_file) for k in ("images", "labels"))
         _same_count(images, labels)
-        x, y, source = read_idx(images, 3), read_idx(labels, 1), images
+        x, y = read_idx(images, 3), read_idx(labels, 1)
+        check_pair(x, y, (images, None), (labels, None))
     else:
         x, y = read_npz(p)
-        source = p
-    x, y = checked(x, y, source)
-    return x.astype(np.float64) / 255.0, y
+        check_pair(x, y, (p, "x"), (p, "y"))
+    # sliced as stored, before converting: memory follows `examples`, as the estimate
+    # does, and not the file (a float64 copy of N uint8 images is 8 times its size)
+    x, y = x[:examples], y[:examples]
+    return x.reshape(len(x), *IMAGE).astype(np.float64) / 255.0, y.astype(np.int64)
 
 
 def mnist_sizes(path, spec_file):
@@ -62,27 +68,30 @@ def mnist_sizes(path, spec_file):
         return x.shape[0], x.data_bytes + y.data_bytes
 
 
-def checked(x, y, source):
-    """Shapes, dtypes and ranges of a loaded pair; -> x (N, 28, 28), y (N,) int64."""
+def check_pair(x, y, images, labels):
+    """Shapes, dtypes and ranges of a loaded pair, every example of it. `images` and
+    `labels` are the (file, field) that their errors name: the .npz and its member, or
+    each IDX file. Allocates nothing the size of the images."""
     if x.shape[1:] not in ((784,), IMAGE, (*IMAGE, 1)) or y.ndim != 1 or len(x) != len(y):
-        raise InputError(source, None, f"expected N images of 28x28 and N labels, "
-                                       f"got images {x.shape} and labels {y.shape}")
+        raise InputError(images[0], None, f"expected N images of 28x28 and N labels, "
+                                          f"got images {x.shape} and labels {y.shape}")
     if x.dtype.kind not in "iuf":
-        raise InputError(source, "x", f"pixels must be numbers, got dtype {x.dtype}")
-    if x.size and not np.isfinite(x).all():
-        raise InputError(source, "x", "pixels must be finite, found NaN or infinity")
-    if x.size and (x.min() < 0 or x.max() > 255):
-        raise InputError(source, "x", f"pixels must be within 0-255, found {x.min()}..{x.max()}")
+        raise InputError(*images, f"pixels must be numbers, got dtype {x.dtype}")
+    if x.size:
+        low, high = x.min(), x.max()  # a NaN makes both NaN, an infinity one end infinite
+        if not (np.isfinite(low) and np.isfinite(high)):
+            raise InputError(*images, "pixels must be finite, found NaN or infinity")
+        if low < 0 or high > 255:
+            raise InputError(*images, f"pixels must be within 0-255, found {low}..{high}")
     if y.dtype.kind not in "iuf":
-        raise InputError(source, "y", f"labels must be integers 0-9, got dtype {y.dtype}")
+        raise InputError(*labels, f"labels must be integers 0-9, got dtype {y.dtype}")
     if y.dtype.kind == "f":
         bad = np.flatnonzero(~np.isfinite(y) | (y != np.round(y)))
         if len(bad):
-            raise InputError(source, "y", f"labels must be integers 0-9, found {y[bad[0]]} "
-                                          f"(example {bad[0]})")
+            raise InputError(*labels, f"labels must be integers 0-9, found {y[bad[0]]} "
+                                      f"(example {bad[0]})")
     if len(y) and (y.min() < 0 or y.max() > 9):
-        raise InputError(source, "y", f"labels must be digits 0-9, found {y.min()}..{y.max()}")
-    return x.reshape(len(x), *IMAGE), y.astype(np.int64)
+        raise InputError(*labels, f"labels must be digits 0-9, found {y.min()}..{y.max()}")
 
 
 # ---- IDX (LeCun's format): magic 0x0000 08 <rank>, big-endian sizes, unsigned bytes -----------

@@ -18,6 +18,9 @@ from ..errors import InputError
 from .files import open_regular
 
 
+CHUNK = 1 << 24  # bytes inflated per read: one read of a member's body holds it twice
+
+
 @dataclass
 class Member:
     """One .npy member of an .npz, from its header: what reading it will allocate."""
@@ -71,15 +74,23 @@ def npy_header(zf, path, name):
 
 
 def read_member(zf, path, member):
-    """The member's array; reads at most what its header declared plus one byte."""
+    """The member's array; reads at most what its header declared plus one byte, into the
+    array itself a chunk at a time (one read of a deflated member holds it twice)."""
+    body = np.empty(member.data_bytes, np.uint8)
+    filled, view = 0, memoryview(body)
     try:
         with zf.open(member.name) as m:
             m.read(member.header_bytes)
-            body = m.read(member.data_bytes + 1)
+            while filled < member.data_bytes:
+                chunk = m.read(min(CHUNK, member.data_bytes - filled))
+                if not chunk:
+                    break
+                view[filled:filled + len(chunk)] = chunk
+                filled += len(chunk)
+            filled += len(m.read(1))
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as err:
         raise InputError(path, member.name, f"corrupt: {err}") from None
-    if len(body) != member.data_bytes:
-        raise InputError(path, member.name, f"holds {len(body)} bytes of data, its header "
+    if filled != member.data_bytes:
+        raise InputError(path, member.name, f"holds {filled} bytes of data, its header "
                                             f"declares {member.data_bytes}")
-    return np.frombuffer(body, member.dtype).reshape(member.shape,
-                                                     order="F" if member.fortran else "C")
+    return body.view(member.dtype).reshape(member.shape, order="F" if member.fortran else "C")

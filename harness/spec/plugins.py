@@ -66,7 +66,10 @@ def source_of(entry, spec_file):
     """A `plugins` entry -> {"entry", "path" | "module"}: a path ends in .py or has a slash."""
     if entry.endswith(".py") or "/" in entry or "\\" in entry:
         path = Path(entry) if Path(entry).is_absolute() else Path(spec_file).parent / entry
-        return {"entry": entry, "path": str(path.resolve())}
+        try:
+            return {"entry": entry, "path": str(path.resolve())}
+        except (OSError, RuntimeError):  # a loop of links: Path.resolve raises RuntimeError
+            raise ValueError(f"symlink loop: {path} never reaches a file") from None
     if not MODULE_NAME.match(entry):
         raise ValueError("is neither a .py file nor a module name")
     return {"entry": entry, "module": entry}
@@ -79,7 +82,8 @@ def load(source):
     if "path" in source:
         path = Path(source["path"])
         if not path.is_file():
-            raise ValueError(f"no such plugin file: {path}")
+            raise ValueError(f"no such plugin file: {path}" if not path.exists() else
+                             f"{path} is not a regular file (a plugin is a .py file)")
         code = path.read_bytes()
         digest = hashlib.sha256(code).hexdigest()
         if source.get("sha256", digest) != digest:

@@ -1,0 +1,160 @@
+"""`crossgrad diff` on folders that are not what a report holds, and on reports whose
+results are on one side only: bad input is one line naming the file and field (exit 2),
+a result on one side only is a change beyond tolerance (exit 1)."""
+import json
+
+import pytest
+
+from crossgrad.harness.cli import main
+
+HASH = "0" * 64
+CURVES = ("model,dtype,mode,framework,step,loss,grad_norm,rel_diff,lockstep_rel_err\n"
+          "xor_2_2_1,float64,aligned,numpy,0,0.75,0.5,0.0,\n"
+          "xor_2_2_1,float64,aligned,numpy,1,0.625,0.25,0.0,\n"
+          "xor_2_2_1,float64,aligned,torch,0,0.75,0.5,0.0,0.0\n"
+          "xor_2_2_1,float64,aligned,torch,1,0.625,0.25,0.0,0.0\n")
+NATIVE = ("xor_2_2_1,float64,native,numpy,0,0.75,0.5,,\n"
+          "xor_2_2_1,float64,native,numpy,1,0.5,0.25,,\n")
+
+
+def check_results():
+    return {"models": [{
+        "name": "xor_2_2_1", "dtype": "float64", "seed": 0, "spec_hash": HASH, "passed": True,
+        "frameworks": {fw: {"status": "ok", "loss": 0.75, "version": "1"}
+                       for fw in ("numpy", "torch")},
+        "comparisons": [], "finite_difference": []}]}
+
+
+def report(folder, check=True, curves=CURVES):
+    """The files `crossgrad diff` reads, shaped as `crossgrad run` (check=True) or
+    `crossgrad train` writes them."""
+    folder.mkdir()
+    manifest = {"versions": {"python": "3.11", "numpy": "2"}, "cpu": {"model": "cpu"},
+                "threads": {"threads": 1},
+                "models": [{"name": "xor_2_2_1", "dtype": "float64", "spec_hash": HASH}]}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    results = {"check": check_results() if check else None, "train": None, "native": None}
+    (folder / "results.json").write_text(json.dumps(results))
+    (folder / "curves.csv").write_text(curves)
+    return folder
+
+
+def edit_json(path, change):
+    doc = json.loads(path.read_text())
+    path.write_text(json.dumps(change(doc)))
+
+
+def no_dtype(doc):
+    del doc["models"][0]["dtype"]
+    return doc
+
+
+def loss_is_text(doc):
+    doc["check"]["models"][0]["frameworks"]["torch"]["loss"] = "0.75"
+    return doc
+
+
+def framework_is_list(doc):
+    doc["check"]["models"][0]["frameworks"]["torch"] = []
+    return doc
+
+
+# case -> (file, how it is spoiled, what the message names after the file)
+MALFORMED = {
+    "results_is_a_list": ("results.json", "[1, 2]\n", "expected an object"),
+    "manifest_is_a_string": ("manifest.json", '"hello"\n', "expected an object"),
+    "manifest_models_not_a_list": ("manifest.json", '{"models": {}}\n', "models"),
+    "manifest_model_without_dtype": ("manifest.json", no_dtype, "models[0].dtype"),
+    "manifest_versions_null": ("manifest.json", '{"versions": null}\n', "versions"),
+    "check_without_models": ("results.json", '{"check": {}}\n', "check.models"),
+    "check_loss_is_text": ("results.json", loss_is_text,
+                           "check.models[0].frameworks.torch.loss"),
+    "check_framework_is_a_list": ("results.json", framework_is_list,
+                                  "check.models[0].frameworks.torch"),
+    "curves_other_columns": ("curves.csv", "a,b\n1,2\n", "model"),
+    "curves_step_not_numbers": ("curves.csv", CURVES.replace(",0,0.75", ",zero,0.75"), "step"),
+    "curves_not_csv": ("curves.csv", 'a,b\n"1,2\n', "CSV"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+@pytest.mark.parametrize("side", ["A", "B"])
+def test_malformed_report_is_one_line_and_exit_2(tmp_path, capsys, case, side):
+    name, spoil, field = MALFORMED[case]
+    a, b = report(tmp_path / "a"), report(tmp_path / "b")
+    path = (a if side == "A" else b) / name
+    if callable(spoil):
+        edit_json(path, spoil)
+    else:
+        path.write_text(spoil)
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    assert main(["diff", str(a), str(b)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"crossgrad: {path}: "), err
+    assert field in err[len(f"crossgrad: {path}: "):], err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing written
+
+
+def test_identical_reports_are_identical(tmp_path, capsys):
+    for check in (True, False):  # two run reports; two train reports (neither has checks)
+        a = report(tmp_path / f"a{check}", check)
+        b = report(tmp_path / f"b{check}", check)
+        assert main(["diff", str(a), str(b)]) == 0
+        assert "identical results" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("checked", ["A", "B"])
+def test_check_results_on_one_side_only(tmp_path, capsys, checked):
+    """A `crossgrad run` report against a `crossgrad train` report of the same model."""
+    run, train = report(tmp_path / "run"), report(tmp_path / "train", check=False)
+    a, b = (run, train) if checked == "A" else (train, run)
+    assert main(["diff", str(a), str(b)]) == 1
+    out = capsys.readouterr().out
+    assert "identical" not in out
+    rows = [line.split() for line in out.splitlines() if line.startswith("check ")]
+    assert rows == [["check", "xor_2_2_1", "float64", "only", "in", checked, "BEYOND"]]
+
+
+def test_empty_results_on_one_side(tmp_path, capsys):
+    a, b = report(tmp_path / "a"), report(tmp_path / "b")
+    (b / "results.json").write_text("{}\n")
+    assert main(["diff", str(a), str(b)]) == 1
+    assert "only in A" in capsys.readouterr().out
+
+
+def test_framework_on_one_side_only(tmp_path, capsys):
+    a, b = report(tmp_path / "a"), report(tmp_path / "b")
+
+    def without_torch(doc):
+        del doc["check"]["models"][0]["frameworks"]["torch"]
+        return doc
+
+    edit_json(a / "results.json", without_torch)
+    assert main(["diff", str(a), str(b)]) == 1
+    assert "torch: only in B" in capsys.readouterr().out
+
+
+def test_loss_on_one_side_only(tmp_path, capsys):
+    """A non-finite loss is written as null: against a number it is a change."""
+    a, b = report(tmp_path / "a"), report(tmp_path / "b")
+
+    def null_loss(doc):
+        doc["check"]["models"][0]["frameworks"]["torch"]["loss"] = None
+        return doc
+
+    edit_json(b / "results.json", null_loss)
+    assert main(["diff", str(a), str(b)]) == 1
+    assert "BEYOND" in capsys.readouterr().out
+
+
+def test_curves_on_one_side_only(tmp_path, capsys):
+    a, b = report(tmp_path / "a", curves=CURVES + NATIVE), report(tmp_path / "b")
+    assert main(["diff", str(a), str(b)]) == 1
+    out = capsys.readouterr().out
+    assert "native numpy: only in A" in out and "aligned" not in out
+    (b / "curves.csv").unlink()  # a report without curves against one with them
+    assert main(["diff", str(b), str(a)]) == 1
+    out = capsys.readouterr().out
+    assert "aligned torch: only in B" in out and "native numpy: only in B" in out
