@@ -76,7 +76,8 @@ def cmd_import(args):
     with atomic_file(out) as f:
         f.write(stamped(done.text, done.arrays))
     count = sum(int(np.prod(a.shape)) for a in done.arrays.values())
-    print(f"wrote {args.out} ({len(done.spec.layers)} layers) and {params.name} "
+    print(f"wrote {args.out} ({len(done.spec.layers)} layers) and "
+          f"{Path(args.out).with_name(params.name)} "
           f"({len(done.arrays)} tensors, {count:,} values); compare it: crossgrad check "
           f"{shlex.quote(args.out)}")
     return EXIT_OK

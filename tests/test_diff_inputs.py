@@ -158,3 +158,16 @@ def test_curves_on_one_side_only(tmp_path, capsys):
     assert main(["diff", str(b), str(a)]) == 1
     out = capsys.readouterr().out
     assert "aligned torch: only in B" in out and "native numpy: only in B" in out
+
+
+def test_a_model_named_like_a_number_or_nan_is_compared(tmp_path, capsys):
+    """Names are read as text: a model "nan" (a valid spec name) is not NaN, so its curves
+    are compared, not dropped from the comparison."""
+    a = report(tmp_path / "a", check=False, curves=CURVES.replace("xor_2_2_1", "nan"))
+    b = report(tmp_path / "b", check=False,
+               curves=CURVES.replace("xor_2_2_1", "nan").replace("1,0.625", "1,0.626", 1))
+    for folder in (a, b):
+        edit_json(folder / "manifest.json", lambda doc: dict(doc, models=[
+            dict(doc["models"][0], name="nan")]))
+    assert main(["diff", str(a), str(b)]) == 1
+    assert "nan float64" in capsys.readouterr().out

@@ -31,7 +31,8 @@ def load(path, digest=None):
     if path.suffix != ".keras":
         raise ValueError("expected a .keras file (model.save('my_model.keras'))")
     if not path.is_file():
-        raise ValueError(f"no such file: {path}")
+        raise ValueError(f"no such file: {path}" if not path.exists() else
+                         f"{path} is not a file (a .keras model is one zip file)")
     if digest is not None and sha256(path) != digest:
         raise ValueError(f"{path.name} changed since the import (its sha256 differs from the "
                          "spec's original.sha256); import it again")

@@ -10,6 +10,7 @@ worker, by the original participant: both must see the same chain.
 """
 import hashlib
 import operator
+import re
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -74,14 +75,18 @@ def _run(path, code, name):
     return module
 
 
+ANSI = re.compile(r"\x1b\[[0-9;]*m")  # a terminal's colour and bold codes
+
+
 def load_weights(model, path):
     """A state_dict file into `model`, strictly: ValueError naming the first missing or
     unexpected key, or the first tensor of another shape."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
+        first = ANSI.sub("", str(err)).splitlines()[0][:200]  # torch bolds some words
         raise ValueError(f"not a state_dict file torch.load can read safely "
-                         f"({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
+                         f"({type(err).__name__}: {first})") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError("holds no state_dict (a dict of tensor names to tensors)")
     own = model.state_dict()

@@ -143,8 +143,9 @@ def contents(doc, run):
 
 
 HOW_TO_READ = (
-    f"Every model was run by up to {len(ORDER)} implementations from the same initial weights, "
-    "data, batch order and dropout masks, drawn once from the seed. Gradient check: the "
+    f"Every model was run by up to {len(ORDER)} implementations (and an imported model also "
+    "by its original) from the same initial weights, data, batch order and dropout masks, "
+    "drawn once from the seed. Gradient check: the "
     "loss and every parameter's gradient on the first batch, compared pair by pair as "
     "max|a - b| / max|a| (the error relative to the tensor's largest entry) and, in "
     "float64, against finite differences. Training: the loss before each update, relative "

@@ -24,6 +24,7 @@ MODEL_KEYS = {"name": str, "dtype": str, "spec_hash": str}
 CHECK_KEYS = {"name": str, "dtype": str, "passed": bool, "frameworks": dict}
 LOSS = (int, float, type(None))  # non-finite losses are written as null
 CURVE_COLUMNS = ["model", "dtype", "mode", "framework", "step", "loss"]
+NAME_COLUMNS = CURVE_COLUMNS[:4]
 JSON_NAMES = {dict: "an object", list: "an array", str: "a string", bool: "true or false",
               int: "a number", float: "a number", type(None): "null"}
 
@@ -98,7 +99,10 @@ def _need(value, kind, path, field):
 def _read_curves(path):
     """curves.csv with the columns the comparison uses; an empty table if there is none."""
     try:
-        curves = pd.read_csv(path)
+        # names as written: a model named "nan" or "1" stays a name, never a number or NaN;
+        # an empty loss is a non-finite one (to_csv's NaN)
+        curves = pd.read_csv(path, dtype={c: str for c in NAME_COLUMNS},
+                             keep_default_na=False, na_values={"step": [""], "loss": [""]})
     except (FileNotFoundError, pd.errors.EmptyDataError):
         return pd.DataFrame(columns=CURVE_COLUMNS)
     except (OSError, ValueError) as err:  # not CSV, or not text
