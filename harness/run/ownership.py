@@ -144,18 +144,15 @@ def claim_folder(path, flag):
     if marker is None:
         raise InputError(path, None, f"exists and is not a crossgrad output "
                                      f"({_count(entries)}); choose another {flag}")
-    foreign = foreign_entries(target, marker)
-    if foreign:
-        shown = ", ".join(foreign[:SHOWN]) + (", ..." if len(foreign) > SHOWN else "")
-        raise InputError(path, None, f"is a crossgrad {marker.get('kind', 'output')} but holds "
-                                     f"{_count(foreign)} crossgrad did not write ({shown}); "
-                                     f"move them or choose another {flag}")
-    edited = edited_entries(target, marker)
-    if edited:
-        shown = ", ".join(edited[:SHOWN]) + (", ..." if len(edited) > SHOWN else "")
-        raise InputError(path, None, f"is a crossgrad {marker.get('kind', 'output')} but "
-                                     f"{_count(edited)} changed since crossgrad wrote them "
-                                     f"({shown}); move them or choose another {flag}")
+    kind = marker.get("kind", "output")
+    for found, what in ((foreign_entries, "holds {} crossgrad did not write"),
+                        (edited_entries, "{} changed since crossgrad wrote them")):
+        entries = found(target, marker)
+        if entries:
+            shown = ", ".join(entries[:SHOWN]) + (", ..." if len(entries) > SHOWN else "")
+            raise InputError(path, None, f"is a crossgrad {kind} but "
+                                         f"{what.format(_count(entries))} ({shown}); "
+                                         f"move them or choose another {flag}")
     return target
 
 
