@@ -104,7 +104,7 @@ def _with_key(job, spec, native):
                          registry.version(job["framework"]), native,
                          len(job["batches"]) if job["kind"] == "train" else None,
                          job.get("participant"), job.get("order", 1),
-                         job.get("matmul_precision"))
+                         job.get("matmul_precision"), job["params"])
     return job
 
 

@@ -134,9 +134,13 @@ def cmd_run(args):
     print(tables.train_table(aligned.models + (native.models if native else [])))
     print(tables.train_footer(aligned.models + (native.models if native else [])))
     info = manifest.build(specs, args.executor, args.threads, started, said)
+    missed = [m["name"] for m in mistakes or [] if not m["caught"]]
+    if mistakes is not None:
+        print(f"mistakes gallery: {len(mistakes) - len(missed)} of {len(mistakes)} caught"
+              + (f"; not caught: {', '.join(missed)}" if missed else ""))
     write_report(outputs["--out"], specs, check, aligned, native, info, mistakes)
     print(f"\nreport: {Path(args.out) / 'report.html'} (and report.md, CSV tables, manifest.json)")
-    return EXIT_OK if check.passed and aligned.passed else EXIT_DISAGREE
+    return EXIT_OK if check.passed and aligned.passed and not missed else EXIT_DISAGREE
 
 
 def _importing(module):

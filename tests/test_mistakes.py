@@ -99,3 +99,18 @@ def test_the_float64_switches_are_put_back():
             pass
     assert (torch.get_default_dtype(), keras.backend.floatx(), jax.config.jax_enable_x64) \
         == before
+
+
+@pytest.mark.slow
+def test_run_with_the_gallery_catches_every_mistake(tmp_path, monkeypatch, capsys):
+    """In `run` the gallery's checks share the run's jobs: its check of a network at the
+    weights after a step is a job of its own (the key holds the parameters), never the
+    answer of the check at the initial weights; a mistake not caught is exit 1."""
+    import re
+    from crossgrad.harness.cli import main
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    code = main(["run", "--zoo", "xor_2_2_1", "--mistakes", "--skip-native", "--quiet",
+                 "--out", str(tmp_path / "rep")])
+    out = capsys.readouterr().out
+    assert re.search(r"mistakes gallery: (\d+) of \1 caught\n", out), out
+    assert code == 0

@@ -139,6 +139,17 @@ def test_unknown_pitfall_names_are_bad_input(capsys, tmp_path):
     assert not out.exists()
 
 
+def test_a_named_pitfall_of_a_framework_left_out_is_bad_input(capsys, tmp_path):
+    """Both asked for and one cannot be had: said, not dropped in silence."""
+    out = tmp_path / "p.json"
+    assert cli.main(["pitfalls", "torch.clip_grad_norm_eps", "keras.rmsprop_eps_in_sqrt",
+                     "--frameworks", "numpy,torch", "--json", str(out)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "crossgrad: --frameworks: numpy,torch: keras.rmsprop_eps_in_sqrt is a tensorflow "
+        "pitfall; add tensorflow or leave the pitfall out"]
+    assert not out.exists()
+
+
 # ---- which pitfalls a spec runs into -------------------------------------------------------------
 
 def names(spec, framework):
@@ -303,3 +314,35 @@ def test_keras_switches_alone_train_every_optimizer_with_decay_and_clipping(exec
     results = measure.run_jobs(jobs, executor)
     assert [r["status"] for r in results] == ["ok"] * len(switches), [
         r.get("error") for r in results]
+
+
+@pytest.mark.parametrize("kind", ["mse", "binary_cross_entropy",
+                                  "binary_cross_entropy_with_logits"])
+def test_keras_sum_of_means_alone_divides_every_summed_loss_by_its_outputs(kind):
+    """keras.loss_sum_of_means switched on alone moves the loss by 1/K, also where the
+    loss's own form stays the aligned one (binary cross-entropy without Keras' clipping)."""
+    pytest.importorskip("tensorflow")
+    import tensorflow as tf
+    from crossgrad.impls.tf_tape import losses
+    rng = np.random.default_rng(0)
+    p, y = tf.constant(rng.uniform(0.1, 0.9, (4, 3))), tf.constant(rng.integers(0, 2, (4, 3)) / 1)
+    loss = {"type": kind, "reduction": "sum"}
+    aligned = float(losses.build_loss(loss, False)(p, y))
+    alone = float(losses.build_loss(loss, {"keras.loss_sum_of_means"})(p, y))
+    assert alone == pytest.approx(aligned / 3, rel=1e-12)
+
+
+def test_a_native_parting_that_lockstep_does_not_see_is_amplification():
+    """Lockstep agreeing at every step up to the parting: no default changed a step beyond
+    rounding, so none is a cause (every single-pitfall run would part by then as much)."""
+    from crossgrad.harness.ablation.causes import amplified
+    from crossgrad.harness.report.tables import train_event
+    assert amplified({"lockstep_parted_at": None}, 65)
+    assert amplified({"lockstep_parted_at": 70}, 65)
+    assert not amplified({"lockstep_parted_at": 0}, 65)
+    assert not amplified({}, 65)  # no lockstep: the single-pitfall runs decide
+    m = {"mode": "native", "dtype": "float64", "reference": "numpy"}
+    info = {"status": "ok", "parted_at": 65, "lockstep_parted_at": None,
+            "native_amplified": True}
+    assert "rounding amplified by the dynamics, not a framework default" in \
+        train_event(m, "torch", info)

@@ -7,13 +7,14 @@ formats; one model per layer type is marked slow."""
 import json
 import sys
 
+import jsonschema
 import ml_dtypes
 import numpy as np
 import pytest
 
-from crossgrad.harness import api
+from crossgrad.harness import api, schemas
 from crossgrad.harness.cli import main
-from crossgrad.harness.compare.precision import depth, digits, tolerance
+from crossgrad.harness.compare.precision import depth, digits, tolerance, worst_digits
 from crossgrad.harness.errors import InputError
 from crossgrad.harness.registry import ORDER
 from crossgrad.harness.run.jobs import Inputs, check_job
@@ -271,9 +272,17 @@ def test_check_prints_the_digits_table(tmp_path, capsys, executor, monkeypatch):
                  "numpy,torch", "--quiet", "--json", str(out)])
     text = capsys.readouterr().out
     assert code == 0 and "np digits" in text and "bfloat16" in text
-    model = json.loads(out.read_text())["models"][0]
+    document = json.loads(out.read_text())
+    model = document["models"][0]
     assert model["dtype"] == "bfloat16" and model["reference"]["dtype"] == "float64"
     assert {r["framework"] for r in model["precision"]} == {"numpy", "torch"}
+    jsonschema.validate(document, json.loads(schemas.text("check")))  # its dtype included
+
+
+def test_a_framework_with_a_non_finite_tensor_has_nan_digits_wherever_it_stands():
+    for found in ([3.0, float("nan"), 5.0], [float("nan"), 3.0], [3.0, float("nan")]):
+        assert worst_digits(found) != worst_digits(found)
+    assert worst_digits([4.0, 2.5, float("inf")]) == 2.5 and worst_digits([]) is None
 
 
 @pytest.mark.parametrize("setting, expected", [("default", "default"), ("highest", "highest")])

@@ -318,3 +318,18 @@ def test_the_report_links_every_csv_and_json_of_its_folder(results, tmp_path):
     for target in re.findall(r"\]\(([^)#][^)]*)\)", md):
         assert (out / target).exists(), target
     assert json.loads(re.search(r"id='panel-data'>(.*?)</script>", page).group(1))
+
+
+def test_a_run_that_fails_then_diverges_is_a_fail_not_a_divergence():
+    """Every framework diverged at step 117, but lockstep (or a curve) failed before it: the
+    verdict, the footer's count and the note say FAIL, and do not blame the curves."""
+    from crossgrad.harness.report.tables import diverged_line, train_footer, train_result
+    failed = {"name": "m", "dtype": "float64", "passed": False, "diverged_at": 117,
+              "frameworks": {}}
+    diverged = dict(failed, name="n", passed=True)
+    assert (train_result(failed), train_result(diverged)) == ("FAIL", "DIVERGED")
+    footer = train_footer([failed, diverged])
+    assert "1 of 2 aligned runs agree" in footer
+    assert "1 diverged in every framework alike (DIVERGED)" in footer
+    assert "the run FAILs before it" in diverged_line(failed)
+    assert "curves disagree" not in diverged_line(failed)

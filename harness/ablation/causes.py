@@ -8,7 +8,9 @@ cause when its curve leaves the reference's beyond the aligned tolerance (CURVES
 step k; its effect is its largest relative difference over those steps. The causes go
 into the one field the report reads, `native_defaults` (largest effect first), and
 every pitfall measured into `native_ablation`. Cost: steps 0..k of one model per
-pitfall in play, for the curves that part only.
+pitfall in play, for the curves that part only. A curve whose lockstep agreed at every
+step up to k parted by the dynamics alone (rounding amplified, as an aligned PASS*): no
+pitfall is run or named for it, and `native_amplified` says so.
 """
 import copy
 
@@ -32,6 +34,9 @@ def confirm(result, prepared, executor=None, cache=None, on_result=None):
             k = info.get("parted_at")
             if k is None or fw == entry["reference"]:
                 continue
+            if amplified(info, k):
+                info["native_amplified"] = True
+                continue
             short = shortened(inputs, k + 1)
             for pitfall in in_play(spec, fw):
                 planned.append((entry, spec, fw, pitfall, k, len(jobs)))
@@ -51,6 +56,14 @@ def confirm(result, prepared, executor=None, cache=None, on_result=None):
             if (id(entry), fw) in measured:
                 attach(info, sorted(measured[(id(entry), fw)], key=_largest_first))
     return len(jobs)
+
+
+def amplified(info, k):
+    """Whether the native run's lockstep agreed at every step up to k, where its curve parts:
+    then no default changed a step beyond rounding, and the dynamics amplified it (a
+    single-pitfall run would part by then as much, whatever its pitfall): no cause."""
+    return "lockstep_parted_at" in info and (info["lockstep_parted_at"] is None
+                                             or info["lockstep_parted_at"] > k)
 
 
 def attach(info, found):
@@ -97,5 +110,5 @@ def keyed(job, spec):
     --resume reuses it; a list of pitfalls as `native` keeps it apart from every other)."""
     job["lockstep"] = False
     job["key"] = job_key(job["kind"], spec, job["framework"], registry.version(job["framework"]),
-                         job["native"], len(job["batches"]))
+                         job["native"], len(job["batches"]), params=job["params"])
     return job

@@ -26,6 +26,11 @@ def cmd_pitfalls(args):
     if not chosen:
         raise InputError("--frameworks", ",".join(names),
                          "none of the pitfalls asked for belongs to these frameworks")
+    left_out = [p for p in measure.select(args.names) if p not in chosen]
+    if args.names and args.frameworks and left_out:  # both asked for: one cannot be had
+        raise InputError("--frameworks", ",".join(names),
+                         f"{left_out[0].name} is a {left_out[0].framework} pitfall; add "
+                         f"{left_out[0].framework} or leave the pitfall out")
     if args.list:
         print(render(["pitfall", "framework", "what"],
                      [[p.name, p.framework, p.what] for p in chosen]))

@@ -86,7 +86,7 @@ def attach(entry, spec, results, reference, matmul_precision):
                 _excuse(mine, branches[fw], "float64")
                 entry["frameworks"][fw]["branched_at"] = _where(spec.layers, branches[fw])
             rows, layers = rows + mine, layers + per_layer
-            entry["frameworks"][fw]["digits"] = min((row["digits"] for row in mine), default=None)
+            entry["frameworks"][fw]["digits"] = worst_digits([row["digits"] for row in mine])
     if spec.dtype in REDUCED:  # pairs below a kink that rounding flipped in either of them
         for c in entry["comparisons"]:
             at = max((branches.get(fw) or -1 for fw in (c["a"], c["b"])), default=-1)
@@ -180,6 +180,14 @@ def _layer_rows(fw, layers, result, reference):
                      "backward_rel_err": None if exact is None or grad is None
                      else max_errors(exact, grad)[1]})
     return rows
+
+
+def worst_digits(found):
+    """The fewest digits of a framework's tensors; nan if any is not finite (min() would
+    skip a nan or not, by where it stands), None if there are none."""
+    if not found:
+        return None
+    return math.nan if any(d != d for d in found) else min(found)
 
 
 def digits(rel_err):

@@ -118,7 +118,7 @@ def _glance_aligned(aligned):
         out += [" FAIL: ", *_joined([[models.link_to(m["name"]), f" {m['dtype']}"]
                                      for m in bad]), "."]
     for m in aligned.models:
-        if m.get("diverged_at") is not None:
+        if train_result(m) == "DIVERGED":  # a FAIL that diverged is a FAIL, listed above
             out += [" DIVERGED: ", models.link_to(m["name"]), f" {m['dtype']}: {diverged_line(m)}."]
     return out
 

@@ -10,11 +10,16 @@ from ..compare.pairwise import PAIRWISE
 from ..registry import ORDER
 
 
+AMPLIFIED = "rounding amplified by the dynamics (lockstep agrees at every step)"
+
+
 def native_causes(info):
     """What the report names as the cause of a native-defaults curve's parting: one field
     of the framework's entry: the pitfalls in play that alone move the curve by then, with
-    their effect (harness/ablation/causes.py)."""
-    return list(info.get("native_defaults") or [])
+    their effect (harness/ablation/causes.py); or, where lockstep agreed at every step up
+    to the parting, the dynamics."""
+    return [AMPLIFIED] if info.get("native_amplified") else list(info.get("native_defaults")
+                                                                 or [])
 
 
 def partings(native):

@@ -171,8 +171,10 @@ def train_event(m, fw, i):
         return f"{fw} {i.get('status')}: {i.get('error')}"
     if i.get("lockstep_parted_at") is not None and m["mode"] == "aligned":
         return (f"{fw} FAIL: in lockstep it leaves {REFERENCE}'s step at step "
-                f"{i['lockstep_parted_at']}: {differs_text(i['lockstep_differs'])}; a real "
-                f"difference in the step's arithmetic" + (
+                f"{i['lockstep_parted_at']}: {differs_text(i['lockstep_differs'])}; beyond "
+                f"one step's rounding: a formula that differs, or an ill-conditioned "
+                f"operation that turns last-bit differences into this (1 - tanh^2 of a "
+                f"saturated unit)" + (
                     f" (the curves stay within {tol:g}, worst {fmt(i['max_rel_diff'])}: their "
                     f"tolerance hides it)" if i.get("exceeded_at") is None else ""))
     if i.get("branched_at") is not None:
@@ -193,6 +195,10 @@ def train_event(m, fw, i):
                  is not None else "and the runs stop at different steps")
         return (f"{fw} disagrees with {ref}: max rel. difference {fmt(i['max_rel_diff'])}, "
                 f"{where}{hint}")
+    if m["mode"] == "native" and i.get("parted_at") is not None and i.get("native_amplified"):
+        return (f"{fw} parts from {ref} at step {i['parted_at']} (relative difference > "
+                f"{PARTED:g}), while in lockstep every step agrees up to there: rounding "
+                f"amplified by the dynamics, not a framework default")
     if m["mode"] == "native" and i.get("parted_at") is not None:
         causes = ", ".join(f"{a['pitfall']} {fmt(a['effect'])}" for a in
                            i.get("native_ablation", []) if a["confirmed"]) \
@@ -232,7 +238,7 @@ def train_result(m):
 
 def diverged_line(m):
     """The note for a model whose every framework diverged at the same step."""
-    agree = ("their curves disagree before it" if m["passed"] is False else
+    agree = ("the run FAILs before it (the lines above say where)" if m["passed"] is False else
              "they agree up to there" if m["passed"] else "their curves are shown up to there")
     return (f"every framework diverged (non-finite loss or gradient) at step "
             f"{m['diverged_at']}; {agree}, and nothing after it is compared")
@@ -250,7 +256,7 @@ def train_footer(models):
              + (f", {starred} of them PASS* (curves beyond tolerance, lockstep within)"
                 if starred else "")] if judged else []
     parts += [f"{native} native-defaults runs shown, not judged"] if native else []
-    diverged = sum(m.get("diverged_at") is not None for m in models)
+    diverged = sum(train_result(m) == "DIVERGED" for m in models)  # not a FAIL that diverged
     parts += [f"{diverged} diverged in every framework alike (DIVERGED)"] if diverged else []
     return f"{len(models)} trainings: " + "; ".join(parts)
 

@@ -10,6 +10,8 @@ cut from the same Inputs. worker.py runs a job inside a worker.
 import hashlib
 import json
 
+import numpy as np
+
 from .. import registry
 from ..errors import InputError
 from ..importers import original
@@ -61,11 +63,15 @@ def _initial(spec):
 
 
 def job_key(kind, spec, framework, version, native, steps=None, participant=None, order=1,
-            matmul_precision=None):
+            matmul_precision=None, params=None):
     """What a cached result is keyed by: spec hash, framework and version, dtype, seed, mode;
-    for the original, also the content of its model file."""
+    for the original, also the content of its model file; and the initial parameters
+    themselves where given (the mistakes gallery checks a spec again at weights after a
+    step: the same spec, another job)."""
     body = {"kind": kind, "spec": spec.hash, "framework": framework, "version": version,
             "dtype": spec.dtype, "seed": spec.seed, "native": native, "steps": steps}
+    if params is not None:
+        body["params"] = arrays_digest(params)
     if participant == ORIGINAL:
         body.update(participant=ORIGINAL, original=spec.original["sha256"])
     if kind == "check":
@@ -77,6 +83,15 @@ def job_key(kind, spec, framework, version, native, steps=None, participant=None
     if matmul_precision == "default":
         body["matmul_precision"] = "default"  # the framework's own, not full precision
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def arrays_digest(arrays):
+    """sha256 over {name: array}: names, dtypes, shapes and values."""
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name}\0{a.dtype.str}\0{a.shape}\0".encode() + a.tobytes())
+    return digest.hexdigest()
 
 
 def check_job(spec, inputs, framework, native=False):
@@ -106,7 +121,7 @@ def reference_key(spec, inputs):
     """What the reference's lockstep steps of a train job are stored under, the same for
     every framework's job of these inputs (run/reference_steps.py)."""
     return job_key("lockstep_reference", spec, REFERENCE, registry.version(REFERENCE), False,
-                   inputs.steps)
+                   inputs.steps, params=inputs.params)
 
 
 def _hosted(job, spec):

@@ -77,7 +77,12 @@ def binary_cross_entropy(loss, native):
     if native_on(native, "keras.binary_crossentropy"):
         return keras_loss(keras.losses.BinaryCrossentropy, loss,
                           outputs_sum=loss["reduction"] == "sum" and not sums_means(loss, native))
-    return reduced(lambda p, y: -(y * tf.math.log(p) + (1 - y) * tf.math.log(1 - p)), loss)
+
+    def terms(p, y):
+        return -(y * tf.math.log(p) + (1 - y) * tf.math.log(1 - p))
+    if sums_means(loss, native):  # Keras' "sum" alone: of each example's mean over K
+        return reduced(lambda p, y: tf.reduce_mean(terms(p, y), axis=-1), loss)
+    return reduced(terms, loss)
 
 
 def binary_cross_entropy_with_logits(loss, native):
