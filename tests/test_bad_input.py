@@ -93,6 +93,14 @@ CASES = {
                                  '[[layers]]\ntype = "dense"': '[[layers]]\ntype = "conv2d"\nfilters = 2\n'
                                  'kernel_size = 1\npadding = "full"\n[[layers]]\ntype = "flatten"\n'
                                  '[[layers]]\ntype = "dense"'}), "layers[0].padding"),
+    "pool_padding_alone": (variant({"input_shape = [4]": "input_shape = [3, 3, 1]",
+                                    '[[layers]]\ntype = "dense"': '[[layers]]\ntype = "maxpool2d"\n'
+                                    'padding = [2, 2]\n[[layers]]\ntype = "flatten"\n'
+                                    '[[layers]]\ntype = "dense"'}), "layers[0].padding"),
+    "no_parameters": (variant({'type = "dense"\nunits = 3': 'type = "tanh"',
+                               "input_shape = [4]": "input_shape = [3]"}), "layers"),
+    "nesterov_without_momentum": (variant(append='[optimizer]\ntype = "nesterov"\nmomentum = 0.0\n'),
+                                  "optimizer.momentum"),
     "embedding_not_first": (variant({"input_shape = [4]": "input_shape = [4]",
                                      '[[layers]]\ntype = "dense"': '[[layers]]\ntype = "embedding"\n'
                                      'vocab = 3\ndim = 2\n[[layers]]\ntype = "dense"'}), "layers[0].type"),

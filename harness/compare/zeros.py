@@ -1,33 +1,85 @@
-"""Gradients that are zero by construction, named from the spec."""
+"""Gradients that are zero by construction, named from the spec.
+
+BatchNorm (in training) subtracts each feature's mean over the batch: a constant added to
+a feature before it changes nothing after it, so every parameter that only adds such a
+constant has a zero gradient. A bias is one; so is any shift that reaches the BatchNorm
+through layers that carry a per-feature constant on as a per-feature constant (dense and
+a 'valid' conv2d: linear; pooling, flatten, identity, the mean over time). Attention's
+key bias is zero by itself: q.bk is the same for every key of a query, and softmax
+cancels it; its value bias and output bias are shifts of its output (softmax weights sum
+to 1). A plugin layer declares its own (spec/plugins.py: shifts, cancels_shifts,
+zero_gradients).
+"""
+
+CARRY = {"dense", "flatten", "identity", "maxpool2d", "avgpool2d", "sequence_mean"}
+CANCELS = "BatchNorm: the batch mean"
 
 
 def structural_zeros(layers):
     """Gradients that are exactly zero whatever the data, so that every framework returns
     rounding noise for them: name -> why. These are compared against the model's largest
-    gradient entry instead of their own (noise against noise means nothing). A plugin
-    layer declares its own (spec/plugins.py: shifts, cancels_shifts, zero_gradients)."""
-    zeros, prev = {}, None
+    gradient entry instead of their own (noise against noise means nothing)."""
+    return _walk(layers, [])[0]
+
+
+def _walk(layers, shifts):
+    """-> (zeros, the shifts that reach the end): `shifts` are the (name, layer type, whether
+    right before: no layer but identity since) of parameters that, so far, only add a
+    constant to each feature of the current values."""
+    zeros = {}
     for layer in layers:
         declared = layer.get("zeros") or {}
-        if prev and (layer["type"] == "batchnorm" or declared.get("cancels_shifts")):
-            what = "BatchNorm: the batch mean" if layer["type"] == "batchnorm" else \
-                f"{layer['type']}, which (its plugin says) ignores a shift of its input,"
-            zeros.update({f"{prev['name']}.{local}": f"a bias right before {what} cancels it"
-                          for local in _shifts(prev)})
-        if layer["type"] == "attention" and layer["use_bias"]:
+        kind = layer["type"]
+        if kind == "batchnorm" or declared.get("cancels_shifts"):
+            what = CANCELS if kind == "batchnorm" else \
+                f"{kind}, which (its plugin says) ignores a shift of its input,"
+            zeros.update({name: _why(of, what, right_before)
+                          for name, of, right_before in shifts})
+            shifts = []
+        elif kind == "residual":
+            inner, shifts = _walk(layer["layers"], [])  # x + f(x): f's own output shifts
+            zeros.update(inner)
+            shifts = [(name, of, False) for name, of, _ in shifts]
+        elif not _carries(layer):
+            shifts = []
+        elif kind != "identity":  # carried on, no longer right before what cancels it
+            shifts = [(name, of, False) for name, of, _ in shifts]
+        if kind == "attention" and layer["in_shape"][0] == 1:  # scores of one key
+            zeros.update({f"{layer['name']}.{local}": "one time step: softmax over a single "
+                          "key is 1 whatever the scores" for local in ("Wq", "Wk", "bq", "bk")
+                          if local in layer["params"]})
+        elif kind == "attention" and layer["use_bias"]:
             zeros[f"{layer['name']}.bk"] = ("the key bias adds q.bk to every score of a query: "
                                             "softmax cancels it")
         zeros.update({f"{layer['name']}.{local}": f"{why} (its plugin says)"
                       for local, why in declared.get("zero_gradients", {}).items()})
-        zeros.update(structural_zeros(layer.get("layers", [])))
-        if layer["type"] != "identity":
-            prev = layer
-    return zeros
+        shifts = shifts + [(f"{layer['name']}.{local}", kind, True)
+                           for local in _own_shifts(layer)]
+    return zeros, shifts
 
 
-def _shifts(layer):
-    """A layer's parameters that only add a constant to each output feature: a dense or
-    conv2d layer's bias, or what a plugin names in `shifts`."""
-    if layer["type"] in ("dense", "conv2d"):
+def _carries(layer):
+    """Whether a per-feature constant in the layer's input is one in its output."""
+    if layer["type"] == "conv2d":  # zero padding breaks the constant at the borders
+        return all(p == 0 for side in layer["pads"] for p in side)
+    return layer["type"] in CARRY
+
+
+def _own_shifts(layer):
+    """The layer's parameters that only add a constant to each output feature."""
+    kind = layer["type"]
+    if kind in ("dense", "conv2d"):
         return ["b"] if layer["use_bias"] else []
+    if kind in ("batchnorm", "layernorm"):
+        return ["beta"]
+    if kind == "attention":
+        return ["bv", "bo"] if layer["use_bias"] else []
     return (layer.get("zeros") or {}).get("shifts", [])
+
+
+def _why(of, what, right_before):
+    shift = "a bias" if of in ("dense", "conv2d") else f"a shift of {of}'s output"
+    if right_before:
+        return f"{shift} right before {what} cancels it"
+    return f"{shift}, carried on by the layers after it (as a constant per feature) to {what} " \
+           f"cancels it"

@@ -138,6 +138,10 @@ def parse_pool2d(t, layer, ctx):
     layer["pool_size"] = pool = t.ints("pool_size", length=2, default=2)
     layer["strides"] = strides = t.ints("strides", length=2, default=pool)
     layer["out_shape"] = _window(t, layer, pool, strides) + [layer["in_shape"][2]]
+    for (lo, hi), k in zip(layer["pads"], pool):
+        if max(lo, hi) >= k:  # a window of padding alone: max -inf, an average of nothing
+            raise t.error("padding", f"{max(lo, hi)} is as wide as the pool ({k}): a window "
+                                     f"would hold padding alone; at most {k - 1}")
 
 
 def _norm_params(t, layer):

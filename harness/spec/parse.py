@@ -222,6 +222,9 @@ def parse_spec(raw, file, default_name):
     train = _parse_train(top.table("train") or Table(file, "train", {}))
     spec = Spec(name, file, dtype, seed, input_shape, data, layers, loss, optimizer, train,
                 description, reproduces, raw, plugins)
+    if not spec.param_specs():
+        raise top.error("layers", "have no parameters: there is no gradient to compare and "
+                                  "nothing to train (add a dense layer, or a plugin's params)")
     spec.initial = parse_params(top, spec.param_specs(), spec.state_specs())
     spec.original = parse_original(top)
     top.finish()
@@ -282,7 +285,9 @@ def _parse_optimizer(t):
     kind = t.str("type", "sgd", choices=list(OPTIMIZERS))
     opt = {"type": kind, "lr": t.float("lr", 0.01, above=0.0)}
     for key, default in OPTIMIZERS[kind].items():
-        if key in ("momentum", "beta1", "beta2", "rho"):
+        if key == "momentum" and kind == "nesterov":  # a look-ahead along no velocity:
+            opt[key] = t.float(key, default, above=0.0, below=1.0)  # write sgd (torch refuses)
+        elif key in ("momentum", "beta1", "beta2", "rho"):
             opt[key] = t.float(key, default, min=0.0, below=1.0)
         elif key == "eps":
             opt[key] = t.float(key, default, above=0.0)

@@ -238,6 +238,13 @@ class SequenceBatchNorm(ChannelsFirst, nn.BatchNorm1d):
     pass
 
 
+class FlatBatchNorm(SequenceBatchNorm):
+    """nn.BatchNorm1d on (B, ..., C) with more axes than an image: the middle ones as one."""
+
+    def forward(self, x):
+        return super().forward(x.reshape(len(x), -1, x.shape[-1])).reshape(x.shape)  # (B, L, C)
+
+
 def batchnorm(layer, dtype, native):
     """y = gamma (x - mean) / sqrt(var + eps) + beta, statistics over all axes but the last: x (B, ..., C)
 
@@ -247,9 +254,7 @@ def batchnorm(layer, dtype, native):
     default eps and momentum are the spec's.
     """
     rank = len(layer["in_shape"])
-    kind = {1: nn.BatchNorm1d, 2: SequenceBatchNorm, 3: nn.BatchNorm2d}.get(rank)
-    if kind is None:
-        raise NotImplementedError(f"batchnorm on per-example shape {layer['in_shape']}")
+    kind = {1: nn.BatchNorm1d, 2: SequenceBatchNorm, 3: nn.BatchNorm2d}.get(rank, FlatBatchNorm)
     return kind(layer["in_shape"][-1], eps=layer["eps"], momentum=layer["momentum"])
 
 

@@ -1,0 +1,80 @@
+"""Gradients that are zero by construction, however the spec reaches them: a shift that
+linear layers, pooling or flatten carry on to a BatchNorm, attention's value and output
+biases before one, attention over one time step. Every framework returns rounding noise
+for them; compared against the model's largest gradient they agree, and the rows say
+why. Also a BatchNorm on examples of four axes, in every framework."""
+import json
+
+import pytest
+
+import crossgrad
+from crossgrad.harness import registry
+from crossgrad.harness.compare.zeros import structural_zeros
+
+from conftest import FRAMEWORKS
+
+INSTALLED = [fw for fw in FRAMEWORKS if registry.installed(fw)]
+CLASSES = {"source": "random_classification", "classes": 3, "examples": 8}
+SEQUENCES = {"source": "random_sequence", "classes": 3, "examples": 8}
+
+
+def spec(name, input_shape, data, layers, loss="softmax_cross_entropy"):
+    return {"name": name, "input_shape": input_shape, "data": data, "layers": layers,
+            "loss": {"type": loss}}
+
+
+ATTENTION = {"type": "attention", "heads": 1, "key_dim": 2}
+SPECS = {  # name: (spec, dtype, the gradients zero by construction)
+    "dense_dense_batchnorm": (spec("dense_dense_batchnorm", [3], CLASSES, [
+        {"type": "dense", "units": 4}, {"type": "dense", "units": 3}, {"type": "batchnorm"}]),
+        "float64", {"0.b", "1.b"}),
+    "conv_pool_batchnorm": (spec("conv_pool_batchnorm", [4, 4, 1], dict(CLASSES, classes=2), [
+        {"type": "conv2d", "filters": 2, "kernel_size": [2, 2]}, {"type": "maxpool2d"},
+        {"type": "batchnorm"}, {"type": "flatten"}], "binary_cross_entropy_with_logits"),
+        "float64", {"0.b"}),
+    "attention_batchnorm": (spec("attention_batchnorm", [4, 3], SEQUENCES, [
+        ATTENTION, {"type": "batchnorm"}, {"type": "sequence_mean"}]),
+        "float64", {"0.bk", "0.bv", "0.bo"}),
+    "attention_one_step": (spec("attention_one_step", [1, 3], SEQUENCES, [
+        ATTENTION, {"type": "sequence_mean"}]), "float32", {"0.Wq", "0.Wk", "0.bq", "0.bk"}),
+    "batchnorm_rank4": (spec("batchnorm_rank4", [2, 2, 2, 3], CLASSES, [
+        {"type": "batchnorm"}, {"type": "flatten"}, {"type": "dense", "units": 3}]),
+        "float64", set()),
+}
+
+
+@pytest.fixture(scope="module")
+def checked(tmp_path_factory, executor):
+    specs = [crossgrad.load(_written(tmp_path_factory, body), dtype=dtype)
+             for body, dtype, _ in SPECS.values()]
+    return {m["name"]: m for m in crossgrad.check(specs, executor=executor).models}
+
+
+def _written(factory, body):
+    path = factory.mktemp("specs") / f"{body['name']}.json"
+    path.write_text(json.dumps(body))
+    return path
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_zero_by_construction_agrees_in_every_framework(checked, name):
+    model = checked[name]
+    assert {fw for fw, i in model["frameworks"].items() if i["status"] == "ok"} == \
+        set(INSTALLED), model["frameworks"]
+    assert model["passed"], [c for c in model["comparisons"] if not c["passed"]]
+    noted = {c["param"] for c in model["comparisons"] if "zero by construction" in
+             c.get("note", "")}
+    assert noted == (SPECS[name][2] if len(INSTALLED) > 1 else set())
+
+
+def test_a_shift_stops_where_a_layer_does_not_carry_it():
+    """A nonlinearity, a zero-padded conv or dropout between the bias and the BatchNorm:
+    the bias's gradient is not zero, and is compared with its own size."""
+    dense = {"type": "dense", "name": "0", "use_bias": True}
+    for between in ({"type": "tanh"}, {"type": "dropout"},
+                    {"type": "conv2d", "use_bias": False, "pads": [[1, 1], [0, 0]]}):
+        layers = [dense, dict(between, name="1"), {"type": "batchnorm", "name": "2"}]
+        assert structural_zeros(layers) == {}, between
+    carried = [dense, {"type": "conv2d", "name": "1", "use_bias": False,
+                       "pads": [[0, 0], [0, 0]]}, {"type": "batchnorm", "name": "2"}]
+    assert set(structural_zeros(carried)) == {"0.b"}
