@@ -23,6 +23,7 @@ from .errors import EXIT_OK, InputError
 from .run.atomic import atomic_file
 from .run.ownership import MARKER_LIMIT, claim_file
 from .spec import LOSSES
+from .spec.params_file import digest
 
 HEADER = "# Imported from "
 # the spec's last line: what a later import to the same --out checks before replacing both
@@ -103,24 +104,16 @@ def _claim(out):
 
 
 def stamped(text, arrays):
-    """The spec's text and a last line with its sha256 and that of its weights."""
-    return f"{text}{STAMP}{hashlib.sha256(text.encode()).hexdigest()} {weights_sha(arrays)}\n"
-
-
-def weights_sha(arrays):
-    """sha256 over the weights' names, dtypes, shapes and values: the same for the same
-    weights whenever written (the .npz's own bytes carry the time of writing)."""
-    digest = hashlib.sha256()
-    for name in sorted(arrays):
-        a = np.ascontiguousarray(arrays[name])
-        digest.update(f"{name}\0{a.dtype.str}\0{a.shape}\0".encode() + a.tobytes())
-    return digest.hexdigest()
+    """The spec's text and a last line with its sha256 and that of its weights (names, shapes
+    and values, as the spec hash takes a params file: the .npz's own bytes carry the time of
+    writing)."""
+    return f"{text}{STAMP}{hashlib.sha256(text.encode()).hexdigest()} {digest(arrays)}\n"
 
 
 def _weights_as_written(params, sha):
     try:
         with np.load(params, allow_pickle=False) as npz:
-            return weights_sha({name: npz[name] for name in npz.files}) == sha
+            return digest({name: npz[name] for name in npz.files}) == sha
     except Exception:  # not an npz, a pickle, unreadable: not as crossgrad import wrote it
         return False
 

@@ -535,3 +535,19 @@ def test_cached_results_come_back_bit_for_bit(tmp_path):
     arrays = {}
     assert repr(decode(json.loads(json.dumps(encode(weird, arrays))), arrays)) == repr(weird)
     assert zipfile.is_zipfile(tmp_path / "c" / "k0.npz")
+
+
+def test_a_folder_or_link_put_where_an_output_goes_is_not_replaced(tmp_path):
+    """Between the check that the output does not exist and its rename, an empty folder or a
+    link put there is refused (RENAME_NOREPLACE), where a plain rename would replace it."""
+    from crossgrad.harness.run import atomic
+    (tmp_path / "target").mkdir()
+    for put in ("empty", "link"):
+        new, path = tmp_path / f"new-{put}", tmp_path / put
+        new.mkdir()
+        path.mkdir() if put == "empty" else path.symlink_to(tmp_path / "target")
+        with pytest.raises(FileExistsError):
+            atomic._rename_new(new, path)
+        assert new.is_dir() and (path.is_symlink() if put == "link" else path.is_dir())
+    atomic._rename_new(tmp_path / "new-empty", tmp_path / "free")
+    assert (tmp_path / "free").is_dir()

@@ -11,6 +11,7 @@ removed by the next run, but only those with that exact name, a dead pid and the
 import contextlib
 import ctypes
 import ctypes.util
+import errno
 import os
 import re
 import shutil
@@ -21,7 +22,7 @@ from pathlib import Path
 from .ownership import (claim_folder, entries_of, read_marker, remove_owned, unfinished,
                         write_marker)
 
-AT_FDCWD, RENAME_EXCHANGE = -100, 2
+AT_FDCWD, RENAME_NOREPLACE, RENAME_EXCHANGE = -100, 1, 2
 
 
 class OutputFailed(Exception):
@@ -106,7 +107,7 @@ def _umask():
 def _swap_into_place(new, path):
     if not path.exists():
         try:
-            os.rename(new, path)
+            _rename_new(new, path)
         except OSError:
             shutil.rmtree(new, ignore_errors=True)  # the new output alone, made here: no
             raise                                   # temporary is left beside `path`
@@ -128,14 +129,33 @@ def _remove_previous(old, path):
 
 
 def _exchange(a, b):
+    return _renameat2(a, b, RENAME_EXCHANGE) is True
+
+
+def _rename_new(new, path):
+    """new -> path, which did not exist a moment ago: with RENAME_NOREPLACE where Linux has
+    it, so that an empty folder or a link put at `path` meanwhile is refused (EEXIST), not
+    replaced as a plain rename would."""
+    if _renameat2(new, path, RENAME_NOREPLACE) is None:
+        os.rename(new, path)
+
+
+def _renameat2(a, b, flags):
+    """renameat2(a, b, flags): True, OSError, or None where libc has no renameat2."""
     libc_name = ctypes.util.find_library("c")
     if not libc_name:
-        return False
+        return None
     libc = ctypes.CDLL(libc_name, use_errno=True)
     if not hasattr(libc, "renameat2"):
-        return False
-    return libc.renameat2(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b),
-                          RENAME_EXCHANGE) == 0
+        return None
+    if libc.renameat2(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), flags) == 0:
+        return True
+    if flags == RENAME_EXCHANGE:
+        return False  # the caller falls back to two renames
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL):  # a kernel or file system without the flag
+        return None
+    raise OSError(err, os.strerror(err), str(b))
 
 
 def remove_stale(path):

@@ -10,8 +10,6 @@ cut from the same Inputs. worker.py runs a job inside a worker.
 import hashlib
 import json
 
-import numpy as np
-
 from .. import registry
 from ..errors import InputError
 from ..importers import original
@@ -19,6 +17,7 @@ from ..registry import ORIGINAL, REFERENCE
 from ..spec import probes
 from ..spec.data import batch_order, dropout_masks, load_data, targets
 from ..spec.initializers import init_params, init_state
+from ..spec.params_file import digest
 from ..spec.precision import rounded
 
 
@@ -71,7 +70,7 @@ def job_key(kind, spec, framework, version, native, steps=None, participant=None
     body = {"kind": kind, "spec": spec.hash, "framework": framework, "version": version,
             "dtype": spec.dtype, "seed": spec.seed, "native": native, "steps": steps}
     if params is not None:
-        body["params"] = arrays_digest(params)
+        body["params"] = digest(params)
     if participant == ORIGINAL:
         body.update(participant=ORIGINAL, original=spec.original["sha256"])
     if kind == "check":
@@ -83,15 +82,6 @@ def job_key(kind, spec, framework, version, native, steps=None, participant=None
     if matmul_precision == "default":
         body["matmul_precision"] = "default"  # the framework's own, not full precision
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:24]
-
-
-def arrays_digest(arrays):
-    """sha256 over {name: array}: names, dtypes, shapes and values."""
-    digest = hashlib.sha256()
-    for name in sorted(arrays):
-        a = np.ascontiguousarray(arrays[name])
-        digest.update(f"{name}\0{a.dtype.str}\0{a.shape}\0".encode() + a.tobytes())
-    return digest.hexdigest()
 
 
 def check_job(spec, inputs, framework, native=False):
