@@ -141,12 +141,17 @@ def test_user_files_added_to_a_crossgrad_output_are_refused_and_kept(tmp_path, h
     (tmp_path / "golden" / "mine.txt").write_text("keep me\n")
     (tmp_path / "golden" / "xor_2_2_1" / "extra").mkdir()
     (tmp_path / "golden" / "xor_2_2_1" / "extra" / "a.bin").write_bytes(b"\0\1\2")
+    saved_again_is_refused(tmp_path, home, (
+        "crossgrad: golden: is a crossgrad save but holds 3 entries crossgrad did not write "
+        "(mine.txt, xor_2_2_1/extra, xor_2_2_1/extra/a.bin); move them or choose another "
+        "--save\n"))
+
+
+def saved_again_is_refused(tmp_path, home, says):
+    """`check --save golden` once more: exit 2 with the line `says`, and nothing changed."""
     before = snapshot(tmp_path)
     done = crossgrad(["check", *XOR, "--save", "golden"], tmp_path, home)
-    assert done.returncode == 2
-    assert done.stderr == ("crossgrad: golden: is a crossgrad save but holds 3 entries crossgrad "
-                           "did not write (mine.txt, xor_2_2_1/extra, xor_2_2_1/extra/a.bin); "
-                           "move them or choose another --save\n")
+    assert done.returncode == 2 and done.stderr == says, done.stderr
     assert snapshot(tmp_path) == before
 
 
@@ -159,13 +164,9 @@ def test_a_file_edited_in_a_crossgrad_output_is_refused_and_kept(tmp_path, home)
                                     if (tmp_path / "golden" / e).is_file()}
     with open(tmp_path / "golden" / "xor_2_2_1" / "numpy.npz", "ab") as f:
         f.write(b"my notes")
-    before = snapshot(tmp_path)
-    done = crossgrad(["check", *XOR, "--save", "golden"], tmp_path, home)
-    assert done.returncode == 2
-    assert done.stderr == ("crossgrad: golden: is a crossgrad save but 1 entry changed since "
-                           "crossgrad wrote them (xor_2_2_1/numpy.npz); move them or choose "
-                           "another --save\n")
-    assert snapshot(tmp_path) == before
+    saved_again_is_refused(tmp_path, home, (
+        "crossgrad: golden: is a crossgrad save but 1 entry changed since crossgrad wrote them "
+        "(xor_2_2_1/numpy.npz); move them or choose another --save\n"))
     del marker["files"]  # as an older crossgrad wrote it
     (tmp_path / "golden" / ".crossgrad").write_text(json.dumps(marker))
     assert crossgrad(["check", *XOR, "--save", "golden"], tmp_path, home).returncode == 0
