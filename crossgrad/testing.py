@@ -65,12 +65,15 @@ def spec_report(result, idle=()):
     rows = [dict(r, model=m["name"], dtype=m["dtype"]) for m in result.models
             for r in m["comparisons"]]
     probes = [dict(r, model=m["name"]) for m in result.models for r in m["finite_difference"]]
+    undefined = [f" {m['name']} {m['dtype']}: {m['not_finite']}" for m in failing
+                 if m.get("not_finite")]
     names = ", ".join(f"{m['name']} ({m['dtype']})" for m in failing)
-    title = (f"Spec gradients disagree: {names}" if failing
-             else "Spec not checked in full") + f" ({messages.tolerances(dtypes)})"
+    verb = "loss not finite" if failing and len(undefined) == len(failing) else "gradients disagree"
+    title = (f"Spec {verb}: {names}" if failing else "Spec not checked in full") + f" ({messages.tolerances(dtypes)})"
     return messages.message(
         title,
         [messages.counts(rows, probes),
+         "Loss not finite:\n" + "\n".join(undefined) if undefined else "",
          "Frameworks that failed:\n" + "\n".join(broken) if broken else "",
          "Not checked:\n" + "\n".join(idle) if idle else "",
          messages.worst_pairs(rows, with_model=True),

@@ -13,6 +13,7 @@ from .options import (Progress, add_dtype, add_execution, add_models, check_exec
                       claim_outputs, collect_specs, make_executor, positive_int,
                       positive_int_list, tables_stream)
 from .porting import add_import_args, cmd_import
+from .compare.pairwise import worst
 from .report import tables
 from .ablation.command import add_pitfalls_args, cmd_pitfalls
 from .schemas import add_schema_args, cmd_schema
@@ -256,7 +257,7 @@ def cmd_sweep(args):
 def sweep_rows(check, train):
     rows = []
     for c, t in zip(check.models, train.models):
-        worst_grad = max((r["rel_err"] for r in c["comparisons"]), default=0.0)
+        worst_grad = worst(r["rel_err"] for r in c["comparisons"])
         worst_curve = max((i.get("max_rel_diff") or 0.0 for i in t["frameworks"].values()),
                           default=0.0)
         ok = c["passed"] and t["passed"]

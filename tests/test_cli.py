@@ -5,6 +5,8 @@ import numpy as np
 
 from crossgrad.harness.cli import main
 
+from conftest import need
+
 XOR = ["--zoo", "xor_2_2_1"]
 
 
@@ -42,6 +44,32 @@ def test_dtype_override(tmp_path):
     assert m["dtype"] == "float32" and m["finite_difference"] == []
     # one framework and no finite differences in float32: nothing disagreed, nothing compared
     assert m["passed"] and m["unchecked"].startswith("nothing compared (ran: numpy;")
+
+
+# binary cross-entropy of a bare dense layer's outputs: log of a negative number, nan
+NAN_LOSS = """name = "nan_loss"
+input_shape = [2]
+loss = { type = "binary_cross_entropy" }
+data = { source = "xor" }
+layers = [ { type = "dense", units = 1, init = { type = "uniform", low = -3.0, high = 3.0 } } ]
+optimizer = { type = "sgd", lr = 0.1 }
+"""
+
+
+def test_a_loss_not_finite_in_every_framework_is_said_so_not_a_disagreement(tmp_path, capsys):
+    need("torch")
+    spec, out = tmp_path / "nan_loss.toml", tmp_path / "check.json"
+    spec.write_text(NAN_LOSS)
+    assert main(["check", str(spec), "--frameworks", "numpy,torch", "--json", str(out),
+                 "--quiet"]) == 1
+    m = json.loads(out.read_text())["models"][0]
+    assert not m["passed"] and m["not_finite"].startswith(
+        "the loss is nan in every framework that ran (numpy, torch)")
+    lines = capsys.readouterr().out.splitlines()
+    row = next(line for line in lines if line.startswith("nan_loss"))
+    assert row.split()[-4:] == ["nan", "nan", "NOT", "FINITE"]  # np~pt was shown as 0.0e+00
+    assert not any("disagree" in line or "parts from" in line for line in lines)
+    assert "0 passed, 0 failed, 1 with a loss not finite" in lines[-1]
 
 
 def test_seed_changes_the_numbers(tmp_path):

@@ -33,6 +33,24 @@ def max_errors(a, b):
     return max_abs, max_abs / scale if scale else (0.0 if max_abs == 0 else math.inf)
 
 
+def worst(errors):
+    """The largest of some relative errors, nan if one is nan (max() keeps whichever comes
+    first when it compares a nan: a pair whose loss was nan showed a worst error of 0.0);
+    None if there are none."""
+    errors = list(errors)
+    if any(math.isnan(e) for e in errors):
+        return math.nan
+    return max(errors, default=None)
+
+
+def worst_by_pair(rows):
+    """(a, b) -> the worst relative error over the rows of each pair."""
+    pairs = {}
+    for row in rows:
+        pairs.setdefault((row["a"], row["b"]), []).append(row["rel_err"])
+    return {pair: worst(errors) for pair, errors in pairs.items()}
+
+
 def validate(result, params, state, dtype):
     """Why a framework's check result cannot be compared, or None if it can."""
     grads = result.get("grads", {})

@@ -11,7 +11,7 @@ from . import lockstep
 from .curves import branch_step, curve_errors, verdict
 from .finite_diff import finite_differences
 from .layers import first_partings, layer_rows
-from .pairwise import max_errors, pairwise, validate
+from .pairwise import max_errors, pairwise, validate, worst, worst_by_pair
 from .zeros import structural_zeros
 
 
@@ -84,11 +84,13 @@ def assemble_check(spec, inputs, results, names, missing, tol=None):
     fd = _finite_differences(results, inputs.probes)
     layers = layer_rows(spec.layers, results)  # they explain a failure, they do not judge
     failed = [fw for fw in names if frameworks[fw]["status"] == "failed"]
-    passed = (not failed and all(r["passed"] for r in comparisons)
+    undefined = not_finite(frameworks)
+    passed = (not failed and not undefined and all(r["passed"] for r in comparisons)
               and all(r["passed"] for r in fd))
     idle = unchecked(frameworks, comparisons, fd) if passed else None
     return {"name": spec.name, "dtype": spec.dtype, "seed": spec.seed, "spec_hash": spec.hash,
             "passed": bool(passed), **({"unchecked": idle} if idle else {}),
+            **({"not_finite": undefined} if undefined else {}),
             "frameworks": frameworks,
             "comparisons": comparisons, "finite_difference": fd, "fd_tensors": inputs.fd_tensors,
             "layers": layers,
@@ -105,6 +107,20 @@ def unchecked(frameworks, comparisons, fd):
     ran = [fw for fw, info in frameworks.items() if info["status"] == "ok"]
     return (f"nothing compared (ran: {', '.join(ran) or 'none'}; a check needs two frameworks, "
             f"or one with gradients in float64 for finite differences)")
+
+
+def not_finite(frameworks):
+    """Why nothing can be compared at these parameters, or None: the loss is nan or inf in
+    every framework that ran. Every gradient is then nan or inf too, and every pair and
+    probe "disagrees" on them; the check fails, but on the spec, not on a framework."""
+    losses = [info["loss"] for info in frameworks.values() if info["status"] == "ok"]
+    if not losses or any(loss is None or math.isfinite(loss) for loss in losses):
+        return None
+    ran = [fw for fw, info in frameworks.items() if info["status"] == "ok"]
+    values = " or ".join(sorted({str(float(loss)) for loss in losses}))
+    return (f"the loss is {values} in every framework that ran ({', '.join(ran)}): nothing "
+            "can be compared at these parameters (a loss outside its domain, such as binary "
+            "cross-entropy of outputs outside [0, 1], or an overflow in the forward pass)")
 
 
 def _version(fw, spec):
@@ -138,11 +154,9 @@ def summary_row(m):
     """One line per model: status per framework, worst error per pair, worst FD, pass/fail."""
     row = {"model": m["name"], "dtype": m["dtype"]}
     row.update({fw: info["status"] for fw, info in m["frameworks"].items()})
-    for c in m["comparisons"]:
-        pair = f"{c['a']}~{c['b']}"
-        row[pair] = max(row.get(pair, 0.0), c["rel_err"])
+    row.update({f"{a}~{b}": err for (a, b), err in worst_by_pair(m["comparisons"]).items()})
     fd = [r["rel_err"] for r in m["finite_difference"] if r["status"] != "kink"]
-    row["fd_worst"] = max(fd) if fd else math.nan
+    row["fd_worst"] = worst(fd) if fd else math.nan
     row["kinks"] = sum(r["status"] == "kink" for r in m["finite_difference"])
     row["passed"] = m["passed"]
     return row

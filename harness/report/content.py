@@ -13,7 +13,7 @@ from . import mistakes as gallery
 from ..compare.curves import CURVES, PARTED
 from ..compare.finite_diff import TOLERANCE as FD_TOLERANCE
 from ..compare.lockstep import differs_text
-from ..compare.pairwise import PAIRWISE
+from ..compare.pairwise import PAIRWISE, worst
 from ..registry import FRAMEWORKS, ORDER, PARTICIPANTS, REFERENCE, short
 from .document import Doc, b, code, link, ref
 from .tables import (check_result, diverged_line, event, fmt, sampled, train_event,
@@ -73,19 +73,20 @@ def _glance_check(check):
     if not check:
         return None
     ok = [m for m in check.models if m["passed"]]
-    worst = {d: max((e for m in check.models if m["dtype"] == d
-                     for e in findings.worst_by_pair(m).values()), default=None)
-             for d in PAIRWISE}
+    worst_of = {d: worst(e for m in check.models if m["dtype"] == d
+                         for e in findings.worst_by_pair(m).values()) for d in PAIRWISE}
     fd = [r["rel_err"] for m in check.models for r in m["finite_difference"]
           if r["status"] != "kink"]
     out = [b("Do the gradients agree?"), " Yes" if len(ok) == len(check.models) else " No",
            f": {len(ok)} of {len(check.models)} checks agree in every framework pair"]
     out += [f"; worst {d} error {fmt(w)} (tolerance {PAIRWISE[d]:g})"
-            for d, w in worst.items() if w is not None]
+            for d, w in worst_of.items() if w is not None]
     if fd:
-        out.append(f"; finite differences worst {fmt(max(fd))} (tolerance {FD_TOLERANCE:g})")
+        out.append(f"; finite differences worst {fmt(worst(fd))} (tolerance {FD_TOLERANCE:g})")
     out.append(".")
     for m in check.models:
+        if m.get("not_finite"):
+            out += [" NOT FINITE: ", models.link_to(m["name"]), f" {m['dtype']}: {m['not_finite']}."]
         for pair in findings.failing_pairs(m):
             out += [" FAIL: ", models.link_to(m["name"]), f" {m['dtype']}: "
                     f"{pair['pair'][0]} vs {pair['pair'][1]}, worst {pair['worst'][0]['param']} "
@@ -186,11 +187,11 @@ def gradient_check(doc, run):
               *[f"{short(a)}~{short(c)}" for a, c in pairs], "fin. diff.", "kinks"]
     rows = []
     for m in run.check.models:
-        worst = findings.worst_by_pair(m)
+        by_pair = findings.worst_by_pair(m)
         fd = [r["rel_err"] for r in m["finite_difference"] if r["status"] != "kink"]
         rows.append([models.link_to(m["name"]), m["dtype"], check_result(m),
-                     _statuses(m["frameworks"]), *[fmt(worst.get(p)) for p in pairs],
-                     fmt(max(fd)) if fd else "-",
+                     _statuses(m["frameworks"]), *[fmt(by_pair.get(p)) for p in pairs],
+                     fmt(worst(fd)),
                      sum(r["status"] == "kink" for r in m["finite_difference"])])
     doc.table(header, rows, verdict=2)
     for m in run.check.models:

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from ..compare import pairwise
 from ..compare.pairwise import PAIRWISE
 from ..registry import ORDER
 
@@ -34,9 +35,12 @@ def partings(native):
 
 
 def failing_pairs(entry, saved=None, top=3):
-    """One item per framework pair with a tensor beyond tolerance: its `top` worst tensors
+    """One item per framework pair with a tensor beyond tolerance (none where the loss is not
+    finite in any framework): its `top` worst tensors
     (with the two values where they differ most, when the arrays are at hand), the losses,
     and the first layer where the pair parts (the check's per-layer comparison)."""
+    if entry.get("not_finite"):  # every pair "disagrees" on nan: results.not_finite says why
+        return []
     arrays = saved.get((entry["name"], entry["dtype"]), (None, {}))[1] if saved else {}
     parted = entry.get("first_parting") or []
     out = []
@@ -89,12 +93,7 @@ def _tensor(result, comparison):
 
 def worst_by_pair(entry):
     """(a, b) -> worst relative error over the pair's gradient tensors."""
-    out = {}
-    for c in entry["comparisons"]:
-        if c["kind"] == "grad":
-            key = (c["a"], c["b"])
-            out[key] = max(out.get(key, 0.0), c["rel_err"])
-    return out
+    return pairwise.worst_by_pair(c for c in entry["comparisons"] if c["kind"] == "grad")
 
 
 def layer_rows(entry):

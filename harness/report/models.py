@@ -1,5 +1,7 @@
 """One section per model: what it reproduces, its verdicts, where and why it disagrees, and
 its plots (interactive panels in the HTML, a PNG for the markdown)."""
+import math
+
 import pandas as pd
 
 from . import drawing, findings, panels, plots
@@ -53,7 +55,8 @@ def section(doc, spec, run):
 def _verdicts(check, trains):
     """One line per dtype: the check's verdict and worst pair, then the aligned training's."""
     worst = findings.worst_by_pair(check)
-    pair, err = max(worst.items(), key=lambda kv: kv[1]) if worst else ((None, None), None)
+    pair, err = max(worst.items(), key=lambda kv: (math.isnan(kv[1]), kv[1])) if worst \
+        else ((None, None), None)  # a nan pair is the worst
     out = [b(check["dtype"]), ": gradients ", b(check_result(check))]
     if pair[0]:
         out.append(f" (worst pair {short(pair[0])}~{short(pair[1])}: {fmt(err)})")
@@ -76,6 +79,8 @@ def _train_verdict(train):
 
 
 def _failing_pairs(doc, check, saved):
+    if check.get("not_finite"):
+        doc.p(b(f"{check['dtype']}: "), check["not_finite"], ".")
     for pair in findings.failing_pairs(check, saved):
         a, c = pair["pair"]
         doc.p(b(f"{check['dtype']}: {a} vs {c}"),

@@ -8,7 +8,7 @@ from ..compare.layers import parting_line
 from ..compare.precision import digits
 from ..spec.precision import REDUCED
 from ..compare.lockstep import differs_text
-from ..compare.pairwise import PAIRWISE
+from ..compare.pairwise import PAIRWISE, worst, worst_by_pair
 from ..registry import PARTICIPANTS, REFERENCE, short
 
 
@@ -39,14 +39,11 @@ def check_table(models):
               *(["hvp", "hvp~fd"] if second else []), "result"]
     rows, notes = [], []
     for m in models:
-        worst = {}
-        for c in m["comparisons"]:
-            key = (c["a"], c["b"])
-            worst[key] = max(worst.get(key, 0.0), c["rel_err"])
+        by_pair = worst_by_pair(m["comparisons"])
         fd = [r["rel_err"] for r in m["finite_difference"] if r["status"] != "kink"]
         status = [_status(m["frameworks"].get(f, {})) for f in fws]
-        rows.append([m["name"], m["dtype"], *status, *[fmt(worst.get(p)) for p in pairs],
-                     fmt(max(fd)) if fd else "-",
+        rows.append([m["name"], m["dtype"], *status, *[fmt(by_pair.get(p)) for p in pairs],
+                     fmt(worst(fd)),
                      *(map(fmt, hvp_summary(m.get("hvp", []))) if second else []),
                      check_result(m)])
         notes += _notes(m) + hvp_notes(m)
@@ -54,8 +51,11 @@ def check_table(models):
 
 
 def check_result(m):
-    """PASS, FAIL, or UNCHECKED: nothing disagreed, but nothing was compared either
-    (results.unchecked says why)."""
+    """PASS, FAIL, UNCHECKED (nothing disagreed, but nothing was compared either:
+    results.unchecked says why) or NOT FINITE (the loss is nan or inf in every framework:
+    results.not_finite)."""
+    if m.get("not_finite"):
+        return "NOT FINITE"
     return "UNCHECKED" if m.get("unchecked") else "PASS" if m["passed"] else "FAIL"
 
 
@@ -69,6 +69,8 @@ def _notes(m):
              for fw, info in m["frameworks"].items() if info["status"] != "ok"]
     if m.get("unchecked"):
         notes.append(f"  {m['name']} {m['dtype']}: {m['unchecked']}")
+    if m.get("not_finite"):  # every pair and probe "disagrees" on nan: nothing more to say
+        return notes + [f"  {m['name']} {m['dtype']}: {m['not_finite']}"]
     donors = {r["framework"]: r["gradient_from"] for r in m["finite_difference"]
               if "gradient_from" in r}
     notes += [f"  {m['name']} {m['dtype']}: {fw} gradients skipped ({info['gradients_reason']}); "
@@ -104,9 +106,12 @@ def sampled(m):
 
 def check_footer(models):
     idle = sum(bool(m.get("unchecked")) for m in models)
+    undefined = sum(bool(m.get("not_finite")) for m in models)
     passed = sum(m["passed"] for m in models) - idle  # an unchecked model passed: it shows so
-    counts = (f"{len(models)} checks: {passed} passed, {len(models) - passed - idle} failed"
-              + (f", {idle} unchecked" if idle else ""))
+    counts = (f"{len(models)} checks: {passed} passed, "
+              f"{len(models) - passed - idle - undefined} failed"
+              + (f", {idle} unchecked" if idle else "")
+              + (f", {undefined} with a loss not finite" if undefined else ""))
     return (f"{counts} (pairwise: float64 <= {PAIRWISE['float64']:g}, float32 <= {PAIRWISE['float32']:g}; "
             f"finite differences <= {FD_TOLERANCE:g}"
             + (f"; H v: exact pairs <= {HVP_EXACT:g}, against gradient differences <= "
