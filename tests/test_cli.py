@@ -88,11 +88,14 @@ def test_train_outputs(tmp_path, capsys):
                  "--json", str(out), "--save", str(tmp_path / "s"), "--quiet"]) == 0
     m = json.loads(out.read_text())["models"][0]
     assert m["steps"] == 7 and m["mode"] == "aligned"
+    # NumPy alone: no pair, and the reference takes no lockstep beside itself
+    assert m["passed"] and m["unchecked"].startswith("nothing compared (ran: numpy;")
     saved = np.load(tmp_path / "s" / "digits_mlp" / "numpy.npz")
     assert saved["loss"].shape == (7,) and saved["0.W"].shape == (64, 300)
     batch = np.load(tmp_path / "s" / "digits_mlp" / "batch.npz")
     assert batch["x"].shape == (1797, 64) and batch["batches"].shape == (7, 32)
-    assert "digits_mlp" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "UNCHECKED" in printed and "1 trainings: 1 unchecked" in printed
 
 
 def test_run_writes_a_complete_report(tmp_path):

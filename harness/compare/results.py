@@ -249,11 +249,23 @@ def assemble_train(spec, inputs, results, names, missing, native):
     ran = [fw for fw in names if frameworks[fw]["status"] == "ok"]
     failed = [fw for fw in names if frameworks[fw]["status"] == "failed"]
     passed = None if native else bool(not failed and all(frameworks[fw]["passed"] for fw in ran))
+    idle = untrained_against(frameworks, ran) if passed else None
     entry = {"name": spec.name, "dtype": spec.dtype, "mode": mode, "seed": spec.seed,
              "spec_hash": spec.hash, "steps": inputs.steps, "reference": reference,
-             "passed": passed, "diverged_at": None if failed else _diverged_alike(frameworks, ran),
+             "passed": passed, **({"unchecked": idle} if idle else {}),
+             "diverged_at": None if failed else _diverged_alike(frameworks, ran),
              "frameworks": frameworks}
     return entry, curve_rows, norm_rows
+
+
+def untrained_against(frameworks, ran):
+    """Why an aligned training compared nothing, or None: one framework ran and it took no
+    lockstep (the reference itself, NumPy, has no reference to step beside). As check's
+    `unchecked`: it passes, and says so."""
+    if len(ran) > 1 or any("lockstep_steps" in frameworks[fw] for fw in ran):
+        return None
+    return (f"nothing compared (ran: {', '.join(ran) or 'none'}; a training needs two "
+            f"frameworks, or one beside the reference's steps in lockstep)")
 
 
 def _diverged_alike(frameworks, ran):

@@ -101,11 +101,15 @@ def _parting_words(pair):
 def _glance_aligned(aligned):
     if not aligned:
         return None
-    judged = [m for m in aligned.models if m["passed"] is not None]
+    judged = [m for m in aligned.models if m["passed"] is not None and not m.get("unchecked")]
     ok = [m for m in judged if m["passed"]]
     out = [b("Does training agree?"), " Yes" if len(ok) == len(judged) else " No",
            f": {len(ok)} of {len(judged)} aligned runs' loss curves agree with the reference "
-           "at every step."]
+           "at every step."] if judged else [b("Does training agree?"), " Not compared."]
+    idle = [m for m in aligned.models if m.get("unchecked")]
+    if idle:
+        out += [" UNCHECKED: ", *_joined([[models.link_to(m["name"]), f" {m['dtype']}"]
+                                          for m in idle]), f" ({idle[0]['unchecked']})."]
     starred = [m for m in judged if train_result(m) == "PASS*"]
     if starred:
         out += [" PASS* (a curve beyond its tolerance while lockstep agrees at every step: "

@@ -137,6 +137,8 @@ def train_table(models):
                      fmt(worst_lockstep(m)), train_result(m)])
         if m.get("diverged_at") is not None:
             notes.append(f"  {m['name']} {m['dtype']}: {diverged_line(m)}")
+        if m.get("unchecked"):
+            notes.append(f"  {m['name']} {m['dtype']}: {m['unchecked']}")
         notes += [f"  {m['name']} {m['dtype']}: {line}" for fw, i in m["frameworks"].items()
                   if (line := train_event(m, fw, i))]
     return render(header, rows) + ("\n" + "\n".join(notes) if notes else "")
@@ -232,8 +234,11 @@ def amplified_line(fw, i, dtype):
 
 def train_result(m):
     """PASS, PASS* (a float32 branch at a kink, or rounding amplified by the dynamics, while
-    lockstep agrees), FAIL, shown (native defaults, not judged), or DIVERGED: every
-    framework stopped at the same non-finite step, agreeing up to it."""
+    lockstep agrees), FAIL, shown (native defaults, not judged), DIVERGED (every framework
+    stopped at the same non-finite step, agreeing up to it) or UNCHECKED (nothing compared:
+    results.untrained_against)."""
+    if m.get("unchecked"):
+        return "UNCHECKED"
     if m.get("diverged_at") is not None and m["passed"] is not False:
         return "DIVERGED"
     if m["passed"] and any(i.get("verdict") == "PASS*" for i in m["frameworks"].values()):
@@ -250,9 +255,10 @@ def diverged_line(m):
 
 
 def train_footer(models):
-    judged = [m for m in models if m["passed"] is not None]
+    judged = [m for m in models if m["passed"] is not None and not m.get("unchecked")]
     passed = sum(bool(m["passed"]) for m in judged)
-    native = len(models) - len(judged)
+    idle = sum(bool(m.get("unchecked")) for m in models)
+    native = sum(m["passed"] is None for m in models)
     starred = sum(train_result(m) == "PASS*" for m in judged)
     parts = [f"{passed} of {len(judged)} aligned runs agree (curves: float64 <= "
              f"{CURVES['float64']:g}, float32 <= {CURVES['float32']:g} relative to the "
@@ -261,6 +267,7 @@ def train_footer(models):
              + (f", {starred} of them PASS* (curves beyond tolerance, lockstep within)"
                 if starred else "")] if judged else []
     parts += [f"{native} native-defaults runs shown, not judged"] if native else []
+    parts += [f"{idle} unchecked (one framework ran, with nothing to compare)"] if idle else []
     diverged = sum(train_result(m) == "DIVERGED" for m in models)  # not a FAIL that diverged
     parts += [f"{diverged} diverged in every framework alike (DIVERGED)"] if diverged else []
     return f"{len(models)} trainings: " + "; ".join(parts)
