@@ -57,6 +57,9 @@ CASES = {
     "units_zero": (variant({"units = 3": "units = 0"}), "layers[0].units"),
     "units_negative": (variant({"units = 3": "units = -3"}), "layers[0].units"),
     "examples_zero": (variant({"examples = 10": "examples = 0"}), "data.examples"),
+    "examples_beyond_digits": (variant({'"random_classification"\nclasses = 3\nexamples = 10':
+                                        '"digits"\nexamples = 1798', "[4]": "[64]"}),
+                               "data.examples"),
     "batch_too_big": (variant({"examples = 10": "examples = 10\nbatch_size = 11"}), "data.batch_size"),
     "lr_nan": (variant(append='[optimizer]\ntype = "sgd"\nlr = nan\n'), "optimizer.lr"),
     "lr_negative": (variant(append='[optimizer]\ntype = "adam"\nlr = -0.1\n'), "optimizer.lr"),

@@ -68,6 +68,17 @@ def test_examples_are_the_first_of_the_whole_file_bit_for_bit(tmp_path, form, ex
     assert np.array_equal(data.labels, whole_y[:examples])
 
 
+@pytest.mark.parametrize("form", FORMATS)
+def test_more_examples_than_the_file_holds_are_bad_input(tmp_path, form):
+    """Silently fewer would train on other data than the spec says."""
+    images, labels = digits(50)
+    path = mnist_files(tmp_path, form, images, labels)
+    with pytest.raises(InputError, match=r"^.*spec\.toml: data\.examples: .* has 50 examples; "
+                                         r"51 asked$"):
+        load_data(mnist_data(path, 51), [784], 0, tmp_path / "spec.toml")
+    assert len(load_data(mnist_data(path, 50), [784], 0, None).x) == 50
+
+
 def test_float_pixels_and_labels_convert_as_before(tmp_path):
     images, labels = digits(500, seed=1)
     pixels = (images * 0.99 + np.random.default_rng(2).random(images.shape)).astype(np.float32)

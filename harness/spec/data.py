@@ -54,6 +54,10 @@ def parse_data(table, input_shape):
     elif isinstance(shapes, list) and input_shape not in shapes:
         raise table.error("source", f"{source} needs input_shape "
                                     f"{' or '.join(map(str, shapes))}, got {input_shape}")
+    if source in ("digits", "digits28") and data["examples"] is not None \
+            and data["examples"] > len(_bundled_digits()):
+        raise table.error("examples", f"{source} has {len(_bundled_digits())} examples; "
+                                      f"{data['examples']} asked")
     data["batch_size"] = table.int("batch_size", None, min=1)
     data["shuffle"] = table.bool("shuffle", True)
     data["input"] = "tokens" if source == "random_tokens" else "float"

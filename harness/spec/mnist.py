@@ -50,6 +50,9 @@ def load_mnist(path, spec_file, examples=None):
     else:
         x, y = read_npz(p)
         check_pair(x, y, (p, "x"), (p, "y"))
+    if examples is not None and examples > len(x):  # silently fewer would train on other data
+        raise InputError(spec_file or path, "data.examples",
+                         f"{path} has {len(x)} examples; {examples} asked")
     # sliced as stored, before converting: memory follows `examples`, as the estimate
     # does, and not the file (a float64 copy of N uint8 images is 8 times its size)
     x, y = x[:examples], y[:examples]
