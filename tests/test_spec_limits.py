@@ -9,7 +9,8 @@ import pytest
 
 from crossgrad.harness import api
 from crossgrad.harness.cli import main
-from crossgrad.harness.report.tables import train_table
+from crossgrad.harness.compare.results import assemble_check
+from crossgrad.harness.report.tables import sampled, train_table
 from crossgrad.harness.spec import parse_spec, probes, zoo_names, zoo_spec
 from crossgrad.harness.spec.initializers import init_params
 
@@ -73,6 +74,15 @@ def test_the_json_and_table_say_how_many_tensors_were_probed(tmp_path, capsys):
     assert model["fd_tensors"] == {"probed": 64, "total": 80}
     assert len(model["finite_difference"]) == 64
     assert "finite differences probed 64 of 80 parameter tensors" in out
+
+
+def test_where_no_framework_probed_the_json_says_none_were():
+    spec = zoo_spec("mlp_3_4_2")
+    inputs = api.prepare([spec])[0][1]
+    m = assemble_check(spec, inputs, {"numpy": {"status": "failed", "error": "boom"}},
+                       ["numpy"], {})
+    assert m["finite_difference"] == [] and m["fd_tensors"] == {"probed": 0, "total": 4}
+    assert sampled(m) == ""  # not "probed 0 of 4 (the budget is 64 probes)"
 
 
 def test_within_the_budget_nothing_is_said():

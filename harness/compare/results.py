@@ -92,7 +92,8 @@ def assemble_check(spec, inputs, results, names, missing, tol=None):
             "passed": bool(passed), **({"unchecked": idle} if idle else {}),
             **({"not_finite": undefined} if undefined else {}),
             "frameworks": frameworks,
-            "comparisons": comparisons, "finite_difference": fd, "fd_tensors": inputs.fd_tensors,
+            "comparisons": comparisons, "finite_difference": fd,
+            "fd_tensors": _probed(fd, inputs.fd_tensors),
             "layers": layers,
             "first_parting": first_partings(spec.layers, layers, comparisons, spec.dtype, tol)}
 
@@ -148,6 +149,14 @@ def _finite_differences(results, probes):
         if row["framework"] in lent:
             row["gradient_from"] = donor
     return rows
+
+
+def _probed(fd, planned):
+    """The tensors finite differences probed, of all: as planned where a framework with
+    gradients ran in float64, fewer (none) where none did; None in float32."""
+    if planned is None:
+        return None
+    return {"probed": len({row["param"] for row in fd}), "total": planned["total"]}
 
 
 def summary_row(m):

@@ -97,8 +97,8 @@ def _notes(m):
 def sampled(m):
     """A line when the finite-difference budget left tensors unprobed, else ''."""
     cover = m.get("fd_tensors")
-    if not cover or cover["probed"] >= cover["total"]:
-        return ""
+    if not cover or not cover["probed"] or cover["probed"] >= cover["total"]:
+        return ""  # none probed: the lines on what failed or was skipped say why
     return (f"finite differences probed {cover['probed']} of {cover['total']} parameter tensors "
             f"(the budget is 64 probes; a sample drawn from the seed; every tensor is still "
             f"compared pairwise)")
