@@ -2,6 +2,7 @@
 spec hash, and end to end: built-in layers re-declared as plugins agree bit for bit,
 missing methods skip, raising or wrong plugins fail only their framework, a wrong NumPy
 backward is caught by finite differences."""
+import hashlib
 import json
 import shutil
 import sys
@@ -14,7 +15,7 @@ import pytest
 import crossgrad
 from crossgrad.harness import registry
 from crossgrad.harness.cli import main
-from crossgrad.harness.run import jobs, worker
+from crossgrad.harness.run import jobs, manifest, worker
 from crossgrad.harness.run.executor import LocalExecutor
 from crossgrad.harness.spec import load_spec
 
@@ -341,6 +342,11 @@ def test_a_plugin_layer_in_the_spec(tmp_path):
     assert load_spec(write(tmp_path, body)).param_specs()["1.beta"]["init"] == \
         {"type": "normal", "mean": 0.0, "std": 0.1}
     assert loaded.plugins[0]["path"] == str((tmp_path / "swish_variants.py").resolve())
+    # the manifest says which code ran: the entry, the file, its sha256
+    recorded = manifest.build([loaded], "local", 1, "now")["models"][0]["plugins"]
+    code = (tmp_path / "swish_variants.py").read_bytes()
+    assert recorded == [{"entry": "swish_variants.py", "path": loaded.plugins[0]["path"],
+                         "sha256": hashlib.sha256(code).hexdigest()}]
 
 
 def test_the_spec_hash_follows_the_plugin_code(tmp_path):

@@ -40,6 +40,16 @@ def git_commit():
     return {"commit": commit or None, "dirty": bool(dirty) if commit else None}
 
 
+def _plugins(spec):
+    """The plugin code a spec ran, where it was found: each `plugins` entry as written, the
+    file it named or the module and the sys.path folder it was imported from, and the
+    sha256 of the code (the spec_hash holds it; this says which file to get back)."""
+    if not spec.plugins:
+        return {}
+    keys = ("entry", "path", "module", "root", "sha256")
+    return {"plugins": [{k: source[k] for k in keys if k in source} for source in spec.plugins]}
+
+
 def build(specs, executor, threads, started, workers_said=None, extra=None):
     versions = {"python": platform.python_version(),
                 **{fw: registry.version(fw) for fw in registry.ORDER}}
@@ -52,6 +62,6 @@ def build(specs, executor, threads, started, workers_said=None, extra=None):
         "cpu": cpu(), "threads": recorded(threads), "executor": executor,
         "git": git_commit(),
         "models": [{"name": s.name, "file": s.file, "dtype": s.dtype, "seed": s.seed,
-                    "spec_hash": s.hash} for s in specs],
+                    "spec_hash": s.hash, **_plugins(s)} for s in specs],
         **(extra or {}),
     }
