@@ -111,10 +111,13 @@ def dense(torch, g):
 
 
 def torch_loss(fn, params, inputs, dtype):
-    with torch_dtype(dtype) as torch, torch.no_grad():
-        p = {k: torch.tensor(v) for k, v in params.items()}
+    """The params as torch_gradients gives them (requiring grad, autograd on): a loss that
+    differentiates inside itself (torch.autograd.grad of an inner loss, a gradient penalty)
+    needs them so."""
+    with torch_dtype(dtype) as torch, torch.inference_mode(False), torch.enable_grad():
+        p = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
         return float(call(fn, p, [torch.tensor(a) if isinstance(a, np.ndarray) else a
-                                  for a in inputs]))
+                                  for a in inputs]).detach())
 
 
 # ---- TensorFlow: tf.GradientTape ----------------------------------------------------------------
@@ -158,8 +161,10 @@ def tensorflow_gradients(fn, params, inputs, dtype):
 
 
 def tensorflow_loss(fn, params, inputs, dtype):
+    """The params as tensorflow_gradients gives them, tf.Variables: a tape inside the loss
+    watches them unasked."""
     with keras_floatx(dtype) as tf:
-        p = {k: tf.constant(v) for k, v in params.items()}
+        p = {k: tf.Variable(v) for k, v in params.items()}
         args = [tf.constant(a) if isinstance(a, np.ndarray) else a for a in inputs]
         return float(call(fn, p, args).numpy().reshape(()))
 

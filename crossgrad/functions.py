@@ -12,6 +12,7 @@ measure and tolerances (compare/pairwise.py), and in float64 each function's own
 probed along the harness's finite-difference directions (spec/probes.py,
 compare/finite_diff.py). It all runs in this process: closures do not travel to workers.
 """
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -50,6 +51,16 @@ class Comparison:
         return all(r["passed"] for r in self.rows + self.probe_rows)
 
     @property
+    def not_finite(self):
+        """Why nothing can be compared, or None: the loss is nan or inf in every function (every
+        pair then "disagrees" on nan; check's NOT FINITE)."""
+        if any(math.isfinite(loss) for loss in self.losses.values()):
+            return None
+        values = " or ".join(sorted({str(float(loss)) for loss in self.losses.values()}))
+        return (f"the loss is {values} in every framework ({', '.join(self.frameworks)}): "
+                "nothing can be compared at these params")
+
+    @property
     def comparisons(self):
         """One row per (pair of frameworks, tensor): the loss, then each parameter's gradient."""
         return pd.DataFrame(self.rows, columns=COLUMNS)
@@ -66,6 +77,8 @@ class Comparison:
             raise AssertionError(self.report())
 
     def report(self):
+        if self.not_finite:
+            return f"Loss not finite: {self.not_finite}"
         verdict = "Gradients agree" if self.passed else "Gradients disagree"
         return messages.message(
             f"{verdict} ({', '.join(self.frameworks)}; {messages.tolerances([self.dtype])})",
@@ -73,8 +86,8 @@ class Comparison:
              messages.worst_probes(self.probe_rows)])
 
     def __repr__(self):
-        return (f"Comparison({self.dtype}, {'/'.join(self.frameworks)}: "
-                f"{'passed' if self.passed else 'FAILED'}; "
+        verdict = "NOT FINITE" if self.not_finite else "passed" if self.passed else "FAILED"
+        return (f"Comparison({self.dtype}, {'/'.join(self.frameworks)}: {verdict}; "
                 f"{messages.counts(self.rows, self.probe_rows)})")
 
 
@@ -90,7 +103,9 @@ def compare(params, inputs=(), *, torch=None, tensorflow=None, jax=None, numpy=N
         losses[fw], gradients[fw] = _run(fw, "gradients", fn, params, inputs, dtype)
         _check_gradients(fw, gradients[fw], params, dtype)
     rows = _pairwise(list(functions), losses, gradients, params, dtype)
-    fd = _probe(functions, params, inputs, losses, gradients) if dtype == "float64" else []
+    finite = any(np.isfinite(loss) for loss in losses.values())  # else nothing to probe
+    fd = _probe(functions, params, inputs, losses, gradients) if dtype == "float64" and finite \
+        else []
     return Comparison(dtype, list(functions), losses, gradients, rows, fd)
 
 

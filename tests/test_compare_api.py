@@ -326,6 +326,53 @@ def test_a_python_float_gradient_takes_the_compared_dtype():
     assert result.passed, result.report()
 
 
+# one MAML inner step: the loss differentiates its own inner loss with respect to the params
+def maml_torch(p, xs, ys, xq, yq):
+    import torch
+    (g,) = torch.autograd.grad(((xs @ p["W"] - ys) ** 2).mean(), p["W"], create_graph=True)
+    return ((xq @ (p["W"] - 0.1 * g) - yq) ** 2).mean()
+
+
+def maml_tensorflow(p, xs, ys, xq, yq):
+    import tensorflow as tf
+    with tf.GradientTape() as tape:
+        inner = tf.reduce_mean((xs @ p["W"] - ys) ** 2)
+    return tf.reduce_mean((xq @ (p["W"] - 0.1 * tape.gradient(inner, p["W"])) - yq) ** 2)
+
+
+def maml_jax(p, xs, ys, xq, yq):
+    import jax
+    g = jax.grad(lambda w: ((xs @ w - ys) ** 2).mean())(p["W"])
+    return ((xq @ (p["W"] - 0.1 * g) - yq) ** 2).mean()
+
+
+def test_a_loss_that_differentiates_inside_itself_is_probed_as_it_is_differentiated():
+    """The finite-difference probes call each function with the params as its gradient was
+    taken (requiring grad in torch, tf.Variables): torch.autograd.grad inside the loss
+    raised there, and TensorFlow's inner tape watched nothing."""
+    need("torch", "tensorflow", "jax")
+    xs, ys, xq, yq = (RNG.standard_normal(s) for s in [(8, 3), (8, 1), (8, 3), (8, 1)])
+    result = crossgrad.compare({"W": RNG.standard_normal((3, 1))}, (xs, ys, xq, yq),
+                               torch=maml_torch, tensorflow=maml_tensorflow, jax=maml_jax)
+    assert {r["framework"] for r in result.probe_rows} == {"torch", "tensorflow", "jax"}
+    assert result.passed, result.report()
+
+
+def test_a_loss_nan_in_every_framework_is_said_so():
+    need("torch", "jax")
+    import jax.numpy as jnp
+    x = -np.abs(RNG.standard_normal(4))  # log of negative numbers
+    result = crossgrad.compare({"w": np.array(1.0)}, (x,),
+                               torch=lambda p, x: (p["w"] * x).log().sum(),
+                               jax=lambda p, x: jnp.log(p["w"] * x).sum())
+    assert not result.passed and result.probe_rows == []
+    assert result.not_finite == ("the loss is nan in every framework (torch, jax): nothing can "
+                                 "be compared at these params")
+    assert "NOT FINITE" in repr(result)
+    with pytest.raises(AssertionError, match="^Loss not finite: the loss is nan"):
+        result.assert_close()
+
+
 def _missing_b(p, x, labels):
     loss, grads = focal_numpy(p, x, labels)
     return loss, {"W": grads["W"]}
