@@ -129,6 +129,10 @@ CASES = {
     # zero weights and bias: every leaky_relu input is exactly 0
     "jax.leaky_relu_slope_at_zero": gradients("jax_leaky_zero", [
         dense(5, init=ZERO), {"type": "leaky_relu", "alpha": 0.01}, dense(3)]),
+    # a zero-initialised first layer under L1: every first-layer weight starts at exactly 0
+    "jax.abs_slope_at_zero": Case(dict(curves("jax_abs_zero", SGD, l1=0.01).spec,
+                                       layers=[dense(5, init=ZERO), {"type": "tanh"}, dense(3)]),
+                                  "curves"),
     "jax.attention_float32_softmax": gradients("jax_attention", attention(), data=SEQUENCE,
                                                input_shape=(4, 6)),
     "optax.rmsprop_eps_in_sqrt": curves("optax_rmsprop", rmsprop()),

@@ -187,6 +187,11 @@ CATALOG = (
             "jax.nn.leaky_relu takes slope 1 at exactly 0 (x >= 0)",
             "jax/_src/nn/functions.py:354 (jnp.where(x_arr >= 0, ...))",
             "jnp.where(x > 0, x, alpha x)", _layer("leaky_relu")),
+    Pitfall("jax.abs_slope_at_zero", "jax",
+            "jnp.abs takes slope 1 at exactly 0 (x >= 0), so an L1 penalty's gradient at a zero "
+            "weight is l1, where NumPy, PyTorch and TensorFlow take sign(0) = 0",
+            "jax/_src/lax/lax.py:4710-4715 (_abs_jvp_rule: select(x >= 0, g, -g))",
+            "l1 * sum(sign(W) W): the same value, slope sign(W)", lambda s: s.train["l1"] != 0),
     Pitfall("jax.attention_float32_softmax", "jax",
             "jax.nn.dot_product_attention takes the softmax in float32 even for float64 inputs",
             "jax/_src/nn/functions.py:969-971 (_dot_product_attention_core)",

@@ -142,7 +142,7 @@ def make_step(model, optimizer, cfg):
 
     def objective(params, state, x, y, masks):
         loss, state = model.objective(params, state, x, y, masks)
-        return loss + penalty(weights(params), cfg["l1"], cfg["l2"]), state
+        return loss + penalty(weights(params), cfg["l1"], cfg["l2"], model.native), state
 
     optax_clips = native_on(model.native, "optax.clip_by_global_norm")  # in `optimizer`
 
