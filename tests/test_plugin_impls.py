@@ -506,6 +506,27 @@ def test_a_wrong_numpy_backward_names_the_plugin(mistake, words):
     assert words in str(caught.value), str(caught.value)
 
 
+def test_a_numpy_scalar_gradient_of_a_scalar_parameter_is_an_array():
+    """np.sum's gradient of a () parameter is an np.float64: right shape and dtype, so taken,
+    as a 0-d array (training clips and updates gradients in place)."""
+    from crossgrad.impls.numpy_manual.layers import plugin
+
+    class Scale:
+        def numpy_forward(self, p, x):
+            return x * p["g"], x
+
+        def numpy_backward(self, p, x, dy):
+            return dy * p["g"], {"g": np.sum(dy * x)}
+    layer = {"type": "scale", "params": {"g": []}, "plugin": Scale(), "in_shape": [3],
+             "out_shape": [3]}
+    built, x, dy = plugin(layer, "float64", False), np.arange(6.0).reshape(2, 3), np.ones((2, 3))
+    y, cache = built.forward({"g": np.array(2.0)}, x, {})
+    _, grads = built.backward({"g": np.array(2.0)}, cache, dy)
+    assert isinstance(grads["g"], np.ndarray) and grads["g"].shape == () and grads["g"] == 15.0
+    grads["g"] *= 0.5  # in place, as clipping does
+    assert grads["g"] == 7.5
+
+
 def test_the_worker_names_the_plugin_line_not_the_check():
     """The worker's one-line error keeps the plugin's file and line, not canonical.py's."""
     from crossgrad.harness.run.worker import _short_error

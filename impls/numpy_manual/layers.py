@@ -592,13 +592,17 @@ def plugin(layer, dtype, native):
         if np.issubdtype(x.dtype, np.floating):  # integer inputs (token ids) take no gradient
             check_output(layer, numpy_backward, dx, x.shape, dtype, facts, what="dx")
         check_gradients(layer, numpy_backward, grads, dtype, facts)
-        return dx, grads
+        # np.sum's gradient of a () parameter is a NumPy scalar: an array, as the loop
+        # clips and updates its gradients in place
+        return dx, {name: np.array(g) if isinstance(g, np.generic) else g
+                    for name, g in grads.items()}
     return Layer(forward, backward)
 
 
 def facts(y):
-    """(shape, dtype name) of a NumPy array; (None, its type's name) for anything else."""
-    if isinstance(y, np.ndarray):
+    """(shape, dtype name) of a NumPy array or scalar (np.float64(...), as np.sum returns);
+    (None, its type's name) for anything else."""
+    if isinstance(y, (np.ndarray, np.generic)):
         return y.shape, y.dtype.name
     return None, type(y).__name__
 
