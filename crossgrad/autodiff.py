@@ -17,6 +17,8 @@ import traceback
 
 import numpy as np
 
+from .harness.errors import one_line
+
 __all__ = ["FunctionError", "numpy_gradients", "numpy_loss", "torch_gradients", "torch_loss",
            "tensorflow_gradients", "tensorflow_loss", "jax_gradients", "jax_loss"]
 
@@ -33,7 +35,7 @@ def call(fn, p, inputs):
         frames = traceback.extract_tb(err.__traceback__)[1:]
         own = [f for f in frames if "site-packages" not in f.filename] or frames
         where = f" (at {own[-1].filename}:{own[-1].lineno})" if own else ""
-        raise FunctionError(f"the function raised {type(err).__name__}: {err}{where}") from err
+        raise FunctionError(f"the function raised {one_line(err)}{where}") from err
 
 
 def scalar(loss, shape, dtype_name, dtype):

@@ -506,6 +506,27 @@ def test_a_wrong_numpy_backward_names_the_plugin(mistake, words):
     assert words in str(caught.value), str(caught.value)
 
 
+def test_a_python_branch_in_a_jax_plugin_is_one_line_with_what_to_write():
+    """JAX's error runs to paragraphs naming the implementation's traced function; the
+    worker's line keeps its first line, where, and the way out (a plugin loaded from its
+    file is named by that file: here the class lives in this test module)."""
+    pytest.importorskip("jax")
+    from crossgrad.harness.run.worker import _short_error
+
+    class Branchy(Dense):
+        def jax(self, p, x):
+            y = Dense.jax(self, p, x)
+            return y if (y > 0).all() else -y
+    with pytest.raises(Exception) as caught:
+        run(registry.load("jax"), one_plugin("jax", Branchy, "branchy"))
+    message = _short_error(caught.value)
+    assert "\n" not in message and "impls/" not in message, message
+    assert re.fullmatch(r"TracerBoolConversionError: Attempted boolean conversion of traced "
+                        r"array with shape bool\[\]\. \(a Python branch or NumPy call on a "
+                        r"value jax\.jit traces: use jnp\.where, lax\.cond or jnp\) "
+                        r"\(at \w+\.py:\d+\)", message), message
+
+
 def test_a_numpy_scalar_gradient_of_a_scalar_parameter_is_an_array():
     """np.sum's gradient of a () parameter is an np.float64: right shape and dtype, so taken,
     as a 0-d array (training clips and updates gradients in place)."""

@@ -25,6 +25,7 @@ import traceback
 
 import numpy as np
 
+from ..errors import one_line
 from ..importers import original
 from ..registry import ORIGINAL
 from ..spec import plugins
@@ -223,7 +224,7 @@ def _short_error(err):
     if getattr(err, "located", False):
         frames = []
     where = f" (at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno})" if frames else ""
-    return f"{type(err).__name__}: {err}{where}"
+    return f"{one_line(err)}{where}"
 
 
 def _inject_fault(framework, job):
