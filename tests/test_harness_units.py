@@ -220,3 +220,42 @@ def test_the_allocator_pins_leave_a_users_own_setting():
     assert all(worker_env(1, base={})[k] == v for k, v in ALLOCATOR.items())
     mine = worker_env(1, base={"MALLOC_TRIM_THRESHOLD_": "0"})
     assert mine["MALLOC_TRIM_THRESHOLD_"] == "0" and "MALLOC_MMAP_THRESHOLD_" not in mine
+
+
+# ---- fans and orthogonal kernels -------------------------------------------------------------
+
+def _one_layer(layer, input_shape, source):
+    return parse_spec({"name": "x", "input_shape": input_shape, "data": source,
+                       "loss": {"type": "mse"}, "layers": [layer, {"type": "flatten"}]}, "x", "x")
+
+
+def test_attention_output_projection_takes_its_own_fans():
+    """Wq, Wk, Wv map D -> heads*key_dim, Wo maps back: he_normal draws Wo with
+    std sqrt(2 / (heads*key_dim)), and bo takes Wo's fans (torch_default's bias rule)."""
+    attention = {"type": "attention", "heads": 8, "key_dim": 16, "init": "he_normal"}
+    spec = _one_layer(attention, [4, 6], {"source": "random_regression", "outputs": 24,
+                                          "examples": 4})
+    fans = {k: (p["fan_in"], p["fan_out"]) for k, p in spec.param_specs().items()}
+    assert fans == {"0.Wq": (6, 128), "0.Wk": (6, 128), "0.Wv": (6, 128), "0.Wo": (128, 6),
+                    "0.bq": (6, 128), "0.bk": (6, 128), "0.bv": (6, 128), "0.bo": (128, 6)}
+    w = init.init_params(spec)
+    assert w["0.Wo"].std() == pytest.approx((2 / 128) ** 0.5, rel=0.1)
+    assert w["0.Wq"].std() == pytest.approx((2 / 6) ** 0.5, rel=0.1)
+
+
+@pytest.mark.parametrize("kernel, c_in, filters", [((3, 3), 2, 5), ((1, 1), 2, 5)])
+def test_orthogonal_conv_kernels_are_orthogonal_as_keras_and_torch_see_them(kernel, c_in,
+                                                                             filters):
+    """Keras flattens (kh, kw, C_in, C_out) to (kh*kw*C_in, C_out); torch its (C_out, C_in,
+    kh, kw) weight to (C_out, C_in*kh*kw): the fewer of rows and columns are orthonormal in
+    both views (with more filters than kh*kw*C_in, the rows of Keras' view)."""
+    conv = {"type": "conv2d", "filters": filters, "kernel_size": list(kernel),
+            "init": "orthogonal"}
+    spec = _one_layer(conv, [4, 4, c_in], {"source": "random_regression", "outputs":
+                                           (5 - kernel[0]) * (5 - kernel[1]) * filters,
+                                           "examples": 4})
+    w = init.init_params(spec)["0.W"]
+    keras, torch = w.reshape(-1, filters), w.transpose(3, 2, 0, 1).reshape(filters, -1)
+    for view in (keras, torch):
+        small = view @ view.T if view.shape[0] <= view.shape[1] else view.T @ view
+        np.testing.assert_allclose(small, np.eye(len(small)), atol=1e-12)

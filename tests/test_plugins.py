@@ -500,3 +500,107 @@ def test_importing_crossgrad_imports_no_framework():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"
+
+
+# ---- a plugin first on integer token inputs ----------------------------------------------------
+
+TOKEN_PLUGIN = '''
+import numpy as np
+
+import crossgrad
+
+
+@crossgrad.layer("pos_embed")
+class PosEmbed:
+    """Token ids (B, T) -> E[ids] + P, (B, T, dim): an embedding with learned positions."""
+    keys = {"vocab": int, "dim": int}
+
+    def params(self, in_shape):
+        return {"E": ((self.vocab, self.dim), "he_normal"),
+                "P": ((in_shape[0], self.dim), {"type": "normal", "std": 0.5})}
+
+    def out_shape(self, in_shape):
+        return (in_shape[0], self.dim)
+
+    def numpy_forward(self, p, x):
+        return p["E"][x] + p["P"], x
+
+    def numpy_backward(self, p, x, dy):
+        dE = np.zeros_like(p["E"])
+        np.add.at(dE, x, dy)
+        return None, {"E": dE, "P": dy.sum(0)}
+
+    def torch(self, p, x):
+        return p["E"][x] + p["P"]
+
+    def tensorflow(self, p, x):
+        import tensorflow as tf
+        return tf.gather(p["E"], x) + p["P"]
+
+    def jax(self, p, x):
+        return p["E"][x] + p["P"]
+'''
+TOKENS = {"source": "random_tokens", "vocab": 11, "classes": 3, "examples": 16, "batch_size": 8}
+
+
+def token_spec(first):
+    return spec("tokens_first", [first, {"type": "sequence_mean"}, dense(3)], [7], TOKENS,
+                ["tokens.py"])
+
+
+def test_a_plugin_can_be_the_first_layer_on_token_inputs(tmp_path, executor):
+    """Its methods receive the integer ids (the embedding is no longer the only way in), and
+    every framework runs it: the ids take no gradient, E and P agree."""
+    (tmp_path / "tokens.py").write_text(TOKEN_PLUGIN)
+    path = write(tmp_path, token_spec({"type": "pos_embed", "vocab": 11, "dim": 4}))
+    model = crossgrad.check([crossgrad.load(path)], executor=executor).models[0]
+    assert {fw for fw, i in model["frameworks"].items() if i["status"] == "ok"} == \
+        set(INSTALLED), model["frameworks"]
+    assert model["passed"], [c for c in model["comparisons"] if not c["passed"]]
+    compared = {c["param"] for c in model["comparisons"]} | \
+        {r["param"] for r in model["finite_difference"]}
+    assert {"0.E", "0.P"} <= compared
+
+
+def test_token_inputs_still_need_an_embedding_or_a_plugin_first(tmp_path, capsys):
+    (tmp_path / "tokens.py").write_text(TOKEN_PLUGIN)
+    path = write(tmp_path, token_spec(dense(4)))
+    assert main(["check", str(path), "--frameworks", "numpy", "--quiet"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"crossgrad: {path}: layers[0].type: token inputs need an embedding (or a plugin "
+        "layer, which receives the integer ids) as the first layer")
+
+
+# ---- a file plugin is one file -----------------------------------------------------------------
+
+@pytest.mark.parametrize("helper, imports, beside", [
+    ("helpers.py", "from helpers import twice", "helpers, a module beside it"),
+    ("helpers.py", "from .helpers import twice", "a module relative to it"),
+    ("helpers/more.py", "import helpers.more", "helpers, a module beside it"),
+], ids=["sibling", "relative", "sibling-package"])
+def test_a_file_plugin_importing_a_file_beside_it_is_told_of_module_plugins(
+        tmp_path, capsys, helper, imports, beside):
+    """A file plugin runs alone, without its folder on sys.path, and only its bytes are
+    hashed: code beside it is neither found nor covered. Exit 2, one line, naming
+    plugins[0] and saying what to do instead."""
+    (tmp_path / helper).parent.mkdir(exist_ok=True)
+    (tmp_path / helper).write_text("def twice(x):\n    return 2 * x\n")
+    (tmp_path / "mine.py").write_text(f"import crossgrad\n{imports}\n")
+    path = write(tmp_path, spec("sib", [dense(8), {"type": "plug"}, dense(10)], [64], DIGITS,
+                                ["mine.py"]))
+    assert main(["check", str(path), "--frameworks", "numpy", "--quiet"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"crossgrad: {path}: plugins[0]: mine.py imports {beside} (at mine.py:2): a file "
+        "plugin is one self-contained file (loaded alone, only its bytes hashed); code split "
+        "across files is a module plugin, plugins = [\"package.module\"], found on sys.path")
+
+
+def test_a_file_plugin_missing_a_package_is_told_so_as_before(tmp_path, capsys):
+    """No module of that name beside the file: an uninstalled package, not a split plugin."""
+    (tmp_path / "mine.py").write_text("import crossgrad\nimport cg_not_installed_anywhere\n")
+    path = write(tmp_path, spec("sib", [dense(8), {"type": "plug"}, dense(10)], [64], DIGITS,
+                                ["mine.py"]))
+    assert main(["check", str(path), "--frameworks", "numpy", "--quiet"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"crossgrad: {path}: plugins[0]: mine.py raised ModuleNotFoundError: No module named "
+        "'cg_not_installed_anywhere' (at mine.py:2) while loading")

@@ -1,8 +1,9 @@
 """Gradients that are zero by construction, however the spec reaches them: a shift that
 linear layers, pooling or flatten carry on to a BatchNorm, attention's value and output
-biases before one, attention over one time step. Every framework returns rounding noise
-for them; compared against the model's largest gradient they agree, and the rows say
-why. Also a BatchNorm on examples of four axes, in every framework."""
+biases before one, attention over one time step, a LayerNorm over a single feature (its
+gamma and everything before it). Every framework returns rounding noise for them;
+compared against the model's largest gradient they agree, and the rows say why. Also a
+BatchNorm on examples of four axes, in every framework."""
 import json
 
 import pytest
@@ -78,3 +79,56 @@ def test_a_shift_stops_where_a_layer_does_not_carry_it():
     carried = [dense, {"type": "conv2d", "name": "1", "use_bias": False,
                        "pads": [[0, 0], [0, 0]]}, {"type": "batchnorm", "name": "2"}]
     assert set(structural_zeros(carried)) == {"0.b"}
+
+
+# ---- a LayerNorm over a single feature ---------------------------------------------------------
+
+LAYERNORM = {"type": "layernorm"}
+ONE_FEATURE = {  # name: (layers on (6, 2) sequences, dtype, the gradients zero by construction)
+    "layernorm_first": ([{"type": "dense", "units": 1}, LAYERNORM, {"type": "lstm", "units": 4},
+                         {"type": "dense", "units": 3}], "float64", {"0.W", "0.b", "1.gamma"}),
+    "layernorm_after_a_block": ([{"type": "dense", "units": 1}, {"type": "residual", "layers": [
+        {"type": "dense", "units": 1}, {"type": "tanh"}]}, LAYERNORM, {"type": "sequence_mean"},
+        {"type": "dense", "units": 3}], "float64", {"0.W", "0.b", "1.0.W", "1.0.b", "2.gamma"}),
+    "layernorm_in_a_block": ([{"type": "dense", "units": 1}, {"type": "residual", "layers": [
+        {"type": "dense", "units": 1}, LAYERNORM]}, {"type": "lstm", "units": 4},
+        {"type": "dense", "units": 3}], "float32", {"1.0.W", "1.0.b", "1.1.gamma"}),
+}
+
+
+@pytest.fixture(scope="module")
+def one_feature(tmp_path_factory, executor):
+    specs = [crossgrad.load(_written(tmp_path_factory, spec(name, [6, 2], SEQUENCES, layers)),
+                            dtype=dtype) for name, (layers, dtype, _) in ONE_FEATURE.items()]
+    return {m["name"]: m for m in crossgrad.check(specs, executor=executor).models}
+
+
+@pytest.mark.parametrize("name", sorted(ONE_FEATURE))
+def test_a_layernorm_over_one_feature_zeroes_its_gamma_and_what_comes_before(one_feature, name):
+    """x - mean(x) over one feature is 0: the output is beta whatever the input, so gamma and
+    every parameter before it (before it in its residual block: the skip path goes around
+    it) have zero gradients, rounding noise in every framework."""
+    model = one_feature[name]
+    assert {fw for fw, i in model["frameworks"].items() if i["status"] == "ok"} == \
+        set(INSTALLED), model["frameworks"]
+    assert model["passed"], [c for c in model["comparisons"] if not c["passed"]]
+    noted = {c["param"] for c in model["comparisons"] if "zero by construction" in
+             c.get("note", "")}
+    assert noted == (ONE_FEATURE[name][2] if len(INSTALLED) > 1 else set())
+
+
+def test_a_reason_found_before_stands_and_the_layernorm_is_named(tmp_path_factory):
+    """A bias right before a BatchNorm keeps that reason; the rest name the LayerNorm. Over
+    two features only that bias is zero."""
+    layers = [{"type": "dense", "units": 1}, {"type": "batchnorm"}, LAYERNORM,
+              {"type": "sequence_mean"}, {"type": "dense", "units": 3}]
+    zeros = structural_zeros(crossgrad.load(_written(tmp_path_factory, spec(
+        "bn_ln", [6, 2], SEQUENCES, layers))).layers)
+    one = "LayerNorm 2 normalises a single feature: x - mean(x) is 0, so it outputs its beta " \
+          "whatever its input"
+    assert zeros == {"0.b": "a bias right before BatchNorm: the batch mean cancels it",
+                     "0.W": one, "1.gamma": one, "1.beta": one, "2.gamma": one}
+    layers[0]["units"] = 2
+    assert structural_zeros(crossgrad.load(_written(tmp_path_factory, spec(
+        "bn_ln2", [6, 2], SEQUENCES, layers))).layers) == \
+        {"0.b": "a bias right before BatchNorm: the batch mean cancels it"}

@@ -7,9 +7,14 @@ through layers that carry a per-feature constant on as a per-feature constant (d
 a 'valid' conv2d: linear; pooling, flatten, identity, the mean over time). Attention's
 key bias is zero by itself: q.bk is the same for every key of a query, and softmax
 cancels it; its value bias and output bias are shifts of its output (softmax weights sum
-to 1). A plugin layer declares its own (spec/plugins.py: shifts, cancels_shifts,
-zero_gradients).
+to 1). A LayerNorm over a single feature (its last axis of size 1) subtracts that feature
+from itself: its output is beta whatever its input, so its gamma and every parameter
+before it (in its residual block, if it is in one: the skip path goes around it) have a
+zero gradient. (A BatchNorm whose batch holds a single value per channel is the same
+math; the spec refuses it, spec/catalog.py.) A plugin layer declares its own
+(spec/plugins.py: shifts, cancels_shifts, zero_gradients).
 """
+from ..spec.catalog import walk
 
 CARRY = {"dense", "flatten", "identity", "maxpool2d", "avgpool2d", "sequence_mean"}
 CANCELS = "BatchNorm: the batch mean"
@@ -27,9 +32,11 @@ def _walk(layers, shifts):
     right before: no layer but identity since) of parameters that, so far, only add a
     constant to each feature of the current values."""
     zeros = {}
-    for layer in layers:
+    for i, layer in enumerate(layers):
         declared = layer.get("zeros") or {}
         kind = layer["type"]
+        if kind == "layernorm" and layer["in_shape"][-1] == 1:
+            zeros = {**_one_feature(layer, layers[:i]), **zeros}  # a reason found before stands
         if kind == "batchnorm" or declared.get("cancels_shifts"):
             what = CANCELS if kind == "batchnorm" else \
                 f"{kind}, which (its plugin says) ignores a shift of its input,"
@@ -56,6 +63,15 @@ def _walk(layers, shifts):
         shifts = shifts + [(f"{layer['name']}.{local}", kind, True)
                            for local in _own_shifts(layer)]
     return zeros, shifts
+
+
+def _one_feature(layer, before):
+    """A LayerNorm over one feature: its gamma, and every parameter of the layers `before` it
+    (those of residual blocks among them included)."""
+    why = f"LayerNorm {layer['name']} normalises a single feature: x - mean(x) is 0, so it " \
+          "outputs its beta whatever its input"
+    upstream = [f"{sub['name']}.{local}" for sub in walk(before) for local in sub["params"]]
+    return {name: why for name in upstream + [f"{layer['name']}.gamma"]}
 
 
 def _carries(layer):

@@ -27,8 +27,10 @@ def parse_layers(tables, in_shape, prefix, ctx):
         name = f"{prefix}{i}"
         if kind == "embedding" and (prefix or i or ctx["input"] != "tokens"):
             raise t.error("type", "embedding must be the first layer, on integer token inputs")
-        if i == 0 and not prefix and ctx["input"] == "tokens" and kind != "embedding":
-            raise t.error("type", "token inputs need an embedding as the first layer")
+        if i == 0 and not prefix and ctx["input"] == "tokens" and kind != "embedding" \
+                and kind not in ctx.get("plugins", {}):  # a plugin gets the ids themselves
+            raise t.error("type", "token inputs need an embedding (or a plugin layer, which "
+                                  "receives the integer ids) as the first layer")
         layer = {"type": kind, "name": name, "in_shape": list(shape), "params": {}, "state": {}}
         parsers[kind](t, layer, ctx)
         layer["explicit"] = t.explicit()
@@ -59,15 +61,18 @@ def _param(layer, local, shape, init, fan_in, fan_out):
                               "fan_in": fan_in, "fan_out": fan_out}
 
 
-def _weights(t, layer, weights, bias_shape, fan_in, fan_out, default_init="glorot_uniform"):
-    """Weight tensors sharing `init`, plus an optional bias with `bias_init`."""
+def _weights(t, layer, weights, biases, default_init="glorot_uniform"):
+    """Weight tensors sharing `init`, plus optional biases sharing `bias_init`; each tensor
+    is {local: (shape, fan_in, fan_out)}, a bias with the fans of the weight it adds to
+    (torch_default draws a bias from its weight's fan_in)."""
     init = parse_initializer(t, "init", default_init)
-    for local, shape in weights.items():
+    for local, (shape, fan_in, fan_out) in weights.items():
         _param(layer, local, shape, init, fan_in, fan_out)
     layer["use_bias"] = t.bool("use_bias", True)
     if layer["use_bias"]:
-        bias_init = parse_initializer(t, "bias_init", "zeros", min(bias_shape.values(), key=len))
-        for local, shape in bias_shape.items():
+        smallest = min((shape for shape, _, _ in biases.values()), key=len)
+        bias_init = parse_initializer(t, "bias_init", "zeros", smallest)
+        for local, (shape, fan_in, fan_out) in biases.items():
             _param(layer, local, shape, bias_init, fan_in, fan_out)
 
 
@@ -82,7 +87,7 @@ def parse_dense(t, layer, ctx):
         raise t.error("type", "dense needs at least one input axis")
     n_in, units = layer["in_shape"][-1], t.int("units", required=True, min=1)
     layer["units"] = units
-    _weights(t, layer, {"W": (n_in, units)}, {"b": (units,)}, n_in, units)
+    _weights(t, layer, {"W": ((n_in, units), n_in, units)}, {"b": ((units,), n_in, units)})
     layer["out_shape"] = layer["in_shape"][:-1] + [units]  # acts on the last axis
 
 
@@ -127,9 +132,8 @@ def parse_conv2d(t, layer, ctx):
     layer["strides"] = strides = t.ints("strides", length=2, default=1)
     out_hw = _window(t, layer, kernel, strides)
     c_in = layer["in_shape"][2]
-    receptive = kernel[0] * kernel[1]
-    _weights(t, layer, {"W": (*kernel, c_in, filters)}, {"b": (filters,)},
-             receptive * c_in, receptive * filters)
+    fans = kernel[0] * kernel[1] * c_in, kernel[0] * kernel[1] * filters
+    _weights(t, layer, {"W": ((*kernel, c_in, filters), *fans)}, {"b": ((filters,), *fans)})
     layer["out_shape"] = out_hw + [filters]
 
 
@@ -218,9 +222,11 @@ def parse_attention(t, layer, ctx):
     layer["key_dim"] = key_dim = t.int("key_dim", required=True, min=1)
     layer["causal"] = t.bool("causal", False)
     d, inner = layer["in_shape"][1], heads * key_dim
-    weights = {"Wq": (d, inner), "Wk": (d, inner), "Wv": (d, inner), "Wo": (inner, d)}
-    biases = {"bq": (inner,), "bk": (inner,), "bv": (inner,), "bo": (d,)}
-    _weights(t, layer, weights, biases, d, inner)
+    # the projections in map D -> heads*key_dim, Wo maps back: its fan_in is heads*key_dim
+    weights = {**{w: ((d, inner), d, inner) for w in ("Wq", "Wk", "Wv")},
+               "Wo": ((inner, d), inner, d)}
+    biases = {**{b: ((inner,), d, inner) for b in ("bq", "bk", "bv")}, "bo": ((d,), inner, d)}
+    _weights(t, layer, weights, biases)
     layer["out_shape"] = list(layer["in_shape"])
 
 

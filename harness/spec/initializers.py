@@ -40,8 +40,12 @@ def _uniform(rng, shape, limit):
 
 
 def _orthogonal(rng, shape):
-    """Orthogonal rows or columns of a (rows, cols) matrix, as Keras/torch build them."""
-    rows, cols = shape[0], int(np.prod(shape[1:]))
+    """Orthonormal rows or columns (whichever are fewer) of the parameter seen as a matrix
+    (every axis but the last, the last), as Keras builds it. A conv2d kernel (kh, kw, C_in,
+    C_out) is then (kh*kw*C_in, C_out); torch's orthogonal_ flattens its (C_out, C_in, kh, kw)
+    weight to (C_out, C_in*kh*kw), the transpose of that matrix with the kh*kw*C_in entries
+    in another order, which keeps them orthonormal: the kernel is orthogonal for both."""
+    rows, cols = int(np.prod(shape[:-1])), shape[-1]
     a = rng.standard_normal((max(rows, cols), min(rows, cols)))
     q, r = np.linalg.qr(a)
     q = q * np.sign(np.diag(r))  # makes the decomposition unique

@@ -18,6 +18,7 @@ parameters get canonical names and are drawn like any other. The worker side
 and puts an instance with the spec keys set as attributes on every plugin layer as
 `layer["plugin"]`, which is what the implementations' `plugin` builders call.
 """
+import ast
 import hashlib
 import importlib
 import importlib.util
@@ -120,8 +121,28 @@ def _run_file(path, code, module_name):
         raise ValueError(f"{path.name} line {err.lineno}: syntax error: {err.msg}") from None
     except Exception as err:
         del sys.modules[module_name]
+        beside = _imported_beside(err, path, code)
+        if beside:
+            raise ValueError(f"{path.name} imports {beside}{_where(err)}: a file plugin is one "
+                             "self-contained file (loaded alone, only its bytes hashed); code "
+                             "split across files is a module plugin, plugins = "
+                             "[\"package.module\"], found on sys.path") from None
         raise ValueError(f"{path.name} raised {describe(err)} while loading") from None
     return _registered_by(module_name, path.name)
+
+
+def _imported_beside(err, path, code):
+    """What a plugin file failed to import from its own folder ("helpers, a module beside it",
+    "a module relative to it"), or None. The file runs alone, as no package and without its
+    folder on sys.path: the module beside it would be neither found nor hashed with it."""
+    if isinstance(err, ModuleNotFoundError) and err.name:
+        top = err.name.partition(".")[0]
+        if (path.parent / f"{top}.py").is_file() or (path.parent / top).is_dir():
+            return f"{err.name}, a module beside it"
+    elif type(err) is ImportError and err.name is None and any(
+            isinstance(node, ast.ImportFrom) and node.level for node in ast.walk(ast.parse(code))):
+        return "a module relative to it"  # `from . import x`: no package to be relative to
+    return None
 
 
 def _import_module(name):
@@ -188,9 +209,13 @@ def _module_digest(module):
 
 def describe(err):
     """"ValueError: boom (at my_layers.py:12)": the innermost frame in a plugin's own code."""
+    return f"{type(err).__name__}: {err}{_where(err)}"
+
+
+def _where(err):
+    """" (at my_layers.py:12)", the innermost frame of `err` in a plugin's own code, or ""."""
     frames = [f for f in traceback.extract_tb(err.__traceback__) if f.filename in _FILES]
-    where = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
-    return f"{type(err).__name__}: {err}{where}"
+    return f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
 
 
 def is_plugin_file(filename):
