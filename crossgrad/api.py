@@ -28,14 +28,28 @@ def zoo(name=None, **overrides):
     return zoo_names() if name is None else zoo_spec(name, **overrides)
 
 
-def check(specs, *, frameworks=None, dtype=None, seed=None, workers=None, threads=1,
-          timeout=None, executor=None):
+ORDERS = (1, 2)                         # check --order
+MATMUL_PRECISIONS = (None, "highest", "default")  # check --matmul-precision (None: not asked)
+
+
+def check(specs, *, frameworks=None, dtype=None, seed=None, order=1, matmul_precision=None,
+          workers=None, threads=1, timeout=None, executor=None):
     """Loss and gradients of every spec on its first batch in every framework (or those
     named), compared pair by pair and with finite differences -> CheckResult
-    (.passed, .comparisons, .finite_difference, .summary, .frameworks, .to_json())."""
+    (.passed, .comparisons, .finite_difference, .summary, .frameworks, .to_json()).
+
+    As `crossgrad check --order` and `--matmul-precision`: order=2 adds Hessian-vector
+    products along the finite-difference probes; matmul_precision "highest" (crossgrad's
+    pin) or "default" (each framework's own) also compares a float32 spec with float64."""
+    if order not in ORDERS:
+        raise ValueError(f"order must be 1 or 2, not {order!r}")
+    if matmul_precision not in MATMUL_PRECISIONS:
+        raise ValueError(f"matmul_precision must be None, 'highest' or 'default', "
+                         f"not {matmul_precision!r}")
     specs = _specs(specs, dtype=dtype, seed=seed)
     with _executor(executor, workers, threads, timeout) as ex:
-        return _api.check(specs, frameworks=framework_names(frameworks), executor=ex)
+        return _api.check(specs, frameworks=framework_names(frameworks), executor=ex,
+                          order=order, matmul_precision=matmul_precision)
 
 
 def train(specs, *, frameworks=None, steps=None, native=False, dtype=None, seed=None,

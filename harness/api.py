@@ -45,7 +45,7 @@ def check(specs, *, frameworks=None, executor=None, on_result=None, cache=None, 
     prepared = prepared or prepare(specs)
     def job(spec, inputs, fw):
         return _with_key(dict(check_job(spec, inputs, fw), order=order,
-                              matmul_precision=matmul_precision), spec, False)
+                              matmul_precision=matmul_precision), spec, False, executor)
 
     per_model = run_per_model(prepared, names, job, executor, cache, on_result, frameworks)
     compared = [i for i, (spec, _) in enumerate(prepared) if needs_reference(spec, matmul_precision)]
@@ -76,7 +76,7 @@ def train(specs, *, frameworks=None, native=False, steps=None, executor=None, on
         if native is True and fw in registry.FRAMEWORKS and native_is_aligned(spec, fw):
             mode = False  # the same run, and the same job as the aligned one: run once side
             #              by side with it (executor.JobQueue)
-        return _with_key(train_job(spec, inputs, fw, mode), spec, mode)
+        return _with_key(train_job(spec, inputs, fw, mode), spec, mode, executor)
 
     per_model = run_per_model(prepared, names, job, executor, cache, on_result, frameworks)
     out, curve_rows, norm_rows = TrainResult(), [], []
@@ -99,12 +99,14 @@ def needs_reference(spec, matmul_precision=None):
     return spec.dtype in REDUCED or (spec.dtype == "float32" and matmul_precision is not None)
 
 
-def _with_key(job, spec, native):
+def _with_key(job, spec, native, executor):
     job["key"] = job_key(job["kind"], spec, job["framework"],
                          registry.version(job["framework"]), native,
                          len(job["batches"]) if job["kind"] == "train" else None,
                          job.get("participant"), job.get("order", 1),
-                         job.get("matmul_precision"), job["params"])
+                         job.get("matmul_precision"), job["params"],
+                         # the workers' threads: the executor's, or run_jobs' own pool's 1
+                         getattr(executor, "threads", 1))
     return job
 
 

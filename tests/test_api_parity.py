@@ -199,3 +199,27 @@ def test_every_type_of_the_spec_is_implemented(framework):
     for module, types in (("layers", PARSERS), ("losses", LOSSES), ("optimizers", OPTIMIZERS)):
         names, _, _ = builders((FOLDERS[framework] / f"{module}.py").read_text(), module)
         assert sorted(names) == sorted(types), (framework, module)
+
+
+# ---- the Python API: crossgrad.check takes what `crossgrad check` does ------------------------
+
+def test_the_python_check_takes_the_order_and_matmul_precision_of_the_command(executor):
+    """crossgrad.check(order=2) and (matmul_precision=...) as `crossgrad check --order 2` and
+    `--matmul-precision`, with the command's defaults."""
+    import inspect
+
+    import crossgrad
+    from crossgrad.harness import api
+    public, inner = (inspect.signature(f).parameters for f in (crossgrad.check, api.check))
+    for name in ("order", "matmul_precision"):
+        assert public[name].default == inner[name].default, name
+    second = crossgrad.check("xor_2_2_1", frameworks="numpy", order=2,
+                             executor=executor).to_json()["models"][0]
+    assert second["hvp"] and "hvp" in second["frameworks"]["numpy"]
+    assert "hvp" not in crossgrad.check("xor_2_2_1", frameworks="numpy",
+                                        executor=executor).to_json()["models"][0]
+    pinned = crossgrad.check("xor_2_2_1", frameworks="numpy", dtype="float32",
+                             matmul_precision="default", executor=executor).to_json()
+    assert pinned["models"][0]["matmul_precision"] == "default"
+    with pytest.raises(ValueError, match="order"):
+        crossgrad.check("xor_2_2_1", order=3, executor=executor)

@@ -57,6 +57,9 @@ CASES = {
     "units_zero": (variant({"units = 3": "units = 0"}), "layers[0].units"),
     "units_negative": (variant({"units = 3": "units = -3"}), "layers[0].units"),
     "examples_zero": (variant({"examples = 10": "examples = 0"}), "data.examples"),
+    # plain SGD: torch keeps no velocity for it (lockstep had no optimizer state to compare)
+    "momentum_without_momentum": (variant(append='[optimizer]\ntype = "momentum"\n'
+                                                 'momentum = 0\n'), "optimizer.momentum"),
     "examples_beyond_digits": (variant({'"random_classification"\nclasses = 3\nexamples = 10':
                                         '"digits"\nexamples = 1798', "[4]": "[64]"}),
                                "data.examples"),

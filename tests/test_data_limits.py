@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -172,3 +173,48 @@ def test_npz_labels_and_pixels_still_name_their_member(tmp_path):
     np.savez(tmp_path / "d.npz", x=images.astype(np.int16) * 2, y=labels)
     with pytest.raises(InputError, match=r"d\.npz: x: pixels must be within 0-255"):
         load_data(mnist_data(tmp_path / "d.npz", None), [784], 0, None)
+
+
+# ---- the spec hash follows the data file's bytes ---------------------------------------------
+
+def spec_beside(folder, data_path):
+    """The same spec text in `folder`, reading `data_path` (relative to it)."""
+    raw = {"input_shape": [784], "data": {"source": "mnist", "path": data_path, "batch_size": 5},
+           "layers": [{"type": "dense", "units": 10}], "loss": {"type": "softmax_cross_entropy"}}
+    return parse_spec(raw, str(folder / "spec.toml"), "mine")
+
+
+@pytest.mark.parametrize("form", FORMATS)
+def test_the_spec_hash_follows_the_data_not_its_path(tmp_path, form):
+    """Two projects with the same spec text and `data.path`, other data beside each: other
+    hashes (run --resume must not serve one's results for the other); the same data: one."""
+    hashes = {}
+    for name, seed in (("a", 1), ("b", 2), ("a_again", 1)):
+        (tmp_path / name).mkdir()
+        path = mnist_files(tmp_path / name, form, *digits(10, seed))
+        (tmp_path / name / "spec.toml").write_text("")
+        hashes[name] = spec_beside(tmp_path / name, path.name).hash
+    assert hashes["a"] != hashes["b"]
+    assert hashes["a"] == hashes["a_again"]
+
+
+def test_each_idx_file_counts(tmp_path):
+    """In an IDX folder the labels are data too: other labels, another hash."""
+    images, labels = digits(10)
+    folder = mnist_files(tmp_path, "idx", images, labels)
+    (tmp_path / "spec.toml").write_text("")
+    before = spec_beside(tmp_path, folder.name).hash
+    (folder / LABELS).write_bytes(idx((labels + 1) % 10, 1))
+    assert spec_beside(tmp_path, folder.name).hash != before
+
+
+def test_data_drawn_from_the_seed_or_bundled_keeps_its_hash():
+    """Only a file the spec points at is read for the hash: the zoo's hashes (bundled
+    digits, random sources) are the ones on record in the reference report."""
+    from crossgrad.harness.spec import zoo_spec
+    manifest = Path(__file__).parents[1] / "reports" / "reference" / "manifest.json"
+    recorded = json.loads(manifest.read_text())["models"]
+    assert recorded
+    for model in recorded:
+        spec = zoo_spec(model["name"], dtype=model["dtype"])
+        assert spec.data_sha256 is None and spec.hash == model["spec_hash"], model["name"]

@@ -171,3 +171,71 @@ def test_a_model_named_like_a_number_or_nan_is_compared(tmp_path, capsys):
             dict(doc["models"][0], name="nan")]))
     assert main(["diff", str(a), str(b)]) == 1
     assert "nan float64" in capsys.readouterr().out
+
+
+# ---- trainings: verdicts and lockstep --------------------------------------------------------
+
+def train_results(verdict="PASS", parted=None):
+    """results.json's `train` section of the curves above: numpy the reference, torch
+    judged `verdict`, its lockstep parting at `parted`."""
+    torch = {"status": "ok", "passed": verdict != "FAIL", "verdict": verdict,
+             "lockstep_parted_at": parted, "lockstep_differs": []}
+    return {"models": [{
+        "name": "xor_2_2_1", "dtype": "float64", "mode": "aligned", "seed": 0,
+        "spec_hash": HASH, "steps": 2, "reference": "numpy", "passed": verdict != "FAIL",
+        "frameworks": {"numpy": {"status": "ok", "passed": True, "verdict": "PASS"},
+                       "torch": torch}}]}
+
+
+def trained(folder, curves=CURVES, **verdict):
+    folder = report(folder, check=False, curves=curves)
+    edit_json(folder / "results.json", lambda doc: dict(doc, train=train_results(**verdict)))
+    return folder
+
+
+def test_a_training_verdict_that_changed_is_beyond_tolerance(tmp_path, capsys):
+    """The same curves, judged otherwise (torch's lockstep parting at step 0 in B): not
+    identical results."""
+    a, again = trained(tmp_path / "a"), trained(tmp_path / "again")
+    assert main(["diff", str(a), str(again)]) == 0
+    assert "identical results" in capsys.readouterr().out
+    b = trained(tmp_path / "b", verdict="FAIL", parted=0)
+    assert main(["diff", str(a), str(b)]) == 1
+    out = capsys.readouterr().out
+    assert "identical" not in out
+    rows = [line.split(None, 3) for line in out.splitlines()
+            if line.startswith(("training ", "lockstep "))]
+    assert [(r[0], r[3].rsplit(None, 1)) for r in rows] == [
+        ("training", ["aligned: passed True -> False", "BEYOND"]),
+        ("training", ["aligned torch: PASS -> FAIL", "BEYOND"]),
+        ("lockstep", ["aligned torch: parted at never -> step 0", "BEYOND"])]
+
+
+@pytest.mark.parametrize("error, beyond", [("2e-16", False), ("5e-12", True), ("inf", True),
+                                           ("", True)])
+def test_lockstep_errors_are_compared_with_the_lockstep_tolerance(tmp_path, capsys, error,
+                                                                  beyond):
+    """curves.csv's lockstep_rel_err, step by step: a change within float64's 1e-12 is
+    within, beyond it (or to inf) beyond; a step measured on one side only is a change."""
+    a = trained(tmp_path / "a")
+    b = trained(tmp_path / "b", curves=CURVES[:CURVES.rindex(",0.0")] + f",{error}\n")
+    assert main(["diff", str(a), str(b)]) == int(beyond)
+    rows = [line for line in capsys.readouterr().out.splitlines()
+            if line.startswith("lockstep ")]
+    assert len(rows) == 1 and "aligned torch" in rows[0], rows
+    assert rows[0].endswith("BEYOND" if beyond else "within"), rows
+    assert ("inf" in rows[0]) == (error == "inf"), rows
+
+
+def test_a_malformed_training_verdict_is_one_line_and_exit_2(tmp_path, capsys):
+    a, b = trained(tmp_path / "a"), trained(tmp_path / "b")
+
+    def verdict_is_a_number(doc):
+        doc["train"]["models"][0]["frameworks"]["torch"]["verdict"] = 1
+        return doc
+
+    edit_json(b / "results.json", verdict_is_a_number)
+    assert main(["diff", str(a), str(b)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.strip().splitlines()) == 1, err
+    assert "train.models[0].frameworks.torch.verdict" in err, err

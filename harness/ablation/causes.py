@@ -40,7 +40,8 @@ def confirm(result, prepared, executor=None, cache=None, on_result=None):
             short = shortened(inputs, k + 1)
             for pitfall in in_play(spec, fw):
                 planned.append((entry, spec, fw, pitfall, k, len(jobs)))
-                jobs.append(keyed(train_job(spec, short, fw, [pitfall.name]), spec))
+                jobs.append(keyed(train_job(spec, short, fw, [pitfall.name]), spec,
+                                  executor))
     if not jobs:
         return 0
     if hasattr(on_result, "expect"):
@@ -105,10 +106,11 @@ def shortened(inputs, steps):
     return short
 
 
-def keyed(job, spec):
+def keyed(job, spec, executor):
     """The job, free-running only (the curve is what is measured), with its cache key (run
     --resume reuses it; a list of pitfalls as `native` keeps it apart from every other)."""
     job["lockstep"] = False
     job["key"] = job_key(job["kind"], spec, job["framework"], registry.version(job["framework"]),
-                         job["native"], len(job["batches"]), params=job["params"])
+                         job["native"], len(job["batches"]), params=job["params"],
+                         threads=getattr(executor, "threads", 1))
     return job

@@ -1,12 +1,16 @@
 """`crossgrad diff RUN_A RUN_B`: what changed between two report folders.
 
 Compared: versions and machine (manifest.json), spec hashes, every framework's
-check loss and status, pass/fail of each check, and every loss curve step by step
-(curves.csv), with the tolerances of the curves themselves (float64 1e-10,
-float32 1e-4, relative). A change of spec hash means the runs did not compute the
-same thing; it is reported, and that model's numbers are not compared. Results on
-one side only (a model, its check, a framework's check, a curve) are changes beyond
-tolerance: the other side cannot vouch for them.
+check loss and status, pass/fail of each check, each training's pass/fail and every
+framework's verdict and lockstep parting step (results.json), and every loss curve step
+by step (curves.csv), with the tolerances of the curves themselves (float64 1e-10,
+float32 1e-4, relative), and every step's worst lockstep error, with the lockstep
+tolerances (float64 1e-12, float32 1e-5: a change of the error by more than that). A
+verdict or parting step that changed is beyond tolerance: the runs judged differently.
+A change of spec hash means the runs did not compute the same thing; it is reported,
+and that model's numbers are not compared. Results on one side only (a model, its
+check, a framework's check, a curve) are changes beyond tolerance: the other side
+cannot vouch for them.
 """
 import json
 from pathlib import Path
@@ -15,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ..compare.curves import CURVES
+from ..compare.pairwise import PAIRWISE
 from ..errors import InputError
 from .tables import fmt, render as render_table
 
@@ -22,9 +27,15 @@ from .tables import fmt, render as render_table
 # models[] entry, each results.json check.models[] entry, and the columns of curves.csv.
 MODEL_KEYS = {"name": str, "dtype": str, "spec_hash": str}
 CHECK_KEYS = {"name": str, "dtype": str, "passed": bool, "frameworks": dict}
+TRAIN_KEYS = {"name": str, "dtype": str, "mode": str, "passed": (bool, type(None)),
+              "frameworks": dict}
+VERDICT_KEYS = {"passed": (bool, type(None)), "verdict": (str, type(None)),  # where present
+                "lockstep_parted_at": (int, type(None))}
+TRAININGS = ("train", "native")  # results.json's sections of training models
 LOSS = (int, float, type(None))  # non-finite losses are written as null
 CURVE_COLUMNS = ["model", "dtype", "mode", "framework", "step", "loss"]
 NAME_COLUMNS = CURVE_COLUMNS[:4]
+LOCKSTEP = "lockstep_rel_err"  # curves.csv: each step's worst lockstep entry, if measured
 JSON_NAMES = {dict: "an object", list: "an array", str: "a string", bool: "true or false",
               int: "a number", float: "a number", type(None): "null"}
 
@@ -68,13 +79,28 @@ def _check_manifest(doc, path):
 
 def _check_results(doc, path):
     _need(doc, dict, path, None)
-    if doc.get("check") is None:  # a `crossgrad train` report
+    if doc.get("check") is not None:  # None: a `crossgrad train` report
+        for i, model in enumerate(_keys(doc["check"], {"models": list}, path,
+                                        "check")["models"]):
+            where = f"check.models[{i}]"
+            for fw, entry in _keys(model, CHECK_KEYS, path, where)["frameworks"].items():
+                _need(_need(entry, dict, path, f"{where}.frameworks.{fw}").get("loss"), LOSS,
+                      path, f"{where}.frameworks.{fw}.loss")
+    for section in TRAININGS:
+        _check_trainings(doc.get(section), path, section)
+
+
+def _check_trainings(section, path, name):
+    """A results.json training section (None: none ran): each model's verdict fields."""
+    if section is None:
         return
-    for i, model in enumerate(_keys(doc["check"], {"models": list}, path, "check")["models"]):
-        where = f"check.models[{i}]"
-        for fw, entry in _keys(model, CHECK_KEYS, path, where)["frameworks"].items():
-            _need(_need(entry, dict, path, f"{where}.frameworks.{fw}").get("loss"), LOSS,
-                  path, f"{where}.frameworks.{fw}.loss")
+    for i, model in enumerate(_keys(section, {"models": list}, path, name)["models"]):
+        where = f"{name}.models[{i}]"
+        for fw, entry in _keys(model, TRAIN_KEYS, path, where)["frameworks"].items():
+            _need(entry, dict, path, f"{where}.frameworks.{fw}")
+            for key, kind in VERDICT_KEYS.items():
+                if key in entry:
+                    _need(entry[key], kind, path, f"{where}.frameworks.{fw}.{key}")
 
 
 def _keys(obj, kinds, path, where):
@@ -102,16 +128,19 @@ def _read_curves(path):
         # names as written: a model named "nan" or "1" stays a name, never a number or NaN;
         # an empty loss is a non-finite one (to_csv's NaN)
         curves = pd.read_csv(path, dtype={c: str for c in NAME_COLUMNS},
-                             keep_default_na=False, na_values={"step": [""], "loss": [""]})
+                             keep_default_na=False,
+                             na_values={"step": [""], "loss": [""], LOCKSTEP: [""]})
     except (FileNotFoundError, pd.errors.EmptyDataError):
-        return pd.DataFrame(columns=CURVE_COLUMNS)
+        return pd.DataFrame(columns=[*CURVE_COLUMNS, LOCKSTEP])
     except (OSError, ValueError) as err:  # not CSV, or not text
         raise InputError(path, None, f"cannot be read as a CSV table ({str(err).strip()})") \
             from None
     missing = [c for c in CURVE_COLUMNS if c not in curves.columns]
     if missing:
         raise InputError(path, missing[0], "missing column: not a crossgrad curves table")
-    for column in ("step", "loss"):  # merged on, and compared as numbers
+    if LOCKSTEP not in curves.columns:  # no training took lockstep (or an older report)
+        curves[LOCKSTEP] = np.nan
+    for column in ("step", "loss", LOCKSTEP):  # merged on, and compared as numbers
         if len(curves) and not pd.api.types.is_numeric_dtype(curves[column]):
             raise InputError(path, column, "holds values that are not numbers")
     return curves
@@ -135,6 +164,7 @@ def diff_reports(a, b):
         else:
             same.add(key)
     changes += _checks(res_a.get("check"), res_b.get("check"), same)
+    changes += _trainings(res_a, res_b, same)
     changes += _curves(cur_a, cur_b, same)
     return changes
 
@@ -199,6 +229,47 @@ def _framework(fw, fa, fb, key):
     return []
 
 
+def _trainings(a, b, same):
+    """Each training both reports hold (by model, dtype and mode): the model's pass/fail,
+    and per framework its verdict and the step lockstep parted at. A training or framework
+    on one side only shows as its curves on one side only."""
+    index_a, index_b = _training_index(a), _training_index(b)
+    out = []
+    for key in sorted(set(index_a) & set(index_b)):
+        name, dtype, mode = key
+        if (name, dtype) not in same:
+            continue
+        label, ma, mb = f"{name} {dtype}", index_a[key], index_b[key]
+        if ma["passed"] != mb["passed"]:
+            out.append(_change("training", label, f"{mode}: passed {ma['passed']} -> "
+                                                  f"{mb['passed']}", True))
+        for fw in dict.fromkeys([*ma["frameworks"], *mb["frameworks"]]):
+            fa, fb = ma["frameworks"].get(fw), mb["frameworks"].get(fw)
+            if fa is not None and fb is not None:
+                out += _verdicts(f"{mode} {fw}", fa, fb, label)
+    return out
+
+
+def _training_index(results):
+    return {(m["name"], m["dtype"], m["mode"]): m for section in TRAININGS
+            for m in (results.get(section) or {}).get("models", [])}
+
+
+def _verdicts(who, fa, fb, label):
+    """One framework's training judged otherwise: its verdict (PASS, PASS*, FAIL; in native
+    mode none), its pass/fail, the first step lockstep left tolerance."""
+    out = []
+    if (fa.get("verdict"), fa.get("passed")) != (fb.get("verdict"), fb.get("passed")):
+        said = [f.get("verdict") or f"passed {f.get('passed')}" for f in (fa, fb)]
+        out.append(_change("training", label, f"{who}: {said[0]} -> {said[1]}", True))
+    pa, pb = fa.get("lockstep_parted_at"), fb.get("lockstep_parted_at")
+    if pa != pb:
+        said = ["never" if p is None else f"step {p}" for p in (pa, pb)]
+        out.append(_change("lockstep", label, f"{who}: parted at {said[0]} -> {said[1]}",
+                           True))
+    return out
+
+
 def _curves(a, b, same):
     out = []
     keys = ["model", "dtype", "mode", "framework"]
@@ -223,7 +294,26 @@ def _curves(a, b, same):
         if worst > 0:
             out.append(_change("curve", label, f"{mode} {fw}: max rel. change {fmt(worst)}",
                                worst > CURVES[dtype]))
+        out += _lockstep_errors(g[f"{LOCKSTEP}_a"].to_numpy(float),
+                                g[f"{LOCKSTEP}_b"].to_numpy(float), f"{mode} {fw}", label, dtype)
     return out
+
+
+@np.errstate(invalid="ignore")
+def _lockstep_errors(ea, eb, who, label, dtype):
+    """Each step's worst lockstep error, A against B: the largest change, beyond when it
+    exceeds the lockstep tolerance (an error that became inf is beyond; inf on both sides
+    is no change). Steps measured on one side only are a change beyond tolerance."""
+    measured = ~np.isnan(ea)
+    if (measured != ~np.isnan(eb)).any():
+        return [_change("lockstep", label, f"{who}: measured at other steps", True)]
+    a, b = ea[measured], eb[measured]
+    change = np.where(a == b, 0.0, np.abs(a - b))
+    worst = float(change.max()) if change.size else 0.0
+    if worst > 0:
+        return [_change("lockstep", label, f"{who}: max change of the error {fmt(worst)}",
+                        worst > PAIRWISE[dtype])]
+    return []
 
 
 def render(changes, a, b):

@@ -235,12 +235,12 @@ def amplified_line(fw, i, dtype):
 def train_result(m):
     """PASS, PASS* (a float32 branch at a kink, or rounding amplified by the dynamics, while
     lockstep agrees), FAIL, shown (native defaults, not judged), DIVERGED (every framework
-    stopped at the same non-finite step, agreeing up to it) or UNCHECKED (nothing compared:
-    results.untrained_against)."""
-    if m.get("unchecked"):
-        return "UNCHECKED"
+    stopped at the same non-finite step, agreeing up to it, NumPy alone too) or UNCHECKED
+    (nothing compared: results.untrained_against)."""
     if m.get("diverged_at") is not None and m["passed"] is not False:
         return "DIVERGED"
+    if m.get("unchecked"):
+        return "UNCHECKED"
     if m["passed"] and any(i.get("verdict") == "PASS*" for i in m["frameworks"].values()):
         return "PASS*"
     return {True: "PASS", False: "FAIL", None: "shown"}[m["passed"]]

@@ -1,13 +1,14 @@
 """Completed job results on disk, keyed by what determines them, for `run --resume`.
 
-The key (jobs.job_key) covers the spec hash, framework and its version, dtype, seed,
-mode and steps; a result is written atomically the moment its job finishes, so an
-interrupted run keeps everything it completed. The cache lives in the user's cache
-folder, `$XDG_CACHE_HOME/crossgrad` (default `~/.cache/crossgrad`), never beside an
-output. One entry is one `<key>.npz`: the result's arrays, and the rest of it as JSON in
-the member `result.json`. Entries are read with allow_pickle=False, so a cache entry is
-data and never code; one that is corrupt or not crossgrad's is ignored with one warning
-line and its job is computed again.
+The key (jobs.job_key) covers the spec hash (and with it the content of a data file the
+spec reads), framework and its version, dtype, seed, mode, steps, the worker's thread
+count and crossgrad's version; a result is written atomically the moment its job
+finishes, so an interrupted run keeps everything it completed. The cache lives in the
+user's cache folder, `$XDG_CACHE_HOME/crossgrad` (default `~/.cache/crossgrad`), never
+beside an output. One entry is one `<key>.npz`: the result's arrays, and the rest of it
+as JSON in the member `result.json`. Entries are read with allow_pickle=False, so a cache
+entry is data and never code; one that is corrupt or not crossgrad's is ignored with one
+warning line and its job is computed again.
 """
 import json
 import os

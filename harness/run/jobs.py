@@ -19,6 +19,7 @@ from ..spec.data import batch_order, dropout_masks, load_data, targets
 from ..spec.initializers import init_params, init_state
 from ..spec.params_file import digest
 from ..spec.precision import rounded
+from .ownership import tool_version
 
 
 class Inputs:
@@ -62,13 +63,16 @@ def _initial(spec):
 
 
 def job_key(kind, spec, framework, version, native, steps=None, participant=None, order=1,
-            matmul_precision=None, params=None):
-    """What a cached result is keyed by: spec hash, framework and version, dtype, seed, mode;
-    for the original, also the content of its model file; and the initial parameters
-    themselves where given (the mistakes gallery checks a spec again at weights after a
-    step: the same spec, another job)."""
+            matmul_precision=None, params=None, threads=1):
+    """What a cached result is keyed by: spec hash (with the data file's content), framework
+    and version, dtype, seed, mode; the worker's thread count (a framework's reductions
+    split by threads give other bits, README "Reproducibility") and crossgrad's own version
+    (its code computes the result too); for the original, also the content of its model
+    file; and the initial parameters themselves where given (the mistakes gallery checks a
+    spec again at weights after a step: the same spec, another job)."""
     body = {"kind": kind, "spec": spec.hash, "framework": framework, "version": version,
-            "dtype": spec.dtype, "seed": spec.seed, "native": native, "steps": steps}
+            "dtype": spec.dtype, "seed": spec.seed, "native": native, "steps": steps,
+            "threads": threads, "crossgrad": tool_version()}
     if params is not None:
         body["params"] = digest(params)
     if participant == ORIGINAL:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .mnist import load_mnist
+from .mnist import load_mnist, mnist_digest
 from .precision import rounded
 
 CLASSIFICATION, REGRESSION = "classification", "regression"
@@ -66,6 +66,15 @@ def parse_data(table, input_shape):
         source, data.get("classes"))
     table.finish()
     return data
+
+
+def data_digest(data, spec_file):
+    """What the spec hash takes of the data beyond the [data] table: the sha256 of a file
+    the spec points at (mnist), None where the table alone determines the data (bundled or
+    drawn from the seed)."""
+    if data["source"] == "mnist":
+        return mnist_digest(data["path"], spec_file)
+    return None
 
 
 @dataclass

@@ -9,6 +9,7 @@ so memory follows `data.examples` as the estimate does. `mnist_sizes` reads the 
 only, for that estimate (spec/sizes.py).
 """
 import gzip
+import hashlib
 import math
 import zlib
 from contextlib import contextmanager
@@ -69,6 +70,25 @@ def mnist_sizes(path, spec_file):
         return n, n * (math.prod(IMAGE) + 1)
     with _npz(p) as (_, (x, y)):
         return x.shape[0], x.data_bytes + y.data_bytes
+
+
+def mnist_digest(path, spec_file):
+    """sha256 of the bytes the data come from: the .npz, or each IDX file of the folder
+    ({"images", "labels"}). The spec hash takes it: the same `data.path` may hold other
+    data on another day or beside another spec. Read in blocks, never whole."""
+    p, kind = resolve(path, spec_file)
+    if kind == "folder":
+        return {k: _file_sha256(_find_idx(p, k, spec_file), "an IDX file")
+                for k in ("images", "labels")}
+    return _file_sha256(p, EXPECTED)
+
+
+def _file_sha256(path, expected):
+    digest = hashlib.sha256()
+    with open_regular(path, expected) as f:
+        for block in iter(lambda: _guarded(path, lambda: f.read(1 << 20)), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def check_pair(x, y, images, labels):

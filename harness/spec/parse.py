@@ -5,6 +5,7 @@ validate everything up front and raise InputError naming the file and field.
 `Spec.for_impls()` is the plain dict every implementation receives.
 """
 import copy
+import functools
 import hashlib
 import json
 import re
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from .data import CLASSIFICATION, parse_data
+from .data import CLASSIFICATION, data_digest, parse_data
 from ..errors import InputError
 from .limits import AXES, NAME_CHARS, NESTING, SPEC_BYTES, STEPS
 from .catalog import parse_layers, walk
@@ -90,12 +91,20 @@ class Spec:
     def hash(self):
         """sha256 of everything that determines the numbers (not the file name or comments)."""
         body = dict(self.for_impls(), seed=self.seed, data=self.data)
+        if self.data_sha256 is not None:  # a file's data: the path says where, not what
+            body["data_sha256"] = self.data_sha256
         if self.plugins:  # the plugins' code determines the numbers too
             body["plugins"] = [source["sha256"] for source in self.plugins]
         if self.initial is not None:  # so do the weights of a `params` file
             body["params"] = params_digest(self.initial)
         text = json.dumps(body, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
+
+    @functools.cached_property
+    def data_sha256(self):
+        """The sha256 of the data file(s) the spec reads (spec.data.data_digest), or None:
+        read once per Spec, as the hash is asked for by every job and report."""
+        return data_digest(self.data, self.file)
 
     def with_overrides(self, **overrides):
         """The same spec with keys replaced (`dtype=`, `train.steps=`), validated again."""
@@ -285,9 +294,9 @@ def _parse_optimizer(t):
     kind = t.str("type", "sgd", choices=list(OPTIMIZERS))
     opt = {"type": kind, "lr": t.float("lr", 0.01, above=0.0)}
     for key, default in OPTIMIZERS[kind].items():
-        if key == "momentum" and kind == "nesterov":  # a look-ahead along no velocity:
-            opt[key] = t.float(key, default, above=0.0, below=1.0)  # write sgd (torch refuses)
-        elif key in ("momentum", "beta1", "beta2", "rho"):
+        if key == "momentum":
+            opt[key] = _momentum(t, default)
+        elif key in ("beta1", "beta2", "rho"):
             opt[key] = t.float(key, default, min=0.0, below=1.0)
         elif key == "eps":
             opt[key] = t.float(key, default, above=0.0)
@@ -296,6 +305,18 @@ def _parse_optimizer(t):
     opt["explicit"] = t.explicit()
     t.finish()
     return opt
+
+
+def _momentum(t, default):
+    """The momentum of "momentum" and "nesterov", in (0, 1). Momentum 0 is plain SGD with
+    a velocity that is only ever the gradient: PyTorch refuses it under Nesterov and keeps
+    no velocity at all for it under momentum, so neither would be the optimizer the spec
+    names; the one it means is type = "sgd"."""
+    value = t.data.get("momentum")  # as written, before the bounds' generic message
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value == 0:
+        raise t.error("momentum", f'is 0, which is plain SGD: write type = "sgd" instead of '
+                                  f'type = "{t.data.get("type")}"')
+    return t.float("momentum", default, above=0.0, below=1.0)
 
 
 def _parse_train(t):

@@ -5,12 +5,10 @@ order and first docstring line (the canonical formula) as in the other three fol
 Optax's losses return one value per example or per element and leave the reduction to
 the caller: per element for mse and the binary cross-entropies (as PyTorch and Keras
 average them), per example for half_squared_error and softmax cross-entropy. They are
-the canonical math: `native` changes nothing, but in the L1 penalty's slope at 0.
+the canonical math: `native` changes nothing (the L1 penalty's native form: native_penalty).
 """
 import jax.numpy as jnp
 import optax
-
-from ..canonical import native_on
 
 __all__ = ["mse", "half_squared_error", "binary_cross_entropy",
            "binary_cross_entropy_with_logits", "softmax_cross_entropy", "LOSSES", "build_loss",
@@ -73,12 +71,15 @@ def build_loss(loss, native):
     return LOSSES[loss["type"]](loss, native)
 
 
-def penalty(weights, l1, l2, native):
+def penalty(weights, l1, l2):
     """l1 * sum|W| + l2 * sum W^2 over the given tensors; jax.grad gives its gradient.
 
     |W| is written sign(W) W: the same values, and jax.grad takes its slope as sign(W), 0 at
     a weight of exactly 0 (a zero-initialised layer, a pruned weight), as NumPy, PyTorch and
-    TensorFlow do. jnp.abs's slope there is 1 (native mode: jax.abs_slope_at_zero)."""
-    def magnitude(w):
-        return jnp.abs(w) if native_on(native, "jax.abs_slope_at_zero") else jnp.sign(w) * w
-    return sum(l1 * magnitude(w).sum() + l2 * (w * w).sum() for w in weights.values())
+    TensorFlow do. jnp.abs's slope there is 1: native_penalty."""
+    return sum(l1 * (jnp.sign(w) * w).sum() + l2 * (w * w).sum() for w in weights.values())
+
+
+def native_penalty(weights, l1, l2):
+    """penalty() with jnp.abs, as a JAX user writes it (native mode: jax.abs_slope_at_zero)."""
+    return sum(l1 * jnp.abs(w).sum() + l2 * (w * w).sum() for w in weights.values())

@@ -14,7 +14,7 @@ import numpy as np
 import optax
 
 from ..canonical import lockstep_record, native_on, new_curves, penalised, record
-from .losses import penalty
+from .losses import native_penalty, penalty
 from .model import canonical, get_params, inputs, set_params
 from .optimizers import build_optimizer, get_optimizer_state, set_optimizer_state
 
@@ -139,10 +139,11 @@ def make_step(model, optimizer, cfg):
     records and the gradients before clipping; idx (B,) picks the step's examples from the
     whole data set x, y. The records are one array, [loss, global norm, each trained layer's
     norm] (trained_layers' order): one array to hand back and fetch per step, not 2 + layers."""
+    l1_l2 = native_penalty if native_on(model.native, "jax.abs_slope_at_zero") else penalty
 
     def objective(params, state, x, y, masks):
         loss, state = model.objective(params, state, x, y, masks)
-        return loss + penalty(weights(params), cfg["l1"], cfg["l2"], model.native), state
+        return loss + l1_l2(weights(params), cfg["l1"], cfg["l2"]), state
 
     optax_clips = native_on(model.native, "optax.clip_by_global_norm")  # in `optimizer`
 
