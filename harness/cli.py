@@ -11,7 +11,6 @@ import signal
 import sys
 import threading
 
-from . import commands
 from .errors import EXIT_BAD_INPUT, EXIT_DISAGREE, InputError
 from .run.atomic import OutputFailed
 from .run.ownership import tool_version
@@ -41,8 +40,8 @@ class Stopped(BaseException):
 
 def main(argv=None):
     with _tolerant_streams(), _signals_stop():
-        args = build_parser().parse_args(argv)
         try:
+            args = build_parser().parse_args(argv)
             return args.command(args)
         except InputError as err:
             print(f"crossgrad: {err}", file=sys.stderr)
@@ -60,6 +59,10 @@ def main(argv=None):
 
 
 def build_parser():
+    """The commands are imported here, not with this module: they load NumPy, pandas and the
+    harness (about a second), and a Ctrl-C meanwhile should meet main's handlers (one line,
+    status 130), not a traceback."""
+    from . import commands
     parser = Parser(prog="crossgrad", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"crossgrad {tool_version()}")
     sub = parser.add_subparsers(dest="name", required=True, parser_class=Parser)

@@ -5,11 +5,13 @@
     crossgrad import keras my_model.keras --loss softmax_cross_entropy --out my_model.toml
 
 writes my_model.toml and my_model.params.npz (canonical names and layouts). Everything is
-checked first (the model maps, the state_dict fits, the outputs may be written); then
-the weights, then the spec, each replaced whole. An existing spec is replaced only if
-an earlier `crossgrad import` wrote it and nobody changed it or its weights since (its
-first line says who wrote it, its last line their sha256), and an existing weights file
-only together with such a spec: nothing of yours is overwritten.
+checked first (the model maps, the state_dict fits, the outputs may be written); then both
+files are written whole and only then replace the previous pair together: if either fails
+(a full disk), or Ctrl-C comes, the previous spec and weights stay as they were. An
+existing spec is replaced only if an earlier `crossgrad import` wrote it and nobody
+changed it or its weights since (its first line says who wrote it, its last line their
+sha256), and an existing weights file only together with such a spec: nothing of yours
+is overwritten.
 """
 import argparse
 import hashlib
@@ -20,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import EXIT_OK, InputError
-from .run.atomic import atomic_file
+from .run.atomic import atomic_files
 from .run.ownership import MARKER_LIMIT, claim_file
 from .spec import LOSSES
 from .spec.params_file import digest
@@ -72,10 +74,9 @@ def cmd_import(args):
                 raise InputError(flag, None, "is for PyTorch models; a .keras file holds its "
                                              "input shape and weights")
         done = import_keras(args.model, args.loss, data=args.data, out=out, command=command)
-    with atomic_file(params, "wb") as f:
-        np.savez(f, **done.arrays)
-    with atomic_file(out) as f:
-        f.write(stamped(done.text, done.arrays))
+    with atomic_files((out, "w"), (params, "wb")) as (spec, weights):
+        np.savez(weights, **done.arrays)
+        spec.write(stamped(done.text, done.arrays))
     count = sum(int(np.prod(a.shape)) for a in done.arrays.values())
     print(f"wrote {args.out} ({len(done.spec.layers)} layers) and "
           f"{Path(args.out).with_name(params.name)} "

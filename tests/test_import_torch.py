@@ -621,3 +621,38 @@ def test_a_linked_weights_file_is_refused_and_kept(tmp_path):
     assert refused.code == 2 and "m.params.npz: is a link" in refused.stderr
     assert os.readlink(tmp_path / "m.params.npz") == "mine.npz"
     assert (tmp_path / "mine.npz").read_bytes() == b"mine" and not (tmp_path / "m.toml").exists()
+
+
+def test_a_spec_that_cannot_be_written_leaves_the_previous_pair(tmp_path):
+    """The spec fails to be written (a file size limit standing in for a full disk) after
+    the weights were: neither replaces its predecessor, the message says so truly, and the
+    next import replaces both."""
+    import resource
+    import subprocess
+    import sys
+    (tmp_path / "m.py").write_text("from torch import nn\n\n\ndef build():\n    return "
+                                   "nn.Sequential(nn.Linear(4, 3), *[nn.Tanh() for _ in "
+                                   "range(120)], nn.Linear(3, 3))\n")  # a long spec, few weights
+    argv = ["import", "torch", "m.py:build", "--input-shape", "4", "--loss", "mse",
+            "--out", "m.toml"]
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
+
+    def crossgrad(size_limit=resource.RLIM_INFINITY):
+        def limit():
+            resource.setrlimit(resource.RLIMIT_FSIZE, (size_limit, size_limit))
+        return subprocess.run([sys.executable, "-m", "crossgrad.harness.cli", *argv],
+                              cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=300, preexec_fn=limit)
+
+    assert crossgrad().returncode == 0
+    written = {name: (tmp_path / name).read_bytes() for name in ("m.toml", "m.params.npz")}
+    assert len(written["m.params.npz"]) < 4096 < len(written["m.toml"])
+    failed = crossgrad(size_limit=4096)
+    assert failed.returncode == 1 and failed.stderr.splitlines() == [
+        "crossgrad: m.toml: could not be written (File too large); the previous output "
+        "there, if any, is unchanged"], failed.stderr
+    assert {name: (tmp_path / name).read_bytes() for name in written} == written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.params.npz", "m.py", "m.toml"]
+    again = crossgrad()
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "m.params.npz").read_bytes() != written["m.params.npz"]

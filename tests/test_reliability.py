@@ -1,4 +1,5 @@
 """Reliability: same bits twice, contained failures, atomic reports, resume, Ray."""
+import errno
 import json
 import os
 import shutil
@@ -279,3 +280,168 @@ def test_resumed_results_equal_fresh_ones(tmp_path):
     assert main(base + ["--out", str(tmp_path / "a")]) == 0
     assert main(base + ["--out", str(tmp_path / "b"), "--resume"]) == 0  # all from the cache
     assert main(["diff", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+
+
+# ---- the swap into place: a mount point, a failed rename, a signal ---------------------------
+
+SAVE = ["check", "--zoo", "xor_2_2_1", "--frameworks", "numpy", "--quiet", "--workers", "1"]
+
+
+def run_driver(tmp_path, driver, argv, *wrapper):
+    """`driver` (Python, argv in sys.argv[1:]) in a child process under tmp_path, its cache
+    there too; `wrapper`: a command it runs inside (unshare)."""
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"), TMPDIR=str(tmp_path))
+    return subprocess.run([*wrapper, sys.executable, "-c", driver, *argv], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=300)
+
+
+def beside(folder):
+    """What the folder holding an output holds, the cache and outputs of the driver aside."""
+    return sorted(p.name for p in folder.iterdir() if p.name != "cache")
+
+
+MOUNTED = """
+import os, subprocess, sys
+from crossgrad.harness.cli import main
+subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "none", "vol"], check=True)
+if sys.argv[1] == "unrefused":  # as if the mount point had been missed: the swap meets it
+    os.path.ismount = lambda path: False
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("refusal", ["refused", "unrefused"])
+def test_a_mount_point_is_refused_and_a_swap_it_stops_leaves_nothing(tmp_path, refusal):
+    """A Docker volume as --save: renaming it away fails (EBUSY), so it is refused in one line
+    before anything is written; and where the swap meets it anyway, the new output and the
+    name made for the previous one are both removed."""
+    if subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode:
+        pytest.skip("no private mount namespace here (unshare -rm)")
+    (tmp_path / "vol").mkdir()
+    done = run_driver(tmp_path, MOUNTED, [refusal, *SAVE, "--save", "vol"], "unshare", "-rm")
+    if refusal == "refused":
+        assert done.returncode == 2 and done.stderr.splitlines() == [
+            "crossgrad: vol: is a mount point, which crossgrad cannot replace; name a folder "
+            "inside it as --save"], done.stderr
+    else:
+        assert done.returncode == 1 and "vol: could not be written (Device or resource busy)" \
+            in done.stderr, done.stderr
+    assert beside(tmp_path) == ["vol"]  # nothing hidden beside it (the mount is gone with
+    assert not list((tmp_path / "vol").iterdir())  # its namespace: vol is the empty folder)
+
+
+def test_a_failed_swap_puts_the_previous_output_back(tmp_path, monkeypatch, capsys):
+    """Without renameat2, the previous output is renamed aside and the new one into its place;
+    when that second rename fails, the previous comes back and no temporary is left."""
+    from crossgrad.harness.run import atomic
+    from crossgrad.harness.run.ownership import read_marker
+    out = tmp_path / "golden"
+    assert main([*SAVE, "--save", str(out)]) == 0
+    previous = read_marker(out)
+    real_rename, failed = os.rename, []
+
+    def rename(a, b):
+        if Path(b) == out and not failed:
+            failed.append(a)
+            raise OSError(errno.EBUSY, os.strerror(errno.EBUSY), str(b))
+        return real_rename(a, b)
+
+    monkeypatch.setattr(atomic, "_renameat2", lambda a, b, flags: None)
+    monkeypatch.setattr(os, "rename", rename)
+    assert main([*SAVE, "--save", str(out)]) == 1
+    assert failed and "could not be written (Device or resource busy)" in capsys.readouterr().err
+    assert beside(tmp_path) == ["golden"] and read_marker(out) == previous
+
+
+INTERRUPTED = """
+import os, signal, sys
+from crossgrad.harness.run import atomic
+from crossgrad.harness.cli import main
+where, signum = sys.argv[1], getattr(signal, sys.argv[2])
+real, sent = {"exchange": atomic._exchange, "aside": atomic._rename_new}, []
+
+def interrupt(step, after):
+    # the step, with the signal sent just before or just after its first call
+    def wrapped(a, b):
+        if not after and not sent:
+            sent.append(os.kill(os.getpid(), signum))
+        done = real[step](a, b)
+        if after and not sent:
+            sent.append(os.kill(os.getpid(), signum))
+        return done
+    return wrapped
+
+if where == "aside":  # no exchange: the previous output is renamed aside first
+    atomic._exchange = lambda a, b: False
+    atomic._rename_new = interrupt("aside", after=True)
+else:
+    atomic._exchange = interrupt("exchange", after=where == "after the exchange")
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+@pytest.mark.parametrize("where, signum, replaced", [
+    ("before the exchange", "SIGINT", False),
+    ("after the exchange", "SIGINT", True),
+    ("after the exchange", "SIGTERM", True),
+    ("aside", "SIGINT", False),
+])
+def test_a_signal_during_the_swap_leaves_one_output_and_no_temporary(tmp_path, where, signum,
+                                                                      replaced):
+    """Ctrl-C or SIGTERM as the finished output is swapped into place: the new output is in
+    place (the previous removed), or the previous is (the new one removed, the previous put
+    back from where it was moved); nothing hidden stays beside it."""
+    out = tmp_path / "golden"
+    assert main([*SAVE, "--save", str(out)]) == 0
+    before = os.stat(out).st_ino
+    done = run_driver(tmp_path, INTERRUPTED, [where, signum, *SAVE, "--save", "golden"])
+    assert done.returncode == 128 + getattr(signal, signum), done.stderr
+    assert done.stderr.splitlines()[-1].endswith("nothing half-written was left behind")
+    assert beside(tmp_path) == ["golden"]
+    assert (os.stat(out).st_ino != before) == replaced
+    assert sorted(p.name for p in out.iterdir()) == [".crossgrad", "xor_2_2_1"]
+
+
+STARTING = """
+import os, signal, sys
+
+class CtrlC:  # Ctrl-C as the commands (NumPy, pandas, the harness) are being imported
+    def find_spec(self, name, path=None, target=None):
+        if name == "crossgrad.harness.commands":
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, CtrlC())
+from crossgrad.harness.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_ctrl_c_while_crossgrad_starts_is_one_line(tmp_path):
+    done = run_driver(tmp_path, STARTING, SAVE)
+    assert done.returncode == 130 and done.stderr.splitlines() == [
+        "crossgrad: interrupted; nothing half-written was left behind"], done.stderr
+
+
+def test_replacing_files_together_puts_back_the_first_when_the_second_fails(tmp_path,
+                                                                              monkeypatch):
+    """atomic_files: the second rename fails, so the first file, already replaced, gets its
+    previous content back: the pair stays as it was."""
+    from crossgrad.harness.run.atomic import OutputFailed, atomic_files
+    spec, weights = tmp_path / "m.toml", tmp_path / "m.params.npz"
+    spec.write_text("old spec\n")
+    weights.write_text("old weights\n")
+    real_replace = os.replace
+
+    def replace(a, b):
+        if Path(b) == weights:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(b))
+        return real_replace(a, b)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(OutputFailed, match="m.toml: could not be written"):
+        with atomic_files((spec, "w"), (weights, "w")) as (a, b):
+            a.write("new spec\n")
+            b.write("new weights\n")
+    assert spec.read_text() == "old spec\n" and weights.read_text() == "old weights\n"
+    assert beside(tmp_path) == ["m.params.npz", "m.toml"]

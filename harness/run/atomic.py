@@ -4,21 +4,28 @@ A folder is built under a hidden temporary name beside its destination,
 `.<name>.tmp-<pid>-<random>`, whose crossgrad marker is written first, and swapped into
 place when complete: with renameat2(RENAME_EXCHANGE) where Linux offers it (one atomic
 step), otherwise by two renames. A file is written inside such a temporary folder and
-renamed over its destination. The previous output is then removed entry by entry as its
-own marker lists them (ownership.remove_owned). Temporary folders of runs that died are
+renamed over its destination; files that belong together (an imported spec and its
+weights) are all written before the first is renamed. The previous output is then removed
+entry by entry as its own marker lists them (ownership.remove_owned). A swap that fails
+or is interrupted (Ctrl-C, SIGTERM) puts the previous output back and removes the new
+one, unless the new one is in place already. Temporary folders of runs that died are
 removed by the next run, but only those with that exact name, a dead pid and the marker.
+A mount point (a Docker volume) cannot be renamed, so it is never an output folder.
 """
 import contextlib
 import ctypes
 import ctypes.util
 import errno
+import functools
 import os
 import re
+import secrets
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
+from ..errors import InputError
 from .ownership import (claim_folder, entries_of, read_marker, remove_owned, unfinished,
                         write_marker)
 
@@ -39,20 +46,30 @@ class OutputFailed(Exception):
 def atomic_dir(path, kind="output", flag="--out"):
     """Yield an empty temporary folder; on success it replaces `path`, on error it is removed."""
     path = Path(path)
+    refuse_mount_point(path, flag)
     with failures_named(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale(path)
         tmp = _temporary_folder(path, kind)
+        made = _identity(tmp)
     try:
         with failures_named(path):
             yield tmp
             write_marker(tmp, kind, entries_of(tmp))
             claim_folder(path, flag)  # again: the user may have put files there meanwhile
+            _swap_into_place(tmp, path, made)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)  # made and marked by this process above
+        if _identity(tmp) == made:  # still the folder made and marked above, not yet swapped
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
-    with failures_named(path):  # a swap cut short leaves a marked temporary: the next run's
-        _swap_into_place(tmp, path)
+
+
+def refuse_mount_point(path, flag):
+    """A mount point (a Docker volume, a mounted disk) cannot be renamed, so a new output could
+    never be swapped into its place: bad input, before anything is written."""
+    if os.path.ismount(path):
+        raise InputError(path, None, f"is a mount point, which crossgrad cannot replace; "
+                                     f"name a folder inside it as {flag}")
 
 
 @contextlib.contextmanager
@@ -76,6 +93,66 @@ def atomic_file(path, mode="w", recheck=None, swept=False):
             os.replace(tmp / path.name, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_files(*targets):
+    """(path, mode), ...: yield one file object for each; on success all replace their paths,
+    in the order given, once every one is written whole. A rename that fails or is
+    interrupted puts back what the renames before it replaced, so the files stay a pair
+    (a spec and its weights): the previous ones, or the new ones. The paths share a folder;
+    a failure names the first."""
+    paths = [Path(path) for path, _ in targets]
+    first = paths[0]
+    with failures_named(first):
+        first.parent.mkdir(parents=True, exist_ok=True)
+        for path in paths:
+            remove_stale(path)
+        tmp = _temporary_folder(first, "temporary")
+    try:
+        with failures_named(first):
+            new = [tmp / f"{i}.new" for i in range(len(targets))]
+            with contextlib.ExitStack() as files:
+                yield [files.enter_context(open(n, mode)) for n, (_, mode) in zip(new, targets)]
+            _replace_together(new, paths, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _replace_together(new, paths, tmp):
+    """Each new file over its path; each previous file is kept first as a link in `tmp` (the
+    paths never go missing), to be put back if a later rename fails."""
+    kept = [tmp / f"{i}.previous" for i in range(len(paths) - 1)]  # the last: nothing after
+    for path, previous in zip(paths, kept):
+        if os.path.lexists(path):
+            _keep(path, previous)
+    try:
+        for n, path in zip(new, paths):
+            os.replace(n, path)
+    except BaseException:
+        if os.path.lexists(new[-1]):  # else all are in place: the new files stay, together
+            _put_back_files(new, paths, kept)
+        raise
+
+
+def _keep(path, previous):
+    """A hard link (no copy of large weights), or a copy where the file system has none."""
+    try:
+        os.link(path, previous, follow_symlinks=False)
+    except OSError:
+        shutil.copy2(path, previous, follow_symlinks=False)
+
+
+def _put_back_files(new, paths, kept):
+    """Undo the renames done, by where things are (a signal may come between a rename and
+    the next line): a new file no longer in `tmp` was renamed over its path."""
+    for n, path, previous in zip(new, paths, kept):
+        if os.path.lexists(n):  # not renamed, nor any after it
+            return
+        if os.path.lexists(previous):
+            os.replace(previous, path)
+        else:
+            os.unlink(path)  # the new file, made here where there was none
 
 
 @contextlib.contextmanager
@@ -104,21 +181,65 @@ def _umask():
     return mask
 
 
-def _swap_into_place(new, path):
-    if not path.exists():
-        try:
+def _swap_into_place(new, path, made):
+    """The complete folder `new` (whose lstat identity is `made`) -> `path`, and the previous
+    output at `path` removed. Whatever stops it (an error, Ctrl-C, SIGTERM) leaves no
+    temporary: see _settle."""
+    old = None
+    try:
+        if not path.exists():
             _rename_new(new, path)
-        except OSError:
-            shutil.rmtree(new, ignore_errors=True)  # the new output alone, made here: no
-            raise                                   # temporary is left beside `path`
+            return
+        if _exchange(new, path):
+            previous = new  # `new` now holds the previous result
+        else:
+            old = previous = _sibling(path)
+            _rename_new(path, old)
+            _rename_new(new, path)
+        _remove_previous(previous, path)
+    except BaseException:
+        _settle(new, path, old, made)
+        raise
+
+
+def _settle(new, path, old, made):
+    """After a swap stopped short, by where things are (a signal may come between a rename
+    and the next line): if the new output is not in place, the previous goes back to
+    `path` and the new one is removed; if it is, the previous is removed as it would have
+    been."""
+    if _identity(new) == made:
+        if old is not None and os.path.lexists(old):
+            _put_back(old, path)
+        shutil.rmtree(new, ignore_errors=True)  # made and marked by this process
         return
-    if _exchange(new, path):
-        _remove_previous(new, path)  # `new` now holds the previous result
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent))
-    os.rename(path, old)  # replaces the empty folder just made
-    os.rename(new, path)
-    _remove_previous(old, path)
+    previous = new if os.path.lexists(new) else old
+    if previous is not None and os.path.lexists(previous):
+        _remove_previous(previous, path)
+
+
+def _put_back(old, path):
+    """The previous output, moved aside to `old`, back to `path`; where that cannot be (a
+    folder put at `path` meanwhile), it stays and the user is told where it is."""
+    try:
+        _rename_new(old, path)
+    except OSError as err:
+        print(f"crossgrad: {path}: the previous output could not be put back "
+              f"({err.strerror}); it is in {old}", file=sys.stderr)
+
+
+def _identity(folder):
+    """(device, inode) of `folder` itself, None if it is gone: which folder a name holds now."""
+    try:
+        st = os.lstat(folder)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _sibling(path):
+    """A fresh temporary name beside `path`, in the pattern remove_stale knows; not created
+    (the previous output is renamed to it, never over anything: RENAME_NOREPLACE)."""
+    return path.parent / f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(6)}"
 
 
 def _remove_previous(old, path):
@@ -140,13 +261,18 @@ def _rename_new(new, path):
         os.rename(new, path)
 
 
+@functools.cache
+def _libc():
+    """The C library, or None: looked up once (find_library runs ldconfig, ~10 ms, which
+    would widen the moment a swap can be interrupted)."""
+    name = ctypes.util.find_library("c")
+    return ctypes.CDLL(name, use_errno=True) if name else None
+
+
 def _renameat2(a, b, flags):
     """renameat2(a, b, flags): True, OSError, or None where libc has no renameat2."""
-    libc_name = ctypes.util.find_library("c")
-    if not libc_name:
-        return None
-    libc = ctypes.CDLL(libc_name, use_errno=True)
-    if not hasattr(libc, "renameat2"):
+    libc = _libc()
+    if libc is None or not hasattr(libc, "renameat2"):
         return None
     if libc.renameat2(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), flags) == 0:
         return True
