@@ -160,8 +160,9 @@ def test_a_file_edited_in_a_crossgrad_output_is_refused_and_kept(tmp_path, home)
     changed since is the user's now. A marker from before fingerprints judges by name."""
     assert crossgrad(["check", *XOR, "--save", "golden"], tmp_path, home).returncode == 0
     marker = json.loads((tmp_path / "golden" / ".crossgrad").read_text())
-    assert set(marker["files"]) == {e for e in marker["entries"]
-                                    if (tmp_path / "golden" / e).is_file()}
+    assert set(marker["files"]) == set(marker["entries"])  # each file and folder recorded
+    assert all((kept == "dir") == (tmp_path / "golden" / e).is_dir()
+               for e, kept in marker["files"].items())
     with open(tmp_path / "golden" / "xor_2_2_1" / "numpy.npz", "ab") as f:
         f.write(b"my notes")
     saved_again_is_refused(tmp_path, home, (
@@ -552,3 +553,138 @@ def test_a_folder_or_link_put_where_an_output_goes_is_not_replaced(tmp_path):
         assert new.is_dir() and (path.is_symlink() if put == "link" else path.is_dir())
     atomic._rename_new(tmp_path / "new-empty", tmp_path / "free")
     assert (tmp_path / "free").is_dir()
+
+
+# ---- what stands where crossgrad wrote, and which output it is ------------------------------
+
+def test_a_file_put_where_crossgrad_made_a_folder_is_refused_and_kept(tmp_path, home):
+    """The marker records each folder it made as one: a file of the user's at that name is
+    not crossgrad's (it was deleted as a listed name). A folder where a file was, too."""
+    assert crossgrad(["check", *XOR, "--save", "golden"], tmp_path, home).returncode == 0
+    marker = json.loads((tmp_path / "golden" / ".crossgrad").read_text())
+    assert marker["files"]["xor_2_2_1"] == "dir"
+    shutil.rmtree(tmp_path / "golden" / "xor_2_2_1")
+    (tmp_path / "golden" / "xor_2_2_1").write_text("my own notes\n")
+    saved_again_is_refused(tmp_path, home, (
+        "crossgrad: golden: is a crossgrad save but 1 entry changed since crossgrad wrote them "
+        "(xor_2_2_1); move them or choose another --save\n"))
+    (tmp_path / "golden" / "xor_2_2_1").unlink()
+    (tmp_path / "golden" / "xor_2_2_1" / "numpy.npz").mkdir(parents=True)
+    saved_again_is_refused(tmp_path, home, (
+        "crossgrad: golden: is a crossgrad save but 1 entry changed since crossgrad wrote them "
+        "(xor_2_2_1/numpy.npz); move them or choose another --save\n"))
+
+
+@pytest.mark.parametrize("recorded", ["dir", "unrecorded", "no files"])
+def test_a_file_where_an_old_output_had_a_folder_is_not_removed(tmp_path, recorded):
+    """Removal keeps a file standing where the marker's folder was: recorded as one, or (a
+    marker from before folders were recorded) listed without a fingerprint. A marker from
+    before fingerprints judges by name, as it always did."""
+    old = tmp_path / "old"
+    (old / "plots").mkdir(parents=True)
+    (old / "plots" / "a.png").write_bytes(b"png")
+    ownership.write_marker(old, "report", ["plots", "plots/a.png"])
+    marker = json.loads((old / ".crossgrad").read_text())
+    if recorded != "dir":
+        del marker["files"]["plots"]
+    if recorded == "no files":
+        del marker["files"]
+    (old / ".crossgrad").write_text(json.dumps(marker))
+    shutil.rmtree(old / "plots")
+    (old / "plots").write_text("mine")
+    if recorded == "no files":
+        assert ownership.remove_owned(old) == [] and not old.exists()
+    else:
+        assert ownership.remove_owned(old) == ["plots"]
+        assert (old / "plots").read_text() == "mine"
+
+
+def run_report(tmp_path, home, name="rep"):
+    done = crossgrad([*RUN, "--out", name], tmp_path, home)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("case", ["explain --results R --out R", "explain --out R/pages",
+                                  "explain --out R", "check --save R", "train --save R"])
+def test_a_report_is_not_replaced_by_another_kind_of_output(tmp_path, home, case):
+    """A run report is replaced by a report only: not by the explain pages made from it
+    (nor written into it), not by golden arrays. One line, exit 2, before any work."""
+    run_report(tmp_path, home)
+    explain = ["explain", "xor_2_2_1", "--frameworks", "numpy", "--quiet"]
+    args, says = {
+        "explain --results R --out R": (
+            [*explain, "--results", "rep", "--out", "rep"],
+            "--out: overlaps --results (the same path, or one inside the other); "
+            "choose paths apart"),
+        "explain --out R/pages": (
+            [*explain, "--results", "rep", "--out", "rep/pages"],
+            "--out: overlaps --results (the same path, or one inside the other); "
+            "choose paths apart"),
+        "explain --out R": (
+            [*explain, "--out", "rep"],
+            "rep: is a crossgrad report, not a folder of explain pages; choose another --out"),
+        "check --save R": (
+            ["check", *XOR, "--save", "rep"],
+            "rep: is a crossgrad report, not a folder of golden arrays; choose another --save"),
+        "train --save R": (
+            ["train", *XOR, "--steps", "2", "--save", "rep"],
+            "rep: is a crossgrad report, not a folder of golden arrays; choose another --save"),
+    }[case]
+    before = snapshot(tmp_path)
+    done = crossgrad(args, tmp_path, home)
+    assert done.returncode == 2 and done.stderr == f"crossgrad: {says}\n", done.stderr
+    assert snapshot(tmp_path) == before
+
+
+def test_outputs_of_one_kind_replace_each_other(tmp_path, home):
+    """run and train --out write the same report (one layout, read by diff and explain),
+    check and train --save the same folder of golden arrays; a save is not a report."""
+    run_report(tmp_path, home)
+    assert crossgrad(["train", *XOR, "--steps", "2", "--out", "rep"], tmp_path,
+                     home).returncode == 0
+    assert crossgrad(["train", *XOR, "--steps", "2", "--save", "golden"], tmp_path,
+                     home).returncode == 0
+    assert crossgrad(["check", *XOR, "--save", "golden"], tmp_path, home).returncode == 0
+    before = snapshot(tmp_path)
+    done = crossgrad([*RUN, "--out", "golden"], tmp_path, home)
+    assert done.returncode == 2 and done.stderr == (
+        "crossgrad: golden: is a crossgrad save, not a report folder or a folder of explain "
+        "pages; choose another --out\n"), done.stderr
+    assert snapshot(tmp_path) == before
+
+
+def test_a_json_document_edited_since_crossgrad_wrote_it_is_refused_and_kept(tmp_path, home):
+    """The stamp keeps the sha256 of the document as written: an annotated one is the
+    user's. A document stamped before the digest was kept is judged by its stamp alone."""
+    import jsonschema
+    from crossgrad.harness import schemas
+    assert crossgrad(["check", *XOR, "--json", "c.json"], tmp_path, home).returncode == 0
+    written = json.loads((tmp_path / "c.json").read_text())
+    assert list(written)[:2] == ["crossgrad", "crossgrad_sha256"]
+    jsonschema.validate(written, json.loads(schemas.text("check")))
+    assert crossgrad(["check", *XOR, "--json", "c.json"], tmp_path, home).returncode == 0
+    for edit in (lambda d: dict(d, my_review="approved, ticket 123"),
+                 lambda d: dict(d, crossgrad_sha256="0" * 64)):
+        (tmp_path / "c.json").write_text(json.dumps(edit(written), indent=1) + "\n")
+        before = snapshot(tmp_path)
+        done = crossgrad(["check", *XOR, "--json", "c.json"], tmp_path, home)
+        assert done.returncode == 2 and done.stderr == (
+            "crossgrad: c.json: is a JSON document crossgrad wrote but changed since (its "
+            "sha256 is no longer the stamp's); move it or choose another --json\n"), done.stderr
+        assert snapshot(tmp_path) == before
+    del written["crossgrad_sha256"]
+    (tmp_path / "c.json").write_text(json.dumps(written, indent=1) + "\n")
+    assert crossgrad(["check", *XOR, "--json", "c.json"], tmp_path, home).returncode == 0
+
+
+def test_a_folder_named_through_dotdot_is_written_beside_itself(tmp_path, home, monkeypatch):
+    """`golden/xor_2_2_1/..` is `golden`: claimed as its real path, so the temporary folder
+    goes beside `golden`, not inside the folder it is about to replace."""
+    assert crossgrad(["check", *XOR, "--save", "golden"], tmp_path, home).returncode == 0
+    done = crossgrad(["check", *XOR, "--save", "golden/xor_2_2_1/.."], tmp_path, home)
+    assert done.returncode == 0, done.stderr
+    marker = ownership.read_marker(tmp_path / "golden")
+    assert marker["entries"] == ownership.entries_of(tmp_path / "golden")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["golden", "home"]
+    monkeypatch.chdir(tmp_path)
+    assert ownership.claim_folder("golden/xor_2_2_1/..", "--save") == Path("golden")

@@ -313,3 +313,22 @@ def test_a_bfloat16_spec_is_not_trained(tmp_path, capsys):
     assert main(["train", str(spec), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"{spec}: dtype: bfloat16" in err[0]
+
+
+def test_saved_bfloat16_arrays_are_float32_holding_the_same_values(tmp_path, capsys):
+    """--save in bfloat16: .npy cannot name ml_dtypes' type and would record raw bytes
+    (|V2); the arrays are widened to float32, which holds every bfloat16 value exactly."""
+    save = tmp_path / "save"
+    assert main(["check", "--zoo", "xor_2_2_1", "--dtype", "bfloat16", "--frameworks", "numpy",
+                 "--quiet", "--save", str(save)]) == 0
+    inputs = Inputs(zoo_spec("xor_2_2_1", dtype="bfloat16"))
+    x, _, _ = inputs.first_batch()
+    with np.load(save / "xor_2_2_1" / "params.npz") as params, \
+            np.load(save / "xor_2_2_1" / "batch.npz") as batch, \
+            np.load(save / "xor_2_2_1" / "numpy.npz") as numpy_results:
+        for name, array in inputs.params.items():
+            assert array.dtype == ml_dtypes.bfloat16
+            assert params[name].dtype == np.float32
+            assert np.array_equal(params[name], array.astype(np.float32)), name
+        assert batch["x"].dtype == np.float32 and np.array_equal(batch["x"], x.astype(np.float32))
+        assert {numpy_results[name].dtype.kind for name in numpy_results.files} == {"f"}

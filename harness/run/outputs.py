@@ -8,7 +8,7 @@ import sys
 import numpy as np
 
 from .atomic import atomic_dir, atomic_file, failures_named
-from .ownership import claim_file, tool_version
+from .ownership import DIGEST, STAMP, claim_file, seal, tool_version
 
 
 def plain(value):
@@ -28,13 +28,18 @@ def plain(value):
 
 def write_json(target, document):
     """`target` as ownership.claim_file gave it: "-" is standard output; a device or a pipe
-    is written straight into (it cannot be replaced); a file is replaced whole."""
-    if isinstance(document, dict):  # the stamp that lets a later run replace this file
-        document = {"crossgrad": tool_version(), **document}
+    is written straight into (it cannot be replaced); a file is replaced whole. A document
+    that is an object starts with the stamp that lets a later run replace it while it is as
+    written: the version, and the sha256 of the text (ownership.seal)."""
+    stamped = isinstance(document, dict)
+    if stamped:
+        document = {STAMP: tool_version(), DIGEST: "", **document}
+    text = json.dumps(plain(document), indent=1, allow_nan=False) + "\n"
+    if stamped:
+        text = seal(text)
 
     def dump(f):
-        json.dump(plain(document), f, indent=1, allow_nan=False)
-        f.write("\n")
+        f.write(text)
     if str(target) == "-":
         dump(sys.stdout)
         sys.stdout.flush()
@@ -59,11 +64,25 @@ def save_arrays(folder, saved, kind):
         for (name, dtype), (inputs, results) in saved.items():
             out = tmp / name / dtype if multi else tmp / name
             out.mkdir(parents=True)
-            np.savez(out / "params.npz", **inputs.params, **inputs.state)
-            np.savez(out / "batch.npz", **batch_arrays(inputs, kind))
+            save_npz(out / "params.npz", {**inputs.params, **inputs.state})
+            save_npz(out / "batch.npz", batch_arrays(inputs, kind))
             for fw, result in results.items():
                 if result.get("status") == "ok":
-                    np.savez(out / f"{fw}.npz", **result_arrays(result, kind))
+                    save_npz(out / f"{fw}.npz", result_arrays(result, kind))
+
+
+def save_npz(path, arrays):
+    """np.savez, with arrays of ml_dtypes' types (bfloat16) widened to float32, which holds
+    each of their values exactly: .npy cannot name those types and records raw bytes (|V2)
+    that read back as nothing usable without ml_dtypes."""
+    np.savez(path, **{name: _recordable(value) for name, value in arrays.items()})
+
+
+def _recordable(value):
+    array = np.asarray(value)
+    if array.dtype.type.__module__.split(".")[0] == "ml_dtypes":
+        return array.astype(np.float32)
+    return array
 
 
 def batch_arrays(inputs, kind):

@@ -3,14 +3,23 @@
 Every folder crossgrad creates (a report, a --save folder, a temporary folder, the
 result cache) gets a `.crossgrad` file before anything else: JSON naming the tool, its
 version, the kind of output, the creation time and, once the folder is complete, every
-entry crossgrad wrote there, each file with its size and sha256. An existing output
-folder may be replaced only when it is missing, empty, or carries that marker and holds
-nothing the marker does not list, every file as crossgrad wrote it; anything else is the
-user's (a file added, or one of crossgrad's edited since), and the command refuses
-before any work starts. When an old output is removed, only the entries its marker lists
-go, and of its files only those still as written: a file that appeared or changed there
-later stays, and so does the folder holding it. (A marker written before fingerprints
-were kept lists names only; its files are judged by name.)
+entry crossgrad wrote there, each file with its size and sha256 and each folder as a
+folder. An existing output folder may be replaced only when it is missing, empty, or
+carries the marker of the kind of output the command writes and holds nothing the marker
+does not list, every entry as crossgrad wrote it; anything else is the user's (a file
+added, one of crossgrad's edited since, a file put where crossgrad made a folder, or
+another kind of output: a report is not golden arrays to replace), and the command
+refuses before any work starts. When an old output is removed, only the entries its
+marker lists go, and of them only those still as written: a file that appeared or changed
+there later stays, and so does the folder holding it. (A marker written before
+fingerprints were kept lists names only; its entries are judged by name. One written
+before folders were recorded fingerprints every file it wrote: an entry it lists without
+a fingerprint was a folder.)
+
+A --json document carries a stamp instead, as its first two keys: the crossgrad version,
+and the sha256 of the document as written (with that digest's own value empty). It is
+replaced only while both are there and the digest still matches (a document stamped
+before the digest was kept: by the version alone).
 """
 import datetime
 import errno
@@ -27,6 +36,16 @@ from ..errors import InputError
 MARKER = ".crossgrad"
 MARKER_LIMIT = 1 << 24      # bytes; a marker is a few KB, anything larger is not ours
 SHOWN = 3                   # foreign entries named in a refusal
+FOLDER = "dir"              # the marker's record of a folder, where a file's is [size, sha256]
+STAMP, DIGEST = "crossgrad", "crossgrad_sha256"  # a --json document's first two keys
+
+# The kinds of output each flag writes (run and train --out a report, explain --out its
+# pages): a folder holding another of these kinds is not replaced. A command that knows
+# which kind it writes names it to claim_folder. (Other kinds, the cache's or a worker's, are
+# no command's output: what they hold is judged as any folder's, entry by entry.)
+WRITES = {"--out": ("report", "explain"), "--save": ("save",)}
+WHAT = {"report": "a report folder", "explain": "a folder of explain pages",
+        "save": "a folder of golden arrays"}
 
 
 @functools.cache  # a metadata lookup scans sys.path (1.2 ms), and every marker names it
@@ -39,14 +58,21 @@ def tool_version():
 
 def write_marker(folder, kind, entries=None):
     """`entries` None: the folder is still being written (everything in it is crossgrad's).
-    Given, each file among them is fingerprinted as it is now."""
+    Given, each file among them is fingerprinted as it is now, and each folder recorded as
+    one (so that a file put in its place later is known not to be crossgrad's)."""
     complete, entries = entries is not None, sorted(entries or [])
+    records = {e: _record(Path(folder) / e) for e in entries}
     body = {"tool": "crossgrad", "version": tool_version(), "kind": kind,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "complete": complete, "entries": entries,
-            "files": {e: fingerprint(Path(folder) / e) for e in entries
-                      if stat.S_ISREG((Path(folder) / e).lstat().st_mode)}}
+            "files": {e: r for e, r in records.items() if r is not None}}
     (Path(folder) / MARKER).write_text(json.dumps(body, indent=1) + "\n")
+
+
+def _record(path):
+    """The marker's record of an entry: FOLDER, a file's fingerprint, None for anything else."""
+    mode = path.lstat().st_mode
+    return FOLDER if stat.S_ISDIR(mode) else fingerprint(path) if stat.S_ISREG(mode) else None
 
 
 def fingerprint(path):
@@ -60,14 +86,19 @@ def fingerprint(path):
 
 
 def as_written(folder, rel, marker):
-    """Whether folder/rel is what crossgrad wrote there: its fingerprint, where the marker
-    keeps one, matches (an unreadable file is not as written)."""
-    kept = (marker.get("files") or {}).get(rel)
-    if kept is None:
+    """Whether folder/rel is what crossgrad wrote there: a real folder where it made one, a
+    file of the same size and sha256 where it wrote one (an unreadable file is not as
+    written). A marker without `files` judges by name; in one with `files`, an entry without
+    a fingerprint was a folder (markers written before folders were recorded say nothing)."""
+    if "files" not in marker:
         return True
+    kept = marker["files"].get(rel, FOLDER)
     path = Path(folder) / rel
     try:
-        if not stat.S_ISREG(path.lstat().st_mode) or path.lstat().st_size != kept[0]:
+        found = path.lstat()
+        if kept == FOLDER:
+            return stat.S_ISDIR(found.st_mode)
+        if not stat.S_ISREG(found.st_mode) or found.st_size != kept[0]:
             return False
         return fingerprint(path) == list(kept)
     except OSError:
@@ -87,7 +118,8 @@ def read_marker(folder):
             and isinstance(body.get("entries"), list)
             and all(isinstance(e, str) for e in body["entries"])
             and isinstance(body.get("files", {}), dict)
-            and all(isinstance(v, list) and len(v) == 2 for v in body.get("files", {}).values())):
+            and all(v == FOLDER or isinstance(v, list) and len(v) == 2
+                    for v in body.get("files", {}).values())):
         return None
     return body
 
@@ -120,18 +152,24 @@ def foreign_entries(folder, marker):
 
 
 def edited_entries(folder, marker):
-    """Files the marker lists that are no longer as crossgrad wrote them."""
+    """Entries the marker lists that are no longer as crossgrad wrote them: a file changed,
+    a file where a folder was, a folder where a file was."""
     return [e for e in marker["entries"] if os.path.lexists(Path(folder) / e)
             and not as_written(folder, e, marker)]
 
 
 # ---- refusing before any work starts --------------------------------------------------------
 
-def claim_folder(path, flag):
-    """-> the folder to write for `flag` (--out, --save), links resolved; InputError if it
-    holds anything crossgrad did not write there."""
-    target = _resolved(path, flag)
+def claim_folder(path, flag, kind=None):
+    """-> the folder to write for `flag` (--out, --save) as its real path, links and `..`
+    resolved (its temporary is made beside it: beside `g/sub/..` is inside `g/sub`);
+    InputError if it holds anything crossgrad did not write there, or crossgrad's output of
+    another kind than `kind` (default: any kind `flag` writes)."""
+    target = _real(_resolved(path, flag))
     _refuse_special(path, target, flag)
+    if os.path.ismount(target):  # a volume cannot be renamed away, so never replaced whole
+        raise InputError(path, None, f"is a mount point, which crossgrad cannot replace; "
+                                     f"name a folder inside it as {flag}")
     if not target.exists():
         _refuse_unwritable_parent(path, target, flag)
         return target
@@ -144,7 +182,7 @@ def claim_folder(path, flag):
     if marker is None:
         raise InputError(path, None, f"exists and is not a crossgrad output "
                                      f"({_count(entries)}); choose another {flag}")
-    kind = marker.get("kind", "output")
+    kind = _refuse_other_kind(path, marker, flag, kind)
     for found, what in ((foreign_entries, "holds {} crossgrad did not write"),
                         (edited_entries, "{} changed since crossgrad wrote them")):
         entries = found(target, marker)
@@ -156,11 +194,40 @@ def claim_folder(path, flag):
     return target
 
 
+def _real(target):
+    """`target` with links, `.` and `..` resolved where its parent folder exists (there the
+    kernel reads `..` as realpath does; elsewhere the path is left for the checks to judge
+    as given); relative if it was."""
+    if not target.parent.is_dir():
+        return target
+    real = os.path.realpath(target)
+    return Path(real if target.is_absolute() else os.path.relpath(real))
+
+
+def _refuse_other_kind(path, marker, flag, kind):
+    """-> the marker's kind, if it is one that `flag` writes (`kind`, when the command says
+    which); else InputError naming what is there."""
+    found = marker.get("kind", "output")
+    wanted = (kind,) if kind else WRITES.get(flag)
+    if wanted is not None and found in WHAT and found not in wanted:
+        raise InputError(path, None, f"is a crossgrad {found}, not "
+                                     f"{' or '.join(WHAT.get(k, k) for k in wanted)}; "
+                                     f"choose another {flag}")
+    return found
+
+
+def overlap(a, b):
+    """Whether paths `a` and `b` are the same or one holds the other, links resolved."""
+    a, b = (os.path.realpath(os.path.expanduser(p)).rstrip(os.sep) + os.sep for p in (a, b))
+    return a.startswith(b) or b.startswith(a)
+
+
 def claim_file(path, flag, ours=None, whose="a JSON document crossgrad wrote"):
     """-> where to write the file for `flag` (--json): "-" for standard output, the path of a
     device or pipe as given (written straight into, never replaced), else the file with links
     resolved (replaced whole) when it does not exist, is empty, or `ours(path)` says
-    crossgrad wrote it (default: the JSON stamp); `whose` names what may be replaced."""
+    crossgrad wrote it (default: the JSON stamp, and its digest still matching); `whose`
+    names what may be replaced."""
     if not str(path):  # else written nowhere, silently: commands test `if args.json`
         raise InputError(flag, None, "is empty; give a file name, or - for standard output")
     if str(path) == "-" or _is_stdout(path):
@@ -181,22 +248,53 @@ def claim_file(path, flag, ours=None, whose="a JSON document crossgrad wrote"):
     elif not os.access(target, os.W_OK):
         raise InputError(path, None, f"cannot be written (permission denied); "
                                      f"choose another {flag}")
-    elif os.stat(target).st_size and not (ours or _written_by_crossgrad)(target):
-        raise InputError(path, None, f"exists and is not {whose}; "
-                                     f"move it or choose another {flag}")
+    elif os.stat(target).st_size:
+        why = (_json_refusal(target) if ours is None else
+               None if ours(target) else f"exists and is not {whose}")
+        if why:
+            raise InputError(path, None, f"{why}; move it or choose another {flag}")
     return target
 
 
-def _written_by_crossgrad(path):
-    """Whether an existing --json target is a JSON object carrying the "crossgrad" stamp outputs.write_json puts in every document."""
-    if os.stat(path).st_size > MARKER_LIMIT << 6:   # 1 GiB: not worth reading to find out
+def seal(text):
+    """The text of a JSON document whose DIGEST is "" -> the same with the sha256 of that
+    text as its DIGEST: the first occurrence, which is the stamp's (outputs.write_json puts
+    the stamp first, and a key inside a JSON string has its quotes escaped)."""
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    return text.replace(_digest_field(""), _digest_field(digest), 1)
+
+
+def _digest_field(digest):
+    return f'"{DIGEST}": "{digest}"'
+
+
+def _json_refusal(path):
+    """None when the --json target at `path` is a document as crossgrad wrote it: its stamp,
+    and (stamped since the digest was kept) its bytes still those sealed. Else why not."""
+    raw = None
+    if os.stat(path).st_size <= MARKER_LIMIT << 6:   # 1 GiB: not worth reading to find out
+        try:
+            with open(path, "rb") as f:
+                raw = f.read()
+            document = json.loads(raw)
+        except (OSError, ValueError):
+            raw = None
+    if raw is None or not (isinstance(document, dict) and isinstance(document.get(STAMP), str)):
+        return "exists and is not a JSON document crossgrad wrote"
+    if DIGEST in document and not _as_sealed(raw, document[DIGEST]):
+        return ("is a JSON document crossgrad wrote but changed since (its sha256 is no "
+                "longer the stamp's)")
+    return None
+
+
+def _as_sealed(raw, digest):
+    """Whether `raw`, with `digest` emptied in its stamp, hashes to `digest` (seal undone)."""
+    if not (isinstance(digest, str) and len(digest) == 64
+            and all(c in "0123456789abcdef" for c in digest)):
         return False
-    try:
-        with open(path, "rb") as f:
-            document = json.loads(f.read())
-    except (OSError, ValueError):
-        return False
-    return isinstance(document, dict) and isinstance(document.get("crossgrad"), str)
+    field = _digest_field(digest).encode()
+    unsealed = raw.replace(field, _digest_field("").encode(), 1)
+    return field in raw and hashlib.sha256(unsealed).hexdigest() == digest
 
 
 def _count(entries):

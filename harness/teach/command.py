@@ -6,8 +6,9 @@ NAME is a layer type (`lstm`), a zoo model (`mlp_3_4_2`), `mistakes` (the galler
 one layer type alone is also printed as text, anything else as a summary.
 """
 from ..errors import EXIT_DISAGREE, EXIT_OK, InputError
-from ..options import Progress, check_execution, check_memory, claim_outputs, make_executor
+from ..options import Progress, check_execution, check_memory, make_executor
 from ..run.atomic import atomic_dir
+from ..run.ownership import claim_folder, overlap
 from ..spec import zoo_names, zoo_spec
 from . import equations, measure, pages, text
 from .agreement import check_rows, layer_summary, train_rows
@@ -54,7 +55,7 @@ def cmd_explain(args):
     if args.results and not models:
         raise InputError("--results", args.results, "reads zoo models' numbers; name a zoo "
                                                     "model (or all)")
-    outputs = claim_outputs(args, folders=["--out"])
+    out = claim_out(args)
     given = measure.from_report(args.results, models) if args.results else None
     specs = {name: zoo_spec(name) for name in models}
     check_memory([*specs.values(), *(measure.example_spec(n, "float64")
@@ -73,11 +74,20 @@ def cmd_explain(args):
         print(text.summary(layer_types, models, measured) + "\n")
     for m in measured.skipped:
         print(f"not measured: mistake {m.name} ({m.framework} is not among --frameworks)")
-    with atomic_dir(outputs["--out"], "explain", "--out") as tmp:
+    with atomic_dir(out, "explain", "--out") as tmp:
         for name, body in built.items():
             (tmp / name).write_text(body)
-    print(f"pages: {outputs['--out']}/index.html")
+    print(f"pages: {out}/index.html")
     return EXIT_OK if agrees(layer_types, models, measured) else EXIT_DISAGREE
+
+
+def claim_out(args):
+    """--out, claimed for explain pages (a report there is not replaced by pages), apart from
+    the report --results reads: the pages would replace it, or be written into it."""
+    if args.results and overlap(args.out, args.results):
+        raise InputError("--out", None, "overlaps --results (the same path, or one inside the "
+                                        "other); choose paths apart")
+    return claim_folder(args.out, "--out", "explain")
 
 
 def agrees(layer_types, models, measured):
