@@ -638,19 +638,25 @@ def test_a_report_is_not_replaced_by_another_kind_of_output(tmp_path, home, case
 
 def test_outputs_of_one_kind_replace_each_other(tmp_path, home):
     """run and train --out write the same report (one layout, read by diff and explain),
-    check and train --save the same folder of golden arrays; a save is not a report."""
+    check and train --save the same folder of golden arrays, explain --out its pages; a save
+    or explain's pages are not a report."""
     run_report(tmp_path, home)
     assert crossgrad(["train", *XOR, "--steps", "2", "--out", "rep"], tmp_path,
                      home).returncode == 0
     assert crossgrad(["train", *XOR, "--steps", "2", "--save", "golden"], tmp_path,
                      home).returncode == 0
     assert crossgrad(["check", *XOR, "--save", "golden"], tmp_path, home).returncode == 0
+    explain = ["explain", "xor_2_2_1", "--frameworks", "numpy", "--quiet", "--out", "pages"]
+    crossgrad(explain, tmp_path, home)  # NumPy alone: exit 1, nothing compared; pages written
+    assert (tmp_path / "pages" / "index.html").is_file()
     before = snapshot(tmp_path)
-    done = crossgrad([*RUN, "--out", "golden"], tmp_path, home)
-    assert done.returncode == 2 and done.stderr == (
-        "crossgrad: golden: is a crossgrad save, not a report folder or a folder of explain "
-        "pages; choose another --out\n"), done.stderr
+    for folder, what in (("golden", "save"), ("pages", "explain")):
+        done = crossgrad([*RUN, "--out", folder], tmp_path, home)
+        assert done.returncode == 2 and done.stderr == (
+            f"crossgrad: {folder}: is a crossgrad {what}, not a report folder; choose another "
+            f"--out\n"), done.stderr
     assert snapshot(tmp_path) == before
+    assert crossgrad(explain, tmp_path, home).returncode != 2  # pages replace pages
 
 
 def test_a_json_document_edited_since_crossgrad_wrote_it_is_refused_and_kept(tmp_path, home):

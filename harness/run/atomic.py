@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import InputError
-from .ownership import (claim_folder, entries_of, read_marker, remove_owned, unfinished,
+from .ownership import (WHAT, claim_folder, entries_of, read_marker, remove_owned, unfinished,
                         write_marker)
 
 AT_FDCWD, RENAME_NOREPLACE, RENAME_EXCHANGE = -100, 1, 2
@@ -56,7 +56,8 @@ def atomic_dir(path, kind="output", flag="--out"):
         with failures_named(path):
             yield tmp
             write_marker(tmp, kind, entries_of(tmp))
-            claim_folder(path, flag)  # again: the user may have put files there meanwhile
+            # again: the user may have put files there meanwhile; and the kind this writes
+            claim_folder(path, flag, kind if kind in WHAT else None)
             _swap_into_place(tmp, path, made)
     except BaseException:
         if _identity(tmp) == made:  # still the folder made and marked above, not yet swapped

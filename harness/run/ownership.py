@@ -39,11 +39,11 @@ SHOWN = 3                   # foreign entries named in a refusal
 FOLDER = "dir"              # the marker's record of a folder, where a file's is [size, sha256]
 STAMP, DIGEST = "crossgrad", "crossgrad_sha256"  # a --json document's first two keys
 
-# The kinds of output each flag writes (run and train --out a report, explain --out its
-# pages): a folder holding another of these kinds is not replaced. A command that knows
-# which kind it writes names it to claim_folder. (Other kinds, the cache's or a worker's, are
-# no command's output: what they hold is judged as any folder's, entry by entry.)
-WRITES = {"--out": ("report", "explain"), "--save": ("save",)}
+# The kind of output each flag writes (run and train --out a report, explain --out its pages,
+# which it names to claim_folder): a folder holding another of these kinds is not replaced.
+# (Other kinds, the cache's or a worker's, are no command's output: what they hold is judged
+# as any folder's, entry by entry.)
+WRITES = {"--out": ("report",), "--save": ("save",)}
 WHAT = {"report": "a report folder", "explain": "a folder of explain pages",
         "save": "a folder of golden arrays"}
 
