@@ -46,6 +46,8 @@ def import_torch(source, input_shape, loss, weights=None, data=None, out=None, c
         try:
             model = torch_graph.load_factory(path, factory)
             original["sha256"] = torch_graph.sha256(path)
+            original["helpers"] = [{"path": f, "sha256": digest} for f, digest
+                                   in torch_graph.helper_files(path).items()]
         except ValueError as err:
             raise InputError(source, None, str(err)) from None
         name = path.stem
@@ -116,9 +118,13 @@ def _finish(name, pieces, input_shape, arrays, original, source, loss, data, out
     params_file = f"{Path(out).stem if out else raw['name']}.params.npz"
     raw = dict(raw, params=params_file)  # the file's keys; the Spec holds them in memory
     if original is not None:
-        spec.original = dict(original, file=_relative(original["path"], out))
+        helpers = [dict(h, file=_relative(h["path"], out)) for h in original.get("helpers", ())]
+        spec.original = dict(original, file=_relative(original["path"], out), helpers=helpers)
         raw["original"] = {k: spec.original[k] for k in ("framework", "file", "factory", "sha256")
                            if spec.original.get(k) is not None}
+        if helpers:
+            raw["original"]["helpers"] = [{"file": h["file"], "sha256": h["sha256"]}
+                                          for h in helpers]
     header = [f"Imported from {source}" + (f" by `{command}`." if command else "."),
               f"The weights are in {params_file} (canonical names and layouts); "
               "`crossgrad check` on this", "file also runs the original model, as the "

@@ -16,7 +16,7 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 import keras  # noqa: E402
 
 from .keras_layers import pieces as layer_pieces  # noqa: E402
-from .pieces import CANONICAL, NCHW, NotMapped, Piece  # noqa: E402
+from .pieces import CANONICAL, NCHW, NotMapped, Piece, in_canonical_order  # noqa: E402
 
 ADDS = ("Add",)   # keras.layers.Add and the operation `x + y` makes between KerasTensors
 
@@ -67,7 +67,7 @@ def chain(model):
     out = _walk(steps, ctx, -1 if isinstance(model, keras.Sequential) else id(model.inputs[0]))
     if not out:
         raise NotMapped("model", "has no layer crossgrad could map")
-    if ctx.layout != CANONICAL:
+    if not in_canonical_order(ctx.layout):
         raise NotMapped("model", "its output is an image or a flattened channels_first image; "
                                  "crossgrad's last layer gives one vector per example")
     return out, layout, shape, tokens
@@ -98,13 +98,10 @@ def _steps(model):
         raise NotMapped("model", "has several inputs or outputs; crossgrad feeds one input to "
                                  "one output")
     current, steps = id(model.inputs[0]), []
-    for op in model.operations:
+    for op, node in _calls(model):
         if type(op).__name__ == "InputLayer":
             continue
-        if len(op._inbound_nodes) != 1:
-            raise NotMapped(f"model.{op.name}", "is called more than once (shared weights); "
-                                                "each crossgrad layer has its own")
-        node = op._inbound_nodes[0]
+        _once(op)
         ins = [id(t) for t in node.input_tensors]
         added = None
         if type(op).__name__ in ADDS and len(ins) == 2 and current in ins and ins[0] != ins[1]:
@@ -118,6 +115,32 @@ def _steps(model):
     if current != id(model.outputs[0]):
         raise NotMapped("model", "its output is not the end of the chain of layers")
     return steps
+
+
+def _calls(model):
+    """[(operation, node)]: each call inside a functional model, in the order it runs (a
+    layer applied twice comes twice)."""
+    order = {id(op): i for i, op in enumerate(model.operations)}
+    return [(node.operation, node)
+            for depth in sorted(model._nodes_by_depth, reverse=True)
+            for node in sorted(model._nodes_by_depth[depth],
+                               key=lambda n: order.get(id(n.operation), -1))]
+
+
+def _once(op):
+    """A layer called more than once is one spec layer per call only if the calls share
+    nothing: no weights, and no randomness (a Dropout draws one mask per call, each
+    crossgrad dropout layer its own). One ReLU object applied twice is two relu layers."""
+    if len(op._inbound_nodes) == 1:
+        return
+    if "Dropout" in type(op).__name__ or "Noise" in type(op).__name__:
+        raise NotMapped(f"model.{op.name}", f"{type(op).__name__} is called more than once: "
+                                            "it draws a mask (or noise) per call, and each "
+                                            "crossgrad dropout layer has its own; give each "
+                                            "call its own layer")
+    if op.weights:
+        raise NotMapped(f"model.{op.name}", "is called more than once (shared weights); "
+                                            "each crossgrad layer has its own")
 
 
 def _walk(steps, ctx, first):

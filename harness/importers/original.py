@@ -5,7 +5,8 @@ original runs in a worker of its own framework (torch, or tensorflow for Keras) 
 of its own; `implementation(impl, job)` gives run/worker.py the same API the four
 implementations have (impls/README.md), over the original model, so a job's path is the
 same for all five. On the harness side, `problem(spec)` says why the original cannot
-run (its file disappeared or changed since the import), in one line.
+run (its file, or a module of the user's own that the file imports, disappeared or
+changed since the import), in one line.
 """
 import hashlib
 from pathlib import Path
@@ -19,15 +20,29 @@ def worker(spec):
 
 
 def problem(spec):
-    """Why the spec's original cannot run, or None: its file is gone or changed."""
+    """Why the spec's original cannot run, or None: its file, or a module of the user's own
+    it imports (its helpers), is gone or changed."""
     original = spec.original
     path = Path(original["path"])
     if not path.is_file():
         return f"{original['file']} is gone (no such file: {path}); the original is left out"
-    if hashlib.sha256(path.read_bytes()).hexdigest() != original["sha256"]:
+    if _sha256(path) != original["sha256"]:
         return (f"{original['file']} changed since the import (its sha256 is not the spec's "
                 f"original.sha256); the original is left out: import it again to compare it")
+    for helper in original.get("helpers", ()):
+        path = Path(helper["path"])
+        if not path.is_file():
+            return (f"{helper['file']}, which {original['file']} imports, is gone (no such "
+                    f"file: {path}); the original is left out")
+        if _sha256(path) != helper["sha256"]:
+            return (f"{helper['file']}, which {original['file']} imports, changed since the "
+                    "import (its sha256 is not the one in the spec's original.helpers); the "
+                    "original is left out: import it again to compare it")
     return None
+
+
+def _sha256(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def implementation(impl, original):

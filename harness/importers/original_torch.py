@@ -37,7 +37,8 @@ class Original:
         self.spec, self.native, self.impl = spec, native, impl
         self.dtype = getattr(torch, spec["dtype"])
         with default_dtype(self.dtype):
-            self.module = load_factory(original["path"], original["factory"], original["sha256"])
+            self.module = load_factory(original["path"], original["factory"], original["sha256"],
+                                       original.get("helpers", ()))
             self.module.to(self.dtype)
             native_shape = spec["input_shape"]
             if len(native_shape) == 3 and spec["input"] != "tokens":

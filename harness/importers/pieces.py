@@ -11,7 +11,8 @@ Layouts of an activation in the original (batch axis first, not named here):
 CANONICAL  what the spec says: images (H, W, C), features last;
 NCHW       an image with its channels first (PyTorch, Keras channels_first);
 ("chw", C, H, W)  the features of such an image flattened in (C, H, W) order: the rows of
-           the next dense layer are permuted to the canonical (H, W, C) order.
+           the next dense layer are permuted to the canonical (H, W, C) order (an image
+           of one pixel or one channel flattens to the same order both ways).
 Everything here is NumPy: weights cross between the layouts as arrays.
 """
 from dataclasses import dataclass, field
@@ -80,6 +81,16 @@ def walk(pieces, prefix=""):
 
 
 # ---- layouts -------------------------------------------------------------------------------------
+
+def in_canonical_order(layout):
+    """Whether values in `layout` are in the canonical order as they are: CANONICAL, or the
+    (C, H, W) flattening of an image of one pixel or one channel (the 1x1 image a fully
+    convolutional model ends in), where (C, H, W) and (H, W, C) order are the same."""
+    if layout[0] == "chw":
+        c, h, w = layout[1:]
+        return c == 1 or h * w == 1
+    return layout == CANONICAL
+
 
 def to_canonical(value, layout):
     """An activation (B, ...) in the original's layout -> the canonical layout."""

@@ -12,14 +12,15 @@ import hashlib
 import operator
 import re
 import sys
+import sysconfig
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 import torch.fx as fx
 
-from .pieces import CANONICAL, NCHW, NotMapped, Piece
-from .torch_modules import class_name, piece
+from .pieces import CANONICAL, NCHW, NotMapped, Piece, in_canonical_order
+from .torch_modules import class_name, describe, function_name, piece
 
 EXAMPLES = 3      # the example batch the trace runs on: any size works, 3 is rarely hard-coded
 ADDS = (operator.add, operator.iadd, torch.add)
@@ -29,9 +30,10 @@ def sha256(path):
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def load_factory(path, factory, digest=None):
+def load_factory(path, factory, digest=None, helpers=()):
     """Run `path` as a module and call `factory()` -> the nn.Module. ValueError, one line,
-    for what goes wrong (the file changed since `digest`, it raises, ...)."""
+    for what goes wrong (the file or one of its `helpers`, {"path", "sha256"}, changed
+    since the import, it raises, ...)."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"no such file: {path}")
@@ -39,6 +41,11 @@ def load_factory(path, factory, digest=None):
     if digest is not None and hashlib.sha256(code).hexdigest() != digest:
         raise ValueError(f"{path.name} changed since the import (its sha256 differs from the "
                          "spec's original.sha256); import it again")
+    for helper in helpers:
+        if not Path(helper["path"]).is_file() or sha256(helper["path"]) != helper["sha256"]:
+            raise ValueError(f"{Path(helper['path']).name}, which {path.name} imports, changed "
+                             "since the import (its sha256 differs from the spec's "
+                             "original.helpers); import it again")
     name = f"crossgrad_original_{hashlib.sha256(code).hexdigest()[:16]}"
     module = sys.modules.get(name) or _run(path, code, name)
     build = getattr(module, factory, None)
@@ -54,12 +61,22 @@ def load_factory(path, factory, digest=None):
     return model
 
 
+def helper_files(path):
+    """{absolute path: sha256} of the modules of the user's own that `path` imported when
+    load_factory ran it: a change to one changes the model as much as a change to `path`."""
+    code = Path(path).read_bytes()
+    module = sys.modules[f"crossgrad_original_{hashlib.sha256(code).hexdigest()[:16]}"]
+    return dict(module.__crossgrad_helpers__)
+
+
 def _run(path, code, name):
-    """The file as its own module; its folder on sys.path while it runs (for its imports)."""
+    """The file as its own module; its folder on sys.path while it runs (for its imports).
+    The modules it imports from under that folder are its helpers (helper_files)."""
     module = type(sys)(name)
     module.__file__ = str(path)
     sys.modules[name] = module
     folder = str(path.parent.resolve())
+    before = set(sys.modules)
     sys.path.insert(0, folder)
     try:
         exec(compile(code, str(path), "exec"), module.__dict__)
@@ -72,7 +89,38 @@ def _run(path, code, name):
             from None
     finally:
         sys.path.remove(folder)
+    imported = [sys.modules[k] for k in set(sys.modules) - before if k in sys.modules]
+    module.__crossgrad_helpers__ = {f: sha256(f) for f in
+                                    _own_files(imported + _named_in(module), Path(folder))}
     return module
+
+
+def _named_in(module):
+    """The modules the file's names come from (`import blocks`, `from blocks import block`):
+    those it found already imported are not new in sys.modules, and are its helpers too."""
+    found = []
+    for value in vars(module).values():
+        if isinstance(value, type(sys)):
+            found.append(value)
+        elif isinstance(getattr(value, "__module__", None), str):
+            found.append(sys.modules.get(value.__module__))
+    return [m for m in found if m is not None and m is not module]
+
+
+def _own_files(modules, folder):
+    """The source files of `modules` that lie under `folder`, not in an installed package
+    (a virtual environment inside the folder holds libraries, not the user's code)."""
+    installed = {Path(p).resolve() for k in ("stdlib", "platstdlib", "purelib", "platlib")
+                 if (p := sysconfig.get_paths().get(k))}
+    files = set()
+    for m in modules:
+        file = getattr(m, "__file__", None)
+        if not file or not file.endswith(".py"):
+            continue
+        file = Path(file).resolve()
+        if file.is_relative_to(folder) and not any(file.is_relative_to(p) for p in installed):
+            files.add(str(file))
+    return sorted(files)
 
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")  # a terminal's colour and bold codes
@@ -140,8 +188,25 @@ def trace(model):
         raise NotMapped("model", f"torch.fx cannot trace its forward ({type(err).__name__}: "
                                  f"{str(err).splitlines()[0][:200]}); crossgrad reads forwards "
                                  "that are a straight chain of layers") from None
+    _no_unused_in_place(gm)
     gm.graph.eliminate_dead_code()
     return gm
+
+
+def _no_unused_in_place(gm):
+    """`out.add_(identity)` or `self.relu(out)` (inplace=True) whose result is not used
+    changes `out` for what comes after, which the trace does not show (it would drop the
+    call as dead code): refused, naming the call."""
+    computed = set()
+    for node in gm.graph.nodes:
+        if node.op == "placeholder" or any(a in computed for a in node.all_input_nodes):
+            computed.add(node)
+        if node in computed and not node.users and node.op != "output" and \
+                _names_in_place(node, gm):
+            raise NotMapped(_where(node), f"{_op_name(node, gm)} changes its input in place "
+                                          "and its result is not used: crossgrad follows the "
+                                          "values a forward passes on; write `out = ...` with "
+                                          "its result")
 
 
 def example_input(gm, input_shape, dtype):
@@ -192,7 +257,7 @@ def _walk(gm, ctx, layout):
     ctx.layout, current, pieces = layout, x, []
     positions = {x: 0}          # chain value -> how many pieces came before it
     done, called = set(), {}
-    depends = _depending_on(gm, x)
+    depends = _depending_on(gm, x, ctx.values)
     for node in gm.graph.nodes:
         if node in done or node.op in ("placeholder", "get_attr") or node not in depends:
             continue
@@ -209,6 +274,7 @@ def _walk(gm, ctx, layout):
             continue
         with _blamed_on_own_module(node):
             _consumes(node, current)
+            _not_overwriting(node, ctx)
             if node.op == "call_module":
                 _once(node, called)
             p = piece(node, ctx.module(node), ctx)
@@ -218,7 +284,7 @@ def _walk(gm, ctx, layout):
         pieces.append(p)
         ctx.layout, current = p.out_layout, result
         positions[current] = len(pieces)
-    if ctx.layout != CANONICAL:
+    if not in_canonical_order(ctx.layout):
         raise NotMapped("model.forward", "its output is an image or a flattened NCHW image; "
                                          "crossgrad's last layer gives one vector per example "
                                          "in its own order")
@@ -240,13 +306,32 @@ def _blamed_on_own_module(node):
                                          f"your own): {err.message}") from None
 
 
-def _depending_on(gm, x):
-    """Nodes computed from the input (others are constants: masks, sizes)."""
+def _depending_on(gm, x, values):
+    """Nodes computed from the input's values (others are constants: masks, sizes). A size
+    (or dtype) read from the input (x.size(1)) carries no values: what is built from it
+    (nn.Transformer.generate_square_subsequent_mask(x.size(1)), torch.zeros(1, x.size(0), H),
+    x.new_zeros(...)) is a constant of that shape, mapped like a buffer (the causal flag, a
+    zero state)."""
     out = {x}
     for node in gm.graph.nodes:
-        if any(a in out for a in node.all_input_nodes):
+        if function_name(node) in SHAPE_ONLY:
+            continue
+        if any(a in out and not _carries_no_values(values.get(a))
+               for a in node.all_input_nodes):
             out.add(node)
     return out
+
+
+# calls whose result depends on their input's shape (and dtype) only: x.new_zeros(1, B, H)
+SHAPE_ONLY = {"new_zeros", "new_ones", "new_full", "new_empty", "zeros_like", "ones_like",
+              "full_like", "empty_like"}
+
+
+def _carries_no_values(value):
+    """x.size(), x.size(1), x.shape[1:], x.dtype, x.device: what the input is, not what it
+    holds."""
+    return isinstance(value, (int, torch.Size, torch.dtype, torch.device)) or \
+        (isinstance(value, (tuple, list)) and all(isinstance(v, int) for v in value))
 
 
 def _residual(node, current, positions):
@@ -279,17 +364,80 @@ def _consumes(node, current):
     that comes from the model's input."""
     first = node.args[0] if node.args else None
     if first is not current:
-        before = f"model.{current.target}" if current.op == "call_module" else current.name
         raise NotMapped(_where(node), f"does not take the output of the layer before it "
-                                      f"({before}): crossgrad reads forwards that are a "
-                                      "straight chain (with x + f(x) blocks)")
+                                      f"({_name(current)}): crossgrad reads forwards that are "
+                                      "a straight chain (with x + f(x) blocks)")
+
+
+def _name(node):
+    return f"model.{node.target}" if node.op == "call_module" else node.name
+
+
+def _not_overwriting(node, ctx):
+    """An in-place op (an inplace=True module, .relu_(), .add_()) over a value that another
+    node reads after it changes what that node sees: the spec, whose layers each make a new
+    value, would compute something else. Refused; with no later reader
+    (Conv-BN-ReLU(inplace=True)) it is the same as out of place. (torch.fx traces `y += x`
+    as `y + x`: that one it cannot see.)"""
+    if not _names_in_place(node, ctx.gm) or not node.args or \
+            not isinstance(node.args[0], fx.Node):
+        return
+    order = {n: i for i, n in enumerate(node.graph.nodes)}
+    others = [u for u in node.args[0].users if order[u] > order[node]
+              and isinstance(ctx.values.get(u), torch.Tensor)]   # x.size() reads no values
+    if others:
+        other = f"model.{others[0].target}" if others[0].op == "call_module" else \
+            f"`{others[0].name}` in forward"
+        raise NotMapped(_where(node), f"{_op_name(node, ctx.gm)} overwrites its input, which "
+                                      f"{other} reads after it: the model gives that the "
+                                      "overwritten value, crossgrad's layers (each makes a new "
+                                      "value) would not; set inplace=False (or write it out "
+                                      "of place)")
+
+
+def _names_in_place(node, gm):
+    """The call says it works in place: inplace=True, or torch's trailing underscore."""
+    if node.kwargs.get("inplace") is True:
+        return True
+    if node.op == "call_module":
+        return getattr(gm.get_submodule(node.target), "inplace", False) is True
+    name = function_name(node)
+    return isinstance(name, str) and name.endswith("_") and not name.startswith("_")
+
+
+def _op_name(node, gm):
+    if node.op == "call_module":
+        return f"{class_name(gm.get_submodule(node.target))} (inplace=True)"
+    return describe(node)
 
 
 def _once(node, called):
+    """A module called twice is one layer of the spec per call only if the calls share
+    nothing: no parameters or buffers (shared weights), and no randomness (a Dropout
+    draws one mask per call, crossgrad's dropout layers one each). nn.ReLU used twice
+    (torchvision's BasicBlock) is two relu layers."""
     if node.target in called:
-        raise NotMapped(_where(node), f"{class_name_of(node)} is called twice in forward "
-                                      "(shared weights); each crossgrad layer has its own")
+        module = node.graph.owning_module.get_submodule(node.target)
+        if _random(module):
+            raise NotMapped(_where(node), f"{class_name_of(node)} is called twice in forward: "
+                                          "it draws a mask per call, and each crossgrad "
+                                          "dropout layer has its own; give each call its own "
+                                          f"{type(module).__name__}")
+        if _holds_tensors(module):
+            raise NotMapped(_where(node), f"{class_name_of(node)} is called twice in forward "
+                                          "(shared weights); each crossgrad layer has its own")
     called[node.target] = node
+
+
+RANDOM = ("Dropout", "RReLU")     # modules whose calls draw random numbers (by class name)
+
+
+def _random(module):
+    return any(r in type(m).__name__ for m in module.modules() for r in RANDOM)
+
+
+def _holds_tensors(module):
+    return any(True for _ in module.parameters()) or any(True for _ in module.buffers())
 
 
 def class_name_of(node):

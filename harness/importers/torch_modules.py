@@ -10,8 +10,10 @@ two biases become the spec's one (b = bias_ih + bias_hh); a GRU keeps both.
 """
 import math
 import operator
+from types import SimpleNamespace
 
 import numpy as np
+from torch.fx.node import map_arg as fx_map_arg
 
 from .pieces import (CANONICAL, NCHW, Link, NotMapped, Piece, layout_note, per_feature,
                      rows_to_canonical, rows_to_native, same)
@@ -34,6 +36,8 @@ def piece(node, module, ctx):
                         ctx, _flatten_dims(node) if name == "flatten" else None)
     if name == "mean":
         return _sequence_mean(node, ctx)
+    if name in POOL_ARGUMENTS:
+        return _functional_pool(node, name, ctx)
     if name in ("dropout", "dropout2d", "alpha_dropout"):
         raise NotMapped(where(node), f"F.{name}: use nn.Dropout, whose mask crossgrad "
                                      "supplies (a function draws its own)")
@@ -83,7 +87,17 @@ def _new(node, module, table, ctx, out_layout=None, **kw):
 
 def _refuse_if(node, module, condition, message):
     if condition:
-        raise NotMapped(where(node), f"{class_name(module)} {message}")
+        raise NotMapped(where(node), f"{_called(node, module)} {message}")
+
+
+def _called(node, module):
+    """What the node calls, as the messages and comments name it: nn.MaxPool2d, F.max_pool2d
+    (`module` is a function's arguments for a function)."""
+    if node.op == "call_module":
+        return class_name(module)
+    if getattr(node.target, "__module__", None) == "torch._C._nn":
+        return f"F.{node.target.__name__}"
+    return describe(node)
 
 
 # ---- elementwise -------------------------------------------------------------------------------
@@ -213,7 +227,9 @@ def _pool(node, module, ctx, kind):
     table = {"type": kind, "pool_size": _pair(module.kernel_size),
              "strides": _pair(module.stride or module.kernel_size),
              "padding": "valid" if padding == [0, 0] else padding}
-    return _new(node, module, table, ctx)
+    p = _new(node, ctx.module(node), table, ctx)
+    p.kind = _called(node, module)
+    return p
 
 
 def maxpool2d(node, module, ctx):
@@ -230,6 +246,26 @@ def avgpool2d(node, module, ctx):
     _refuse_if(node, module, module.divisor_override is not None,
                "divisor_override: crossgrad divides by the real pixels")
     return _pool(node, module, ctx, "avgpool2d")
+
+
+# F.<name>(input, ...): the arguments after the input, in order, with torch's defaults (a
+# stride of None, or torch.max_pool2d's [], is the kernel size)
+POOL_ARGUMENTS = {
+    "max_pool2d": (("kernel_size", None), ("stride", None), ("padding", 0), ("dilation", 1),
+                   ("ceil_mode", False), ("return_indices", False)),
+    "avg_pool2d": (("kernel_size", None), ("stride", None), ("padding", 0), ("ceil_mode", False),
+                   ("count_include_pad", True), ("divisor_override", None)),
+}
+
+
+def _functional_pool(node, name, ctx):
+    """F.max_pool2d(x, 2) (PyTorch's MNIST example), F.avg_pool2d: the call's arguments
+    stand for the module's attributes, so the same options are mapped and refused."""
+    names = [n for n, _ in POOL_ARGUMENTS[name]]
+    given = dict(zip(names, node.args[1:]))
+    arguments = SimpleNamespace(**{n: node.kwargs.get(n, given.get(n, default))
+                                   for n, default in POOL_ARGUMENTS[name]})
+    return (maxpool2d if name == "max_pool2d" else avgpool2d)(node, arguments, ctx)
 
 
 # ---- normalisation -----------------------------------------------------------------------------
@@ -294,6 +330,7 @@ def recurrent(node, module, ctx):
                "proj_size: crossgrad's LSTM has no projection")
     _refuse_if(node, module, getattr(module, "nonlinearity", "tanh") != "tanh",
                f"nonlinearity={getattr(module, 'nonlinearity', '')!r}: crossgrad's rnn is tanh")
+    _zero_state(node, module, ctx)
     # weight_ih (gates*H, F) <-> W (F, gates*H), same gate order; weight_hh likewise
     links = {"W": Link(("weight_ih_l0",), lambda n: n["weight_ih_l0"].T,
                        lambda a: {"weight_ih_l0": a.T}),
@@ -314,6 +351,38 @@ def recurrent(node, module, ctx):
                             "return_sequences": sequences}, ctx, links=links, notes=notes)
     p.result = result
     return p
+
+
+def _zero_state(node, module, ctx):
+    """An initial state given in forward, rnn(x, h0) or lstm(x, (h0, c0)), is crossgrad's
+    only if it is zeros (the tutorials' torch.zeros(1, x.size(0), H)) and no tensor of the
+    model's: a learned one would train in the original and not in the four."""
+    state = node.args[1] if len(node.args) > 1 else node.kwargs.get("hx")
+    if state is None:
+        return
+    parts = []
+    fx_map_arg(state, parts.append)
+    for part in parts:
+        value = ctx.value(part)
+        if not hasattr(value, "any") or value.any():
+            raise NotMapped(where(node), f"{class_name(module)} is given an initial state "
+                                         f"({part.name}) that is not zeros: crossgrad's "
+                                         "recurrent layers start from zeros")
+        if any(a.op == "get_attr" for a in _ancestors(part)):
+            raise NotMapped(where(node), f"{class_name(module)} is given an initial state "
+                                         f"({part.name}) made from a tensor of the model's: "
+                                         "crossgrad's recurrent layers start from zeros, "
+                                         "learned by nothing")
+
+
+def _ancestors(node):
+    seen, todo = set(), [node]
+    while todo:
+        n = todo.pop()
+        if n not in seen:
+            seen.add(n)
+            todo += n.all_input_nodes
+    return seen
 
 
 def _recurrent_output(node, kind):

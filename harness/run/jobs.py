@@ -68,7 +68,7 @@ def job_key(kind, spec, framework, version, native, steps=None, participant=None
     and version, dtype, seed, mode; the worker's thread count (a framework's reductions
     split by threads give other bits, README "Reproducibility") and crossgrad's own version
     (its code computes the result too); for the original, also the content of its model
-    file; and the initial parameters themselves where given (the mistakes gallery checks a
+    file and of the helper modules it imports; and the initial parameters themselves where given (the mistakes gallery checks a
     spec again at weights after a step: the same spec, another job)."""
     body = {"kind": kind, "spec": spec.hash, "framework": framework, "version": version,
             "dtype": spec.dtype, "seed": spec.seed, "native": native, "steps": steps,
@@ -77,6 +77,8 @@ def job_key(kind, spec, framework, version, native, steps=None, participant=None
         body["params"] = digest(params)
     if participant == ORIGINAL:
         body.update(participant=ORIGINAL, original=spec.original["sha256"])
+        if spec.original.get("helpers"):  # the modules of the user's own the model imports
+            body["helpers"] = [h["sha256"] for h in spec.original["helpers"]]
     if kind == "check":
         body["layers"] = True  # its results carry the per-layer values (check_job asks)
     if kind == "train":

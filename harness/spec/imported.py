@@ -7,9 +7,11 @@
     file = "my_model.py"               # relative to the spec's folder
     factory = "build"                  # torch: the function returning the nn.Module
     sha256 = "…"                       # the file's content at the import
+    helpers = [{ file = "blocks.py", sha256 = "…" }]   # torch: the modules of your own
+                                       # the file imported (from under its folder)
 
-`check` and `train` run that model too, as the participant "original"; a model file that
-disappeared or changed since the import leaves it out with one warning line
+`check` and `train` run that model too, as the participant "original"; a model file (or a
+helper) that disappeared or changed since the import leaves it out with one warning line
 (harness/importers/original.py says why; the spec's own layers are still checked).
 """
 import re
@@ -30,7 +32,8 @@ def parse_params(top, param_specs, state_specs):
 
 def parse_original(top):
     """The `[original]` table -> {"framework", "file", "path" (absolute), "factory",
-    "sha256"}, or None. The file is not opened here: a missing one is a warning later."""
+    "sha256", "helpers" (each {"file", "path", "sha256"}; none in a spec imported before
+    they were recorded)}, or None. No file is opened here: a missing one is a warning later."""
     t = top.table("original")
     if t is None:
         return None
@@ -41,9 +44,25 @@ def parse_original(top):
         raise t.error("factory", "a Keras model is loaded from its .keras file; no factory")
     if factory is not None and not factory.isidentifier():
         raise t.error("factory", f"must be a function's name, got {factory!r}")
+    sha256 = _sha256(t)
+    helpers = [_helper(h, top.file) for h in t.tables("helpers")]
+    if helpers and framework == "keras":
+        raise t.error("helpers", "a Keras model is its .keras file alone; no helpers")
+    t.finish()
+    return {"framework": framework, "file": file, "path": str(resolve(file, top.file).resolve()),
+            "factory": factory, "sha256": sha256, "helpers": helpers}
+
+
+def _helper(t, spec_file):
+    """One entry of `helpers`: a module of the user's own the model file imports."""
+    file = t.str("file", required=True)
+    sha256 = _sha256(t)
+    t.finish()
+    return {"file": file, "path": str(resolve(file, spec_file).resolve()), "sha256": sha256}
+
+
+def _sha256(t):
     sha256 = t.str("sha256", required=True)
     if not SHA256.fullmatch(sha256):
         raise t.error("sha256", "must be 64 lowercase hexadecimal digits (the file's sha256)")
-    t.finish()
-    return {"framework": framework, "file": file, "path": str(resolve(file, top.file).resolve()),
-            "factory": factory, "sha256": sha256}
+    return sha256

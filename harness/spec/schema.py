@@ -196,7 +196,21 @@ def spec_schema():
                      "properties": {"framework": {"enum": list(ORIGINAL_FRAMEWORKS)},
                                     "file": {"type": "string"}, "factory": {"type": "string"},
                                     "sha256": {"type": "string",
-                                               "pattern": f"^{SHA256.pattern}$"}}},
+                                               "pattern": f"^{SHA256.pattern}$"},
+                                    "helpers": {
+                                        "type": "array",
+                                        "description": "torch: the modules of your own the "
+                                                       "model file imports (from its folder), "
+                                                       "each file (relative to the spec) and "
+                                                       "sha256 at the import",
+                                        "items": {"type": "object",
+                                                  "additionalProperties": False,
+                                                  "required": ["file", "sha256"],
+                                                  "properties": {
+                                                      "file": {"type": "string"},
+                                                      "sha256": {"type": "string",
+                                                                 "pattern":
+                                                                 f"^{SHA256.pattern}$"}}}}}},
         "data": {"$ref": "#/$defs/data"},
         "layers": {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/layer"}},
         "loss": loss.schema(), "optimizer": {"$ref": "#/$defs/optimizer"},
