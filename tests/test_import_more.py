@@ -419,6 +419,7 @@ def _save_functional(tmp_path, build):
     return tmp_path / "m.keras"
 
 
+@pytest.mark.slow  # a check in all four frameworks and the original: 8 s
 def test_a_keras_layer_without_weights_applied_twice_is_a_layer_per_call(tmp_path, executor):
     from crossgrad.harness.importers.build import import_keras
 

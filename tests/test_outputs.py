@@ -604,8 +604,9 @@ def run_report(tmp_path, home, name="rep"):
     assert done.returncode == 0, done.stderr
 
 
-@pytest.mark.parametrize("case", ["explain --results R --out R", "explain --out R/pages",
-                                  "explain --out R", "check --save R", "train --save R"])
+@pytest.mark.parametrize("case", [
+    "explain --results R --out R", pytest.param("explain --out R/pages", marks=pytest.mark.slow),
+    "explain --out R", "check --save R", pytest.param("train --save R", marks=pytest.mark.slow)])
 def test_a_report_is_not_replaced_by_another_kind_of_output(tmp_path, home, case):
     """A run report is replaced by a report only: not by the explain pages made from it
     (nor written into it), not by golden arrays. One line, exit 2, before any work."""
@@ -636,6 +637,7 @@ def test_a_report_is_not_replaced_by_another_kind_of_output(tmp_path, home, case
     assert snapshot(tmp_path) == before
 
 
+@pytest.mark.slow  # five commands in subprocesses: 9 s
 def test_outputs_of_one_kind_replace_each_other(tmp_path, home):
     """run and train --out write the same report (one layout, read by diff and explain),
     check and train --save the same folder of golden arrays, explain --out its pages; a save
