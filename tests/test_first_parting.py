@@ -293,3 +293,16 @@ def test_partings_name_the_first_layer_in_the_direction_of_the_computation():
     assert parting([ok, ok, ok], [ok, ok, ok], failed(("loss", "loss"))) == (None, "loss")
     assert first_partings(layers, rows([bad] * 3, [bad] * 3), [], "float64") == []  # passes
     assert first_partings(layers, [], grads, "float64") == []  # no layer values to say where
+
+
+def test_a_squashing_layer_parting_backward_names_saturation():
+    """tanh or sigmoid whose outputs agree while dL/dx does not: one ulp of a saturated y is
+    a large relative error of its slope; the line says so, and only there."""
+    from crossgrad.harness.compare.layers import parting_line
+    entry = {"pair": ("numpy", "jax"), "layer": "2", "direction": "backward"}
+    assert parting_line(dict(entry, type="tanh")).endswith(
+        "at layer 2 (tanh), backward (if its units saturate, 1 - y^2 near 0 turns one ulp of "
+        "y into this)")
+    assert "y (1 - y) near 0" in parting_line(dict(entry, type="sigmoid"))
+    assert parting_line(dict(entry, type="dense")).endswith("at layer 2 (dense), backward")
+    assert parting_line(dict(entry, type="tanh", direction="forward")).endswith("forward")

@@ -92,13 +92,19 @@ def _top(param):
     return param.split(".", 1)[0]
 
 
+# a squashing layer whose outputs agree and whose dL/dx does not: its slope is a difference
+# of nearly equal numbers where it saturates, and one ulp of y becomes a large relative error
+SATURATED = {"tanh": " (if its units saturate, 1 - y^2 near 0 turns one ulp of y into this)",
+             "sigmoid": " (if its units saturate, y (1 - y) near 0 turns one ulp of y into this)"}
+
+
 def parting_line(entry):
     """"tensorflow parts from numpy at layer 3 (lstm), forward", for the terminal."""
     a, b = entry["pair"]
     where = f"layer {entry['layer']} ({entry['type']})"
     return f"{b} parts from {a} " + {
         "forward": f"at {where}, forward",
-        "backward": f"at {where}, backward",
+        "backward": f"at {where}, backward" + SATURATED.get(entry["type"], ""),
         "parameters": f"at {where}, in its parameter gradients (every layer's output and "
                       "dL/dx agree)",
         "state": f"at {where}, in its running statistics (every layer's output and dL/dx "

@@ -180,8 +180,8 @@ def train_event(m, fw, i):
         return (f"{fw} FAIL: in lockstep it leaves {REFERENCE}'s step at step "
                 f"{i['lockstep_parted_at']}: {differs_text(i['lockstep_differs'])}; beyond "
                 f"one step's rounding: a formula that differs, or an ill-conditioned "
-                f"operation that turns last-bit differences into this (1 - tanh^2 of a "
-                f"saturated unit)" + (
+                f"operation that turns last-bit differences into this (such as 1 - tanh^2 "
+                f"of a saturated unit)" + (
                     f" (the curves stay within {tol:g}, worst {fmt(i['max_rel_diff'])}: their "
                     f"tolerance hides it)" if i.get("exceeded_at") is None else ""))
     if i.get("branched_at") is not None:
