@@ -245,3 +245,17 @@ def test_the_results_of_a_report_folder_are_read(tmp_path):
                                                          raw={"layers": [{"type": "dense"}]}),
                             out)
     assert "<svg" in html and "XOR" in html and "xor_2_2_1.toml" in html
+
+
+def test_a_training_with_nothing_compared_does_not_fail_explain():
+    """NumPy alone: the training is UNCHECKED, as its check passes with nothing compared;
+    explain's exit status says a disagreement, and there is none. A FAIL still fails."""
+    from crossgrad.harness.teach.command import agrees
+    alone = {"name": "x", "dtype": "float64", "mode": "aligned", "steps": 2,
+             "reference": "numpy", "passed": True, "diverged_at": None,
+             "unchecked": "nothing compared (ran: numpy; ...)",
+             "frameworks": {"numpy": {"status": "ok", "final_loss": 0.5, "parted_at": None}}}
+    failed = {k: v for k, v in dict(alone, passed=False).items() if k != "unchecked"}
+    for entry, expected in ((alone, True), (failed, False)):
+        measured = SimpleNamespace(models={"x": {"train": {"float64": entry}}}, mistakes=None)
+        assert agrees([], ["x"], measured) is expected
