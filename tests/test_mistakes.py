@@ -7,6 +7,7 @@ included); the idioms of TensorFlow and JAX run in this process, as the gallery 
 import copy
 import dataclasses
 
+import numpy as np
 import pytest
 
 from crossgrad.harness import registry
@@ -114,3 +115,17 @@ def test_run_with_the_gallery_catches_every_mistake(tmp_path, monkeypatch, capsy
     out = capsys.readouterr().out
     assert re.search(r"mistakes gallery: (\d+) of \1 caught\n", out), out
     assert code == 0
+
+
+def test_the_gallery_computes_keras_forms_in_float64_after_keras_was_used():
+    """Keras' global dtype policy, once read, no longer follows floatx: a process that used
+    Keras before (a model built in float32) had the gallery's Keras forms computed in
+    float32. The gallery's switch sets both, and puts both back."""
+    need("tensorflow")
+    import keras
+    from keras.src.backend.common import global_state
+    keras.layers.Dense(2)(np.ones((1, 3), np.float32))  # the policy is read, and fixed
+    found = keras.backend.floatx(), global_state.get_global_attribute("dtype_policy")
+    with gallery.float64("tensorflow"):
+        assert keras.layers.Dense(2)(np.ones((1, 3))).dtype == "float64"
+    assert (keras.backend.floatx(), global_state.get_global_attribute("dtype_policy")) == found

@@ -275,7 +275,9 @@ def worker_environment(framework):
 @contextlib.contextmanager
 def float64(framework):
     """The framework's float64 switch, set for the call and put back: JAX's x64 mode
-    (without it JAX computes in float32), Keras' floatx (its layers and losses follow it),
+    (without it JAX computes in float32), Keras' floatx and its global dtype policy (its
+    layers and losses follow them; the policy, once read, no longer follows floatx, so a
+    process that used Keras before would compute the gallery's Keras forms in float32),
     torch's default dtype (a tensor made from a Python float follows it)."""
     worker_environment(framework)
     if framework == "jax":
@@ -283,13 +285,9 @@ def float64(framework):
         with jax.enable_x64(True):
             yield
     elif framework == "tensorflow":
-        import keras
-        found = keras.backend.floatx()
-        keras.backend.set_floatx("float64")
-        try:
+        from ...autodiff import keras_floatx  # crossgrad.compare's, the same switch
+        with keras_floatx("float64"):
             yield
-        finally:
-            keras.backend.set_floatx(found)
     elif framework == "torch":
         import torch
         found = torch.get_default_dtype()
