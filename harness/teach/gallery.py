@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import api, registry
+from ..switches import keras_floatx
 from ..compare import finite_diff
 from ..compare.pairwise import PAIRWISE, max_errors
 from ..report.mistakes import FD
@@ -285,8 +286,7 @@ def float64(framework):
         with jax.enable_x64(True):
             yield
     elif framework == "tensorflow":
-        from ...autodiff import keras_floatx  # crossgrad.compare's, the same switch
-        with keras_floatx("float64"):
+        with keras_floatx("float64"):  # crossgrad.compare's switch
             yield
     elif framework == "torch":
         import torch
