@@ -19,7 +19,7 @@ from .compare.pitfalls import native_is_aligned
 from .compare.results import (CheckResult, TrainResult, assemble_check, assemble_train,
                               explain_branches)
 from .run.execute import check_original_asked, frameworks_to_run, run_jobs, run_per_model
-from .run.jobs import Inputs, check_job, job_key, train_job
+from .run.jobs import Inputs, check_job, keyed, train_job
 from .run.reference import reference_job
 from .spec.precision import REDUCED
 from .spec import load_spec, zoo_names, zoo_spec
@@ -100,14 +100,8 @@ def needs_reference(spec, matmul_precision=None):
 
 
 def _with_key(job, spec, native, executor):
-    job["key"] = job_key(job["kind"], spec, job["framework"],
-                         registry.version(job["framework"]), native,
-                         len(job["batches"]) if job["kind"] == "train" else None,
-                         job.get("participant"), job.get("order", 1),
-                         job.get("matmul_precision"), job["params"],
-                         # the workers' threads: the executor's, or run_jobs' own pool's 1
-                         getattr(executor, "threads", 1))
-    return job
+    # the workers' threads: the executor's, or run_jobs' own pool's 1
+    return keyed(job, spec, native, getattr(executor, "threads", 1))
 
 
 __all__ = ["load", "zoo", "zoo_names", "check", "train", "CheckResult", "TrainResult",

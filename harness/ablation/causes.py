@@ -14,11 +14,10 @@ pitfall is run or named for it, and `native_amplified` says so.
 """
 import copy
 
-from .. import registry
 from ..compare.curves import CURVES, curve_errors
 from ..compare.pitfalls import described, in_play
 from ..run.execute import run_jobs
-from ..run.jobs import job_key, train_job
+from ..run.jobs import keyed, train_job
 from ..spec.data import batch_order, dropout_masks
 
 
@@ -40,8 +39,8 @@ def confirm(result, prepared, executor=None, cache=None, on_result=None):
             short = shortened(inputs, k + 1)
             for pitfall in in_play(spec, fw):
                 planned.append((entry, spec, fw, pitfall, k, len(jobs)))
-                jobs.append(keyed(train_job(spec, short, fw, [pitfall.name]), spec,
-                                  executor))
+                jobs.append(free_running(train_job(spec, short, fw, [pitfall.name]), spec,
+                                         executor))
     if not jobs:
         return 0
     if hasattr(on_result, "expect"):
@@ -106,11 +105,8 @@ def shortened(inputs, steps):
     return short
 
 
-def keyed(job, spec, executor):
+def free_running(job, spec, executor):
     """The job, free-running only (the curve is what is measured), with its cache key (run
     --resume reuses it; a list of pitfalls as `native` keeps it apart from every other)."""
     job["lockstep"] = False
-    job["key"] = job_key(job["kind"], spec, job["framework"], registry.version(job["framework"]),
-                         job["native"], len(job["batches"]), params=job["params"],
-                         threads=getattr(executor, "threads", 1))
-    return job
+    return keyed(job, spec, job["native"], getattr(executor, "threads", 1))

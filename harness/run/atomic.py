@@ -60,8 +60,7 @@ def atomic_dir(path, kind="output", flag="--out"):
             claim_folder(path, flag, kind if kind in WHAT else None)
             _swap_into_place(tmp, path, made)
     except BaseException:
-        if _identity(tmp) == made:  # still the folder made and marked above, not yet swapped
-            shutil.rmtree(tmp, ignore_errors=True)
+        _remove_made(tmp, made)  # not yet swapped into place: still the temporary
         raise
 
 
@@ -85,6 +84,7 @@ def atomic_file(path, mode="w", recheck=None, swept=False):
         if not swept:
             remove_stale(path)
         tmp = _temporary_folder(path, "temporary")
+        made = _identity(tmp)
     try:
         with failures_named(path):
             with open(tmp / path.name, mode) as f:
@@ -93,7 +93,7 @@ def atomic_file(path, mode="w", recheck=None, swept=False):
                 recheck()
             os.replace(tmp / path.name, path)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _remove_made(tmp, made)
 
 
 @contextlib.contextmanager
@@ -110,6 +110,7 @@ def atomic_files(*targets):
         for path in paths:
             remove_stale(path)
         tmp = _temporary_folder(first, "temporary")
+        made = _identity(tmp)
     try:
         with failures_named(first):
             new = [tmp / f"{i}.new" for i in range(len(targets))]
@@ -117,7 +118,7 @@ def atomic_files(*targets):
                 yield [files.enter_context(open(n, mode)) for n, (_, mode) in zip(new, targets)]
             _replace_together(new, paths, tmp)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _remove_made(tmp, made)
 
 
 def _replace_together(new, paths, tmp):
@@ -211,7 +212,7 @@ def _settle(new, path, old, made):
     if _identity(new) == made:
         if old is not None and os.path.lexists(old):
             _put_back(old, path)
-        shutil.rmtree(new, ignore_errors=True)  # made and marked by this process
+        _remove_made(new, made)
         return
     previous = new if os.path.lexists(new) else old
     if previous is not None and os.path.lexists(previous):
@@ -226,6 +227,13 @@ def _put_back(old, path):
     except OSError as err:
         print(f"crossgrad: {path}: the previous output could not be put back "
               f"({err.strerror}); it is in {old}", file=sys.stderr)
+
+
+def _remove_made(folder, made):
+    """Remove `folder` if it is still the temporary this process made (its identity `made`):
+    never whatever took its name since."""
+    if _identity(folder) == made:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _identity(folder):

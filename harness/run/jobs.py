@@ -68,8 +68,9 @@ def job_key(kind, spec, framework, version, native, steps=None, participant=None
     and version, dtype, seed, mode; the worker's thread count (a framework's reductions
     split by threads give other bits, README "Reproducibility") and crossgrad's own version
     (its code computes the result too); for the original, also the content of its model
-    file and of the helper modules it imports; and the initial parameters themselves where given (the mistakes gallery checks a
-    spec again at weights after a step: the same spec, another job)."""
+    file and of the helper modules it imports; and the initial parameters themselves where
+    given (the mistakes gallery checks a spec again at weights after a step: the same spec,
+    another job)."""
     body = {"kind": kind, "spec": spec.hash, "framework": framework, "version": version,
             "dtype": spec.dtype, "seed": spec.seed, "native": native, "steps": steps,
             "threads": threads, "crossgrad": tool_version()}
@@ -111,6 +112,17 @@ def train_job(spec, inputs, framework, native=False):
                     # reference itself and the imported original (its own loop) do not
                     "lockstep": lockstep,
                     "reference_key": reference_key(spec, inputs) if lockstep else None}, spec)
+
+
+def keyed(job, spec, native, threads):
+    """`job` with its cache key, job_key of what the job holds; `native` as its result is
+    keyed (a native run that is its aligned run is keyed as the aligned one), `threads` the
+    workers' (the executor's)."""
+    job["key"] = job_key(job["kind"], spec, job["framework"], registry.version(job["framework"]),
+                         native, len(job["batches"]) if job["kind"] == "train" else None,
+                         job.get("participant"), job.get("order", 1),
+                         job.get("matmul_precision"), job["params"], threads)
+    return job
 
 
 def reference_key(spec, inputs):
