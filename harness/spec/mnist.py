@@ -11,6 +11,7 @@ only, for that estimate (spec/sizes.py).
 import gzip
 import hashlib
 import math
+import zipfile
 import zlib
 from contextlib import contextmanager
 from pathlib import Path
@@ -73,22 +74,49 @@ def mnist_sizes(path, spec_file):
 
 
 def mnist_digest(path, spec_file):
-    """sha256 of the bytes the data come from: the .npz, or each IDX file of the folder
-    ({"images", "labels"}). The spec hash takes it: the same `data.path` may hold other
-    data on another day or beside another spec. Read in blocks, never whole."""
+    """sha256 of the data the files hold: the .npz's two members, or each IDX file of the
+    folder ({"images", "labels"}), as they read once inflated. The spec hash takes it: the
+    same `data.path` may hold other data on another day or beside another spec. The
+    container is not hashed (a gzip or zip header records when it was written, so the same
+    data written twice would read as other data). Read in blocks, never whole, and never
+    more than a header declares plus one byte."""
     p, kind = resolve(path, spec_file)
     if kind == "folder":
-        return {k: _file_sha256(_find_idx(p, k, spec_file), "an IDX file")
-                for k in ("images", "labels")}
-    return _file_sha256(p, EXPECTED)
-
-
-def _file_sha256(path, expected):
+        return {k: _idx_sha256(_find_idx(p, k, spec_file), rank)
+                for k, rank in (("images", 3), ("labels", 1))}
     digest = hashlib.sha256()
-    with open_regular(path, expected) as f:
-        for block in iter(lambda: _guarded(path, lambda: f.read(1 << 20)), b""):
-            digest.update(block)
+    with _npz(p) as (zf, members):
+        for m in members:
+            digest.update(f"{m.name}\0".encode())
+            try:
+                with zf.open(m.name) as f:
+                    _hash_blocks(digest, p, f, m.header_bytes + m.data_bytes + 1)
+            except zipfile.BadZipFile as err:
+                raise InputError(p, m.name, f"corrupt: {err}") from None
     return digest.hexdigest()
+
+
+def _idx_sha256(path, rank):
+    digest = hashlib.sha256()
+    with _open_idx(path) as f:
+        dims = _read_header(f, path, rank)
+        digest.update(_header_bytes(dims, rank))
+        _hash_blocks(digest, path, f, math.prod(dims) + 1)
+    return digest.hexdigest()
+
+
+def _header_bytes(dims, rank):
+    return b"\x00\x00\x08" + bytes([rank]) + b"".join(d.to_bytes(4, "big") for d in dims)
+
+
+def _hash_blocks(digest, path, f, limit):
+    """Feed `digest` up to `limit` bytes of `f`, a block at a time."""
+    while limit > 0:
+        block = _guarded(path, lambda: f.read(min(1 << 20, limit)))
+        if not block:
+            return
+        digest.update(block)
+        limit -= len(block)
 
 
 def check_pair(x, y, images, labels):

@@ -102,7 +102,7 @@ class Spec:
 
     @functools.cached_property
     def data_sha256(self):
-        """The sha256 of the data file(s) the spec reads (spec.data.data_digest), or None:
+        """The sha256 of the data in the file(s) the spec reads (spec.data.data_digest), or None:
         read once per Spec, as the hash is asked for by every job and report."""
         return data_digest(self.data, self.file)
 
