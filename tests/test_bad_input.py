@@ -327,6 +327,29 @@ def test_mnist_npz(tmp_path, digits28):
                  "--quiet"]) == 0
 
 
+@pytest.mark.parametrize("examples", [1, 2])
+def test_batchnorm_on_an_mnist_file_of_one_example(tmp_path, capsys, examples):
+    """Without batch_size or examples the batch is the whole file: one example is a batch of
+    one, which BatchNorm cannot normalise (each value is its own mean). Known from the file's
+    headers as the spec is read: exit 2 naming the layer, nothing written."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "one.npz", x=rng.integers(0, 256, (examples, 784)).astype(np.uint8),
+             y=np.arange(examples) % 10)
+    spec = tmp_path / "bn.toml"
+    spec.write_text('name = "bn"\ninput_shape = [784]\n[data]\nsource = "mnist"\n'
+                    'path = "one.npz"\n[[layers]]\ntype = "dense"\nunits = 4\n[[layers]]\n'
+                    'type = "batchnorm"\n[[layers]]\ntype = "dense"\nunits = 10\n'
+                    '[loss]\ntype = "softmax_cross_entropy"\n')
+    out = tmp_path / "out"
+    status = main(["check", str(spec), "--frameworks", "numpy", "--quiet", "--save", str(out)])
+    if examples == 1:
+        err = capsys.readouterr().err.strip()
+        assert status == 2 and len(err.splitlines()) == 1 and "layers[1].type" in err
+        assert "batch of one" in err and not out.exists()
+    else:
+        assert status == 0
+
+
 @pytest.mark.parametrize("corruption", ["magic", "truncated", "gzip", "missing", "labels_count"])
 def test_corrupt_mnist(tmp_path, capsys, digits28, corruption):
     images, labels = digits28

@@ -27,6 +27,7 @@ def figure(folder, index, seconds):
 # the harness's own manners (cli.main): SIGTERM and SIGHUP raise Stopped, the interruption
 # is one line and 128 + N
 HARNESS = """
+import signal
 import sys
 import time
 from crossgrad.harness.cli import Stopped, _signals_stop
@@ -34,6 +35,8 @@ from crossgrad.harness.report import drawing
 import slow
 
 folder, seconds = sys.argv[1], float(sys.argv[2])
+# as in a terminal: under nohup SIGHUP is ignored, and crossgrad rightly leaves it so
+signal.signal(signal.SIGHUP, signal.SIG_DFL)
 with _signals_stop():
     try:
         with drawing.rendering(processes=2):
@@ -101,6 +104,22 @@ def _end_group(proc):
     except ProcessLookupError:
         pass
     return proc.communicate()[1]
+
+
+def test_a_hangup_ignored_by_nohup_stays_ignored():
+    """Under `nohup crossgrad run ...` SIGHUP is ignored, and crossgrad leaves it so (it takes
+    over a signal only where it has the default action): closing the terminal must not stop
+    a run the user detached from it."""
+    from crossgrad.harness.cli import _signals_stop
+    saved = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with _signals_stop():
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        with _signals_stop():
+            assert signal.getsignal(signal.SIGHUP) not in (signal.SIG_DFL, signal.SIG_IGN)
+    finally:
+        signal.signal(signal.SIGHUP, saved)
 
 
 @pytest.mark.parametrize("state", SECONDS)

@@ -3,6 +3,7 @@ spec hash, and end to end: built-in layers re-declared as plugins agree bit for 
 missing methods skip, raising or wrong plugins fail only their framework, a wrong NumPy
 backward is caught by finite differences."""
 import hashlib
+import importlib
 import json
 import shutil
 import sys
@@ -17,7 +18,7 @@ from crossgrad.harness import registry
 from crossgrad.harness.cli import main
 from crossgrad.harness.run import jobs, manifest, worker
 from crossgrad.harness.run.executor import LocalExecutor
-from crossgrad.harness.spec import load_spec
+from crossgrad.harness.spec import load_spec, plugins as plugin_code
 
 from conftest import BY_THE_NUMBERS, FRAMEWORKS
 
@@ -359,6 +360,32 @@ def test_the_spec_hash_follows_the_plugin_code(tmp_path):
     plugin = tmp_path / "swish_variants.py"
     plugin.write_text(plugin.read_text().replace("(1 - s)", "(1.0 - s)"))
     assert before == again != load_spec(path).hash
+
+
+def test_a_module_plugin_hashes_the_code_it_runs(tmp_path, monkeypatch):
+    """A module plugin's digest covers its whole top-level package and the modules beside it
+    that it imports (followed through theirs): editing `pkg/common.py`, which `pkg.layers`
+    imports, or `blocks.py` beside the package, changes it; a file nothing imports does not."""
+    root = tmp_path / "root"
+    (root / "cg_hash_pkg").mkdir(parents=True)
+    (root / "cg_hash_pkg" / "__init__.py").write_text("")
+    (root / "cg_hash_pkg" / "common.py").write_text("K = 1\n")
+    (root / "cg_hash_pkg" / "layers.py").write_text(
+        "import math\nfrom cg_hash_pkg.common import K\nimport cg_hash_blocks\n")
+    (root / "cg_hash_blocks.py").write_text("import cg_hash_deeper\n")
+    (root / "cg_hash_deeper.py").write_text("D = 2\n")
+    (root / "cg_hash_unrelated.py").write_text("U = 3\n")
+    monkeypatch.syspath_prepend(str(root))
+    module = importlib.import_module("cg_hash_pkg.layers")
+    files = {f.relative_to(root.resolve()).as_posix() for f in plugin_code._module_files(module)}
+    assert files == {"cg_hash_pkg/__init__.py", "cg_hash_pkg/common.py", "cg_hash_pkg/layers.py",
+                     "cg_hash_blocks.py", "cg_hash_deeper.py"}
+    before = plugin_code._module_digest(module)
+    for name in ("cg_hash_pkg/common.py", "cg_hash_deeper.py", "cg_hash_unrelated.py"):
+        (root / name).write_text((root / name).read_text() + "# edited\n")
+        now = plugin_code._module_digest(module)
+        assert (now == before) == (name == "cg_hash_unrelated.py"), name
+        before = now
 
 
 def test_a_worker_refuses_a_plugin_changed_after_the_spec_was_read(tmp_path):

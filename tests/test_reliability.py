@@ -303,9 +303,10 @@ def beside(folder):
 MOUNTED = """
 import os, subprocess, sys
 from crossgrad.harness.cli import main
+from crossgrad.harness.run import ownership
 subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "none", "vol"], check=True)
 if sys.argv[1] == "unrefused":  # as if the mount point had been missed: the swap meets it
-    os.path.ismount = lambda path: False
+    os.path.ismount, ownership._mount_points = (lambda path: False), set
 sys.exit(main(sys.argv[2:]))
 """
 
@@ -328,6 +329,30 @@ def test_a_mount_point_is_refused_and_a_swap_it_stops_leaves_nothing(tmp_path, r
             in done.stderr, done.stderr
     assert beside(tmp_path) == ["vol"]  # nothing hidden beside it (the mount is gone with
     assert not list((tmp_path / "vol").iterdir())  # its namespace: vol is the empty folder)
+
+
+BIND_MOUNTED = """
+import subprocess, sys
+from crossgrad.harness.cli import main
+subprocess.run(["mount", "--bind", "kept.json", "out.json"], check=True)
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_file_bind_mounted_as_json_is_refused_before_any_work(tmp_path):
+    """A single file mounted into a container as --json cannot be replaced by a rename (EBUSY):
+    refused in one line, exit 2, before the work, and the mounted file's bytes kept. Its device
+    is its parent's (a bind mount from the same disk), so os.path.ismount misses it."""
+    if subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode:
+        pytest.skip("no private mount namespace here (unshare -rm)")
+    (tmp_path / "kept.json").write_text("")  # empty: a file crossgrad would otherwise replace
+    (tmp_path / "out.json").write_text("")
+    done = run_driver(tmp_path, BIND_MOUNTED, [*SAVE, "--json", "out.json"], "unshare", "-rm")
+    assert done.returncode == 2 and done.stderr.splitlines() == [
+        "crossgrad: out.json: is a mount point, which crossgrad cannot replace; name a file in "
+        "a mounted folder as --json"], done.stderr
+    assert (tmp_path / "kept.json").read_text() == "" and beside(tmp_path) == ["kept.json",
+                                                                             "out.json"]
 
 
 def test_a_failed_swap_puts_the_previous_output_back(tmp_path, monkeypatch, capsys):

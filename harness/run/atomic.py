@@ -26,8 +26,8 @@ import tempfile
 from pathlib import Path
 
 from ..errors import InputError
-from .ownership import (WHAT, claim_folder, entries_of, read_marker, remove_owned, unfinished,
-                        write_marker)
+from .ownership import (WHAT, claim_folder, entries_of, read_marker, refuse_mount_point,
+                        remove_owned, unfinished, write_marker)
 
 AT_FDCWD, RENAME_NOREPLACE, RENAME_EXCHANGE = -100, 1, 2
 
@@ -62,14 +62,6 @@ def atomic_dir(path, kind="output", flag="--out"):
     except BaseException:
         _remove_made(tmp, made)  # not yet swapped into place: still the temporary
         raise
-
-
-def refuse_mount_point(path, flag):
-    """A mount point (a Docker volume, a mounted disk) cannot be renamed, so a new output could
-    never be swapped into its place: bad input, before anything is written."""
-    if os.path.ismount(path):
-        raise InputError(path, None, f"is a mount point, which crossgrad cannot replace; "
-                                     f"name a folder inside it as {flag}")
 
 
 @contextlib.contextmanager

@@ -27,6 +27,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import stat
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path, PurePosixPath
@@ -167,9 +168,7 @@ def claim_folder(path, flag, kind=None):
     another kind than `kind` (default: any kind `flag` writes)."""
     target = _real(_resolved(path, flag))
     _refuse_special(path, target, flag)
-    if os.path.ismount(target):  # a volume cannot be renamed away, so never replaced whole
-        raise InputError(path, None, f"is a mount point, which crossgrad cannot replace; "
-                                     f"name a folder inside it as {flag}")
+    refuse_mount_point(path, flag, target)
     if not target.exists():
         _refuse_unwritable_parent(path, target, flag)
         return target
@@ -222,6 +221,30 @@ def overlap(a, b):
     return a.startswith(b) or b.startswith(a)
 
 
+def refuse_mount_point(path, flag, target=None):
+    """A mount point (a Docker volume, a mounted disk, a file bind-mounted into a container)
+    cannot be renamed away, so a new output could never be swapped into its place: bad input,
+    before any work. `target`: `path` resolved, if known."""
+    target = Path(os.path.realpath(target or path))  # as mountinfo lists it: absolute, real
+    if os.path.ismount(target) or str(target) in _mount_points():
+        inside = "a folder inside it" if target.is_dir() else "a file in a mounted folder"
+        raise InputError(path, None, f"is a mount point, which crossgrad cannot replace; "
+                                     f"name {inside} as {flag}")
+
+
+def _mount_points():
+    """Every mount point of this process (Linux: /proc/self/mountinfo's fifth field, its
+    spaces and tabs written as octal escapes). os.path.ismount compares a path's device with
+    its parent's, which a file bind-mounted from the same disk shares."""
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return set()
+    unescape = functools.partial(re.sub, r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)))
+    return {unescape(line.split(" ")[4]) for line in lines if line.count(" ") >= 4}
+
+
 def claim_file(path, flag, ours=None, whose="a JSON document crossgrad wrote"):
     """-> where to write the file for `flag` (--json): "-" for standard output, the path of a
     device or pipe as given (written straight into, never replaced), else the file with links
@@ -243,6 +266,8 @@ def claim_file(path, flag, ours=None, whose="a JSON document crossgrad wrote"):
     if mode is not None and not stat.S_ISREG(mode):
         return Path(path)
     target = _resolved(path, flag)
+    if mode is not None:  # a file mounted there could not be replaced by a rename
+        refuse_mount_point(path, flag, target)
     if mode is None:
         _refuse_unwritable_parent(path, target, flag)
     elif not os.access(target, os.W_OK):

@@ -159,8 +159,8 @@ def parse_batchnorm(t, layer, ctx):
     if not layer["in_shape"]:
         raise t.error("type", "batchnorm needs at least one input axis")
     if ctx.get("batch") == 1 and math.prod(layer["in_shape"][:-1]) == 1:
-        raise t.error("type", "batchnorm needs more than one value per channel in a batch "
-                              "(batch_size is 1)")
+        raise t.error("type", "batchnorm needs more than one value per channel in a batch, "
+                              "and a batch of one example has one")
     layer["eps"] = t.float("eps", 1e-5, above=0.0)
     # momentum: weight of the NEW batch statistic (PyTorch's meaning; Keras' is 1 - this).
     layer["momentum"] = t.float("momentum", 0.1, min=0.0, max=1.0)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .mnist import load_mnist, mnist_digest
+from .mnist import load_mnist, mnist_digest, mnist_sizes
 from .precision import rounded
 
 CLASSIFICATION, REGRESSION = "classification", "regression"
@@ -66,6 +66,17 @@ def parse_data(table, input_shape):
         source, data.get("classes"))
     table.finish()
     return data
+
+
+def first_batch(data, spec_file):
+    """The batch size the layers will see, where it is known as the spec is read: the
+    batch_size, else the whole data set (`examples`, or an MNIST file's count from its
+    headers), None for a bundled or drawn set without `examples` (hundreds of examples)."""
+    if data["batch_size"] or data.get("examples"):
+        return data["batch_size"] or data["examples"]
+    if data["source"] == "mnist":  # a file of one example is a batch of one
+        return mnist_sizes(data["path"], spec_file)[0]
+    return None
 
 
 def data_digest(data, spec_file):

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from .data import CLASSIFICATION, data_digest, parse_data
+from .data import CLASSIFICATION, data_digest, first_batch, parse_data
 from ..errors import InputError
 from .limits import AXES, NAME_CHARS, NESTING, SPEC_BYTES, STEPS
 from .catalog import parse_layers, walk
@@ -224,7 +224,7 @@ def parse_spec(raw, file, default_name):
     data = parse_data(top.table("data", required=True), input_shape)
     plugins, plugin_parsers = load_plugins(top)
     ctx = {"input": data["input"], "vocab": data.get("vocab"),
-           "batch": data["batch_size"] or data.get("examples"), "plugins": plugin_parsers}
+           "batch": first_batch(data, file), "plugins": plugin_parsers}
     layers, out_shape = parse_layers(top.tables("layers", required=True), input_shape, "", ctx)
     loss = _parse_loss(top.table("loss", required=True), data, out_shape)
     optimizer = _parse_optimizer(top.table("optimizer") or Table(file, "optimizer", {}))

@@ -192,15 +192,61 @@ def _root(name):
 
 
 def _module_files(module):
+    """The files of the user's code a module plugin runs, sorted: its top-level package
+    whole (a change to `pkg/common.py` changes `pkg.layers` as much as one to its own file),
+    and, followed through their `import` statements, the modules beside it on the same
+    sys.path entry (`import blocks` next to a top-level `my_layers.py`). A package installed
+    in site-packages is hashed whole, and the other installed packages it imports not at all
+    (their versions are in the manifest)."""
     file = getattr(module, "__file__", None)
     if not file:
         return []
-    file = Path(file)
-    return sorted(file.parent.rglob("*.py")) if file.name == "__init__.py" else [file]
+    root, top = Path(_root(module.__name__)), module.__name__.partition(".")[0]
+    own = Path(file).resolve()
+    pending = [own] + (sorted((root / top).rglob("*.py")) if own.parent != root else [])
+    found = set()
+    while pending:
+        path = pending.pop()
+        if path in found:
+            continue
+        found.add(path)
+        if not _installed(root):
+            pending += [f for name in _imported_names(path) for f in _files_of(root, name)]
+    return sorted(found)
+
+
+def _files_of(root, name):
+    """The .py files of top-level module `name` under `root`: a package's every file.
+    crossgrad itself is not the plugin's code (its version keys every result)."""
+    package, single = root / name, root / f"{name}.py"
+    if name == "crossgrad":
+        return []
+    if (package / "__init__.py").is_file():
+        return sorted(package.rglob("*.py"))
+    return [single] if single.is_file() else []
+
+
+def _installed(root):
+    return Path(root).name in ("site-packages", "dist-packages")
+
+
+def _imported_names(path):
+    """The top-level names a file's absolute imports name (`import a.b`, `from a import b`)."""
+    try:
+        tree = ast.parse(path.read_bytes())
+    except (SyntaxError, ValueError, OSError):
+        return []  # it imported, so this is not the module itself: nothing more to follow
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.partition(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            names.add(node.module.partition(".")[0])
+    return sorted(names)
 
 
 def _module_digest(module):
-    """sha256 over the module's source (a package: every .py file under it)."""
+    """sha256 over the code a module plugin runs (_module_files): each file's path and bytes."""
     h = hashlib.sha256(module.__name__.encode())
     for file in _module_files(module):
         h.update(str(file).encode() + b"\0" + file.read_bytes())
