@@ -210,12 +210,16 @@ def test_training_keeps_its_bits_with_the_vanishing_penalty(framework, dtype, mo
         assert bits(fast[1][name]) == bits(value), name
 
 
+@pytest.mark.parametrize("batch_size", [None, 1], ids=["spec_batch", "batch_1"])
 @pytest.mark.parametrize("name", sorted(plain_numpy.NETWORKS))
-def test_the_plain_numpy_loop_is_the_implementations_math(name):
+def test_the_plain_numpy_loop_is_the_implementations_math(name, batch_size):
     """One SGD step (mnist_mlp: with L1 and L2) of the plain loop and of the implementation,
-    from the same weights on the same batch: the same loss, norms and new weights."""
+    from the same weights on the same batch: the same loss, norms and new weights. A batch of
+    one takes both through their outer products."""
     impl = registry.load("numpy")
     spec = zoo_spec(name, dtype="float64")
+    if batch_size:
+        spec = spec.with_overrides(**{"data.batch_size": batch_size})
     inputs = Inputs(spec, steps=1)
     model = impl.model.build_model(spec.for_impls())
     impl.model.set_params(model, inputs.params, inputs.state)

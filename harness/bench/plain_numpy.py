@@ -2,13 +2,14 @@
 
 Every buffer is allocated once for the batch size and reused (`out=`, in place); the
 softmax is fused with the cross-entropy gradient ((softmax(z) - onehot(y)) / B, never
-log-probabilities on the way back); the loss, the global gradient norm and one norm per
-layer are kept in arrays and returned at the end. The same math as the spec (softmax
-cross-entropy on class ids, mean; L1/L2 on the weight matrices when the spec asks;
-clipping by the global norm; SGD) with simple random initial weights: the baseline
-`crossgrad bench --step-time` times the NumPy implementation against. The convolutional,
-recurrent and attention networks have no plain NumPy loop here (their backward by hand is
-what impls/numpy_manual/layers.py is).
+log-probabilities on the way back); a batch of one takes each weight gradient h^T dh as
+an outer product (NumPy's matmul runs a slow loop when the inner size is 1); the loss,
+the global gradient norm and one norm per layer are kept in arrays and returned at the
+end. The same math as the spec (softmax cross-entropy on class ids, mean; L1/L2 on the
+weight matrices when the spec asks; clipping by the global norm; SGD) with simple random
+initial weights: the baseline `crossgrad bench --step-time` times the NumPy
+implementation against. The convolutional, recurrent and attention networks have no
+plain NumPy loop here (their backward by hand is what impls/numpy_manual/layers.py is).
 """
 import math
 
@@ -61,7 +62,8 @@ def step(plain, x, y, buf):
     z *= 1.0 / batch
     dh[last] = z
     for i in range(last, -1, -1):                    # backward
-        np.matmul((x if i == 0 else h[i - 1]).T, dh[i], out=buf["gW"][i])
+        a = (x if i == 0 else h[i - 1]).T            # (in, B) @ (B, out); B = 1: an outer
+        (np.multiply if batch == 1 else np.matmul)(a, dh[i], out=buf["gW"][i])  # product
         dh[i].sum(0, out=buf["gb"][i])
         if i:
             np.matmul(dh[i], ws[i][0].T, out=dh[i - 1])

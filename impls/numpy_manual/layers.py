@@ -149,6 +149,18 @@ def flatten(layer, dtype, native):
 
 # ---- dense and convolution -----------------------------------------------------------------
 
+def rows_outer(a, b):
+    """a^T b, a (N, in) and b (N, out) -> (in, out): the sum over the N rows of their outer
+    products. For one row (a batch of one) each entry is one product, and NumPy's matmul takes
+    its slow loop for that shape (22 us for 64 x 300; 6 us as an outer product). A matrix
+    product's sum starts at +0, so a product that is -0 comes out +0: the same here."""
+    if len(a) != 1:
+        return a.T @ b
+    out = np.multiply.outer(a[0], b[0])
+    out += 0.0  # -0 -> +0; every other value unchanged
+    return out
+
+
 def dense(layer, dtype, native):
     """y = x W + b on the last axis: x (B, ..., in), W (in, out), b (out,), y (B, ..., out)
 
@@ -164,7 +176,7 @@ def dense(layer, dtype, native):
 
     def gradients(p, x, dy):
         x2, dy2 = x.reshape(-1, x.shape[-1]), dy.reshape(-1, dy.shape[-1])  # (N, in), (N, out)
-        grads = {"W": x2.T @ dy2}
+        grads = {"W": rows_outer(x2, dy2)}
         if use_bias:
             grads["b"] = dy2.sum(0)
         return grads
