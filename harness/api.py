@@ -14,7 +14,7 @@ compare.results.assemble_check.
 import pandas as pd
 
 from .ablation import causes
-from .compare import hvp, precision
+from .compare import control, hvp, precision
 from .compare.pitfalls import native_is_aligned
 from .compare.results import (CheckResult, TrainResult, assemble_check, assemble_train,
                               explain_branches)
@@ -61,7 +61,23 @@ def check(specs, *, frameworks=None, executor=None, on_result=None, cache=None, 
         if i in references:
             precision.attach(out.models[-1], spec, results, references[i], matmul_precision)
         out.saved[(spec.name, spec.dtype)] = (inputs, results)
+    _controlled(out, prepared, per_model, references, job, executor, cache, on_result)
     return out
+
+
+def _controlled(out, prepared, per_model, references, job, executor, cache, on_result):
+    """The models with a failing pair, judged against the control (compare/control.py):
+    NumPy one format wider, run for them alone, after every other job."""
+    asked = [i for i, m in enumerate(out.models) if i not in references
+             and m["dtype"] in control.WIDER and control.failing(m)]
+    wider = {i: control.control_dtype(out.models[i]["dtype"]) for i in asked}
+    runnable = [i for i in asked if wider[i]]
+    ran = dict(zip(runnable, run_jobs(
+        [reference_job(job(*prepared[i], registry.REFERENCE), wider[i],
+                       control.perturbation(prepared[i][0])) for i in runnable],
+        executor, cache, on_result))) if runnable else {}
+    for i in asked:
+        control.attach(out.models[i], prepared[i][0], per_model[i], ran.get(i))
 
 
 def train(specs, *, frameworks=None, native=False, steps=None, executor=None, on_result=None,

@@ -307,17 +307,22 @@ class BatchCenter:
 def test_a_plugin_declares_gradients_zero_by_construction(tmp_path, capsys, layers, zero):
     """A bias right before a layer that cancels it gets rounding noise for its gradient in
     every framework: compared against the model's largest gradient where the plugins say
-    so (shifts, cancels_shifts), as for the built-in dense and BatchNorm; else noise
-    against noise fails."""
+    so (shifts, cancels_shifts), as for the built-in dense and BatchNorm. Undeclared, noise
+    against noise fails the pair, and the control one format wider (compare/control.py)
+    measures it as noise: PASS*, the row saying so and what to declare."""
     (tmp_path / "mine.py").write_text(CANCELLING)
     body = spec("cancel", [*layers, {"type": "tanh"}, dense(10)], [64], DIGITS, ["mine.py"])
     out = tmp_path / "out.json"
     code = main(["check", str(write(tmp_path, body)), "--frameworks", "numpy,torch", "--quiet",
                  "--json", str(out)])
-    rows = [r for r in json.loads(out.read_text())["models"][0]["comparisons"]
-            if r["param"] == "0.b"]
-    assert code == (0 if zero else 1), capsys.readouterr().out
-    assert all("zero by construction" in r.get("note", "") for r in rows) == bool(zero)
+    model = json.loads(out.read_text())["models"][0]
+    rows = [r for r in model["comparisons"] if r["param"] == "0.b"]
+    assert code == 0, capsys.readouterr().out
+    assert all(r.get("note", "").startswith("zero by construction (") for r in rows) == bool(zero)
+    assert ("amplified" in model) == (not zero)
+    if not zero:
+        assert all(r["status"] == "amplified" and r["note"].startswith("rounding noise")
+                   and "zero_gradients" in r["note"] for r in rows)
 
 
 # ---- the spec side -----------------------------------------------------------------------------

@@ -131,3 +131,35 @@ def test_a_reason_found_before_stands_and_the_layernorm_is_named(tmp_path_factor
     assert structural_zeros(crossgrad.load(_written(tmp_path_factory, spec(
         "bn_ln2", [6, 2], SEQUENCES, layers))).layers) == \
         {"0.b": "a bias right before BatchNorm: the batch mean cancels it"}
+
+
+def test_finite_differences_of_a_zero_by_construction_use_the_model_s_largest_norm():
+    """Probed, a zero by construction is rounding noise against rounding noise: the row's error
+    is relative to the model's largest gradient norm of the other tensors (and says so), as its
+    pairwise rows are; every other tensor's stays relative to its own norm. A float64 BatchNorm
+    fed 10 +- 0.01 (three digits cancel in x - mean) failed on its bias's noise before."""
+    import numpy as np
+    from crossgrad.harness.compare.finite_diff import TOLERANCE, finite_differences
+    from crossgrad.harness.spec.probes import H0, LEVELS, RATIO
+    rng = np.random.default_rng(0)
+    grads = {"0.W": rng.standard_normal((3, 4)), "0.b": 3e-12 * rng.standard_normal(4),
+             "1.gamma": 1e-3 * rng.standard_normal(4)}
+    hs = H0 / RATIO ** np.arange(LEVELS)
+    probes, values = [], []
+    for name in grads:  # a loss whose true slope along each direction is 0: noise-free
+        direction = np.zeros_like(grads[name])
+        direction.flat[0] = 1.0
+        probes.append((name, direction))
+        values.append([2.3] * (2 * len(hs)))
+    result = {"status": "ok", "grads": grads, "loss": 2.3, "fd_values": values}
+    zeros = {"0.b": "a bias right before BatchNorm: the batch mean cancels it"}
+    rows = {r["param"]: r for r in finite_differences({"numpy": result}, probes, zeros)}
+    largest = float(np.linalg.norm(grads["0.W"]))
+    for name, row in rows.items():
+        norm = largest if name in zeros else float(np.linalg.norm(grads[name]))
+        expected = abs(row["numeric"] - row["analytic"]) / (norm + 3 * row["numeric_err"] / TOLERANCE)
+        assert row["rel_err"] == pytest.approx(expected, rel=1e-12), name
+        assert ("zero by construction" in row.get("note", "")) == (name in zeros)
+    assert rows["0.b"]["passed"]
+    own = finite_differences({"numpy": result}, probes)  # judged against its own noise
+    assert not next(r for r in own if r["param"] == "0.b")["passed"]

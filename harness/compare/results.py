@@ -80,8 +80,9 @@ def assemble_check(spec, inputs, results, names, missing, tol=None):
             frameworks[fw].update(gradients=r["gradients"], gradients_reason=r["gradients_reason"])
     # a framework without gradients has none to pair: its loss is compared, and numpy
     # (the only one that can lack them) comes first in every pair
-    comparisons = pairwise(results, spec.dtype, structural_zeros(spec.layers), tol)
-    fd = _finite_differences(results, inputs.probes)
+    zeros = structural_zeros(spec.layers)
+    comparisons = pairwise(results, spec.dtype, zeros, tol)
+    fd = _finite_differences(results, inputs.probes, zeros)
     layers = layer_rows(spec.layers, results)  # they explain a failure, they do not judge
     failed = [fw for fw in names if frameworks[fw]["status"] == "failed"]
     undefined = not_finite(frameworks)
@@ -136,7 +137,7 @@ def _original(fw, spec):
     return {"model_framework": spec.original["framework"], "model_file": spec.original["file"]}
 
 
-def _finite_differences(results, probes):
+def _finite_differences(results, probes, zeros):
     """Each framework's loss probed against its own gradient; a framework without gradients
     (a plugin without numpy_backward) probes its loss against the first framework's that
     has them, and its rows say whose ("gradient_from")."""
@@ -144,7 +145,7 @@ def _finite_differences(results, probes):
                   and "gradients" not in results[fw]), None)
     lent = {fw: dict(r, grads=results[donor]["grads"]) if donor else dict(r, status="no grads")
             for fw, r in results.items() if r.get("status") == "ok" and "gradients" in r}
-    rows = finite_differences(dict(results, **lent), probes)
+    rows = finite_differences(dict(results, **lent), probes, zeros)
     for row in rows:
         if row["framework"] in lent:
             row["gradient_from"] = donor

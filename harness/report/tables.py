@@ -51,12 +51,15 @@ def check_table(models):
 
 
 def check_result(m):
-    """PASS, FAIL, UNCHECKED (nothing disagreed, but nothing was compared either:
-    results.unchecked says why) or NOT FINITE (the loss is nan or inf in every framework:
-    results.not_finite)."""
+    """PASS, PASS* (pairs beyond the tolerance, each within rounding's level against the
+    control one format wider: compare/control.py), FAIL, UNCHECKED (nothing disagreed, but
+    nothing was compared either: results.unchecked says why) or NOT FINITE (the loss is nan
+    or inf in every framework: results.not_finite)."""
     if m.get("not_finite"):
         return "NOT FINITE"
-    return "UNCHECKED" if m.get("unchecked") else "PASS" if m["passed"] else "FAIL"
+    if m.get("unchecked"):
+        return "UNCHECKED"
+    return ("PASS*" if m.get("amplified") else "PASS") if m["passed"] else "FAIL"
 
 
 def _status(info):
@@ -80,7 +83,9 @@ def _notes(m):
     bad = [c for c in m["comparisons"] if not c["passed"]]
     for c in sorted(bad, key=lambda c: -c["rel_err"])[:3]:
         notes.append(f"  {m['name']} {m['dtype']}: {c['a']} vs {c['b']} disagree on "
-                     f"{c['param']}: rel err {fmt(c['rel_err'])}")
+                     f"{c['param']}: rel err {fmt(c['rel_err'])}"
+                     + (f"; {c['note']}" if "control" in c else ""))
+    notes += [f"  {m['name']} {m['dtype']}: {line}" for line in control_lines(m)]
     notes += [f"  {m['name']} {m['dtype']}: {parting_line(p)}" for p in m.get("first_parting", [])]
     for r in [r for r in m["finite_difference"] if r["status"] == "mismatch"][:3]:
         notes.append(f"  {m['name']}: finite differences disagree with {r['framework']} on "
@@ -92,6 +97,20 @@ def _notes(m):
         notes.append(f"  {m['name']}: {len(kinks)} finite-difference probes cross a kink "
                      f"(loss not differentiable there), e.g. {kinks[0]['param']}")
     return notes
+
+
+def control_lines(m):
+    """What the control one format wider said (compare/control.py): why a model is PASS*,
+    or why there was none."""
+    control = m.get("control") or {}
+    if control.get("status") == "failed":
+        return [f"no control in a wider format: {control['error']}"]
+    if m.get("amplified"):
+        worst = max((c for c in m["comparisons"] if c.get("status") == "amplified"),
+                    key=lambda c: c["rel_err"])
+        return [f"PASS*: {m['amplified']}; e.g. {worst['a']} vs {worst['b']} on "
+                f"{worst['param']}: rel err {fmt(worst['rel_err'])}, {worst['note']}"]
+    return []
 
 
 def sampled(m):
@@ -108,8 +127,11 @@ def check_footer(models):
     idle = sum(bool(m.get("unchecked")) for m in models)
     undefined = sum(bool(m.get("not_finite")) for m in models)
     passed = sum(m["passed"] for m in models) - idle  # an unchecked model passed: it shows so
-    counts = (f"{len(models)} checks: {passed} passed, "
-              f"{len(models) - passed - idle - undefined} failed"
+    starred = sum(bool(m["passed"] and m.get("amplified")) for m in models)
+    counts = (f"{len(models)} checks: {passed} passed"
+              + (f" ({starred} PASS*: rounding amplified, against a wider format)"
+                 if starred else "")
+              + f", {len(models) - passed - idle - undefined} failed"
               + (f", {idle} unchecked" if idle else "")
               + (f", {undefined} with a loss not finite" if undefined else ""))
     return (f"{counts} (pairwise: float64 <= {PAIRWISE['float64']:g}, float32 <= {PAIRWISE['float32']:g}; "

@@ -25,7 +25,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ..errors import InputError
 from .ownership import (WHAT, claim_folder, entries_of, read_marker, refuse_mount_point,
                         remove_owned, unfinished, write_marker)
 

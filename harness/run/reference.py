@@ -1,9 +1,10 @@
-"""The float64 reference of a check in another format (compare/precision.py).
+"""The float64 reference of a check in another format (compare/precision.py), and the
+control of a failing pair (compare/control.py): float64 for float32, long double for float64.
 
-NumPy computes the model in float64 from the very arrays every framework was given: the
-weights and data rounded once to the format (spec/precision.rounded), widened to float64,
+NumPy computes the model in the wider format from the very arrays every framework was
+given: the weights and data rounded once to the format (spec/precision.rounded), widened,
 which is exact. Its loss, gradients and layer values are those of the rounded model, to
-float64's 16 digits: what the frameworks would return with exact arithmetic.
+the wider format's digits: what the frameworks would return with exact arithmetic.
 """
 import hashlib
 
@@ -14,16 +15,21 @@ from ..registry import REFERENCE
 KIND = "float64 reference"
 
 
-def reference_job(job):
-    """The reference's job, cut from the check job of the same model (any framework's)."""
+def reference_job(job, dtype="float64", perturb=None):
+    """The reference's job, cut from the check job of the same model (any framework's), in
+    `dtype`: float64, or long double for the control of a float64 check (compare/control.py),
+    which also asks for its results at inputs moved by rounding (`perturb`, worker._perturbed)."""
     def wide(a):
         a = np.asarray(a)
-        return a if a.dtype.kind in "iub" else a.astype(np.float64)
+        return a if a.dtype.kind in "iub" else a.astype(dtype)
 
-    return dict(job, framework=REFERENCE, dtype="float64", spec=dict(job["spec"], dtype="float64"),
+    kind = KIND if dtype == "float64" else f"{dtype} reference"
+    tag = f"{kind}:{sorted(perturb.items())}" if perturb else kind  # its cache key's part
+    return dict(job, framework=REFERENCE, dtype=dtype, spec=dict(job["spec"], dtype=dtype),
                 params={k: wide(v) for k, v in job["params"].items()},
                 state={k: wide(v) for k, v in job["state"].items()},
                 x=wide(job["x"]), y=wide(job["y"]),
                 masks={k: wide(m) for k, m in job["masks"].items()},
-                probes=[], steps=None, order=1, matmul_precision=None, reference=KIND,
-                key=hashlib.sha256(f"{job['key']}:{KIND}".encode()).hexdigest()[:24])
+                probes=[], steps=None, order=1, matmul_precision=None, reference=kind,
+                perturb=perturb,
+                key=hashlib.sha256(f"{job['key']}:{tag}".encode()).hexdigest()[:24])

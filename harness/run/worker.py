@@ -148,7 +148,25 @@ def _check(impl, model, job, no_backward=None):
         result.update(_layer_values(impl, model, job))
     if job.get("order") == 2 and job["probes"]:  # check --order 2: H v along every probe
         result.update(_second_order(impl, model, job, no_backward))
+    if job.get("perturb") and not no_backward:  # the control's sensitivity (compare/control.py)
+        result["perturbed"] = _perturbed(impl, model, job, **job["perturb"])
     return result
+
+
+def _perturbed(impl, model, job, unit, count, seed):
+    """The loss and gradients again, `count` times, with every value that leaves a layer (its
+    output, dL/dx, its gradients) moved by a random relative `unit`, the unit roundoff of the
+    checked format: how far one rounding per layer moves each result, the network's
+    conditioning at this point. NumPy's model draws the moves (its spec's "jitter")."""
+    out = []
+    for i in range(count):
+        jittered = impl.model.build_model(dict(job["spec"], jitter={"unit": unit,
+                                                                    "seed": [seed, i]}))
+        impl.model.set_params(jittered, job["params"], job["state"])
+        loss, grads, state = impl.model.loss_and_gradients(jittered, job["x"], job["y"],
+                                                           job["masks"])
+        out.append({"loss": float(loss), "grads": _numpy(grads), "state": _numpy(state)})
+    return out
 
 
 def _probe_losses(impl, model, job):

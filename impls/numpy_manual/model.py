@@ -39,10 +39,13 @@ class Model:
     state: dict = field(default_factory=dict)
     computed_in: str = ""  # the spec's dtype, or float32 for bfloat16 (see the top)
     rounds: bool = field(init=False)  # what leaves a layer is rounded: set from the above
+    jitter: tuple = field(init=False)  # (unit, Generator) of the spec's "jitter", or None
 
     def __post_init__(self):
+        noise = self.spec.get("jitter")  # the harness's control (compare/control.py) only
+        self.jitter = (noise["unit"], np.random.default_rng(noise["seed"])) if noise else None
         # read about 20 times a step (stored, returned): a flag, not a compare of strings
-        self.rounds = self.computed_in != self.spec["dtype"]
+        self.rounds = self.computed_in != self.spec["dtype"] or self.jitter is not None
 
 
 COMPUTED_IN = {"bfloat16": "float32"}  # storage format -> the format NumPy computes it in
@@ -55,9 +58,16 @@ def build_model(spec, native=False):
 
 
 def stored(model, a):
-    """`a` rounded to the spec's dtype, kept in the format computed in (bfloat16: float32)."""
+    """`a` rounded to the spec's dtype, kept in the format computed in (bfloat16: float32).
+    With the spec's "jitter" {unit, seed}, each entry is moved by a random relative unit
+    instead: a rounding of every value that leaves a layer, drawn (the harness's control
+    measures how far such roundings move the results: compare/control.py)."""
     if not model.rounds or a is None or a.dtype.kind not in "fV":
         return a  # token ids, and the embedding's missing dx, pass
+    if model.jitter:
+        unit, rng = model.jitter
+        a = np.asarray(a)
+        return a + a * (rng.uniform(-1, 1, a.shape).astype(a.dtype) * a.dtype.type(unit))
     return np.asarray(a).astype(model.spec["dtype"]).astype(model.computed_in)
 
 

@@ -1,0 +1,209 @@
+"""The control of a failing pair: NumPy one format wider (compare/control.py).
+
+An ill-conditioned network (a BatchNorm fed values near 10 or 1000 that differ by hundredths:
+three or more digits cancel in x - mean) parts every pair of frameworks beyond the pairwise
+tolerance in float32 and in float64, though none computes anything else: against the
+control each is within rounding's level, and the model is PASS* (exit 0). A framework that
+does compute something else (a plugin off by a relative 1e-9, or 1e-3, in PyTorch alone)
+still fails, on the same ill-conditioned network too, and the note names it."""
+import json
+
+import numpy as np
+import pytest
+
+import crossgrad
+from crossgrad.harness import registry
+from crossgrad.harness.compare import control
+from crossgrad.harness.report.tables import check_result
+
+from conftest import FRAMEWORKS
+
+INSTALLED = [fw for fw in FRAMEWORKS if registry.installed(fw)]
+
+NUDGE = '''
+import crossgrad
+
+
+@crossgrad.layer("nudge")
+class Nudge:
+    """y = x, but PyTorch's is (1 + torch_error) x: a framework computing something else."""
+    keys = {"torch_error": 0.0}
+
+    def params(self, in_shape):
+        return {}
+
+    def out_shape(self, in_shape):
+        return in_shape
+
+    def numpy_forward(self, p, x):
+        return x, None
+
+    def numpy_backward(self, p, cache, dy):
+        return dy, {}
+
+    def torch(self, p, x):
+        return x * (1 + self.torch_error)
+
+    def tensorflow(self, p, x):
+        return x
+
+    def jax(self, p, x):
+        return x
+'''
+
+
+def spec(offset, torch_error=0.0):
+    """digits -> dense (init std 0.002, bias `offset`) -> batchnorm -> tanh -> nudge -> dense."""
+    return {"name": f"ill_{offset:g}_{torch_error:g}", "input_shape": [64],
+            "data": {"source": "digits", "batch_size": 32}, "plugins": ["nudge.py"],
+            "layers": [{"type": "dense", "units": 16, "init": {"type": "normal", "std": 0.002},
+                        "bias_init": {"type": "constant", "value": offset}},
+                       {"type": "batchnorm"}, {"type": "tanh"},
+                       {"type": "nudge", "torch_error": torch_error},
+                       {"type": "dense", "units": 10}],
+            "loss": {"type": "softmax_cross_entropy"}}
+
+
+CASES = {  # name: (bias offset, PyTorch's error, dtype)
+    "ill_float32": (10.0, 0.0, "float32"),
+    "ill_float64": (1000.0, 0.0, "float64"),
+    "bug_float64": (0.0, 1e-9, "float64"),
+    "bug_on_ill_float64": (1000.0, 1e-6, "float64"),
+    "bug_float32": (0.0, 1e-3, "float32"),
+}
+
+
+@pytest.fixture(scope="module")
+def checked(tmp_path_factory, executor):
+    if len(INSTALLED) < 3 or "torch" not in INSTALLED:
+        pytest.skip("needs PyTorch and two more frameworks")
+    folder = tmp_path_factory.mktemp("control")
+    (folder / "nudge.py").write_text(NUDGE)
+    specs = []
+    for name, (offset, error, dtype) in CASES.items():
+        path = folder / f"{name}.json"
+        path.write_text(json.dumps(dict(spec(offset, error), name=name)))
+        specs.append(crossgrad.load(path, dtype=dtype))
+    return {m["name"]: m for m in crossgrad.check(specs, executor=executor).models}
+
+
+@pytest.mark.parametrize("name", ["ill_float32", "ill_float64"])
+def test_an_ill_conditioned_network_is_pass_star_against_the_control(checked, name):
+    model = checked[name]
+    beyond = [c for c in model["comparisons"] if c.get("status") == "amplified"]
+    assert beyond, "the network no longer parts the pairs: make it worse conditioned"
+    assert model["passed"] and check_result(model) == "PASS*" and model["amplified"]
+    assert model["control"]["status"] == "ok"
+    for c in beyond:
+        measured = c["control"]
+        assert c["rel_err"] > (1e-5 if name.endswith("32") else 1e-12)
+        assert all(err <= measured["bound"] for err in measured["err"].values())
+        assert measured["bound"] == max(model["control"]["floor"],
+                                        control.SPREAD * measured["level"])
+        assert measured["level"] >= measured["sensitivity"] > 0  # rounding moves it: measured
+
+
+@pytest.mark.parametrize("name", ["bug_float64", "bug_on_ill_float64", "bug_float32"])
+def test_a_framework_computing_something_else_still_fails_and_is_named(checked, name):
+    model = checked[name]
+    assert not model["passed"] and check_result(model) == "FAIL"
+    failing = [c for c in model["comparisons"] if not c["passed"]]
+    assert failing and all("torch" in (c["a"], c["b"]) for c in failing)
+    for c in failing:
+        assert c["note"].startswith("torch parts from "), c["note"]
+        assert c["control"]["err"]["torch"] > c["control"]["bound"]
+
+
+def test_a_model_that_passes_runs_no_control(tmp_path, executor):
+    model = crossgrad.check([crossgrad.zoo("xor_2_2_1")], executor=executor).models[0]
+    assert model["passed"] and "control" not in model and check_result(model) == "PASS"
+
+
+def test_the_control_is_one_format_wider_where_there_is_one():
+    assert control.control_dtype("float32") == "float64"
+    wider = np.finfo(np.longdouble).nmant > np.finfo(np.float64).nmant
+    assert control.control_dtype("float64") == (np.dtype(np.longdouble).name if wider else None)
+    assert control.control_dtype("bfloat16") is None  # reduced precision: precision.py's
+
+
+def test_a_rounding_of_every_layer_s_values_moves_numpy_s_results_by_about_one_unit():
+    """The control's sensitivity draws (spec key "jitter"): a random relative move of at most
+    `unit` on each value leaving a layer, the same draws for the same seed."""
+    impl = registry.load("numpy")
+    body = crossgrad.zoo("digits_mlp").for_impls()
+    from crossgrad.harness.run.jobs import Inputs
+    inputs = Inputs(crossgrad.zoo("digits_mlp"), steps=1)
+    idx = inputs.batches[0]
+    runs = []
+    for jitter in (None, {"unit": 1e-10, "seed": [0, 0]}, {"unit": 1e-10, "seed": [0, 0]},
+                   {"unit": 1e-10, "seed": [0, 1]}):
+        model = impl.model.build_model(dict(body, jitter=jitter) if jitter else body)
+        impl.model.set_params(model, inputs.params, inputs.state)
+        runs.append(impl.model.loss_and_gradients(model, inputs.x[idx], inputs.y[idx], {}))
+    (loss, grads, _), same, again, other = runs
+    assert same[0] == again[0] and same[0] != loss and other[0] != same[0]
+    assert abs(same[0] - loss) <= 1e-8 * abs(loss)
+    for k, g in grads.items():
+        moved = np.max(np.abs(same[1][k] - g)) / np.max(np.abs(g))
+        assert 0 < moved < 1e-7, k
+
+
+def test_the_control_judges_each_failing_row_from_the_results_it_is_given():
+    """attach on made-up results, their rows from compare.pairwise: a loss-only framework (a
+    plugin without numpy_backward) is in the loss rows only; a zero by construction keeps
+    its note; a framework that failed keeps the model failed though its rows are amplified;
+    one far from the others is named; NumPy agreeing with the control (which runs its code)
+    while the others agree with each other is not refereed; no control says why."""
+    from types import SimpleNamespace
+    from crossgrad.harness.compare.pairwise import pairwise
+    layers = [{"type": "dense", "name": "0", "in_shape": [2], "use_bias": True,
+               "params": {"W": {}, "b": {}}},
+              {"type": "batchnorm", "name": "1", "in_shape": [3], "params": {}}]
+    spec = SimpleNamespace(dtype="float32", layers=layers)
+    zeros = {"0.b": "x"}
+    exact = {"loss": 1.0, "grads": {"0.W": np.ones((2, 3)), "0.b": np.zeros(3)}, "state": {}}
+    perturbed = [{"loss": 1.0 + 1e-6, "grads": {"0.W": np.ones((2, 3)) * (1 + 1e-6),
+                                                 "0.b": np.full(3, 1e-6)}, "state": {}}]
+    control_result = dict(exact, status="ok", perturbed=perturbed)
+
+    def near(e, f=None):
+        f = e if f is None else f
+        return {"status": "ok", "loss": 1.0 + e, "state": {},
+                "grads": {"0.W": np.ones((2, 3)) * (1 + f), "0.b": np.full(3, f)}}
+
+    def judged(results, control_result=control_result, failed=()):
+        rows = pairwise(results, "float32", zeros)
+        entry = {"comparisons": rows, "finite_difference": [], "passed": False,
+                 "frameworks": {fw: {"status": "failed" if fw in failed else "ok"}
+                                for fw in results}}
+        return control.attach(entry, spec, results, control_result)
+
+    loss_only = {"status": "ok", "loss": 1.0 + 2e-6, "gradients": "skipped", "grads": {},
+                 "state": {}}
+    spread = {"numpy": loss_only, "torch": near(3e-5), "tensorflow": near(-3e-5),
+              "jax": near(2e-5)}
+    model = judged(spread)
+    assert model["passed"] and model["amplified"] and check_result(model) == "PASS*"
+    amplified = [c for c in model["comparisons"] if c.get("status") == "amplified"]
+    assert amplified and all(c["passed"] for c in model["comparisons"])
+    zero_rows = [c for c in amplified if c["param"] == "0.b"]
+    assert zero_rows and all(c["note"].startswith("zero by construction (x)") and
+                             "; both within" in c["note"] for c in zero_rows)
+    assert {fw for c in amplified if c["param"] == "loss" for fw in c["control"]["err"]} >= \
+        {"numpy"}
+    broken = judged(spread, failed=("jax",))
+    assert not broken["passed"] and "amplified" not in broken
+    odd = judged(dict(spread, jax=near(-1e-3)))
+    assert not odd["passed"]
+    assert all("jax parts from" in c["note"] and "formula" not in c["note"]
+               for c in odd["comparisons"] if not c["passed"])
+    alone = judged({"numpy": near(2e-6), "jax": near(-1e-3)})  # nobody else to confirm numpy
+    assert all("jax parts from" in c["note"] and "a formula of numpy's" in c["note"]
+               for c in alone["comparisons"] if not c["passed"])
+    shared = judged({"numpy": near(1e-9), "torch": near(5e-3, 5e-3), "jax": near(5e-3, 5e-3)})
+    assert not shared["passed"]
+    assert all("numpy agrees with the control" in c["note"]
+               for c in shared["comparisons"] if not c["passed"])
+    none = judged(spread, None)
+    assert not none["passed"] and none["control"]["status"] == "failed"
+    assert none["control"]["error"]
