@@ -162,8 +162,8 @@ def test_the_control_judges_each_failing_row_from_the_results_it_is_given():
     spec = SimpleNamespace(dtype="float32", layers=layers)
     zeros = {"0.b": "x"}
     exact = {"loss": 1.0, "grads": {"0.W": np.ones((2, 3)), "0.b": np.zeros(3)}, "state": {}}
-    perturbed = [{"loss": 1.0 + 1e-6, "grads": {"0.W": np.ones((2, 3)) * (1 + 1e-6),
-                                                 "0.b": np.full(3, 1e-6)}, "state": {}}]
+    perturbed = [{"loss": 1.0 + 1e-5, "grads": {"0.W": np.ones((2, 3)) * (1 + 1e-5),
+                                                 "0.b": np.full(3, 1e-5)}, "state": {}}]
     control_result = dict(exact, status="ok", perturbed=perturbed)
 
     def near(e, f=None):

@@ -13,13 +13,13 @@ for a float64 one (x86-64: 64 significand bits against 53). Where there is none 
 double is float64 on the platform, or a layer has no long double form, e.g. SciPy's erf),
 the FAIL stands and says so. For each failing row, every framework's distance from the
 control (relative as the row is: to the control's largest entry; a zero by construction
-to the model's largest gradient entry), and **rounding's level** at that tensor: the
-larger of
-  - the sensitivity: how far the control moves when every value leaving a layer (output,
-    dL/dx, gradients) is moved at random by one unit roundoff of the checked format
-    (worker._perturbed; the largest of PERTURBATIONS draws), and
-  - the median distance of the frameworks from the control, where more than two ran
-    (rounding inside a layer, a sum's, is more than one rounding of its output).
+to the model's largest gradient entry), and **rounding's level** at that tensor: how far
+honest roundings of the control's own formula land from it. NumPy computes the model in
+the checked format (the frameworks' results include NumPy's, so once as checked) and
+PERTURBATIONS more times there with every value leaving a layer (output, dL/dx, gradients)
+also moved at random by one unit roundoff (worker._perturbed): each draw rounds inside
+every layer as the format does, and lands elsewhere. The level is the farthest of them.
+Only NumPy's formula sets it, never the frameworks being judged.
 
 - **amplified**: both frameworks within SPREAD x level (at least what the format gets
   right at this depth, precision.tolerance). The row passes; a model whose failing rows all
@@ -29,13 +29,14 @@ larger of
   or an unstable formula): the row stays failed and its note names it.
 - NumPy's code is the control's: where NumPy agrees with the control and the others agree
   with each other but not with it, NumPy's formula and theirs differ (a wrong hand-written
-  backward), which the control cannot referee: the row stays failed and says so.
+  backward), which the control cannot referee: the row stays failed and says so, as it
+  does where NumPy is in the pair and no other framework is near the control.
 """
 import numpy as np
 
 from ..registry import REFERENCE
 from ..spec.precision import UNIT_ROUNDOFF
-from .pairwise import max_errors
+from .pairwise import max_errors, worst
 from .precision import SAFETY, tolerance
 from .zeros import structural_zeros
 
@@ -57,7 +58,8 @@ def control_dtype(dtype):
 
 def perturbation(spec):
     """What the control's job computes again (run/reference.reference_job's `perturb`)."""
-    return {"unit": UNIT_ROUNDOFF[spec.dtype], "count": PERTURBATIONS, "seed": spec.seed}
+    return {"dtype": spec.dtype, "unit": UNIT_ROUNDOFF[spec.dtype], "count": PERTURBATIONS,
+            "seed": spec.seed}
 
 
 def failing(entry):
@@ -88,7 +90,7 @@ def attach(entry, spec, results, control):
         moved = max(_distance(exact, _tensor(p, row), scale) for p in control["perturbed"])
         far = {fw: _distance(exact, _tensor(r, row), scale) for fw, r in results.items()
                if r.get("status") == "ok" and _tensor(r, row) is not None}
-        level = max(moved, float(np.median(list(far.values()))) if len(far) > 2 else 0.0)
+        level = max(moved, far.get(REFERENCE, 0.0))
         bound = max(floor, SPREAD * level)
         pair = {fw: far[fw] for fw in (row["a"], row["b"])}
         row["control"] = {"err": pair, "sensitivity": moved, "level": level, "bound": bound}
@@ -133,9 +135,8 @@ def _judged(row, pair, far, mutual, level, bound, said):
 
 def _mutual(entry, row):
     """The largest error on the row's tensor between two frameworks other than NumPy."""
-    errors = [c["rel_err"] for c in entry["comparisons"] if c["param"] == row["param"]
-              and c["kind"] == row["kind"] and REFERENCE not in (c["a"], c["b"])]
-    return max(errors) if errors else None
+    return worst(c["rel_err"] for c in entry["comparisons"] if c["param"] == row["param"]
+                 and c["kind"] == row["kind"] and REFERENCE not in (c["a"], c["b"]))
 
 
 def _tensor(result, row):

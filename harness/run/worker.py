@@ -153,20 +153,31 @@ def _check(impl, model, job, no_backward=None):
     return result
 
 
-def _perturbed(impl, model, job, unit, count, seed):
-    """The loss and gradients again, `count` times, with every value that leaves a layer (its
-    output, dL/dx, its gradients) moved by a random relative `unit`, the unit roundoff of the
-    checked format: how far one rounding per layer moves each result, the network's
-    conditioning at this point. NumPy's model draws the moves (its spec's "jitter")."""
+def _perturbed(impl, model, job, dtype, unit, count, seed):
+    """The loss and gradients again, `count` times, in the checked format `dtype` (the job's
+    arrays are widened from it: exact back), each value leaving a layer (its output, dL/dx,
+    its gradients) moved by a random relative `unit`, that format's unit roundoff. Every
+    draw rounds inside each layer as the format does and lands elsewhere: how far honest
+    roundings of this formula fall from the wider result. NumPy's model draws the moves
+    (its spec's "jitter")."""
+    def narrow(arrays):
+        return {k: _in_format(v, dtype) for k, v in arrays.items()}
+
     out = []
     for i in range(count):
-        jittered = impl.model.build_model(dict(job["spec"], jitter={"unit": unit,
-                                                                    "seed": [seed, i]}))
-        impl.model.set_params(jittered, job["params"], job["state"])
-        loss, grads, state = impl.model.loss_and_gradients(jittered, job["x"], job["y"],
-                                                           job["masks"])
+        spec = dict(job["spec"], dtype=dtype, jitter={"unit": unit, "seed": [seed, i]})
+        jittered = impl.model.build_model(spec)
+        impl.model.set_params(jittered, narrow(job["params"]), narrow(job["state"]))
+        loss, grads, state = impl.model.loss_and_gradients(
+            jittered, _in_format(job["x"], dtype), _in_format(job["y"], dtype),
+            narrow(job["masks"]))
         out.append({"loss": float(loss), "grads": _numpy(grads), "state": _numpy(state)})
     return out
+
+
+def _in_format(a, dtype):
+    a = np.asarray(a)
+    return a if a.dtype.kind in "iub" else a.astype(dtype)
 
 
 def _probe_losses(impl, model, job):
