@@ -81,8 +81,8 @@ def first_batch(data, spec_file):
 
 def data_digest(data, spec_file):
     """What the spec hash takes of the data beyond the [data] table: the sha256 of the data
-    a file the spec points at holds (mnist; spec/mnist.mnist_digest), None where the table alone determines the data (bundled or
-    drawn from the seed)."""
+    a file the spec points at holds (mnist; spec/mnist.mnist_digest), None where the table
+    alone determines the data (bundled or drawn from the seed)."""
     if data["source"] == "mnist":
         return mnist_digest(data["path"], spec_file)
     return None

@@ -235,7 +235,7 @@ def _imported_names(path):
     try:
         tree = ast.parse(path.read_bytes())
     except (SyntaxError, ValueError, OSError):
-        return []  # it imported, so this is not the module itself: nothing more to follow
+        return []  # a helper that does not parse: Python would not import it either
     names = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
