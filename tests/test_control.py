@@ -207,3 +207,34 @@ def test_the_control_judges_each_failing_row_from_the_results_it_is_given():
     none = judged(spread, None)
     assert not none["passed"] and none["control"]["status"] == "failed"
     assert none["control"]["error"]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_control_runs_on_every_zoo_model(dtype):
+    """Every layer type of the zoo computes in the wider format and in the checked one with
+    its values moved, in NumPy, in this process: the control's job as a worker runs it.
+    GELU in long double is the one exception, and says so in one line."""
+    from crossgrad.harness import api
+    from crossgrad.harness.run import jobs, worker
+    from crossgrad.harness.run.reference import reference_job
+    impl = registry.load("numpy")
+    wider = control.control_dtype(dtype)
+    if wider is None:
+        pytest.skip("no format wider than float64 here")
+    for name in api.zoo_names():
+        spec = api.zoo(name).with_overrides(dtype=dtype)
+        job = jobs.keyed(jobs.check_job(spec, jobs.Inputs(spec), registry.REFERENCE), spec,
+                         False, 1)
+        try:
+            result = worker.perform(impl, reference_job(job, wider, control.perturbation(spec)))
+        except TypeError as err:
+            assert dtype == "float64" and name == "tiny_transformer", (name, err)
+            assert str(err) == f"SciPy's erf (GELU) has no {wider} form"
+            continue
+        assert {g.dtype.name for g in result["grads"].values()} == {wider}, name
+        drawn = result["perturbed"]
+        assert len(drawn) == control.PERTURBATIONS, name
+        for draw in drawn:
+            assert {g.dtype.name for g in draw["grads"].values()} == {dtype}, name
+            assert any(not np.array_equal(draw["grads"][k], result["grads"][k].astype(dtype))
+                       for k in draw["grads"]), name  # moved, and rounded in the format

@@ -109,7 +109,10 @@ def gelu(layer, dtype, native):
 
 
 def phi_erf(x):
-    """erf(x / sqrt(2)) in x's dtype: SciPy has no float16 erf and returns float64 for it."""
+    """erf(x / sqrt(2)) in x's dtype: SciPy has no float16 erf and returns float64 for it,
+    and none for a long double wider than float64 (the harness's control asks for one)."""
+    if x.dtype.kind == "f" and x.dtype.itemsize > 8:
+        raise TypeError(f"SciPy's erf (GELU) has no {x.dtype} form")
     return erf(x / math.sqrt(2)).astype(x.dtype, copy=False)
 
 
