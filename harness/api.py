@@ -44,8 +44,8 @@ def check(specs, *, frameworks=None, executor=None, on_result=None, cache=None, 
     check_original_asked(specs, frameworks)
     prepared = prepared or prepare(specs)
     def job(spec, inputs, fw):
-        return _with_key(dict(check_job(spec, inputs, fw), order=order,
-                              matmul_precision=matmul_precision), spec, False, executor)
+        return keyed(dict(check_job(spec, inputs, fw), order=order,
+                          matmul_precision=matmul_precision), spec, False, executor)
 
     per_model = run_per_model(prepared, names, job, executor, cache, on_result, frameworks)
     compared = [i for i, (spec, _) in enumerate(prepared) if needs_reference(spec, matmul_precision)]
@@ -92,7 +92,7 @@ def train(specs, *, frameworks=None, native=False, steps=None, executor=None, on
         if native is True and fw in registry.FRAMEWORKS and native_is_aligned(spec, fw):
             mode = False  # the same run, and the same job as the aligned one: run once side
             #              by side with it (executor.JobQueue)
-        return _with_key(train_job(spec, inputs, fw, mode), spec, mode, executor)
+        return keyed(train_job(spec, inputs, fw, mode), spec, mode, executor)
 
     per_model = run_per_model(prepared, names, job, executor, cache, on_result, frameworks)
     out, curve_rows, norm_rows = TrainResult(), [], []
@@ -113,11 +113,6 @@ def needs_reference(spec, matmul_precision=None):
     """Whether a check of `spec` is also compared with float64: reduced precision always,
     float32 when the matmul precision was asked for."""
     return spec.dtype in REDUCED or (spec.dtype == "float32" and matmul_precision is not None)
-
-
-def _with_key(job, spec, native, executor):
-    # the workers' threads: the executor's, or run_jobs' own pool's 1
-    return keyed(job, spec, native, getattr(executor, "threads", 1))
 
 
 __all__ = ["load", "zoo", "zoo_names", "check", "train", "CheckResult", "TrainResult",

@@ -74,7 +74,9 @@ def cmd_import(args):
                 raise InputError(flag, None, "is for PyTorch models; a .keras file holds its "
                                              "input shape and weights")
         done = import_keras(args.model, args.loss, data=args.data, out=out, command=command)
-    with atomic_files((out, "w"), (params, "wb")) as (spec, weights):
+    # again before replacing: the user may have put a file there while the model imported
+    with atomic_files((out, "w"), (params, "wb"), recheck=lambda: _claim(args.out)) as \
+            (spec, weights):
         np.savez(weights, **done.arrays)
         spec.write(stamped(done.text, done.arrays))
     count = sum(int(np.prod(a.shape)) for a in done.arrays.values())

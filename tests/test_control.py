@@ -224,7 +224,7 @@ def test_the_control_runs_on_every_zoo_model(dtype):
     for name in api.zoo_names():
         spec = api.zoo(name).with_overrides(dtype=dtype)
         job = jobs.keyed(jobs.check_job(spec, jobs.Inputs(spec), registry.REFERENCE), spec,
-                         False, 1)
+                         False)
         try:
             result = worker.perform(impl, reference_job(job, wider, control.perturbation(spec)))
         except TypeError as err:

@@ -470,3 +470,21 @@ def test_replacing_files_together_puts_back_the_first_when_the_second_fails(tmp_
             b.write("new weights\n")
     assert spec.read_text() == "old spec\n" and weights.read_text() == "old weights\n"
     assert beside(tmp_path) == ["m.params.npz", "m.toml"]
+
+
+def test_a_file_put_where_an_import_writes_while_it_works_is_kept(tmp_path):
+    """crossgrad import claims --out before it loads the model and again before it replaces
+    anything (atomic_files' recheck): notes the user saved there meanwhile stay, exit 2, and
+    neither new file is left."""
+    from crossgrad.harness.errors import InputError
+    from crossgrad.harness.porting import _claim
+    from crossgrad.harness.run.atomic import atomic_files
+    out = tmp_path / "m.toml"
+    target, params = _claim(str(out))
+    with pytest.raises(InputError, match="not a spec written by crossgrad import"):
+        with atomic_files((target, "w"), (params, "wb"), recheck=lambda: _claim(str(out))) \
+                as (spec, weights):
+            out.write_text("my notes\n")  # the user, while the model imported
+            spec.write("name = 'm'\n")
+            weights.write(b"weights")
+    assert out.read_text() == "my notes\n" and beside(tmp_path) == ["m.toml"]

@@ -109,4 +109,4 @@ def free_running(job, spec, executor):
     """The job, free-running only (the curve is what is measured), with its cache key (run
     --resume reuses it; a list of pitfalls as `native` keeps it apart from every other)."""
     job["lockstep"] = False
-    return keyed(job, spec, job["native"], getattr(executor, "threads", 1))
+    return keyed(job, spec, job["native"], executor)

@@ -88,12 +88,12 @@ def atomic_file(path, mode="w", recheck=None, swept=False):
 
 
 @contextlib.contextmanager
-def atomic_files(*targets):
+def atomic_files(*targets, recheck=None):
     """(path, mode), ...: yield one file object for each; on success all replace their paths,
     in the order given, once every one is written whole. A rename that fails or is
     interrupted puts back what the renames before it replaced, so the files stay a pair
     (a spec and its weights): the previous ones, or the new ones. The paths share a folder;
-    a failure names the first."""
+    a failure names the first. `recheck()`, as atomic_file's, runs before the first rename."""
     paths = [Path(path) for path, _ in targets]
     first = paths[0]
     with failures_named(first):
@@ -107,6 +107,8 @@ def atomic_files(*targets):
             new = [tmp / f"{i}.new" for i in range(len(targets))]
             with contextlib.ExitStack() as files:
                 yield [files.enter_context(open(n, mode)) for n, (_, mode) in zip(new, targets)]
+            if recheck is not None:
+                recheck()
             _replace_together(new, paths, tmp)
     finally:
         _remove_made(tmp, made)

@@ -114,14 +114,15 @@ def train_job(spec, inputs, framework, native=False):
                     "reference_key": reference_key(spec, inputs) if lockstep else None}, spec)
 
 
-def keyed(job, spec, native, threads):
+def keyed(job, spec, native, executor=None):
     """`job` with its cache key, job_key of what the job holds; `native` as its result is
-    keyed (a native run that is its aligned run is keyed as the aligned one), `threads` the
-    workers' (the executor's)."""
+    keyed (a native run that is its aligned run is keyed as the aligned one); the workers'
+    threads are the executor's, or run_jobs' own pool's 1."""
     job["key"] = job_key(job["kind"], spec, job["framework"], registry.version(job["framework"]),
                          native, len(job["batches"]) if job["kind"] == "train" else None,
                          job.get("participant"), job.get("order", 1),
-                         job.get("matmul_precision"), job["params"], threads)
+                         job.get("matmul_precision"), job["params"],
+                         getattr(executor, "threads", 1))
     return job
 
 

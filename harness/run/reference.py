@@ -19,17 +19,24 @@ def reference_job(job, dtype="float64", perturb=None):
     """The reference's job, cut from the check job of the same model (any framework's), in
     `dtype`: float64, or long double for the control of a float64 check (compare/control.py),
     which also asks for its results at inputs moved by rounding (`perturb`, worker._perturbed)."""
-    def wide(a):
-        a = np.asarray(a)
-        return a if a.dtype.kind in "iub" else a.astype(dtype)
-
     kind = KIND if dtype == "float64" else f"{dtype} reference"
     tag = f"{kind}:{sorted(perturb.items())}" if perturb else kind  # its cache key's part
     return dict(job, framework=REFERENCE, dtype=dtype, spec=dict(job["spec"], dtype=dtype),
-                params={k: wide(v) for k, v in job["params"].items()},
-                state={k: wide(v) for k, v in job["state"].items()},
-                x=wide(job["x"]), y=wide(job["y"]),
-                masks={k: wide(m) for k, m in job["masks"].items()},
+                params=each_in_format(job["params"], dtype),
+                state=each_in_format(job["state"], dtype),
+                x=in_format(job["x"], dtype), y=in_format(job["y"], dtype),
+                masks=each_in_format(job["masks"], dtype),
                 probes=[], steps=None, order=1, matmul_precision=None, reference=kind,
                 perturb=perturb,
                 key=hashlib.sha256(f"{job['key']}:{tag}".encode()).hexdigest()[:24])
+
+
+def in_format(a, dtype):
+    """A float array in `dtype` (token ids and labels as they are)."""
+    a = np.asarray(a)
+    return a if a.dtype.kind in "iub" else a.astype(dtype)
+
+
+def each_in_format(arrays, dtype):
+    """{name: array} -> the same, each float array in `dtype` (in_format)."""
+    return {k: in_format(v, dtype) for k, v in arrays.items()}

@@ -30,6 +30,7 @@ from ..importers import original
 from ..registry import ORIGINAL
 from ..spec import plugins
 from . import lockstep, orphans, ownership, protocol, second_order
+from .reference import each_in_format, in_format
 from .environment import SHARED_VARIABLE, WORKER_KIND, remove_shared, worker_tempdir
 
 
@@ -149,35 +150,28 @@ def _check(impl, model, job, no_backward=None):
     if job.get("order") == 2 and job["probes"]:  # check --order 2: H v along every probe
         result.update(_second_order(impl, model, job, no_backward))
     if job.get("perturb") and not no_backward:  # the control's sensitivity (compare/control.py)
-        result["perturbed"] = _perturbed(impl, model, job, **job["perturb"])
+        result["perturbed"] = _perturbed(impl, job, **job["perturb"])
     return result
 
 
-def _perturbed(impl, model, job, dtype, unit, count, seed):
+def _perturbed(impl, job, dtype, unit, count, seed):
     """The loss and gradients again, `count` times, in the checked format `dtype` (the job's
     arrays are widened from it: exact back), each value leaving a layer (its output, dL/dx,
     its gradients) moved by a random relative `unit`, that format's unit roundoff. Every
     draw rounds inside each layer as the format does and lands elsewhere: how far honest
     roundings of this formula fall from the wider result. NumPy's model draws the moves
     (its spec's "jitter")."""
-    def narrow(arrays):
-        return {k: _in_format(v, dtype) for k, v in arrays.items()}
-
     out = []
     for i in range(count):
         spec = dict(job["spec"], dtype=dtype, jitter={"unit": unit, "seed": [seed, i]})
         jittered = impl.model.build_model(spec)
-        impl.model.set_params(jittered, narrow(job["params"]), narrow(job["state"]))
+        impl.model.set_params(jittered, each_in_format(job["params"], dtype),
+                             each_in_format(job["state"], dtype))
         loss, grads, state = impl.model.loss_and_gradients(
-            jittered, _in_format(job["x"], dtype), _in_format(job["y"], dtype),
-            narrow(job["masks"]))
+            jittered, in_format(job["x"], dtype), in_format(job["y"], dtype),
+            each_in_format(job["masks"], dtype))
         out.append({"loss": float(loss), "grads": _numpy(grads), "state": _numpy(state)})
     return out
-
-
-def _in_format(a, dtype):
-    a = np.asarray(a)
-    return a if a.dtype.kind in "iub" else a.astype(dtype)
 
 
 def _probe_losses(impl, model, job):

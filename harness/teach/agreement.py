@@ -8,7 +8,7 @@ finite differences of its parameters.
 from ..compare.finite_diff import TOLERANCE as FD_TOLERANCE
 from ..compare.pairwise import PAIRWISE
 from ..report.findings import worst_by_pair
-from ..report.tables import train_result
+from ..report.tables import check_result, train_result
 from .measure import examples_of
 
 
@@ -67,7 +67,7 @@ def check_rows(entry):
     return {"pairs": worst_by_pair(entry), "fd": max(fd) if fd else None,
             "kinks": sum(r["status"] == "kink" for r in entry["finite_difference"]),
             "statuses": {fw: i["status"] for fw, i in entry["frameworks"].items()},
-            "result": "PASS" if entry["passed"] else "FAIL"}
+            "result": check_result(entry)}
 
 
 def train_rows(entry):

@@ -92,12 +92,13 @@ def claim_out(args):
 
 def agrees(layer_types, models, measured):
     """Every layer type within tolerance, every model passing, every mistake caught. A
-    training with nothing compared (UNCHECKED: NumPy alone) disagreed with nothing, as a
-    check with nothing compared passes."""
+    check or training with nothing compared (UNCHECKED: NumPy alone) disagreed with
+    nothing; PASS* is a pass (rounding amplified)."""
+    passing = ("PASS", "PASS*", "UNCHECKED")
     layers_ok = all(ok for t in layer_types for _, ok in layer_summary(t, measured).values())
-    models_ok = all(check_rows(e)["result"] == "PASS" for m in models
+    models_ok = all(check_rows(e)["result"] in passing for m in models
                     for e in measured.models.get(m, {}).get("check", {}).values()) and \
-        all(train_rows(e)["result"] in ("PASS", "PASS*", "UNCHECKED") for m in models
+        all(train_rows(e)["result"] in passing for m in models
             for e in measured.models.get(m, {}).get("train", {}).values())
     caught = all(e["caught"] for e in measured.mistakes or [])
     return layers_ok and models_ok and caught
