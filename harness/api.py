@@ -14,11 +14,12 @@ compare.results.assemble_check.
 import pandas as pd
 
 from .ablation import causes
-from .compare import control, hvp, precision
+from .compare import control, hvp, lockstep_control, precision
 from .compare.pitfalls import native_is_aligned
 from .compare.results import (CheckResult, TrainResult, assemble_check, assemble_train,
                               explain_branches)
-from .run.execute import check_original_asked, frameworks_to_run, run_jobs, run_per_model
+from .run.execute import (check_original_asked, frameworks_to_run, run_jobs, run_later,
+                          run_per_model)
 from .run.jobs import Inputs, check_job, keyed, train_job
 from .run.reference import reference_job
 from .spec.precision import REDUCED
@@ -72,10 +73,10 @@ def _controlled(out, prepared, per_model, references, job, executor, cache, on_r
              and m["dtype"] in control.WIDER and control.failing(m)]
     wider = {i: control.control_dtype(out.models[i]["dtype"]) for i in asked}
     runnable = [i for i in asked if wider[i]]
-    ran = dict(zip(runnable, run_jobs(
+    ran = dict(zip(runnable, run_later(
         [reference_job(job(*prepared[i], registry.REFERENCE), wider[i],
                        control.perturbation(prepared[i][0])) for i in runnable],
-        executor, cache, on_result))) if runnable else {}
+        executor, cache, on_result)))
     for i in asked:
         control.attach(out.models[i], prepared[i][0], per_model[i], ran.get(i))
 
@@ -104,9 +105,32 @@ def train(specs, *, frameworks=None, native=False, steps=None, executor=None, on
         out.saved[(spec.name, spec.dtype)] = (inputs, res)
     out.curves, out.grad_norms = pd.DataFrame(curve_rows), pd.DataFrame(norm_rows)
     explain_branches(out.models, out.curves)
+    if native is False:
+        _lockstep_controlled(out, prepared, per_model, job, executor, cache, on_result)
     if native is True:  # each parting's causes: the pitfalls in play, one at a time
         causes.confirm(out, prepared, executor, cache, on_result)
     return out
+
+
+def _lockstep_controlled(out, prepared, per_model, job, executor, cache, on_result):
+    """The aligned trainings whose lockstep parted, their failing steps judged against the
+    control (compare/lockstep_control.py): NumPy one format wider, after every other job;
+    first at each framework's first failing step, then at the others of those it excused."""
+    parts = {i: p for i, ((spec, _), res) in enumerate(zip(prepared, per_model))
+             if spec.dtype in control.WIDER
+             and (p := lockstep_control.parted(out.models[i], res, spec))}
+
+    def controlled(steps_of):  # {model index: steps} -> {model index: the job's result}
+        asked = {i: steps for i, steps in steps_of.items()
+                 if steps and control.control_dtype(prepared[i][0].dtype)}
+        return dict(zip(asked, run_later(
+            [lockstep_control.job(job(*prepared[i], registry.REFERENCE), steps, prepared[i][0])
+             for i, steps in asked.items()], executor, cache, on_result)))
+    first = controlled({i: lockstep_control.first_steps(p) for i, p in parts.items()})
+    later = controlled({i: lockstep_control.later_steps(p, first.get(i), prepared[i][0])
+                        for i, p in parts.items()})
+    for i, p in parts.items():
+        lockstep_control.attach(out.models[i], prepared[i][0], p, first.get(i), later.get(i))
 
 
 def needs_reference(spec, matmul_precision=None):

@@ -14,7 +14,7 @@ import pytest
 import crossgrad
 from crossgrad.harness import registry
 from crossgrad.harness.compare import control
-from crossgrad.harness.report.tables import check_result
+from crossgrad.harness.report.tables import check_result, event, train_event, train_result
 
 from conftest import FRAMEWORKS
 
@@ -238,3 +238,148 @@ def test_the_control_runs_on_every_zoo_model(dtype):
             assert {g.dtype.name for g in draw["grads"].values()} == {dtype}, name
             assert any(not np.array_equal(draw["grads"][k], result["grads"][k].astype(dtype))
                        for k in draw["grads"]), name  # moved, and rounded in the format
+
+
+# ---- lockstep: a step beyond its tolerance, judged one format wider ---------------------------
+
+TRAINED = {  # name: (bias offset, PyTorch's error, dtype)
+    "ill_float32": (10.0, 0.0, "float32"),
+    "bug_on_ill_float64": (1000.0, 1e-6, "float64"),
+}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, executor):
+    if len(INSTALLED) < 3 or "torch" not in INSTALLED:
+        pytest.skip("needs PyTorch and two more frameworks")
+    folder = tmp_path_factory.mktemp("lockstep_control")
+    (folder / "nudge.py").write_text(NUDGE)
+    specs = []
+    for name, (offset, error, dtype) in TRAINED.items():
+        path = folder / f"{name}.json"
+        path.write_text(json.dumps(dict(spec(offset, error), name=name)))
+        specs.append(crossgrad.load(path, dtype=dtype).with_overrides(**{"train.steps": 30}))
+    return {m["name"]: m for m in crossgrad.train(specs, executor=executor).models}
+
+
+def test_lockstep_beyond_its_tolerance_on_an_ill_conditioned_network_is_pass_star(trained):
+    model = trained["ill_float32"]
+    assert model["passed"] and train_result(model) == "PASS*"
+    for fw, info in model["frameworks"].items():
+        if fw == registry.REFERENCE:
+            continue
+        assert info["lockstep_parted_at"] is not None, f"{fw} no longer parts: worse conditioning"
+        judged = info["lockstep_control"]
+        assert info["verdict"] == "PASS*" and info["lockstep_amplified"] and judged["amplified"]
+        assert judged["status"] == "ok" and judged["dtype"] == "float64" and judged["entries"] > 0
+        worst = judged["worst"]
+        assert worst["rel_err"] > 1e-5 and worst["rel_err"] <= worst["bound"] <= worst["allowed"]
+        assert worst["allowed"] == max(judged["floor"], control.SPREAD * worst["level"])
+        assert "rounding in lockstep" in " ".join(map(str, event(model, info)))
+        assert "within rounding's reach of float64" in train_event(model, fw, info)
+
+
+def test_a_framework_computing_something_else_still_fails_lockstep_and_is_named(trained):
+    """On the same network in float64, PyTorch's nudge of 1e-6 stays a FAIL against long
+    double, while TensorFlow and JAX, parting by rounding alone, are excused."""
+    model = trained["bug_on_ill_float64"]
+    if control.control_dtype("float64") is None:
+        pytest.skip("no format wider than float64 here")
+    assert not model["passed"] and train_result(model) == "FAIL"
+    torch = model["frameworks"]["torch"]
+    worst = torch["lockstep_control"]["worst"]
+    assert torch["verdict"] == "FAIL" and not torch["lockstep_control"]["amplified"]
+    assert worst["bound"] > worst["allowed"] and "lockstep_amplified" not in torch
+    assert "not within rounding's reach of long double" in train_event(model, "torch", torch)
+    others = [i for fw, i in model["frameworks"].items() if fw not in ("numpy", "torch")]
+    assert others and all(i["verdict"] == "PASS*" and i["lockstep_amplified"] for i in others)
+
+
+def test_the_lockstep_control_judges_what_it_is_given():
+    """attach on made-up lockstep measurements: the bound is lockstep's difference plus the
+    reference's distance from the control, against max(floor, SPREAD x level), relative to
+    what lockstep measured the entry against; an update entry beyond tolerance is not
+    judged; without a control the FAIL stays and says why."""
+    from types import SimpleNamespace
+    from crossgrad.harness.compare import lockstep_control
+    layers = [{"type": "dense", "name": "0", "in_shape": [2], "use_bias": True,
+               "params": {"W": {}, "b": {}}}]
+    spec = SimpleNamespace(dtype="float32", layers=layers)
+    entries = [["loss", "loss"], ["grad", "0.W"], ["grad", "0.b"], ["param", "0.W"]]
+    measured = {"entries": entries, "abs_err": [[0.0, 3e-5, 0.0, 0.0], [0.0, 2e-5, 0.0, 0.0]],
+                "scale": [[1.0, 1.0, 0.5, 1.0], [1.0, 1.0, 0.5, 1.0]]}
+    ctl = {"status": "ok", "entries": entries[:3], "steps": [0, 1],
+           "ref_err": [[0.0, 1e-6, 0.0], [0.0, 1e-6, 0.0]],
+           "level": [[1e-7, 5e-6, 1e-7], [1e-7, 1e-6, 1e-7]],
+           "scale": [[1.0, 1.0, 0.5], [1.0, 1.0, 0.5]]}
+
+    def attached(measured, ctl):
+        entry = {"frameworks": {"numpy": {"status": "ok", "passed": True},
+                                "jax": {"status": "ok", "passed": False, "verdict": "FAIL",
+                                        "lockstep_parted_at": 0}}, "passed": False}
+        parts = lockstep_control.parted(entry, {"jax": {"lockstep": measured}}, spec)
+        assert lockstep_control.first_steps(parts) == (
+            [0] if lockstep_control._pass_only(*parts["jax"]) else [])
+        assert lockstep_control.later_steps(parts, ctl, spec) == []  # ctl has both steps
+        return lockstep_control.attach(entry, spec, parts, ctl)
+
+    model = attached(measured, ctl)  # step 1: 2.1e-5 against 8 x 1e-6: beyond
+    jax = model["frameworks"]["jax"]
+    assert not model["passed"] and jax["verdict"] == "FAIL"
+    worst = jax["lockstep_control"]["worst"]
+    assert (worst["step"], worst["entry"]) == (1, "0.W")
+    assert worst["bound"] == pytest.approx(2.1e-5) and worst["allowed"] == pytest.approx(8e-6)
+    ctl["level"][1][1] = 3e-6  # now 2.1e-5 <= 2.4e-5, and step 0: 3.1e-5 <= 4e-5
+    model = attached(measured, ctl)
+    jax = model["frameworks"]["jax"]
+    assert model["passed"] and jax["verdict"] == "PASS*" and jax["lockstep_amplified"]
+    assert jax["lockstep_control"]["entries"] == 2 and jax["lockstep_control"]["steps"] == 2
+    one = {k: (v[:1] if k in ("steps", "ref_err", "level", "scale") else v) for k, v in ctl.items()}
+    two = dict(one, steps=[1], **{k: ctl[k][1:] for k in ("ref_err", "level", "scale")})
+    def fresh():
+        return {"frameworks": {"jax": {"status": "ok", "passed": False, "verdict": "FAIL",
+                                       "lockstep_parted_at": 0}}}
+    parts = lockstep_control.parted(fresh(), {"jax": {"lockstep": measured}}, spec)
+    assert lockstep_control.later_steps(parts, one, spec) == [1]  # excused at step 0: go on
+    model = lockstep_control.attach(fresh(), spec, parts, one, two)
+    assert model["passed"] and model["frameworks"]["jax"]["lockstep_control"]["judged"] == 2
+    model = lockstep_control.attach(fresh(), spec, parts, one, None)  # the second job failed
+    assert not model["passed"] and model["frameworks"]["jax"]["lockstep_control"][
+        "status"] == "failed"
+    ctl["level"][0][1] = 1e-7  # beyond at step 0 (3.1e-5 against 8e-7): no second job
+    one["level"][0][1] = 1e-7
+    assert lockstep_control.later_steps(parts, one, spec) == []
+    model = lockstep_control.attach(fresh(), spec, parts, one, None)
+    said = model["frameworks"]["jax"]["lockstep_control"]
+    assert not model["passed"] and said["status"] == "ok" and said["judged"] == 1
+    assert said["worst"]["step"] == 0 and not said["amplified"]
+    update = dict(measured, abs_err=[[0.0, 3e-5, 0.0, 1e-3], [0.0, 2e-5, 0.0, 0.0]])
+    model = attached(update, ctl)
+    assert not model["passed"] and model["frameworks"]["jax"]["lockstep_control"][
+        "status"] == "not judged"
+    model = attached(measured, None)
+    said = model["frameworks"]["jax"]["lockstep_control"]
+    assert not model["passed"] and said["status"] == "failed" and said["error"]
+
+
+def test_the_lockstep_control_job_walks_numpy_s_trajectory_to_each_step():
+    """The worker side, in this process: step k's figures come from NumPy's own lockstep
+    start at k, whichever other steps are asked (the walk goes on between them); the
+    reference's distance from the control is within rounding's level, and float32 rounding
+    shows against float64."""
+    from crossgrad.harness.run import jobs, lockstep_control as worker_side
+    from crossgrad.harness.compare import lockstep_control
+    impl = registry.load("numpy")
+    spec = crossgrad.zoo("batchnorm_mlp").with_overrides(dtype="float32",
+                                                         **{"train.steps": 4})
+    train = jobs.keyed(jobs.train_job(spec, jobs.Inputs(spec), registry.REFERENCE), spec, False)
+    both = worker_side.measure(impl, lockstep_control.job(train, [1, 3], spec))
+    alone = worker_side.measure(impl, lockstep_control.job(train, [3], spec))
+    assert both["steps"] == [1, 3] and alone["steps"] == [3]
+    assert {kind for kind, _ in both["entries"]} == {"state", "loss", "grad"}
+    for part in ("ref_err", "level", "scale"):
+        assert len(both[part]) == 2 and both[part][1] == alone[part][0]
+    assert both["ref_err"][0] != both["ref_err"][1]  # two steps, two starts
+    for ref_err, level, scale in zip(both["ref_err"], both["level"], both["scale"]):
+        assert all(0 <= r <= lv for r, lv in zip(ref_err, level))
+        assert 0 < max(level) < 1e-4 * max(scale)

@@ -16,7 +16,7 @@ import copy
 
 from ..compare.curves import CURVES, curve_errors
 from ..compare.pitfalls import described, in_play
-from ..run.execute import run_jobs
+from ..run.execute import run_later
 from ..run.jobs import keyed, train_job
 from ..spec.data import batch_order, dropout_masks
 
@@ -43,9 +43,7 @@ def confirm(result, prepared, executor=None, cache=None, on_result=None):
                                          executor))
     if not jobs:
         return 0
-    if hasattr(on_result, "expect"):
-        on_result.expect(len(jobs))
-    results = run_jobs(jobs, executor, cache, on_result)
+    results = run_later(jobs, executor, cache, on_result)
     measured = {}
     for entry, spec, fw, pitfall, k, at in planned:
         effect = effect_of(result, entry, spec, fw, results[at], k)

@@ -41,6 +41,14 @@ def relative_errors(measured, zeros):
     """(steps, entries) relative errors: |a - b| max over the entry / the reference's largest
     |value|; NaN where nothing is judged (a step count the framework does not keep, the
     parameter and slots of a gradient that is zero by construction)."""
+    diff, scale = scaled(measured, zeros)
+    rel = np.where(scale > 0, diff / scale, np.where(diff == 0, 0.0, math.inf))
+    return np.where(np.isnan(diff), np.nan, rel)
+
+
+def scaled(measured, zeros):
+    """(steps, entries) absolute differences, NaN where not judged, and what each is
+    relative to (relative_errors)."""
     entries, diff = measured["entries"], np.array(measured["abs_err"], np.float64)
     own = np.array(measured["scale"], np.float64)
     scale = own.copy()
@@ -55,8 +63,7 @@ def relative_errors(measured, zeros):
             scale[:, j] = own[:, grads].max(axis=1)
         elif kind in ("param", "optimizer"):
             diff[:, j] = np.nan
-    rel = np.where(scale > 0, diff / scale, np.where(diff == 0, 0.0, math.inf))
-    return np.where(np.isnan(diff), np.nan, rel)
+    return diff, scale
 
 
 def judge(measured, dtype, zeros):
@@ -73,7 +80,7 @@ def judge(measured, dtype, zeros):
     if not rel.size:
         return {"lockstep_error": "no step was compared"}, None
     per_step = np.nanmax(rel, axis=1)
-    beyond = np.nan_to_num(rel, nan=0.0) > PAIRWISE[dtype]
+    beyond = beyond_tolerance(rel, dtype)
     failing = np.flatnonzero(beyond.any(axis=1))
     parted = int(failing[0]) if len(failing) else None
     return {"lockstep_seconds": measured.get("seconds"), "lockstep_steps": int(len(rel)),
@@ -81,6 +88,11 @@ def judge(measured, dtype, zeros):
             "lockstep_parted_at": parted,
             "lockstep_differs": [] if parted is None else differs(measured["entries"],
                                                                   rel[parted], beyond[parted])}, per_step
+
+
+def beyond_tolerance(rel, dtype):
+    """(steps, entries) booleans: the relative errors beyond the pairwise tolerance."""
+    return np.nan_to_num(rel, nan=0.0) > PAIRWISE[dtype]
 
 
 def differs(entries, rel, beyond):

@@ -113,7 +113,9 @@ def _glance_aligned(aligned):
     starred = [m for m in judged if train_result(m) == "PASS*"]
     if starred:
         out += [" PASS* (a curve beyond its tolerance while lockstep agrees at every step: "
-                "rounding amplified by the dynamics, or a float32 branch at a kink; ",
+                "rounding amplified by the dynamics, or a float32 branch at a kink; or "
+                "lockstep beyond its tolerance only within rounding's reach of arithmetic one "
+                "format wider: an ill-conditioned network; ",
                 ref("why", "Training, aligned"), ") in "]
         out += _joined([[models.link_to(m["name"]), f" {m['dtype']} (" + ", ".join(
             f"{fw} {e[0]} at step {e[1]}" for fw, i in m["frameworks"].items()
@@ -224,7 +226,9 @@ def training_aligned(doc, run):
           "on the same gradients (the worst entry over the steps and frameworks; tolerance "
           f"{PAIRWISE['float64']:g} in float64, {PAIRWISE['float32']:g} in float32). Events: "
           "where lockstep parts (FAIL), where a curve branched or its amplified difference "
-          "left rounding level (PASS*), where a curve without lockstep leaves its tolerance.")
+          "left rounding level (PASS*), where lockstep parts only within rounding's reach of "
+          "arithmetic one format wider (PASS*, rounding in lockstep), where a curve without "
+          "lockstep leaves its tolerance.")
     doc.table(["model", "dtype", "result", "steps", "final loss",
                *[f"{short(fw)} max rel. diff" for fw in fws[1:]], "lockstep", "events"],
               [_train_row(m, fws) for m in run.aligned.models], verdict=2)
@@ -247,7 +251,7 @@ def _train_row(m, fws):
               for i in info[1:]], fmt(worst_lockstep(m)), ", ".join(events) or "-"]
 
 
-STARRED = ("branched", "amplified")
+STARRED = ("branched", "amplified", "rounding in lockstep")
 STARRED_NOTE = (
     "PASS* = a curve left its tolerance while lockstep agrees at every step: each step "
     "computes the same, and the trajectories drift apart because the dynamics amplify "
@@ -256,7 +260,10 @@ STARRED_NOTE = (
     "curve jumped away by 100x or more in one step: a ReLU (or max) whose input sat within "
     "rounding of its kink went the other way in one framework, and from there the runs "
     "follow different, equally valid trajectories. The arithmetic agrees; the trajectory "
-    "is not stable under rounding.")
+    "is not stable under rounding. Rounding in lockstep: a step parts beyond the lockstep "
+    "tolerance, but NumPy one format wider, from the same start, puts every failing entry of "
+    "every such step within rounding's reach (8x how far NumPy's own formula moves under "
+    "one rounding per layer): the network, not a framework, loses those digits.")
 
 
 def training_native(doc, run):

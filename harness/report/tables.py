@@ -7,6 +7,7 @@ from ..compare.hvp import EXACT as HVP_EXACT, hvp_notes, summary as hvp_summary
 from ..compare.layers import parting_line
 from ..compare.precision import digits
 from ..spec.precision import REDUCED
+from ..compare import lockstep_control
 from ..compare.lockstep import differs_text
 from ..compare.pairwise import PAIRWISE, worst, worst_by_pair
 from ..registry import PARTICIPANTS, REFERENCE, short
@@ -169,10 +170,12 @@ def train_table(models):
 def event(m, i):
     """(what, step) of a framework's run, for a compact cell, or None: the same step the
     sentence of train_event names. what: "lockstep" (FAIL: where lockstep parts),
-    "branched", "amplified" (PASS*), "beyond" (FAIL without lockstep: where the curve
+    "branched", "amplified", "rounding in lockstep" (PASS*: lockstep parts only within
+    rounding's reach one format wider), "beyond" (FAIL without lockstep: where the curve
     leaves its tolerance), "parts" (native: beyond PARTED)."""
     if m["mode"] == "aligned" and i.get("lockstep_parted_at") is not None:
-        return "lockstep", i["lockstep_parted_at"]
+        return ("rounding in lockstep" if i.get("lockstep_amplified") else "lockstep",
+                i["lockstep_parted_at"])
     for what, key in (("branched", "branched_at"), ("amplified", "amplified_at")):
         if i.get(key) is not None:
             return what, i[key]
@@ -199,13 +202,7 @@ def train_event(m, fw, i):
     if i.get("status") != "ok":
         return f"{fw} {i.get('status')}: {i.get('error')}"
     if i.get("lockstep_parted_at") is not None and m["mode"] == "aligned":
-        return (f"{fw} FAIL: in lockstep it leaves {REFERENCE}'s step at step "
-                f"{i['lockstep_parted_at']}: {differs_text(i['lockstep_differs'])}; beyond "
-                f"one step's rounding: a formula that differs, or an ill-conditioned "
-                f"operation that turns last-bit differences into this (such as 1 - tanh^2 "
-                f"of a saturated unit)" + (
-                    f" (the curves stay within {tol:g}, worst {fmt(i['max_rel_diff'])}: their "
-                    f"tolerance hides it)" if i.get("exceeded_at") is None else ""))
+        return lockstep_line(fw, i, tol)
     if i.get("branched_at") is not None:
         backing = (f"lockstep agrees at every step (worst {fmt(i['lockstep_max_rel_err'])})"
                    if "lockstep_max_rel_err" in i else "the float64 curves agree")
@@ -239,6 +236,22 @@ def train_event(m, fw, i):
                 f"{PARTED:g}){locked}; causes (each framework default alone, largest "
                 f"relative difference by then): {causes}")
     return None
+
+
+def lockstep_line(fw, i, tol):
+    """An aligned run whose lockstep left its tolerance: FAIL, or PASS* where the control one
+    format wider puts every failing entry within rounding's reach (lockstep_control.py)."""
+    parts = f"in lockstep it leaves {REFERENCE}'s step at step {i['lockstep_parted_at']}: " \
+            f"{differs_text(i['lockstep_differs'])}"
+    controlled = lockstep_control.line(i)
+    if i.get("lockstep_amplified"):
+        return f"{fw} PASS*: {parts}; {controlled}"
+    return (f"{fw} FAIL: {parts}; beyond one step's rounding: a formula that differs, or an "
+            f"ill-conditioned operation that turns last-bit differences into this (such as "
+            f"1 - tanh^2 of a saturated unit)" + (
+                f" (the curves stay within {tol:g}, worst {fmt(i['max_rel_diff'])}: their "
+                f"tolerance hides it)" if i.get("exceeded_at") is None else "")
+            + (f"; {controlled}" if controlled else ""))
 
 
 def amplified_line(fw, i, dtype):
@@ -286,13 +299,23 @@ def train_footer(models):
              f"{CURVES['float64']:g}, float32 <= {CURVES['float32']:g} relative to the "
              f"reference; lockstep: float64 <= {PAIRWISE['float64']:g}, float32 <= "
              f"{PAIRWISE['float32']:g} at every step)"
-             + (f", {starred} of them PASS* (curves beyond tolerance, lockstep within)"
+             + (f", {starred} of them PASS* ({_starred_why(judged)})"
                 if starred else "")] if judged else []
     parts += [f"{native} native-defaults runs shown, not judged"] if native else []
     parts += [f"{idle} unchecked (one framework ran, with nothing to compare)"] if idle else []
     diverged = sum(train_result(m) == "DIVERGED" for m in models)  # not a FAIL that diverged
     parts += [f"{diverged} diverged in every framework alike (DIVERGED)"] if diverged else []
     return f"{len(models)} trainings: " + "; ".join(parts)
+
+
+def _starred_why(models):
+    """What the footer's PASS* stand for: curves beyond tolerance with lockstep within, and
+    (where the lockstep control excused a run) lockstep beyond only within rounding's reach."""
+    why = "curves beyond tolerance, lockstep within"
+    if any(i.get("lockstep_amplified") for m in models for i in m["frameworks"].values()):
+        why += ("; or lockstep beyond only within rounding's reach of arithmetic one format "
+                "wider")
+    return why
 
 
 def precision_table(models):

@@ -45,6 +45,14 @@ def run_jobs(jobs, executor=None, cache=None, on_result=None):
     return results
 
 
+def run_later(jobs, executor=None, cache=None, on_result=None):
+    """run_jobs for jobs decided during the run (the controls, the causes of native
+    partings): the progress counts them in its total first."""
+    if jobs and hasattr(on_result, "expect"):
+        on_result.expect(len(jobs))
+    return run_jobs(jobs, executor, cache, on_result) if jobs else []
+
+
 def participants(spec, names):
     """-> ({participant: None to run it, or the result of one that cannot}), in pair order:
     the frameworks, then the spec's original if it has one (importers/original.py)."""

@@ -29,7 +29,7 @@ from ..errors import one_line
 from ..importers import original
 from ..registry import ORIGINAL
 from ..spec import plugins
-from . import lockstep, orphans, ownership, protocol, second_order
+from . import lockstep, lockstep_control, orphans, ownership, protocol, second_order
 from .reference import each_in_format, in_format
 from .environment import SHARED_VARIABLE, WORKER_KIND, remove_shared, worker_tempdir
 
@@ -110,6 +110,8 @@ def perform(impl, job):
     if job["kind"] == "bench":  # crossgrad bench --step-time (bench/steptime.py)
         from ..bench import steptime
         return dict(steptime.measure(impl, job), seconds=time.perf_counter() - start)
+    if job["kind"] == "lockstep_control":  # NumPy one format wider (compare/lockstep_control.py)
+        return dict(lockstep_control.measure(impl, job), seconds=time.perf_counter() - start)
     # full-precision matmuls, or (check --matmul-precision default) the framework's own
     in_effect = runtime.precision(pinned=job.get("matmul_precision") != "default")
     try:

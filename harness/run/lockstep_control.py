@@ -1,0 +1,104 @@
+"""The control of lockstep steps that part, the worker side: NumPy one format wider.
+
+A lockstep step compares a framework's forward and backward pass with the reference's
+(NumPy's) from the same start. On an ill-conditioned network both lose digits there, and
+the step parts beyond the pairwise tolerance with neither computing anything else, as a
+check's pair does (compare/control.py). For each asked step this job walks the reference's
+own lockstep trajectory to the step's start, then takes the step's forward and backward
+pass (running statistics, the objective, its gradients) three ways from that start:
+
+- the control: NumPy in the next wider format (float64 for float32, long double for
+  float64), from the start widened (exact);
+- the reference's step itself, as the framework's lockstep compared with it;
+- PERTURBATIONS more passes in the checked format, every value leaving a layer also moved
+  by one unit roundoff (the NumPy model's "jitter", as the check's control draws it).
+
+It returns, per step and entry, the reference's distance from the control and rounding's
+level there (the farthest of the reference and the draws from the control), both absolute,
+and the control's largest entry. compare/lockstep_control.py judges the frameworks with them.
+"""
+import math
+
+import numpy as np
+
+from .lockstep import KEYS, Feed
+from .reference import each_in_format, in_format
+
+JUDGED = ("state", "loss", "grad")  # the pass's half of a step; the update is not controlled
+
+
+def measure(impl, job):
+    """{"entries": [[kind, name], ...], "steps": [k, ...], "ref_err", "level", "scale":
+    (steps, entries) lists of floats}."""
+    wanted, dtype = sorted(set(job["steps"])), job["spec"]["dtype"]
+    model = impl.model.build_model(job["spec"], native=False)
+    feed = Feed((job["params"], job["state"], None))
+    walk = impl.train.lockstep(model, job["x"], job["y"], job["batches"], job["masks"], feed)
+    rows, entries = [], None
+    for k, record in enumerate(walk):
+        if k == wanted[len(rows)]:
+            entries = entries or _entries(record)
+            rows.append(_row(impl, job, feed.start, k, record, entries, dtype))
+            if len(rows) == len(wanted):
+                break
+        feed.start = (record["params"], record["state"], record["optimizer"])
+    if len(rows) < len(wanted):  # the reference diverged first: nothing to control there
+        wanted = wanted[:len(rows)]
+    return {"entries": entries or [], "steps": wanted,
+            **{part: [[r[part][j] for j in range(len(entries or ()))] for r in rows]
+               for part in ("ref_err", "level", "scale")}}
+
+
+def _entries(record):
+    """The pass's entries of a record, named as run/lockstep.py names them."""
+    return [[kind, name] for kind in JUDGED
+            for name in (("loss",) if KEYS[kind] is None else record[KEYS[kind]])]
+
+
+def _row(impl, job, start, k, record, entries, dtype):
+    """One step's figures, each entry's: {"ref_err", "level", "scale"}: lists."""
+    wide = _pass(impl, job, start, k, job["wider"])
+    draws = [_pass(impl, job, start, k, dtype, jitter={"unit": job["perturb"]["unit"],
+                                                      "seed": [job["perturb"]["seed"], k, i]})
+             for i in range(job["perturb"]["count"])]
+    out = {"ref_err": [], "level": [], "scale": []}
+    for kind, name in entries:
+        exact = _value(wide, kind, name)
+        ref_err = _farthest(exact, [_value(record, kind, name)])
+        out["ref_err"].append(ref_err)
+        out["level"].append(max(ref_err, _farthest(exact, [_value(d, kind, name) for d in draws])))
+        out["scale"].append(float(np.max(np.abs(exact))) if exact.size else 0.0)
+    return out
+
+
+def _pass(impl, job, start, k, dtype, jitter=None):
+    """The forward and backward pass of step k from `start`, NumPy in `dtype` (the start's
+    arrays widened to it where wider: exact): {"loss", "grads", "state"}."""
+    params, state, _ = start
+    spec = dict(job["spec"], dtype=dtype, **({"jitter": jitter} if jitter else {}))
+    model = impl.model.build_model(spec, native=False)
+    impl.model.set_params(model, each_in_format(params, dtype), each_in_format(state, dtype))
+    idx = job["batches"][k]
+    loss, grads, _, _ = impl.train.gradients(
+        model, in_format(job["x"][idx], dtype), in_format(job["y"][idx], dtype),
+        each_in_format(impl.train.step_masks(job["masks"], k), dtype))
+    return {"loss": loss, "grads": grads, "state": impl.model.get_params(model)[1]}
+
+
+def _value(record, kind, name):
+    value = record["loss"] if KEYS[kind] is None else record[KEYS[kind]][name]
+    return np.asarray(value)
+
+
+def _farthest(exact, values):
+    """The largest |value - exact| over `values`' entries, computed in exact's format (the
+    wider one), as a float; inf where one is not finite (a value or the control)."""
+    worst = 0.0
+    with np.errstate(all="ignore"):
+        for value in values:
+            diff = np.abs(value.astype(exact.dtype) - exact)
+            largest = float(np.max(diff)) if diff.size else 0.0
+            if not math.isfinite(largest):
+                return math.inf
+            worst = max(worst, largest)
+    return worst
