@@ -186,6 +186,8 @@ def line(info):
     said = info.get("lockstep_control")
     if not said:
         return None
+    if said["status"] == "not judged":
+        return f"not judged one format wider: {said['error']}"
     if said["status"] != "ok":
         return f"no control one format wider: {said['error']}"
     w = said["worst"]
