@@ -239,3 +239,32 @@ def test_a_malformed_training_verdict_is_one_line_and_exit_2(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert out == "" and len(err.strip().splitlines()) == 1, err
     assert "train.models[0].frameworks.torch.verdict" in err, err
+
+
+@pytest.mark.parametrize("why, amplified", [("amplified_at", True), ("branched_at", True),
+                                            ("lockstep_amplified", False)])
+def test_a_curve_both_runs_found_amplified_is_judged_by_its_lockstep(tmp_path, capsys, why,
+                                                                     amplified):
+    """torch's curve 1e-3 apart between the runs (far beyond float64's 1e-10): where both
+    runs judged it PASS* for its curve (lockstep within at every step), the change is
+    marked amplified and the exit status is 0; a PASS* of lockstep's control, whose
+    lockstep left its tolerance, is no such excuse."""
+    moved = CURVES[:CURVES.rindex("0.625,0.25")] + "0.626,0.25,0.0,0.0\n"
+
+    def starred(doc):
+        doc["train"]["models"][0]["frameworks"]["torch"][why] = (
+            True if why == "lockstep_amplified" else 1)
+        return doc
+    a, b = trained(tmp_path / "a", verdict="PASS*"), trained(tmp_path / "b", curves=moved,
+                                                             verdict="PASS*")
+    for folder in (a, b):
+        edit_json(folder / "results.json", starred)
+    assert main(["diff", str(a), str(b)]) == (0 if amplified else 1)
+    out = capsys.readouterr().out
+    (row,) = [line for line in out.splitlines() if line.startswith("curve ")]
+    assert row.endswith("amplified" if amplified else "BEYOND"), row
+    assert ("1 beyond the curves' tolerance where both runs found" in out) == amplified
+    plain = trained(tmp_path / "plain", curves=moved, verdict="PASS*")  # A's alone: beyond
+    assert main(["diff", str(a), str(plain)]) == 1
+    (row,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("curve ")]
+    assert row.endswith("BEYOND"), row
