@@ -73,17 +73,23 @@ CASES = {  # name: (bias offset, PyTorch's error, dtype)
 }
 
 
-@pytest.fixture(scope="module")
-def checked(tmp_path_factory, executor):
+def written(folder, cases):
+    """The specs of `cases` ({name: (offset, PyTorch's error, dtype)}), each a file beside
+    the nudge plugin in `folder`, loaded."""
     if len(INSTALLED) < 3 or "torch" not in INSTALLED:
         pytest.skip("needs PyTorch and two more frameworks")
-    folder = tmp_path_factory.mktemp("control")
     (folder / "nudge.py").write_text(NUDGE)
     specs = []
-    for name, (offset, error, dtype) in CASES.items():
+    for name, (offset, error, dtype) in cases.items():
         path = folder / f"{name}.json"
         path.write_text(json.dumps(dict(spec(offset, error), name=name)))
         specs.append(crossgrad.load(path, dtype=dtype))
+    return specs
+
+
+@pytest.fixture(scope="module")
+def checked(tmp_path_factory, executor):
+    specs = written(tmp_path_factory.mktemp("control"), CASES)
     return {m["name"]: m for m in crossgrad.check(specs, executor=executor).models}
 
 
@@ -250,15 +256,8 @@ TRAINED = {  # name: (bias offset, PyTorch's error, dtype)
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, executor):
-    if len(INSTALLED) < 3 or "torch" not in INSTALLED:
-        pytest.skip("needs PyTorch and two more frameworks")
-    folder = tmp_path_factory.mktemp("lockstep_control")
-    (folder / "nudge.py").write_text(NUDGE)
-    specs = []
-    for name, (offset, error, dtype) in TRAINED.items():
-        path = folder / f"{name}.json"
-        path.write_text(json.dumps(dict(spec(offset, error), name=name)))
-        specs.append(crossgrad.load(path, dtype=dtype).with_overrides(**{"train.steps": 30}))
+    specs = [s.with_overrides(**{"train.steps": 30})
+             for s in written(tmp_path_factory.mktemp("lockstep_control"), TRAINED)]
     return {m["name"]: m for m in crossgrad.train(specs, executor=executor).models}
 
 
