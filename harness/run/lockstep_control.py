@@ -29,24 +29,19 @@ JUDGED = ("state", "loss", "grad")  # the pass's half of a step; the update is n
 
 def measure(impl, job):
     """{"entries": [[kind, name], ...], "steps": [k, ...], "ref_err", "level", "scale":
-    (steps, entries) lists of floats}."""
+    (steps, entries) lists of floats}, for the asked steps the walk reaches."""
     wanted, dtype = sorted(set(job["steps"])), job["spec"]["dtype"]
     model = impl.model.build_model(job["spec"], native=False)
     feed = Feed((job["params"], job["state"], None))
     walk = impl.train.lockstep(model, job["x"], job["y"], job["batches"], job["masks"], feed)
-    rows, entries = [], None
-    for k, record in enumerate(walk):
-        if k == wanted[len(rows)]:
+    rows, entries = {}, []
+    for k, record in zip(range(wanted[-1] + 1 if wanted else 0), walk):
+        if k in wanted:
             entries = entries or _entries(record)
-            rows.append(_row(impl, job, feed.start, k, record, entries, dtype))
-            if len(rows) == len(wanted):
-                break
+            rows[k] = _row(impl, job, feed.start, k, record, entries, dtype)
         feed.start = (record["params"], record["state"], record["optimizer"])
-    if len(rows) < len(wanted):  # the reference diverged first: nothing to control there
-        wanted = wanted[:len(rows)]
-    return {"entries": entries or [], "steps": wanted,
-            **{part: [[r[part][j] for j in range(len(entries or ()))] for r in rows]
-               for part in ("ref_err", "level", "scale")}}
+    return {"entries": entries, "steps": list(rows), **{
+        part: [row[part] for row in rows.values()] for part in ("ref_err", "level", "scale")}}
 
 
 def _entries(record):
