@@ -8,6 +8,7 @@ files are exit 2, one line, nothing written; a model file that changed after the
 leaves the original out.
 """
 import json
+import re
 import os
 import textwrap
 
@@ -401,9 +402,12 @@ def test_an_existing_file_is_replaced_only_if_an_import_wrote_it(tmp_path):
     assert limited(tmp_path, argv, address_space=16 << 30).code == 0
     first = (tmp_path / "m.toml").read_text()
     again = limited(tmp_path, argv, address_space=16 << 30)   # its own output: replaced
-    # the same spec; its last line stamps it and the weights (the factory's, drawn anew)
-    assert again.code == 0 and (tmp_path / "m.toml").read_text().splitlines()[:-1] == \
-        first.splitlines()[:-1]
+    # the same spec but for what stamps the weights (the factory's, drawn anew): their
+    # digest, and the last line, which stamps the spec and the weights file
+    def body(text):
+        return [line for line in text.splitlines()[:-1] if not line.startswith("params_sha256")]
+    second = (tmp_path / "m.toml").read_text()
+    assert again.code == 0 and body(second) == body(first) and second != first
     for edit in ("m.toml", "m.params.npz"):  # changed since: the user's now
         before = (tmp_path / edit).read_bytes()
         if edit == "m.toml":
@@ -656,3 +660,40 @@ def test_a_spec_that_cannot_be_written_leaves_the_previous_pair(tmp_path):
     again = crossgrad()
     assert again.returncode == 0, again.stderr
     assert (tmp_path / "m.params.npz").read_bytes() != written["m.params.npz"]
+
+
+def test_an_imported_spec_beside_other_weights_is_refused(imported, capsys):
+    """The spec records what its weights file held (params_sha256): the pair parted (the
+    file replaced, or an import killed between its two renames) is one line naming the key,
+    exit 2; the same weights saved again (other bytes, other member order) are the same."""
+    spec_text = imported.read_text()
+    assert re.search(r'^params_sha256 = "[0-9a-f]{64}"$', spec_text, re.M)
+    weights_file = imported.parent / "m.params.npz"
+    with np.load(weights_file) as held:
+        weights = {k: held[k] for k in held.files}
+    np.savez_compressed(weights_file, **dict(reversed(list(weights.items()))))
+    assert load_spec(imported).initial is not None
+    moved = dict(weights)
+    name = sorted(moved)[0]
+    moved[name] = moved[name] * 2 + 1  # in the file's own dtype (float32 here)
+    np.savez(weights_file, **moved)
+    assert main(["check", str(imported), "--frameworks", "numpy"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "m.toml: params_sha256: m.params.npz holds other " \
+                                      "weights than this spec was written with" in err, err
+
+
+@pytest.mark.parametrize("line, message", [
+    ('params_sha256 = "abc"', "params_sha256: must be 64 lowercase hexadecimal digits"),
+    (f'params_sha256 = "{"0" * 64}"', "params_sha256: hand.npz holds other weights"),
+])
+def test_a_hand_written_params_sha256_is_checked(tmp_path, capsys, line, message):
+    (tmp_path / "hand.toml").write_text(SPEC.replace('params = "hand.npz"',
+                                                     f'params = "hand.npz"\n{line}'))
+    np.savez(tmp_path / "hand.npz", **_weights())
+    assert main(["check", str(tmp_path / "hand.toml"), "--frameworks", "numpy"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    (tmp_path / "none.toml").write_text(SPEC.replace('params = "hand.npz"', line))
+    assert main(["check", str(tmp_path / "none.toml"), "--frameworks", "numpy"]) == 2
+    assert "params_sha256" in capsys.readouterr().err

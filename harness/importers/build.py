@@ -13,6 +13,7 @@ import numpy as np
 from ..errors import InputError
 from ..spec import parse_spec
 from ..spec.data import SOURCES
+from ..spec.params_file import digest as params_digest
 from .pieces import NCHW, NotMapped, canonical_shape, canonical_weights, walk
 from .spec_text import data_table, spec_dict, toml_text
 
@@ -116,7 +117,9 @@ def _finish(name, pieces, input_shape, arrays, original, source, loss, data, out
     _check_weights(arrays, spec, source, pieces)
     spec.initial = {k: np.asarray(v, np.float64) for k, v in arrays.items()}
     params_file = f"{Path(out).stem if out else raw['name']}.params.npz"
-    raw = dict(raw, params=params_file)  # the file's keys; the Spec holds them in memory
+    # the file's keys (the Spec holds the weights in memory), and what the file holds: the
+    # two files cannot be renamed into place at once, and a spec beside other weights says so
+    raw = dict(raw, params=params_file, params_sha256=params_digest(spec.initial))
     if original is not None:
         helpers = [dict(h, file=_relative(h["path"], out)) for h in original.get("helpers", ())]
         spec.original = dict(original, file=_relative(original["path"], out), helpers=helpers)

@@ -53,7 +53,7 @@ def spec_dict(name, pieces, input_shape, data, loss):
 def toml_text(raw, pieces, header, input_note):
     """The spec as TOML, `header` lines on top, a comment per layer."""
     lines = [f"# {line}" for line in header] + [""]
-    for key in ("name", "dtype", "seed", "input_shape", "params"):
+    for key in ("name", "dtype", "seed", "input_shape", "params", "params_sha256"):
         if key in raw:
             if key == "input_shape" and input_note:
                 lines.append(f"# {input_note}")

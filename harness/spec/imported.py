@@ -1,6 +1,8 @@
-"""The keys `crossgrad import` adds to a spec: `params` (any spec may use it) and `[original]`.
+"""The keys `crossgrad import` adds to a spec: `params` (any spec may use it),
+`params_sha256` and `[original]`.
 
     params = "my_model.params.npz"     # initial weights from a file (spec/params_file.py)
+    params_sha256 = "…"                # what the file held when the spec was written
 
     [original]                         # the model the spec was imported from
     framework = "torch"                # torch | keras
@@ -16,18 +18,32 @@ helper) that disappeared or changed since the import leaves it out with one warn
 """
 import re
 
-from .params_file import read_params, resolve
+from .params_file import digest, read_params, resolve
 
 FRAMEWORKS = ("torch", "keras")
 SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def parse_params(top, param_specs, state_specs):
-    """The `params` key -> {canonical name: float64 array}, or None without it."""
-    value = top.str("params")
+    """The `params` key -> {canonical name: float64 array}, or None without it. With
+    `params_sha256` (params_file.digest of the arrays: their names, shapes and values, not
+    the file's bytes), the file must hold those weights: a spec and a weights file written
+    together by `crossgrad import` and then parted (one replaced, or an import killed
+    between its two renames) is an error, not another model's weights trained silently."""
+    value, expected = top.str("params"), top.str("params_sha256")
+    if expected is not None and not SHA256.fullmatch(expected):
+        raise top.error("params_sha256", "must be 64 lowercase hexadecimal digits")
     if value is None:
+        if expected is not None:
+            raise top.error("params_sha256", "without `params`: no weights file to check")
         return None
-    return read_params(resolve(value, top.file), top.file, param_specs, state_specs)
+    arrays = read_params(resolve(value, top.file), top.file, param_specs, state_specs)
+    if expected is not None and digest(arrays) != expected:
+        raise top.error("params_sha256", f"{value} holds other weights than this spec was "
+                                         "written with (their digest differs): import the "
+                                         "model again, or delete params_sha256 to start from "
+                                         "the file as it is")
+    return arrays
 
 
 def parse_original(top):

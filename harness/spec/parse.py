@@ -40,7 +40,8 @@ OPTIMIZERS = {
     "adagrad": {"eps": 1e-10, "weight_decay": 0.0},
 }
 TOP_KEYS = ("name", "description", "reproduces", "dtype", "seed", "input_shape", "data",
-            "layers", "loss", "optimizer", "train", "plugins", "params", "original")
+            "layers", "loss", "optimizer", "train", "plugins", "params", "params_sha256",
+            "original")
 ZOO = __package__ + ".zoo"  # the built-in specs, package data
 NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")  # whole string (fullmatch): no "a\n"
 

@@ -189,6 +189,10 @@ def spec_schema():
         "params": {"type": "string",
                    "description": "an .npz of initial weights by canonical name (relative to "
                                   "the spec), instead of the initializers"},
+        "params_sha256": {"type": "string", "pattern": f"^{SHA256.pattern}$",
+                          "description": "the digest of the weights `params` held when the "
+                                         "spec was written (crossgrad import): another "
+                                         "file's is an error"},
         "original": {"type": "object", "additionalProperties": False,
                      "required": ["framework", "file", "sha256"],
                      "description": "the model the spec was imported from (crossgrad import); "
