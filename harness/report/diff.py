@@ -175,7 +175,7 @@ def diff_reports(a, b):
 def _amplified(results):
     """(model, dtype, mode, framework) of the runs judged PASS* for their curve: beyond its
     tolerance (amplified, or branched at a kink) while lockstep agreed at every step."""
-    return {(m["name"], m["dtype"], m["mode"], fw) for key, m in _training_index(results).items()
+    return {(m["name"], m["dtype"], m["mode"], fw) for m in _training_index(results).values()
             for fw, i in m["frameworks"].items() if i.get("verdict") == "PASS*"
             and (i.get("amplified_at") is not None or i.get("branched_at") is not None)}
 
