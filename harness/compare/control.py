@@ -62,6 +62,13 @@ def perturbation(spec):
             "seed": spec.seed}
 
 
+def missing(wider, control, otherwise="no result"):
+    """Why a control did not judge: no wider format here, or its job's error."""
+    if wider is None:
+        return "no format wider than float64 on this platform (long double is float64)"
+    return (control or {}).get("error") or otherwise
+
+
 def failing(entry):
     """The pair rows that failed (a model with none needs no control)."""
     return [c for c in entry["comparisons"] if not c["passed"]]
@@ -77,10 +84,8 @@ def attach(entry, spec, results, control):
     wider = control_dtype(spec.dtype)
     said = NAMES.get(wider, wider)  # None: no wider format here
     if control is None or control.get("status") != "ok" or "perturbed" not in control:
-        why = ("no format wider than float64 on this platform (long double is float64)"
-               if wider is None else (control or {}).get("error")
-               or "the control has no gradients")
-        entry["control"] = {"dtype": said, "status": "failed", "error": why}
+        entry["control"] = {"dtype": said, "status": "failed",
+                            "error": missing(wider, control, "the control has no gradients")}
         return entry
     floor = tolerance(spec.dtype, spec.layers)
     entry["control"] = {"dtype": said, "status": "ok", "floor": floor, "spread": SPREAD}

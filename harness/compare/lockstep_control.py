@@ -32,9 +32,10 @@ import numpy as np
 
 from ..registry import REFERENCE
 from ..run.lockstep_control import JUDGED
-from .control import NAMES, SPREAD, control_dtype, perturbation
+from .control import NAMES, SPREAD, control_dtype, missing, perturbation
 from .lockstep import beyond_tolerance, relative_errors, scaled
 from .precision import tolerance
+from .results import training_passed
 from .zeros import structural_zeros
 
 WHAT = {"state": "running statistic ", "loss": "the loss", "grad": "gradient "}
@@ -108,9 +109,8 @@ def attach(entry, spec, parts, first, later=None):
                 "the update parts too (optimizer state or parameters), which the control "
                 "does not judge")}
         elif not _ok(control):
-            info["lockstep_control"] = {"dtype": said, "status": "failed", "error": (
-                "no format wider than float64 on this platform (long double is float64)"
-                if wider is None else (control or {}).get("error", "no result"))}
+            info["lockstep_control"] = {"dtype": said, "status": "failed",
+                                        "error": missing(wider, control)}
         else:
             judged = _judged(measured, beyond, control, zeros, floor)
             judged.pop("worst_ratio")
@@ -118,10 +118,7 @@ def attach(entry, spec, parts, first, later=None):
                 {"dtype": said, "status": "ok", "floor": floor, "spread": SPREAD}, **judged)
             if judged["amplified"]:
                 info.update(passed=True, verdict="PASS*", lockstep_amplified=True)
-    frameworks = entry["frameworks"].values()
-    entry["passed"] = bool(all(i.get("passed") is not False for i in frameworks
-                               if i["status"] == "ok")
-                           and not any(i["status"] == "failed" for i in frameworks))
+    entry["passed"] = training_passed(entry["frameworks"])
     return entry
 
 
@@ -189,7 +186,7 @@ def line(info):
     if said["status"] == "not judged":
         return f"not judged one format wider: {said['error']}"
     if said["status"] != "ok":
-        return f"no control one format wider: {said['error']}"
+        return f"no control in a wider format: {said['error']}"
     w = said["worst"]
     where = f"{WHAT[w['kind']]}{w['entry'] if w['kind'] != 'loss' else ''} at step {w['step']}"
     figures = (f"up to {w['bound']:.1e} from {said['dtype']} arithmetic, rounding's level of "

@@ -215,9 +215,15 @@ def explain_branches(models, curves):
             step = branch_step(mine.sort_values("step")["rel_diff"], "float32")
             if step is not None:
                 info.update(passed=True, verdict="PASS*", branched_at=step)
-        m["passed"] = all(i.get("passed") is not False for i in m["frameworks"].values()
-                          if i["status"] == "ok") and not any(
-            i["status"] == "failed" for i in m["frameworks"].values())
+        m["passed"] = training_passed(m["frameworks"])
+
+
+def training_passed(frameworks):
+    """An aligned training's verdict from its frameworks' (as judged so far): none failed
+    to run, none judged failed."""
+    return all(i.get("passed") is not False for i in frameworks.values()
+               if i["status"] == "ok") and not any(
+        i["status"] == "failed" for i in frameworks.values())
 
 
 def assemble_train(spec, inputs, results, names, missing, native):

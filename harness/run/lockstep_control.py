@@ -22,7 +22,7 @@ import math
 import numpy as np
 
 from .lockstep import KEYS, Feed
-from .reference import each_in_format, in_format
+from .reference import each_in_format, in_format, model_in_format
 
 JUDGED = ("state", "loss", "grad")  # the pass's half of a step; the update is not controlled
 
@@ -70,9 +70,7 @@ def _pass(impl, job, start, k, dtype, jitter=None):
     """The forward and backward pass of step k from `start`, NumPy in `dtype` (the start's
     arrays widened to it where wider: exact): {"loss", "grads", "state"}."""
     params, state, _ = start
-    spec = dict(job["spec"], dtype=dtype, **({"jitter": jitter} if jitter else {}))
-    model = impl.model.build_model(spec, native=False)
-    impl.model.set_params(model, each_in_format(params, dtype), each_in_format(state, dtype))
+    model = model_in_format(impl, job["spec"], params, state, dtype, jitter)
     idx = job["batches"][k]
     loss, grads, _, _ = impl.train.gradients(
         model, in_format(job["x"][idx], dtype), in_format(job["y"][idx], dtype),

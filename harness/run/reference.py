@@ -40,3 +40,14 @@ def in_format(a, dtype):
 def each_in_format(arrays, dtype):
     """{name: array} -> the same, each float array in `dtype` (in_format)."""
     return {k: in_format(v, dtype) for k, v in arrays.items()}
+
+
+def model_in_format(impl, spec, params, state, dtype, jitter=None):
+    """NumPy's model of `spec` (a job's) in `dtype`, set to `params` and `state` in that
+    format (exact where it is wider). `jitter` ({unit, seed}): every value leaving a layer
+    also moved at random by a relative `unit`, one draw of the control's rounding level
+    (the NumPy model's spec key "jitter")."""
+    model = impl.model.build_model(dict(spec, dtype=dtype, **({"jitter": jitter} if jitter
+                                                               else {})))
+    impl.model.set_params(model, each_in_format(params, dtype), each_in_format(state, dtype))
+    return model

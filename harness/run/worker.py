@@ -30,7 +30,7 @@ from ..importers import original
 from ..registry import ORIGINAL
 from ..spec import plugins
 from . import lockstep, lockstep_control, orphans, ownership, protocol, second_order
-from .reference import each_in_format, in_format
+from .reference import each_in_format, in_format, model_in_format
 from .environment import SHARED_VARIABLE, WORKER_KIND, remove_shared, worker_tempdir
 
 
@@ -165,10 +165,8 @@ def _perturbed(impl, job, dtype, unit, count, seed):
     (its spec's "jitter")."""
     out = []
     for i in range(count):
-        spec = dict(job["spec"], dtype=dtype, jitter={"unit": unit, "seed": [seed, i]})
-        jittered = impl.model.build_model(spec)
-        impl.model.set_params(jittered, each_in_format(job["params"], dtype),
-                             each_in_format(job["state"], dtype))
+        jittered = model_in_format(impl, job["spec"], job["params"], job["state"], dtype,
+                                   jitter={"unit": unit, "seed": [seed, i]})
         loss, grads, state = impl.model.loss_and_gradients(
             jittered, in_format(job["x"], dtype), in_format(job["y"], dtype),
             each_in_format(job["masks"], dtype))
