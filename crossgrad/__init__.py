@@ -8,6 +8,7 @@ The public Python API (the README's "Python API" documents it):
     crossgrad.compare(...)      your own loss function, written once per framework, compared
     crossgrad.layer(name)       class decorator: your own layer type for specs (a plugin)
     crossgrad.from_torch(...)   a PyTorch model of yours -> Spec (from_keras: a Keras one)
+    crossgrad.InputError        bad input (a spec, an option, a model that does not map)
     crossgrad.testing           assert_gradients_agree, assert_spec_agrees for pytest
 
 Everything else (crossgrad.harness, crossgrad.impls) is internal and may move between
@@ -29,6 +30,7 @@ _HOMES = {
     "Comparison": "crossgrad.functions", "CompareError": "crossgrad.functions",
     "layer": "crossgrad.harness.spec.plugins", "testing": None,
     "from_torch": "crossgrad.porting", "from_keras": "crossgrad.porting",
+    "InputError": "crossgrad.harness.errors",
 }
 __all__ = ["__version__", *_HOMES]
 

@@ -13,6 +13,7 @@ follows it), Keras' floatx (Keras layers and losses compute in it), JAX's x64 mo
 (without it JAX silently computes in float32).
 """
 import contextlib
+import os
 import traceback
 
 import numpy as np
@@ -30,13 +31,34 @@ class FunctionError(ValueError):
 
 def call(fn, p, inputs):
     """fn(p, *inputs), an exception from inside it re-raised with where it happened."""
+    return guarded("the function", lambda: fn(p, *inputs))
+
+
+def backward(thunk):
+    """thunk(), the framework's backward pass: a custom gradient of the user's (an
+    autograd.Function, tf.custom_gradient, jax.custom_vjp) runs in it, and so does
+    autograd's own complaint about a tensor modified in place after its use."""
+    return guarded("the backward pass", thunk)
+
+
+def guarded(what, thunk):
+    """thunk(), an exception from inside it re-raised as FunctionError saying `what` raised
+    it and where: the innermost frame of the user's code, neither a framework's (installed
+    in site-packages) nor crossgrad's own."""
     try:
-        return fn(p, *inputs)
+        return thunk()
+    except FunctionError:
+        raise
     except Exception as err:
-        frames = traceback.extract_tb(err.__traceback__)[1:]
-        own = [f for f in frames if "site-packages" not in f.filename] or frames
+        frames = traceback.extract_tb(err.__traceback__)
+        own = [f for f in frames if "site-packages" not in f.filename
+               and not f.filename.startswith(_OURS)]
         where = f" (at {own[-1].filename}:{own[-1].lineno})" if own else ""
-        raise FunctionError(f"the function raised {one_line(err)}{where}") from err
+        raise FunctionError(f"{what} raised {one_line(err)}{where}") from err
+
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_OURS = tuple(os.path.join(_ROOT, part) + os.sep for part in ("crossgrad", "harness", "impls"))
 
 
 def scalar(loss, shape, dtype_name, dtype):
@@ -100,7 +122,8 @@ def torch_gradients(fn, params, inputs, dtype):
         scalar(loss, loss.shape, str(loss.dtype).removeprefix("torch."), dtype)
         if not loss.requires_grad:
             raise unused(next(iter(p)))
-        grads = torch.autograd.grad(loss.reshape(()), list(p.values()), allow_unused=True)
+        grads = backward(lambda: torch.autograd.grad(loss.reshape(()), list(p.values()),
+                                                     allow_unused=True))
         for name, g in zip(p, grads):
             if g is None:
                 raise unused(name)
@@ -135,7 +158,7 @@ def tensorflow_gradients(fn, params, inputs, dtype):
             raise FunctionError(f"the loss must be a TensorFlow tensor, got "
                                 f"{type(loss).__name__}")
         scalar(loss, loss.shape, loss.dtype.name, dtype)
-        grads = tape.gradient(loss, list(p.values()))
+        grads = backward(lambda: tape.gradient(loss, list(p.values())))
         for name, g in zip(p, grads):
             if g is None:
                 raise unused(name)
@@ -174,7 +197,7 @@ def jax_gradients(fn, params, inputs, dtype):
         if not isinstance(loss, jax.Array):
             raise FunctionError(f"the loss must be a JAX array, got {type(loss).__name__}")
         scalar(loss, loss.shape, loss.dtype.name, dtype)
-        (grads,) = pullback(jnp.ones_like(loss))  # d loss / d p, as jax.grad computes it
+        (grads,) = backward(lambda: pullback(jnp.ones_like(loss)))  # as jax.grad takes it
         return float(loss.reshape(())), {k: np.asarray(grads[k]).copy() for k in p}
 
 

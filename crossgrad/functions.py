@@ -155,10 +155,16 @@ def _inputs(inputs, dtype):
 
 
 def _fresh(arrays):
-    """A copy for one call: a function that writes into its arguments changes nothing else."""
-    if isinstance(arrays, dict):
-        return {k: v.copy() for k, v in arrays.items()}
-    return tuple(a.copy() if isinstance(a, np.ndarray) else a for a in arrays)
+    """A copy for one call: a function that writes into its arguments changes nothing else,
+    nor an array of the caller's inside a dict, list or tuple it was given (other objects
+    pass as they are)."""
+    if isinstance(arrays, np.ndarray):
+        return arrays.copy()
+    if type(arrays) is dict:
+        return {k: _fresh(v) for k, v in arrays.items()}
+    if type(arrays) in (list, tuple):
+        return type(arrays)(_fresh(a) for a in arrays)
+    return arrays
 
 
 def _run(fw, what, fn, params, inputs, dtype):

@@ -8,8 +8,8 @@
 
 A model given as an object has no file a worker could rebuild it from: its spec checks
 the four. Given as a file ("FILE.py:FACTORY", or a .keras file), the spec also runs the
-model itself, as `crossgrad import` writes it. Bad input raises crossgrad's InputError
-(`crossgrad.harness.errors.InputError`), naming the module path that does not map.
+model itself, as `crossgrad import` writes it. Bad input raises `crossgrad.InputError`,
+naming the module path that does not map.
 """
 from .harness.importers.build import import_keras, import_torch
 

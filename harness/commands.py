@@ -5,13 +5,14 @@ starts, prints its tables, then writes its outputs (ownership.py says what it ma
 """
 import importlib
 import threading
+from functools import partial
 from pathlib import Path
 
 from . import api
-from .errors import EXIT_DISAGREE, EXIT_OK, InputError
+from .errors import EXIT_DISAGREE, EXIT_OK
 from .options import (Progress, add_dtype, add_execution, add_models, check_execution,
-                      claim_outputs, collect_specs, make_executor, positive_int,
-                      positive_int_list, tables_stream)
+                      choice_list, claim_outputs, collect_specs, make_executor,
+                      positive_int_list, refuse_unused, step_count, tables_stream)
 from .porting import add_import_args, cmd_import
 from .compare.pairwise import worst
 from .report import tables
@@ -26,6 +27,7 @@ from .run.execute import frameworks_to_run, job_count
 from .run.executor import side_by_side
 from .run.outputs import save_arrays, write_json
 from .spec import DTYPES, OPTIMIZERS, zoo_names, zoo_spec
+from .sweep import VARIANTS
 
 
 def cmd_check(args):
@@ -107,7 +109,7 @@ def cmd_train(args):
 
 
 def add_train_options(p):
-    p.add_argument("--steps", type=positive_int, help="override every spec's train.steps")
+    p.add_argument("--steps", type=step_count, help="override every spec's train.steps")
     p.add_argument("--native-defaults", action="store_true",
                    help="each framework's own optimizer/loss defaults instead of the aligned math")
     p.add_argument("--out", metavar="DIR", help="write a report folder (manifest, CSV, plots)")
@@ -177,7 +179,7 @@ def _run_phases(args, specs, names, native_specs, executor):
 
 
 def add_run_options(p):
-    p.add_argument("--steps", type=positive_int, help="override every spec's train.steps")
+    p.add_argument("--steps", type=step_count, help="override every spec's train.steps")
     p.add_argument("--out", metavar="DIR", default="reports/latest",
                    help="the report folder (default: reports/latest)")
     p.add_argument("--resume", action="store_true",
@@ -203,18 +205,14 @@ def add_diff_args(p):
 
 
 def _sweep_specs(args):
-    from .sweep import parse_seeds, variants
+    from .sweep import check_count, parse_seeds, variants
     check_execution(args)
-    dtypes = [d.strip() for d in args.dtypes.split(",")]
-    bad = [d for d in dtypes if d not in DTYPES]
-    if bad:
-        raise InputError("--dtypes", bad[0], f"choose from {', '.join(DTYPES)}")
-    optimizers = [o.strip() for o in args.optimizers.split(",")] if args.optimizers else []
-    unknown = [o for o in optimizers if o not in OPTIMIZERS]
-    if unknown:
-        raise InputError("--optimizers", unknown[0], f"choose from {', '.join(OPTIMIZERS)}")
-    seeds = parse_seeds(args.seeds)
-    base = collect_specs(args, dtypes, **{"train.steps": args.steps})
+    # every variant takes its seed from --seeds: --seed would be overridden silently
+    refuse_unused(args, "in a sweep, whose seeds are --seeds (e.g. --seeds 3)", ["--seed"])
+    seeds = parse_seeds("0" if args.seeds is None else args.seeds)
+    optimizers = args.optimizers or []
+    base = collect_specs(args, args.dtypes or ["float64"], **{"train.steps": args.steps})
+    check_count(base, seeds, optimizers)
     return variants(base, seeds, optimizers)
 
 
@@ -266,39 +264,68 @@ def sweep_rows(check, train):
     return rows
 
 
-def add_sweep_options(p):
-    p.add_argument("--seeds", default="0", help="e.g. 0-9, or 0,3,5")
-    p.add_argument("--optimizers", help=f"comma-separated subset of {','.join(OPTIMIZERS)}")
-    p.add_argument("--dtypes", default="float64", help="comma-separated: float64,float32")
-    p.add_argument("--steps", type=positive_int, help="override every spec's train.steps")
-    p.add_argument("--json", metavar="OUT",
-                   help="write every result and the digest as JSON ('-': stdout)")
+def add_sweep_options(p, json_help="write every result and the digest as JSON ('-': "
+                                     "stdout, and the tables to stderr)"):
+    p.add_argument("--seeds", help=f"e.g. 0-9, or 0,3,5 (default 0); each seed once, at most "
+                                   f"{VARIANTS:,} variants in all")
+    p.add_argument("--optimizers", type=choice_list(list(OPTIMIZERS), "optimizer"),
+                   help=f"comma-separated subset of {','.join(OPTIMIZERS)}, each once "
+                        f"(default: each spec's own)")
+    p.add_argument("--dtypes", type=choice_list(DTYPES, "dtype"),
+                   help="comma-separated: float64,float32, each once (default float64)")
+    p.add_argument("--steps", type=step_count, help="override every spec's train.steps")
+    p.add_argument("--json", metavar="OUT", help=json_help)
 
 
 def cmd_bench(args):
     """The same sweep with 1, 2, ... workers: wall time, speed-up, and whether the bits match."""
     if args.step_time:
         return cmd_step_time(args)
+    refuse_unused(args, "without --step-time", ["--batch-sizes", "--dtype"])
+    refuse_unused(args, "in bench, which runs each count of --workers-list", ["--workers"])
+    specs = _sweep_specs(args)
+    outputs = claim_outputs(args, files=["--json"])
+    started = manifest.now()
+    timings, first = _time_counts(specs, args)
+    out = tables_stream(outputs)
+    jobs = timings[0]["jobs"] // max(1, len(specs))
+    print(f"sweep: {len(specs)} variants x {jobs} jobs each, executor {args.executor}, "
+          f"{args.threads} thread(s) per worker", file=out)
+    print(tables.render(["workers", "jobs", "wall s", "busy s", "speed-up", "same bits"],
+                        [[t["workers"], t["jobs"], f"{t['wall_seconds']:.1f}",
+                          f"{t['busy_seconds']:.1f}", f"{t['speedup']:.2f}x",
+                          "yes" if t["same_bits"] else "NO"] for t in timings]), file=out)
+    if args.json:
+        check, train, said = first
+        write_json(outputs["--json"], {
+            "timings": timings, "check": check.to_json(), "train": train.to_json(),
+            "digest": timings[0]["digest"],
+            "manifest": manifest.build(specs, args.executor, args.threads, started, said)})
+    return EXIT_OK
+
+
+def _time_counts(specs, args):
+    """The sweep once per count of --workers-list, each from cold workers without the
+    compilation cache: -> ([{workers, jobs, wall_seconds, busy_seconds, speedup, same_bits,
+    digest}], (check, train, hellos) of the first count: the results --json writes)."""
     import time
     from .sweep import digest
-    specs = _sweep_specs(args)
-    counts = args.workers_list
-    rows, first = [], None
-    for n in counts:
+    timings, first = [], None
+    for n in args.workers_list or [1, 2]:
         args.workers = n
         start = time.monotonic()
-        with make_executor(args, compile_cache=False) as executor:  # each count from cold
+        with make_executor(args, compile_cache=False) as executor:
             check, train = _run_sweep(specs, args, executor, True)
+            said = executor.hellos
         wall = time.monotonic() - start
         results = [r for res in (check, train) for m in res.saved.values() for r in m[1].values()]
-        busy = sum(r.get("seconds") or 0.0 for r in results)
-        first = first or (wall, digest(results))
-        rows.append([n, len(results), f"{wall:.1f}", f"{busy:.1f}", f"{first[0] / wall:.2f}x",
-                     "yes" if digest(results) == first[1] else "NO"])
-    print(f"sweep: {len(specs)} variants x {len(results) // max(1, len(specs))} jobs each, "
-          f"executor {args.executor}, {args.threads} thread(s) per worker")
-    print(tables.render(["workers", "jobs", "wall s", "busy s", "speed-up", "same bits"], rows))
-    return EXIT_OK
+        first = first or (check, train, said)
+        timings.append({"workers": n, "jobs": len(results), "wall_seconds": wall,
+                        "busy_seconds": sum(r.get("seconds") or 0.0 for r in results),
+                        "speedup": (timings[0]["wall_seconds"] if timings else wall) / wall,
+                        "digest": digest(results)})
+        timings[-1]["same_bits"] = timings[-1]["digest"] == timings[0]["digest"]
+    return timings, first
 
 
 def cmd_step_time(args):
@@ -306,10 +333,14 @@ def cmd_step_time(args):
     the same network in the same framework, and GFLOP/s against a GEMM probe (bench/)."""
     from .bench.command import measure, ratios
     check_execution(args)
+    # it times one local worker, one step per call: the sweep's options would change nothing
+    refuse_unused(args, "with --step-time", ["--seeds", "--optimizers", "--dtypes", "--steps",
+                                             "--workers-list", "--workers", "--executor"])
     specs = collect_specs(args, [args.dtype or "float32"])
     outputs = claim_outputs(args, files=["--json"])
     names, _ = frameworks_to_run(args.frameworks)
-    document, failed = measure(specs, names, args.batch_sizes, args.threads, args.timeout)
+    document, failed = measure(specs, names, args.batch_sizes or [1, 100, 1000], args.threads,
+                               args.timeout)
     out = tables_stream(outputs)
     ms = lambda s: "-" if s is None else f"{1e3 * s:.3f}"  # noqa: E731
     rows = [[m, b, f, ms(impl), ms(plain), "-" if r is None else f"{r:.2f}x", f"{g:.2f}",
@@ -330,17 +361,23 @@ def cmd_step_time(args):
 
 
 def add_bench_options(p):
-    add_sweep_options(p)
-    p.add_argument("--workers-list", type=positive_int_list, default=[1, 2],
-                   help="worker counts to time, e.g. 1,2")
+    add_sweep_options(p, json_help="write each worker count's timings and digest, and every "
+                                   "result of the first count, as JSON ('-': stdout, and the "
+                                   "tables to stderr); with --step-time: the step times")
+    p.add_argument("--workers-list", type=positive_int_list("worker count"),
+                   help="worker counts to time, each once (default 1,2)")
     p.add_argument("--step-time", action="store_true",
                    help="time one training step per model, framework and batch size against "
-                        "a plain loop of the same network (with --batch-sizes, --dtype, --json)")
-    p.add_argument("--batch-sizes", type=positive_int_list, default=[1, 100, 1000],
-                   help="--step-time: batch sizes to time, e.g. 1,100,1000")
+                        "a plain loop of the same network (with --batch-sizes, --dtype, --seed, "
+                        "--json; the sweep's --seeds, --optimizers, --dtypes, --steps, "
+                        "--workers-list and --executor ray are refused)")
+    p.add_argument("--batch-sizes", type=positive_int_list("batch size"),
+                   help="--step-time: batch sizes to time, each once (default 1,100,1000)")
     p.add_argument("--dtype", choices=("float32", "float64"),
                    help="--step-time: the dtype of every spec (default float32)")
 
+
+SWEEP_SEED = "refused in a sweep, whose seeds are --seeds"
 
 # name -> (function, help, argument adders), in the order `crossgrad --help` lists them
 COMMANDS = {
@@ -355,9 +392,13 @@ COMMANDS = {
     "diff": (cmd_diff, "compare two report folders and say what changed beyond tolerance",
              [add_diff_args]),
     "sweep": (cmd_sweep, "models x seeds x optimizers x dtypes as independent jobs",
-              [add_models, add_execution, add_sweep_options]),
+              [partial(add_models, seed_help=SWEEP_SEED), add_execution, add_sweep_options]),
     "bench": (cmd_bench, "time a sweep with 1, 2, ... workers (prints figures; not a test)",
-              [add_models, add_execution, add_bench_options]),
+              [partial(add_models, seed_help="--step-time: override every spec's seed "
+                                             "(" + SWEEP_SEED + ")"),
+               partial(add_execution, workers_help="refused: bench runs each count of "
+                                                   "--workers-list, --step-time one worker"),
+               add_bench_options]),
     "import": (cmd_import, "a PyTorch or Keras model of yours -> a spec and its weights; "
                            "check then runs the original too", [add_import_args]),
     "explain": (cmd_explain, "HTML pages: a layer type's math and four implementations side "

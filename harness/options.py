@@ -5,6 +5,7 @@ Every option is checked when it is parsed (argparse `type=`), so a bad value is 
 naming the flag, exit 2, before any spec is read or any work starts.
 """
 import argparse
+import contextlib
 import math
 import os
 import sys
@@ -15,6 +16,7 @@ from . import registry
 from .errors import InputError
 from .run.ownership import claim_file, claim_folder
 from .spec import load_spec, sizes, zoo_names, zoo_spec
+from .spec.limits import STEPS
 from .spec.precision import ALL as ALL_DTYPES, REDUCED
 
 REDUCED_NOT_TRAINED = ("reduced precision is checked, not trained: crossgrad check --dtype "
@@ -60,12 +62,46 @@ def gigabytes(text):
     return value
 
 
-def framework_list(text):
+def step_count(text):
+    """--steps: what train.steps takes (limits.STEPS), refused here, naming the flag."""
+    value = positive_int(text)
+    _refuse(value > STEPS, f"must be at most {STEPS:,}, got {value:,}")
+    return value
+
+
+def repeated(values):
+    """The first value named a second time, or None."""
+    return next((v for i, v in enumerate(values) if v in values[:i]), None)
+
+
+def _once(values, what):
+    """A list option names each value once: `sgd,sgd` is a typo for another optimizer more
+    often than a wish to run one twice, so it is refused, never run twice nor dropped."""
+    twice = repeated(values)
+    _refuse(twice is not None, f"names {twice!r} twice; name each {what} once")
+    return values
+
+
+def _names(text, what, choices=None):
     names = [x.strip() for x in text.split(",") if x.strip()]
-    if not names:
-        raise argparse.ArgumentTypeError(f"names no framework; choose from "
-                                         f"{','.join(registry.ORDER)}")
-    return names
+    _refuse(not names, f"names no {what}" + (f"; choose from {','.join(choices)}"
+                                             if choices else ""))
+    return _once(names, what)
+
+
+def framework_list(text):
+    return _names(text, "framework", registry.ORDER)
+
+
+def choice_list(choices, what):
+    """A type for a comma list of `choices` (--dtypes, --optimizers), each named once."""
+    def parse(text):
+        names = _names(text, what, choices)
+        unknown = next((n for n in names if n not in choices), None)
+        _refuse(unknown is not None, f"unknown {what} {unknown!r}; choose from "
+                                     f"{','.join(choices)}")
+        return names
+    return parse
 
 
 def ray_address(text):
@@ -75,8 +111,24 @@ def ray_address(text):
     return text
 
 
-def positive_int_list(text):
-    return [positive_int(x) for x in text.split(",")]
+def positive_int_list(what):
+    """A type for a comma list of positive whole numbers (--workers-list), each named once."""
+    def parse(text):
+        return _once([positive_int(x) for x in text.split(",")], what)
+    return parse
+
+
+# the values of options that mean "not given" beyond None and False
+UNSET = {"--executor": "local", "--threads": 1}
+
+
+def refuse_unused(args, why, flags):
+    """Refuse (exit 2) the first of `flags` given a value here, where it has no effect
+    (`why`): a flag ignored silently is a typo passing."""
+    for flag in flags:
+        value = getattr(args, flag.lstrip("-").replace("-", "_"), None)
+        if value not in (None, False, UNSET.get(flag)):
+            raise InputError(flag, None, f"has no effect {why}")
 
 
 class ZooNames(argparse.Action):
@@ -99,12 +151,12 @@ class ZooNames(argparse.Action):
 
 # ---- the shared options --------------------------------------------------------------------
 
-def add_models(p):
+def add_models(p, seed_help="override every spec's seed"):
     p.add_argument("specs", nargs="*", metavar="SPEC", help="spec files (.toml or .json)")
     p.add_argument("--zoo", nargs="+", action=ZooNames, default=[], metavar="NAME",
                    help="built-in specs, by space or comma (`crossgrad zoo` lists them); a path "
                         "ends the list; no SPEC and no --zoo: all")
-    p.add_argument("--seed", type=non_negative_int, help="override every spec's seed")
+    p.add_argument("--seed", type=non_negative_int, help=seed_help)
 
 
 def add_dtype(p):
@@ -112,15 +164,14 @@ def add_dtype(p):
                    help="override every spec's dtype (bfloat16, float16: check only)")
 
 
-def add_execution(p):
+def add_execution(p, workers_help="worker processes at once (default: CPU cores)"):
     p.add_argument("--frameworks", type=framework_list,
                    help=f"comma-separated subset of {','.join(registry.PARTICIPANTS)} "
                         "(original: an imported spec's own model)")
     p.add_argument("--executor", choices=("local", "ray"), default="local")
     p.add_argument("--ray-address", metavar="HOST:PORT", type=ray_address,
                    help="join the Ray cluster there (with --executor ray; see the README)")
-    p.add_argument("--workers", type=positive_int,
-                   help="worker processes at once (default: CPU cores)")
+    p.add_argument("--workers", type=positive_int, help=workers_help)
     p.add_argument("--threads", type=positive_int, default=1,
                    help="threads per worker (results repeat bit for bit for a fixed value)")
     p.add_argument("--timeout", type=positive_seconds,
@@ -135,10 +186,7 @@ def add_execution(p):
 
 def collect_specs(args, dtypes=(None,), **overrides):
     """Spec files and zoo names -> validated Specs, one per (spec, dtype)."""
-    files = list(args.specs) + list(getattr(args, "zoo_files", []))
-    sources = [("file", s) for s in files] + [("zoo", z) for z in args.zoo]
-    if not sources:
-        sources = [("zoo", z) for z in zoo_names()]
+    sources = _sources(args)
     training = "train.steps" in overrides  # the commands that train
     if training and getattr(args, "dtype", None) in REDUCED:
         raise InputError("--dtype", args.dtype, REDUCED_NOT_TRAINED)
@@ -146,7 +194,8 @@ def collect_specs(args, dtypes=(None,), **overrides):
     for kind, source in sources:
         for dtype in dtypes:
             extra = dict(overrides, dtype=dtype, seed=args.seed)
-            spec = load_spec(source, **extra) if kind == "file" else zoo_spec(source, **extra)
+            with _options_blamed(args):
+                spec = load_spec(source, **extra) if kind == "file" else zoo_spec(source, **extra)
             if training and spec.dtype in REDUCED:
                 raise InputError(spec.file, "dtype", f"{spec.dtype}: {REDUCED_NOT_TRAINED}")
             key = (spec.name, spec.dtype, spec.seed)
@@ -154,8 +203,45 @@ def collect_specs(args, dtypes=(None,), **overrides):
                 raise InputError(source, "name", f"{spec.name!r} is also the name of {seen[key]}")
             seen[key] = source
             specs.append(spec)
-    check_memory(specs, args, training)
+    with _options_blamed(args):
+        check_memory(specs, args, training)
     return specs
+
+
+def _sources(args):
+    """[("file" | "zoo", spec)]; a spec given twice is refused as a mistake on the command
+    line, before its name would be blamed on it ("also the name of" itself)."""
+    files = list(args.specs) + list(getattr(args, "zoo_files", []))
+    seen = set()
+    for file in files:
+        where = os.path.realpath(file)
+        if where in seen:
+            raise InputError(file, None, "is given twice on the command line; give each "
+                                         "spec once")
+        seen.add(where)
+    if repeated(args.zoo) is not None:
+        raise InputError("--zoo", None, f"names {repeated(args.zoo)!r} twice; name each "
+                                        f"model once")
+    sources = [("file", s) for s in files] + [("zoo", z) for z in args.zoo]
+    return sources or [("zoo", z) for z in zoo_names()]
+
+
+# spec field -> the options that may override it
+OVERRIDDEN = {"train.steps": ("--steps",), "seed": ("--seed",), "dtype": ("--dtype", "--dtypes")}
+
+
+@contextlib.contextmanager
+def _options_blamed(args):
+    """A value an option put in place of the spec's own that the spec's checks, or the
+    memory estimate, refuse is the option's doing: the error names the flag, not the file."""
+    try:
+        yield
+    except InputError as err:
+        given = [flag for flag in OVERRIDDEN.get(err.field, ())
+                 if getattr(args, flag[2:], None) is not None]
+        if not given:
+            raise
+        raise InputError(given[0], None, err.message) from None
 
 
 def check_memory(specs, args, training):

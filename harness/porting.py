@@ -9,9 +9,9 @@ checked first (the model maps, the state_dict fits, the outputs may be written);
 files are written whole and only then replace the previous pair together: if either fails
 (a full disk), or Ctrl-C comes, the previous spec and weights stay as they were. An
 existing spec is replaced only if an earlier `crossgrad import` wrote it and nobody
-changed it or its weights since (its first line says who wrote it, its last line their
-sha256), and an existing weights file only together with such a spec: nothing of yours
-is overwritten.
+changed it or its weights since (its first line says who wrote it, its last line the
+sha256 of its text and of its weights file's bytes), and an existing weights file only
+together with such a spec: nothing of yours is overwritten.
 """
 import argparse
 import hashlib
@@ -22,14 +22,21 @@ from pathlib import Path
 import numpy as np
 
 from .errors import EXIT_OK, InputError
+from .importers.build import params_name, spec_base
 from .run.atomic import atomic_files
 from .run.ownership import MARKER_LIMIT, claim_file
 from .spec import LOSSES
-from .spec.params_file import digest
 
 HEADER = "# Imported from "
-# the spec's last line: what a later import to the same --out checks before replacing both
-STAMP = "# crossgrad import wrote this file; sha256 of the lines above, and of its weights: "
+# the spec's last line: what a later import to the same --out checks before replacing both.
+# The weights file's own bytes, not only its arrays: bytes added to it (the arrays
+# unchanged) are not crossgrad's to overwrite
+STAMP = "# crossgrad import wrote this file; sha256 of the lines above, and of its weights file: "
+# an earlier import's stamp: the digest of the weights' arrays, which cannot tell whether the
+# file holds anything else
+EARLIER_STAMP = ("# crossgrad import wrote this file; sha256 of the lines above, and of its "
+                 "weights: ")
+AGAIN = "; move it or choose another --out"
 
 
 def shape_arg(text):
@@ -75,10 +82,12 @@ def cmd_import(args):
                                              "input shape and weights")
         done = import_keras(args.model, args.loss, data=args.data, out=out, command=command)
     # again before replacing: the user may have put a file there while the model imported
-    with atomic_files((out, "w"), (params, "wb"), recheck=lambda: _claim(args.out)) as \
+    with atomic_files((out, "w"), (params, "w+b"), recheck=lambda: _claim(args.out)) as \
             (spec, weights):
         np.savez(weights, **done.arrays)
-        spec.write(stamped(done.text, done.arrays))
+        weights.flush()
+        weights.seek(0)  # its bytes as written (an .npz carries the time of writing)
+        spec.write(stamped(done.text, hashlib.file_digest(weights, "sha256").hexdigest()))
     count = sum(int(np.prod(a.shape)) for a in done.arrays.values())
     print(f"wrote {args.out} ({len(done.spec.layers)} layers) and "
           f"{Path(args.out).with_name(params.name)} "
@@ -91,54 +100,82 @@ def _claim(out):
     """-> (the spec's path, the weights' path), or InputError if either is not ours to write."""
     if not str(out).endswith(".toml"):
         raise InputError("--out", out, "must name a .toml file (the spec)")
-    target = claim_file(out, "--out", ours=_written_by_import,
-                        whose="a spec written by crossgrad import")
+    spec_base(out)  # a name before .toml
+    target = claim_file(out, "--out", ours=lambda target: _ours(target, out))
     if not isinstance(target, Path):
         raise InputError("--out", out, "must name a regular file")
-    params = target.with_name(target.name.removesuffix(".toml") + ".params.npz")
+    params = target.with_name(params_name(target))
     if params.is_symlink():  # replacing it would drop the user's link, not write through it
         raise InputError(params, None, "is a link; the weights are written beside the spec "
                                        "as a file: remove the link or choose another --out")
-    ours = target.exists() and _written_by_import(target)
-    if params.exists() and not ours:
+    # a spec there was claimed above, its weights with it (_ours); an empty one claims nothing
+    if params.exists() and not (target.exists() and os.stat(target).st_size):
         raise InputError(params, None, "exists and its spec was not written by crossgrad "
-                                       "import; move it or choose another --out")
+                                       f"import{AGAIN}")
     return target, params
 
 
-def stamped(text, arrays):
-    """The spec's text and a last line with its sha256 and that of its weights (names, shapes
-    and values, as the spec hash takes a params file: the .npz's own bytes carry the time of
-    writing)."""
-    return f"{text}{STAMP}{hashlib.sha256(text.encode()).hexdigest()} {digest(arrays)}\n"
+def stamped(text, weights_sha):
+    """The spec's text and a last line with its sha256 and that of its weights file's bytes."""
+    return f"{text}{STAMP}{hashlib.sha256(text.encode()).hexdigest()} {weights_sha}\n"
 
 
-def _weights_as_written(params, sha):
-    try:
-        with np.load(params, allow_pickle=False) as npz:
-            return digest({name: npz[name] for name in npz.files}) == sha
-    except Exception:  # not an npz, a pickle, unreadable: not as crossgrad import wrote it
-        return False
+def _ours(path, given):
+    """claim_file's test of an existing spec (`given`: --out, as the messages name it): True,
+    or the InputError saying which of the two files is not as crossgrad import wrote it."""
+    refusal = _refusal(path, given)
+    if refusal is not None:
+        raise refusal
+    return True
 
 
-def _written_by_import(path):
-    """Whether `path` is a spec crossgrad import wrote, as it wrote it, with its weights file
-    beside it as written (or gone): the header, and the stamp of its last line. A spec edited
-    since, or one without the stamp, is the user's."""
+def _refusal(path, given):
+    """None if `path` is a spec crossgrad import wrote, as it wrote it, with its weights file
+    beside it as written (or gone): the header, and the stamp of its last line. Else the
+    InputError naming the file that is the user's now: the spec, as `given` (not an import's,
+    or edited since, even in a comment), or its weights (changed since, a byte added too)."""
+    text = _text(path)
+    body, _, last = (text or "").rstrip("\n").rpartition("\n")
+    stamp = next((s for s in (STAMP, EARLIER_STAMP) if last.startswith(s)), None)
+    if text is None or not text.startswith(HEADER) or stamp is None:
+        return InputError(given, None, "exists and is not a spec written by crossgrad "
+                                       f"import{AGAIN}")
+    spec_sha, _, weights_sha = last[len(stamp):].partition(" ")
+    if hashlib.sha256(f"{body}\n".encode()).hexdigest() != spec_sha:
+        return InputError(given, None, "was written by crossgrad import but changed since (its "
+                                       f"sha256 is no longer the one its last line records)"
+                                       f"{AGAIN}")
+    params = Path(path).with_name(params_name(path))
+    if not params.exists():
+        return None
+    if stamp == EARLIER_STAMP:
+        return InputError(params, None, "was written by an earlier crossgrad import, whose "
+                                        "stamp has no sha256 of the file's bytes: crossgrad "
+                                        f"cannot tell it is unchanged{AGAIN}")
+    if _sha256(params) != weights_sha:
+        return InputError(params, None, "was written by crossgrad import but changed since (its "
+                                        f"sha256 is no longer the one {Path(path).name}'s last "
+                                        f"line records){AGAIN}")
+    return None
+
+
+def _text(path):
+    """The spec's text, or None: unreadable, or too large to be one import wrote."""
     try:
         if os.stat(path).st_size > MARKER_LIMIT:
-            return False
+            return None
         with open(path, "rb") as f:
-            text = f.read().decode(errors="replace")
+            return f.read().decode(errors="replace")
     except OSError:
-        return False
-    body, _, last = text.rstrip("\n").rpartition("\n")
-    if not text.startswith(HEADER) or not last.startswith(STAMP):
-        return False
-    spec_sha, _, params_sha = last[len(STAMP):].partition(" ")
-    params = Path(path).with_name(Path(path).name.removesuffix(".toml") + ".params.npz")
-    return (hashlib.sha256(f"{body}\n".encode()).hexdigest() == spec_sha
-            and (not params.exists() or _weights_as_written(params, params_sha)))
+        return None
+
+
+def _sha256(path):
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError:  # unreadable (a folder, no permission): not as crossgrad import wrote it
+        return None
 
 
 def _command(args):

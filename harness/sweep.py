@@ -10,21 +10,49 @@ import hashlib
 import numpy as np
 
 from .errors import InputError
+from .spec.limits import NAME_CHARS
+
+
+VARIANTS = 10_000  # variants in one sweep (specs x dtypes x seeds x optimizers): each is a
+                   # spec read again and 2 jobs per framework, all results held for the digest
+                   # (10,000 is days of jobs); a million variants was a MemoryError on --seeds
 
 
 def parse_seeds(text):
-    """'0-9', '0,3,5' or '0-3,7' -> [0, 1, ...]."""
-    seeds = []
-    for part in text.split(","):
-        lo, _, hi = part.strip().partition("-")
-        try:
-            a, b = int(lo), int(hi or lo)
-        except ValueError:
-            raise InputError("--seeds", part, "expected N, N-M or a comma list of those") from None
-        if a < 0 or b < a:
-            raise InputError("--seeds", part, "seeds are non-negative and ranges go up")
-        seeds += range(a, b + 1)
-    return sorted(set(seeds))
+    """'0-9', '0,3,5' or '0-3,7' -> [0, 1, ...], ascending; counted from the ranges before
+    any list is made, so `0-99999999999` is one line, not a MemoryError."""
+    ranges = sorted(_seed_range(part) for part in text.split(",") if part.strip())
+    if not ranges:
+        raise InputError("--seeds", None, "names no seed; e.g. 0-9, or 0,3,5")
+    for (_, end), (start, _) in zip(ranges, ranges[1:]):
+        if start <= end:  # refused, as every list option refuses a value named twice
+            raise InputError("--seeds", None, f"names seed {start} twice; name each seed once")
+    count = sum(b - a + 1 for a, b in ranges)
+    if count > VARIANTS:
+        raise InputError("--seeds", None, f"names {count:,} seeds; a sweep runs at most "
+                                          f"{VARIANTS:,} variants")
+    return [seed for a, b in ranges for seed in range(a, b + 1)]
+
+
+def _seed_range(part):
+    lo, _, hi = part.strip().partition("-")
+    try:
+        a, b = int(lo), int(hi or lo)
+    except ValueError:
+        raise InputError("--seeds", part, "expected N, N-M or a comma list of those") from None
+    if a < 0 or b < a:
+        raise InputError("--seeds", part, "seeds are non-negative and ranges go up")
+    return a, b
+
+
+def check_count(specs, seeds, optimizers):
+    """Refuse a sweep of more than VARIANTS variants before any is made (each is a spec
+    parsed again): --seeds is named, the option that multiplies the most."""
+    count = len(specs) * len(seeds) * max(1, len(optimizers))
+    if count > VARIANTS:
+        raise InputError("--seeds", None, f"{len(seeds):,} seeds x {max(1, len(optimizers))} "
+                         f"optimizer(s) x {len(specs)} spec(s) and dtype(s) = {count:,} "
+                         f"variants; a sweep runs at most {VARIANTS:,}")
 
 
 def variants(specs, seeds, optimizers):
@@ -33,11 +61,22 @@ def variants(specs, seeds, optimizers):
     for spec in specs:
         for seed in seeds:
             for opt in optimizers or [None]:
-                overrides = {"seed": seed, "name": f"{spec.name}-s{seed}" + (f"-{opt}" if opt else "")}
+                overrides = {"seed": seed, "name": _variant_name(spec.name, seed, opt)}
                 if opt:
                     overrides["optimizer"] = {"type": opt, "lr": spec.optimizer["lr"]}
                 out.append(spec.with_overrides(**overrides))
     return out
+
+
+def _variant_name(name, seed, opt):
+    """`{name}-s{seed}[-{opt}]`; one too long is the sweep's naming, said as such, not the
+    spec's `name` (which fits alone)."""
+    suffix = f"-s{seed}" + (f"-{opt}" if opt else "")
+    if len(name + suffix) > NAME_CHARS:
+        raise InputError("--seeds", None, f"seed {seed} makes a variant's name {name!r} + "
+                                          f"{suffix!r}, {len(name + suffix)} characters; "
+                                          f"names are at most {NAME_CHARS}")
+    return name + suffix
 
 
 def digest(results):

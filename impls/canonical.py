@@ -13,7 +13,7 @@ __all__ = ["local_params", "by_layer", "block_key", "share", "per_sublayer", "pe
            "layer_of", "per_layer", "new_curves", "record", "native_on", "SLOTS", "slot_key",
            "slots_of", "lockstep_record",
            "PluginError", "plugin_method", "plugin_error", "returned_pair", "check_output",
-           "check_gradients"]
+           "check_gradients", "no_gradient", "NoForm"]
 
 
 def local_params(params, layer):
@@ -145,6 +145,12 @@ def lockstep_record(loss, grads, params, state, optimizer):
 
 # ---- plugin layers: what every framework's `plugin` builder checks -----------------------------
 
+class NoForm(TypeError):
+    """A layer has no form in the format asked for (SciPy's erf has no long double): a fact
+    of the platform, told as its sentence alone, with no exception name or line of code."""
+    sentence = True
+
+
 class PluginError(ValueError):
     """A plugin layer returned something its model cannot use (shape, dtype, kind)."""
     located = True  # the message names the plugin's method, file and line
@@ -165,8 +171,9 @@ def returned_pair(layer, method, value, form):
     raise plugin_error(layer, method, f"must return {form}, returned a {type(value).__name__}")
 
 
-def check_output(layer, method, value, shape, dtype, facts, what="y"):
-    """`value` if it is a tensor of `shape` (batch axis first) in `dtype`, else PluginError.
+def check_output(layer, method, value, shape, dtype, facts, what="y", batched=True):
+    """`value` if it is a tensor of `shape` (batch axis first, if `batched`) in `dtype`, else
+    PluginError.
 
     facts(value) -> (shape, dtype name) in the framework's terms, or (None, type name) for
     something that is not one of its tensors; an unknown (None) axis matches any size.
@@ -176,7 +183,10 @@ def check_output(layer, method, value, shape, dtype, facts, what="y"):
         problem = f"returned {what} as a {got_dtype}, not a tensor"
     elif len(got_shape) != len(shape) or any(
             g is not None and g != s for g, s in zip(got_shape, shape)):
-        problem = f"returned {what} of shape {_shape(got_shape)}, expected {_shape(shape)}"
+        # a batch axis both agree on says "batch": Keras builds a layer on one example
+        batch = batched and got_shape[:1] == tuple(shape[:1])
+        problem = (f"returned {what} of shape {_shape(got_shape, batch)}, expected "
+                   f"{_shape(shape, batch)}")
     elif got_dtype != dtype:
         problem = f"returned {what} in {got_dtype}, the model computes in {dtype}"
     else:
@@ -194,7 +204,7 @@ def check_gradients(layer, method, grads, dtype, facts):
                                           f"its parameters are {sorted(layer['params'])}")
     for name, shape in layer["params"].items():
         check_output(layer, method, grads[name], tuple(shape), dtype, facts,
-                     what=f"the gradient of {name}")
+                     what=f"the gradient of {name}", batched=False)
     return grads
 
 
@@ -207,7 +217,31 @@ def plugin_error(layer, method, problem):
     return PluginError(f"plugin {layer['type']}: {name} {problem}{where}")
 
 
-def _shape(shape):
-    """(6, 7), (6,), or (?, 7) for an axis of unknown size."""
+def no_gradient(spec, name, framework):
+    """The error for canonical parameter `name`, which no gradient reached in `framework`: a
+    plugin layer's method that cut the graph on its way (a detach, a NumPy round trip, a
+    stop_gradient) is named, with its file and line."""
+    layer, local = owner(spec["layers"], name)
+    if layer is not None and "plugin" in layer:
+        return plugin_error(layer, getattr(layer["plugin"], framework),
+                            f"cut the graph: no gradient reached its parameter {local!r} "
+                            "(a detach, a NumPy round trip or a stop_gradient on the way?)")
+    return ValueError(f"no gradient reached {name}: the loss does not depend on it in "
+                      f"{framework}")
+
+
+def owner(layers, name):
+    """(the layer entry, a residual block's sub-layer included, local name) of canonical
+    parameter `name`, or (None, name)."""
+    for layer in layers:
+        if name.startswith(layer["name"] + "."):
+            inner, local = owner(layer.get("layers", []), name)
+            return (inner, local) if inner is not None else (layer, name[len(layer["name"]) + 1:])
+    return None, name
+
+
+def _shape(shape, batch=False):
+    """(6, 7), (6,), (?, 7) for an axis of unknown size, or (batch, 7) for a batch axis."""
     axes = ["?" if s is None else str(s) for s in shape]
+    axes[:1] = ["batch"] * len(axes[:1]) if batch else axes[:1]
     return f"({axes[0]},)" if len(axes) == 1 else f"({', '.join(axes)})"

@@ -2,6 +2,7 @@
 import gzip
 import json
 import os
+import tomllib
 
 import numpy as np
 import pytest
@@ -124,6 +125,14 @@ CASES = {
                             + '[[layers]]\ntype = "dense"'}), "layers"),
     "input_shape_9_axes": (variant({"input_shape = [4]": "input_shape = [1, 1, 1, 1, 1, 1, 1, 1, 4]"}),
                            "input_shape"),
+    # decoding: a ValueError from inside tomllib once, and a syntax error without its place
+    "integer_of_5001_digits": (variant({"units = 3": "units = 1" + "0" * 5000}),
+                               "layers[0].units: is an integer of 5,001 digits (at line"),
+    "integer_of_5001_digits_beside_digits_in_a_string": (
+        variant({'name = "ok"': f'name = "ok"\ndescription = "{"7" * 5000}"',
+                 "units = 3": "units = -1" + "0" * 5000}), "layers[0].units"),
+    "toml_unclosed_at_the_end": ('name = "x"\ninput_shape = [2\n',
+                                 "line 3, column 1 (the end of the file): TOML syntax error"),
 }
 
 
@@ -162,6 +171,64 @@ def test_json_syntax_error(tmp_path, capsys):
     assert main(["check", str(path), "--frameworks", "numpy"]) == 2
     err = capsys.readouterr().err
     assert "bad.json: line 2" in err and len(err.strip().splitlines()) == 1
+
+
+def json_spec(tmp_path, text):
+    path = tmp_path / "spec.json"
+    path.write_text(text)
+    return path
+
+
+def refused_with(capsys, path, words):
+    """check of `path`: exit 2, one line starting with the file, holding `words`."""
+    assert main(["check", str(path), "--frameworks", "numpy", "--quiet"]) == 2
+    err = one_line(capsys, f"crossgrad: {path}: ")
+    assert err.startswith(f"crossgrad: {path}: {words}"), err
+
+
+@pytest.mark.parametrize("where, field", [("top", "seed"), ("nested", "optimizer.lr")])
+def test_a_json_key_given_twice_is_refused(tmp_path, capsys, where, field):
+    """JSON keeps the last of two equal keys silently; TOML refuses them: so does crossgrad."""
+    text = json.dumps(dict(tomllib.loads(GOOD), seed=0, optimizer={"type": "sgd", "lr": 0.1}))
+    twice = {"top": ('"seed": 0', '"seed": 0, "seed": 5'),
+             "nested": ('"lr": 0.1', '"lr": 0.1, "lr": 0.5')}[where]
+    refused_with(capsys, json_spec(tmp_path, text.replace(*twice)),
+                 f"{field}: is given twice in one object")
+
+
+def test_a_json_integer_longer_than_python_reads(tmp_path, capsys):
+    text = json.dumps(tomllib.loads(GOOD)).replace('"units": 3', '"units": 1' + "0" * 5000)
+    refused_with(capsys, json_spec(tmp_path, text),
+                 "layers[0].units: is an integer of 5,001 digits; Python reads integers of "
+                 "at most 4,300")
+
+
+def test_a_json_null_is_named_in_json_s_words(tmp_path, capsys):
+    refused_with(capsys, json_spec(tmp_path, "null"), "must be a table, got null")
+
+
+@pytest.mark.parametrize("key, field", [("seed", "seed"), ("dtype", "dtype"),
+                                        ("optimizer", "optimizer"), ("units", "layers[0].units"),
+                                        ("input_shape", "input_shape[0]")])
+def test_a_json_null_value_is_refused_by_its_field(tmp_path, capsys, key, field):
+    """Once a traceback (seed, dtype, units) or silently the default (optimizer)."""
+    raw = tomllib.loads(GOOD)
+    if key == "units":
+        raw["layers"][0]["units"] = None
+    elif key == "input_shape":
+        raw["input_shape"] = [None]
+    else:
+        raw[key] = None
+    refused_with(capsys, json_spec(tmp_path, json.dumps(raw)), f"{field}: is null")
+
+
+def test_a_spec_that_is_not_utf8_is_refused_by_its_byte(tmp_path, capsys):
+    """Decoded with errors="replace" once: the Latin-1 byte became U+FFFD and ran."""
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(GOOD.replace('name = "ok"', 'name = "ok"\ndescription = "caf\xe9"')
+                     .encode("latin-1"))
+    offset = path.read_bytes().index(b"\xe9")
+    refused_with(capsys, path, f"byte {offset} (line 3): not UTF-8")
 
 
 def test_missing_spec_file(tmp_path, capsys):

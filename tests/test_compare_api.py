@@ -456,6 +456,76 @@ def test_a_raising_function_keeps_its_cause():
     assert isinstance(caught.value.__cause__, KeyError)
 
 
+def _raising_backward(framework):
+    """A squared norm whose custom gradient raises, written with `framework`'s own tool."""
+    def boom(*_):
+        raise ValueError(f"{framework} backward boom")
+    if framework == "torch":
+        import torch
+
+        class Square(torch.autograd.Function):
+            forward = staticmethod(lambda ctx, w: (w * w).sum())
+            backward = staticmethod(boom)
+        return lambda p: Square.apply(p["W"])
+    if framework == "tensorflow":
+        import tensorflow as tf
+
+        @tf.custom_gradient
+        def square(w):
+            return tf.reduce_sum(w * w), boom
+        return lambda p: square(p["W"])
+    import jax
+
+    @jax.custom_vjp
+    def square(w):
+        return (w * w).sum()
+    square.defvjp(lambda w: (square(w), w), boom)
+    return lambda p: square(p["W"])
+
+
+@pytest.mark.parametrize("framework", ["torch", "tensorflow", "jax"])
+def test_a_raising_custom_gradient_is_a_compare_error_naming_its_line(framework):
+    """The backward pass runs the user's code too: a custom gradient that raises is the
+    framework's CompareError with the line, not a traceback out of the framework's AD."""
+    need("numpy", framework)
+    w = np.arange(1.0, 4.0)
+    with pytest.raises(CompareError, match=rf"^{framework}: the backward pass raised ValueError: "
+                                           rf"{framework} backward boom \(at .*test_compare_api"
+                                           r"\.py:\d+\)") as caught:
+        crossgrad.compare({"W": w}, (), numpy=lambda p: ((p["W"] ** 2).sum(), {"W": 2 * p["W"]}),
+                          **{framework: _raising_backward(framework)})
+    assert isinstance(caught.value.__cause__, ValueError)
+
+
+def test_an_in_place_change_autograd_refuses_is_a_compare_error():
+    need("torch")
+    w = np.arange(1.0, 4.0)
+
+    def changes_what_it_used(p):
+        y = p["W"].exp()
+        y.mul_(2.0)  # exp's backward needs its output as it was
+        return y.sum()
+    with pytest.raises(CompareError, match=r"^torch: the backward pass raised RuntimeError: "
+                                           r"one of the variables needed"):
+        crossgrad.compare({"W": w}, (), numpy=lambda p: (0.0, {"W": p["W"]}),
+                          torch=changes_what_it_used)
+
+
+def test_arrays_inside_a_dict_input_are_never_modified():
+    need("jax")
+    w, batch = np.arange(1.0, 4.0), {"x": np.arange(3.0), "scale": [np.ones(3)]}
+    kept = {"x": batch["x"].copy(), "scale": batch["scale"][0].copy()}
+
+    def writes_into_its_inputs(p, d):
+        d["x"] *= 2.0
+        d["scale"][0] += 1.0
+        return (p["W"] * d["x"] * d["scale"][0]).sum(), {"W": d["x"] * d["scale"][0]}
+    crossgrad.compare({"W": w}, (batch,), numpy=writes_into_its_inputs,
+                      jax=lambda p, d: (p["W"] * d["x"] * d["scale"][0]).sum())
+    assert np.array_equal(batch["x"], kept["x"]) and np.array_equal(batch["scale"][0],
+                                                                    kept["scale"])
+
+
 # ---- crossgrad.testing --------------------------------------------------------------------------
 
 def test_assert_gradients_agree_passes_and_fails_like_numpy_testing():

@@ -97,12 +97,49 @@ def test_malformed_report_is_one_line_and_exit_2(tmp_path, capsys, case, side):
     assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing written
 
 
+@pytest.mark.parametrize("damage", ["missing", "empty"])
+@pytest.mark.parametrize("side", ["A", "B"])
+def test_a_missing_or_empty_curves_table_is_one_line_and_exit_2(tmp_path, capsys, damage,
+                                                                side):
+    """A report always writes curves.csv (a blank line where it has no rows): without it,
+    or with nothing in it, the folder is not a report, as without results.json; read as
+    "no curves" it would show every curve of the other side as on one side only."""
+    a, b = report(tmp_path / "a"), report(tmp_path / "b")
+    path = (a if side == "A" else b) / "curves.csv"
+    if damage == "missing":
+        path.unlink()
+    else:
+        path.write_text("")
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    assert main(["diff", str(a), str(b)]) == 2
+    out, err = capsys.readouterr()
+    says = ("missing: not a crossgrad report folder" if damage == "missing" else
+            "empty: not a crossgrad curves table (a report writes at least one line)")
+    assert out == "" and err == f"crossgrad: {path}: {says}\n", err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+def test_a_path_that_is_no_folder_is_named_as_such(tmp_path, capsys):
+    a = report(tmp_path / "a")
+    (tmp_path / "notes.txt").write_text("my notes\n")
+    for other, says in ((tmp_path / "notes.txt", "is not a folder; crossgrad diff compares "
+                                                 "two report folders"),
+                        (tmp_path / "nothing", "no such report folder")):
+        assert main(["diff", str(a), str(other)]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and err == f"crossgrad: {other}: {says}\n", err
+
+
 def test_identical_reports_are_identical(tmp_path, capsys):
     for check in (True, False):  # two run reports; two train reports (neither has checks)
         a = report(tmp_path / f"a{check}", check)
         b = report(tmp_path / f"b{check}", check)
         assert main(["diff", str(a), str(b)]) == 0
         assert "identical results" in capsys.readouterr().out
+    # two check-only reports: curves.csv as a report writes a table without rows
+    a, b = report(tmp_path / "a", curves="\n"), report(tmp_path / "b", curves="\n")
+    assert main(["diff", str(a), str(b)]) == 0
+    assert "identical results" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("checked", ["A", "B"])
@@ -154,7 +191,7 @@ def test_curves_on_one_side_only(tmp_path, capsys):
     assert main(["diff", str(a), str(b)]) == 1
     out = capsys.readouterr().out
     assert "native numpy: only in A" in out and "aligned" not in out
-    (b / "curves.csv").unlink()  # a report without curves against one with them
+    (b / "curves.csv").write_text("\n")  # a report without curves against one with them
     assert main(["diff", str(b), str(a)]) == 1
     out = capsys.readouterr().out
     assert "aligned torch: only in B" in out and "native numpy: only in B" in out
@@ -209,6 +246,29 @@ def test_a_training_verdict_that_changed_is_beyond_tolerance(tmp_path, capsys):
         ("training", ["aligned: passed True -> False", "BEYOND"]),
         ("training", ["aligned torch: PASS -> FAIL", "BEYOND"]),
         ("lockstep", ["aligned torch: parted at never -> step 0", "BEYOND"])]
+
+
+def without_torch_training(doc):
+    del doc["train"]["models"][0]["frameworks"]["torch"]
+    return doc
+
+
+@pytest.mark.parametrize("missing", ["results", "training", "framework"])
+@pytest.mark.parametrize("side", ["A", "B"])
+def test_a_training_on_one_side_only_is_beyond_tolerance(tmp_path, capsys, missing, side):
+    """The same curves on both sides, but one side's results.json without the training
+    (an empty document, no `train` section) or without one framework's: a difference,
+    exit 1, never "identical results"."""
+    a, b = trained(tmp_path / "a"), trained(tmp_path / "b")
+    spoil = {"results": lambda doc: {}, "training": lambda doc: dict(doc, train=None),
+             "framework": without_torch_training}[missing]
+    edit_json((b if side == "A" else a) / "results.json", spoil)
+    assert main(["diff", str(a), str(b)]) == 1
+    out = capsys.readouterr().out
+    rows = [line.split(None, 3) for line in out.splitlines() if line.startswith("training ")]
+    who = "aligned torch" if missing == "framework" else "aligned"
+    assert [r[3].rsplit(None, 1) for r in rows] == [[f"{who}: only in {side}", "BEYOND"]], out
+    assert "1 differences, 1 beyond tolerance" in out
 
 
 @pytest.mark.parametrize("error, beyond", [("2e-16", False), ("5e-12", True), ("inf", True),

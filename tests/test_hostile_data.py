@@ -265,3 +265,29 @@ def test_a_good_npz_and_idx_still_load(tmp_path, digits):
     x, y = load_mnist(str(tmp_path / "mnist"), None)
     assert np.allclose(x * 255, images) and (y == labels).all()
     assert zlib.crc32(x.tobytes()) == zlib.crc32((images / 255.0).tobytes())
+
+
+# ---- no examples -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("batch_size", [None, 2])
+@pytest.mark.parametrize("form", ["npz", "idx", "idx.gz"])
+def test_a_data_set_of_no_examples_is_refused(tmp_path, capsys, form, batch_size):
+    """0 examples once reached the batch order's `n // batch_size`: a ZeroDivisionError, exit 1.
+    Refused from the header, with or without a batch_size (without one, the whole set is
+    the batch the layers are checked against)."""
+    images, labels = np.zeros((0, 28, 28), np.uint8), np.zeros(0, np.uint8)
+    if form == "npz":
+        np.savez(tmp_path / "d.npz", x=images, y=labels)
+        path, blame = "d.npz", f"{tmp_path / 'd.npz'}: x: has shape (0, 28, 28), 0 examples"
+    else:
+        idx_folder(tmp_path, idx(images, 3), idx(labels, 1), gz=form == "idx.gz")
+        path = "mnist"
+        blame = f"{IMAGES}{'.gz' if form == 'idx.gz' else ''}: byte 4: declares 0 images"
+    spec = spec_for(tmp_path, path)
+    if batch_size is None:
+        spec.write_text(spec.read_text().replace("batch_size = 2\n", ""))
+    out = tmp_path / "out.json"
+    code = main(["check", str(spec), "--frameworks", "numpy", "--json", str(out), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and blame in err, err
+    assert "needs at least one example" in err and not out.exists()

@@ -182,6 +182,9 @@ REFUSED = {  # the layers after keras.Input(shape), and what the one line says
     "flatten_channels_first_of_channels_last": (
         (4, 3, 2), lambda: [L.Flatten(data_format="channels_first", name="flat"), L.Dense(2)],
         "model.flat: keras.layers.Flatten (data_format='channels_first') on a channels_last"),
+    "dropout_of_every_value": ((6,), lambda: [L.Dense(4), L.Dropout(1.0, name="drop")],
+                               "model.drop: keras.layers.Dropout rate=1.0: drops every value; "
+                               "crossgrad's dropout rate must be below 1"),
 }
 
 
@@ -195,14 +198,19 @@ def test_a_layer_crossgrad_cannot_express_is_refused(tmp_path, capsys, case):
     assert sorted(os.listdir(tmp_path)) == ["m.keras"]
 
 
-def test_branches_that_are_not_x_plus_f_x_are_refused(tmp_path, capsys):
+@pytest.mark.parametrize("join", [L.Concatenate, L.Add, L.Multiply])
+def test_branches_that_are_not_x_plus_f_x_are_refused_naming_their_join(tmp_path, capsys, join):
+    """The layer where the branches meet is named, with what it joins (not the first layer
+    of the second branch, which is a Dense like any other)."""
     inputs = keras.Input((4,))
-    a, b = L.Dense(2)(inputs), L.Dense(2)(inputs)
-    keras.Model(inputs, L.Concatenate()([a, b])).save(tmp_path / "m.keras")
+    a, b = L.Dense(2, name="a")(inputs), L.Dense(2, name="b")(inputs)
+    keras.Model(inputs, L.Dense(3)(join(name="join")([a, b]))).save(tmp_path / "m.keras")
     assert main(["import", "keras", str(tmp_path / "m.keras"), "--loss", "mse", "--out",
                  str(tmp_path / "o.toml")]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "does not follow the layer before it" in err
+    assert err.count("\n") == 1 and (
+        f"m.keras: model.join: keras.layers.{join.__name__} joins branches (model.a, model.b): "
+        "crossgrad reads straight chains (with x + f(x) blocks)") in err, err
 
 
 @pytest.mark.parametrize("content, name, message", [
@@ -219,11 +227,68 @@ def test_a_file_that_is_not_a_keras_model_is_refused(tmp_path, capsys, content, 
     assert sorted(os.listdir(tmp_path)) == [name]
 
 
+def test_a_model_keras_will_not_load_safely_is_one_sentence(tmp_path, capsys):
+    """A Lambda layer's Python code does not run (safe mode): Keras' refusal, its first
+    sentence, not its advice on trusting the file cut at a length."""
+    keras.Sequential([keras.Input((4,)), L.Lambda(lambda t: t * 2), L.Dense(2)]).save(
+        tmp_path / "m.keras")
+    code = main(["import", "keras", str(tmp_path / "m.keras"), "--loss", "mse", "--out",
+                 str(tmp_path / "o.toml")])
+    err = capsys.readouterr().err
+    assert code == 2 and err == (f"crossgrad: {tmp_path}/m.keras: not a Keras model file Keras "
+                                 "can load (ValueError: Requested the deserialization of a "
+                                 "`Lambda` layer whose `function` is a Python lambda)\n"), err
+
+
 def test_torch_options_are_refused_for_keras(tmp_path, capsys):
     path = _save(tmp_path, L.Dense(2))
     assert main(["import", "keras", str(path), "--input-shape", "6", "--loss", "mse", "--out",
                  str(tmp_path / "o.toml")]) == 2
     assert "--input-shape: is for PyTorch models" in capsys.readouterr().err
+
+
+def test_a_control_without_a_long_double_form_says_so_in_a_sentence():
+    """A Keras GELU model parts from the four in float64 (tf.nn.gelu's float32 constant);
+    its control, NumPy in long double, has no erf there. The note says so as a sentence,
+    not as the worker's line (an exception's name, a file and line of NumPy's code)."""
+    from crossgrad.harness.compare import control
+    from crossgrad.harness.run.worker import _short_error
+    wider = control.control_dtype("float64")
+    if wider is None:
+        pytest.skip("long double is float64 here: no control in float64")
+    with pytest.raises(TypeError) as raised:
+        registry.load("numpy").layers.phi_erf(np.ones(2, np.longdouble))
+    line = _short_error(raised.value)  # what the job says
+    said = control.missing(wider, {"status": "failed", "error": line})
+    assert said == f"SciPy's erf (GELU) has no {np.dtype(np.longdouble)} form"
+    assert control.missing(wider, {"error": "MemoryError: out"}) == "MemoryError: out"
+
+
+@pytest.mark.slow
+def test_the_readme_keras_example(tmp_path):
+    """The README's "When the original parts", the model built as it says: its pasted
+    commands print what it shows (the numbers within rounding of another CPU's)."""
+    import re
+    import shlex
+    import subprocess
+    import sys
+    from test_readme_examples import ALL, _same_words, blocks
+    (tmp_path / "make.py").write_text(
+        "import keras\nkeras.utils.set_random_seed(0)\nkeras.Sequential([keras.Input((64,)), "
+        "keras.layers.Dense(32, use_bias=False), keras.layers.BatchNormalization(), "
+        "keras.layers.ReLU(), keras.layers.Dense(10)]).save('my_keras.keras')\n")
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
+    subprocess.run([sys.executable, "make.py"], cwd=tmp_path, env=env, check=True, timeout=300)
+    (block,) = blocks("output", "port-my_keras")
+    for command, *expected in (run.splitlines() for run in re.split(r"^\$ ", block, flags=re.M)
+                               if run):
+        done = subprocess.run([sys.executable, "-m", "crossgrad.harness.cli",
+                               *shlex.split(command)[1:]], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=900)
+        got = done.stdout.splitlines()
+        if ALL or command.startswith("crossgrad import"):  # the table has all four
+            assert len(got) == len(expected) and all(
+                _same_words(a.split(), b.split()) for a, b in zip(got, expected)), done.stdout
 
 
 # ---- Python --------------------------------------------------------------------------------------

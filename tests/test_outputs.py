@@ -6,6 +6,7 @@ limit (and a file-size limit where that is the point), inside pytest's tmp_path 
 """
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -267,11 +268,12 @@ def test_json_never_replaces_a_file_crossgrad_did_not_write(tmp_path, home, cont
 
 @pytest.mark.parametrize("flag", ["--out", "--save", "--json"])
 def test_a_loop_of_links_or_an_empty_path_is_refused_before_any_work(tmp_path, home, flag):
+    """An empty name is refused as empty, naming the flag (not as `.`, the current folder
+    Path("") would make of it)."""
     (tmp_path / "a").symlink_to("b")
     (tmp_path / "b").symlink_to("a")
     command = ["train", *XOR, "--steps", "2"] if flag == "--out" else ["check", *XOR]
-    # an empty folder name is the current folder, refused as such (above)
-    for path, says in [("a", "a: "), *([("", "--json: is empty")] if flag == "--json" else [])]:
+    for path, says in [("a", "a: "), ("", f"{flag}: is empty; give a ")]:
         before = snapshot(tmp_path)
         done = crossgrad([*command, flag, path], tmp_path, home)
         assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
@@ -430,7 +432,8 @@ def cache_files(folder):
 
 def test_the_cache_lives_in_the_user_cache_folder_as_npz_and_json(tmp_path, home):
     assert crossgrad([*RUN, "--out", "data/rep"], tmp_path, home).returncode == 0
-    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["rep"]  # never beside
+    # never beside the report (`data` was made to hold it: the marker is data's own)
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == [".crossgrad", "rep"]
     folder = home / ".cache" / "crossgrad"
     assert ownership.read_marker(folder)["kind"] == "cache"
     assert len(cache_files(folder)) == 4  # check and train of xor, float64 and float32
@@ -661,9 +664,83 @@ def test_outputs_of_one_kind_replace_each_other(tmp_path, home):
     assert crossgrad(explain, tmp_path, home).returncode == 0  # pages replace pages
 
 
+# kind -> how the refusal names a crossgrad folder of that kind
+OTHER_KINDS = {"cache": "cache folder", "worker": "worker's temporary folder",
+               "shared": "folder the workers share", "parent": "folder made to hold an output",
+               "temporary": "temporary folder", "mine": "folder of kind 'mine'",
+               None: "folder of no known kind"}
+
+
+@pytest.mark.parametrize("kind", sorted(OTHER_KINDS, key=str))
+@pytest.mark.parametrize("flag", ["--out", "--save"])
+def test_a_crossgrad_folder_that_is_no_output_is_never_replaced(tmp_path, kind, flag):
+    """Only the kind of output being written is replaced: a folder holding nothing but the
+    marker of the result cache, a worker's folder, ... (or of no kind) is refused, though
+    nothing in it is foreign. (Checked when claimed, and again by atomic_dir at the end.)"""
+    from crossgrad.harness.errors import InputError
+    from crossgrad.harness.run.atomic import atomic_dir
+    folder = tmp_path / "other"
+    folder.mkdir()
+    ownership.write_marker(folder, kind, [] if kind != "worker" else None)
+    if kind is None:  # a marker without its kind
+        marker = json.loads((folder / ".crossgrad").read_text())
+        del marker["kind"]
+        (folder / ".crossgrad").write_text(json.dumps(marker))
+    before = snapshot(tmp_path)
+    wanted = "a report folder" if flag == "--out" else "a folder of golden arrays"
+    says = f"is a crossgrad {OTHER_KINDS[kind]}, not {wanted}; choose another {flag}"
+    with pytest.raises(InputError, match="^" + re.escape(f"{folder}: {says}") + "$"):
+        ownership.claim_folder(folder, flag)
+    with pytest.raises(InputError, match=re.escape(says)):
+        with atomic_dir(folder, "report" if flag == "--out" else "save", flag) as tmp:
+            (tmp / "report.md").write_text("new")
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.slow  # subprocesses: a few seconds
+def test_the_result_cache_is_never_a_report(tmp_path, home):
+    """The cache folder as --out, empty but for its marker (here a copy) or full of results:
+    exit 2 saying what it is, every byte kept."""
+    done = crossgrad(RUN, tmp_path, home)  # fills the cache
+    assert done.returncode == 0, done.stderr
+    cache = home / ".cache" / "crossgrad"
+    assert ownership.read_marker(cache)["kind"] == "cache" and len(os.listdir(cache)) > 2
+    (tmp_path / "copy").mkdir()
+    shutil.copy(cache / ".crossgrad", tmp_path / "copy")
+    before = snapshot(tmp_path)
+    for folder in (str(cache), "copy"):
+        done = crossgrad([*RUN, "--out", folder], tmp_path, home)
+        assert done.returncode == 2 and done.stderr == (
+            f"crossgrad: {folder}: is a crossgrad cache folder, not a report folder; choose "
+            f"another --out\n"), done.stderr
+        assert snapshot(tmp_path) == before
+
+
+@pytest.mark.slow  # subprocesses: a few seconds
+def test_folders_made_to_hold_an_output_carry_the_marker(tmp_path, home):
+    """Every folder crossgrad creates gets the marker first, also those missing above an
+    output (kind `parent`, listing nothing); such a folder is no output to replace."""
+    done = crossgrad(["train", *XOR, "--steps", "2", "--out", "a/b/rep", "--json",
+                      "x/y/t.json"], tmp_path, home)
+    assert done.returncode == 0, done.stderr
+    for folder in ("a", "a/b", "x", "x/y"):
+        marker = ownership.read_marker(tmp_path / folder)
+        assert (marker["kind"], marker["entries"], marker["complete"]) == ("parent", [], True)
+    assert ownership.read_marker(tmp_path / "a/b/rep")["kind"] == "report"
+    assert json.loads((tmp_path / "x/y/t.json").read_text())["models"]
+    before = snapshot(tmp_path)
+    done = crossgrad(["train", *XOR, "--steps", "2", "--out", "a/b"], tmp_path, home)
+    assert done.returncode == 2 and done.stderr == (
+        "crossgrad: a/b: is a crossgrad folder made to hold an output, not a report folder; "
+        "choose another --out\n"), done.stderr
+    assert snapshot(tmp_path) == before
+    assert crossgrad(["train", *XOR, "--steps", "2", "--out", "a/b/rep"], tmp_path,
+                     home).returncode == 0  # the output itself is replaced as ever
+
+
 def test_a_json_document_edited_since_crossgrad_wrote_it_is_refused_and_kept(tmp_path, home):
     """The stamp keeps the sha256 of the document as written: an annotated one is the
-    user's. A document stamped before the digest was kept is judged by its stamp alone."""
+    user's."""
     import jsonschema
     from crossgrad.harness import schemas
     assert crossgrad(["check", *XOR, "--json", "c.json"], tmp_path, home).returncode == 0
@@ -680,9 +757,44 @@ def test_a_json_document_edited_since_crossgrad_wrote_it_is_refused_and_kept(tmp
             "crossgrad: c.json: is a JSON document crossgrad wrote but changed since (its "
             "sha256 is no longer the stamp's); move it or choose another --json\n"), done.stderr
         assert snapshot(tmp_path) == before
-    del written["crossgrad_sha256"]
-    (tmp_path / "c.json").write_text(json.dumps(written, indent=1) + "\n")
-    assert crossgrad(["check", *XOR, "--json", "c.json"], tmp_path, home).returncode == 0
+
+
+@pytest.mark.parametrize("content", ["settings", "stamped before the digest"])
+def test_a_json_file_with_a_crossgrad_key_but_no_digest_is_refused_and_kept(tmp_path, home,
+                                                                           content):
+    """A "crossgrad" key proves nothing (a user's settings may have one); only the digest
+    does. So a document without it is kept, even one crossgrad wrote before it kept the
+    digest: crossgrad cannot tell the two apart, and refuses what it cannot prove."""
+    if content == "settings":
+        text = '{"crossgrad": "my notes", "budget": 42}\n'
+    else:
+        assert crossgrad(["check", *XOR, "--json", "c.json"], tmp_path, home).returncode == 0
+        written = json.loads((tmp_path / "c.json").read_text())
+        del written["crossgrad_sha256"]
+        text = json.dumps(written, indent=1) + "\n"
+    (tmp_path / "c.json").write_text(text)
+    before = snapshot(tmp_path)
+    done = crossgrad(["check", *XOR, "--json", "c.json"], tmp_path, home)
+    assert done.returncode == 2 and done.stderr == (
+        'crossgrad: c.json: exists and is not a JSON document crossgrad can prove it wrote '
+        '(a "crossgrad" key but no "crossgrad_sha256"); move it or choose another --json\n'), \
+        done.stderr
+    assert snapshot(tmp_path) == before
+    assert (tmp_path / "c.json").read_text() == text
+
+
+@pytest.mark.parametrize("name", ["new/", "new/.", "new/..", "folder/", "folder/."])
+def test_a_json_name_that_names_a_folder_is_refused(tmp_path, home, name):
+    """`--json new/` would be written as a file `new` (a trailing slash names a folder, and
+    Path drops it): refused with exit 2, before any work."""
+    (tmp_path / "folder").mkdir()
+    before = snapshot(tmp_path)
+    done = crossgrad(["check", *XOR, "--json", name], tmp_path, home)
+    ending = name.rsplit("/", 1)[1] or "/"
+    assert done.returncode == 2 and done.stderr == (
+        f"crossgrad: {name}: ends in {ending!r}, so it names a folder; --json takes a file "
+        f"name\n"), done.stderr
+    assert snapshot(tmp_path) == before
 
 
 def test_a_folder_named_through_dotdot_is_written_beside_itself(tmp_path, home, monkeypatch):

@@ -415,8 +415,8 @@ def one_plugin(framework, cls, kind, name="vector", spec_type="dense"):
 
 
 @pytest.mark.parametrize("cls, words", [
-    # the batch axis: 6, or 1 where the model is built by a first call on one example
-    (WrongShape, r"returned y of shape \((1|6), 6\), expected \((1|6), 7\)"),
+    # the batch axis as "batch": Keras builds the model by a first call on one example
+    (WrongShape, r"returned y of shape \(batch, 6\), expected \(batch, 7\)"),
     (WrongDtype, r"returned y in float32, the model computes in float64"),
     (NotATensor, r"returned y as a list, not a tensor"),
 ], ids=["shape", "dtype", "not-a-tensor"])
@@ -428,6 +428,30 @@ def test_a_wrong_output_names_the_plugin(impl, cls, words):
     where = rf" \({cls.__name__}\.{method} at test_plugin_impls\.py:\d+\)$"  # file and line
     assert re.fullmatch(f"plugin bad_dense: {method} {words}{where}", str(caught.value)), \
         str(caught.value)
+
+
+class CutsTheGraph(Dense):
+    """Dense whose W reaches y as a constant: no gradient flows back to it."""
+
+    def torch(self, p, x):
+        return super().torch(dict(p, W=p["W"].detach()), x)
+
+    def tensorflow(self, p, x):
+        import tensorflow as tf
+        return super().tensorflow(dict(p, W=tf.stop_gradient(p["W"])), x)
+
+
+@pytest.mark.parametrize("framework", ["torch", "tensorflow"])
+def test_a_plugin_that_cuts_the_graph_names_itself_and_its_parameter(framework):
+    """Not a KeyError or a None from the implementation's plumbing: the plugin's method, the
+    parameter no gradient reached, the method's file and line."""
+    pytest.importorskip(framework)
+    from crossgrad.impls.canonical import PluginError
+    with pytest.raises(PluginError, match=rf"^plugin cut_dense: {framework} cut the graph: no "
+                                          r"gradient reached its parameter 'W' \(.*\) "
+                                          rf"\(CutsTheGraph\.{framework} at "
+                                          r"test_plugin_impls\.py:\d+\)$"):
+        run(registry.load(framework), one_plugin(framework, CutsTheGraph, "cut_dense"))
 
 
 def test_a_wrong_output_inside_a_residual_block_names_the_plugin(impl):
@@ -483,7 +507,7 @@ def test_numpy_without_backward_evaluates_the_loss_only():
 
 
 @pytest.mark.parametrize("mistake, words", [
-    ("dx", "returned dx of shape (6, 63), expected (6, 64)"),
+    ("dx", "returned dx of shape (batch, 63), expected (batch, 64)"),
     ("names", "returned gradients for ['W'], its parameters are ['W', 'b']"),
     ("dtype", "returned the gradient of b in float32"),
     ("pair", "must return (dx, {name: gradient}), returned a ndarray"),
@@ -556,5 +580,5 @@ def test_the_worker_names_the_plugin_line_not_the_check():
     except Exception as err:  # noqa: BLE001 - the error under test
         message = _short_error(err)
     assert re.fullmatch(r"PluginError: plugin bad_dense: numpy_forward returned y of shape "
-                        r"\(6, 6\), expected \(6, 7\) \(WrongShape\.numpy_forward at "
+                        r"\(batch, 6\), expected \(batch, 7\) \(WrongShape\.numpy_forward at "
                         r"test_plugin_impls\.py:\d+\)", message), message

@@ -435,6 +435,8 @@ BAD_PLUGINS = {
                                         "layers[1].init_beta.type"),
     "shifts_not_a_parameter": ("import crossgrad\n@crossgrad.layer('plug')\nclass P:\n"
                                "    shifts = ('b',)\n", {}, "layers[1].type"),
+    "key_named_like_a_method": ("KEYS {'numpy_forward': 1.0}", {}, "layers[1].type"),
+    "exits_while_loading": ("import sys\nsys.exit(0)\n", {}, "plugins[0]"),
     "registered_twice_in_one_file": (
         "import crossgrad\n@crossgrad.layer('plug')\nclass A: pass\n"
         "@crossgrad.layer('plug')\nclass B: pass\n", {}, "plugins[0]"),
@@ -498,6 +500,39 @@ def test_a_bad_plugin_is_exit_2_naming_the_field(tmp_path, capsys, case):
     assert len(err.splitlines()) == 1, err
     assert err.startswith(f"crossgrad: {path}: {field}: "), err
     assert "Traceback" not in err
+
+
+def test_a_module_plugin_may_import_its_layers_from_a_module_beside_it(tmp_path, monkeypatch,
+                                                                       capsys):
+    """`from cg_reexport_blocks import Plug` in the module the spec names exposes Plug there:
+    it registers for that module as if written in it (and its file is hashed with it)."""
+    (tmp_path / "cg_reexport_blocks.py").write_text(bad_plugin_text("OK"))
+    (tmp_path / "cg_reexport_top.py").write_text("from cg_reexport_blocks import Plug  # noqa\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    body = spec("reexport", [dense(8), {"type": "plug"}, dense(10)], [64], DIGITS,
+                ["cg_reexport_top"])
+    assert main(["check", str(write(tmp_path, body)), "--frameworks", "numpy", "--quiet"]) == 0, \
+        capsys.readouterr().err
+
+
+def test_a_shape_of_numpy_integers_is_a_shape(tmp_path, capsys):
+    """np.prod(in_shape) is an np.int64: a shape made of it is taken as ints."""
+    text = bad_plugin_text("PARAMS return {'beta': ((np.prod(in_shape),), 'ones')}")
+    (tmp_path / "mine.py").write_text("import numpy as np\n" + text)
+    body = spec("npint", [dense(8), {"type": "plug"}, dense(10)], [64], DIGITS, ["mine.py"])
+    assert main(["check", str(write(tmp_path, body)), "--frameworks", "numpy", "--quiet"]) == 0, \
+        capsys.readouterr().err
+
+
+def test_a_loss_alone_is_not_said_to_be_compared(tmp_path, capsys):
+    """NumPy without a backward, run alone: its loss is compared with nothing, so the notes
+    say nothing was compared, and not that its loss is."""
+    (tmp_path / "mine.py").write_text(bad_plugin_text("OK"))
+    body = spec("alone", [dense(8), {"type": "plug"}, dense(10)], [64], DIGITS, ["mine.py"])
+    assert main(["check", str(write(tmp_path, body)), "--frameworks", "numpy", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "nothing compared" in out and "numpy gradients skipped" in out, out
+    assert "its loss is compared" not in out, out
 
 
 def test_a_bad_plugin_error_says_where(tmp_path, capsys):

@@ -5,6 +5,7 @@ Every refusal runs in a child process with an address-space limit (tests/limited
 regression that allocates instead of refusing dies there, not on the machine.
 """
 import os
+import tomllib
 
 import pytest
 
@@ -153,3 +154,71 @@ def test_attention_counts_its_scores():
            "loss": {"type": "softmax_cross_entropy"}}
     items = by_field(sizes.estimate(parse_spec(raw, "t.toml", "t"), False))
     assert items["layers[0].key_dim"] > 8 * 8 * 512 * 512 * 8 * 2  # B x heads x T x T
+
+
+PADDED = """
+name = "padded"
+input_shape = [8, 8, 1]
+[data]
+source = "digits"
+batch_size = 32
+[[layers]]
+type = "conv2d"
+filters = 8
+kernel_size = [3, 3]
+padding = {padding}
+[[layers]]
+type = "relu"
+[[layers]]
+type = "maxpool2d"
+pool_size = [2, 2]
+[[layers]]
+type = "conv2d"
+filters = 16
+kernel_size = [3, 3]
+padding = "same"
+[[layers]]
+type = "flatten"
+[[layers]]
+type = "dense"
+units = 10
+[loss]
+type = "softmax_cross_entropy"
+"""
+
+
+def test_activations_blown_up_by_an_earlier_padding_name_that_padding(tmp_path):
+    """The biggest item is layers[3]'s activations, but its size comes from layers[0].padding:
+    the refusal once said `layers[3].filters`, a key that changes nothing much."""
+    path = tmp_path / "huge.toml"
+    path.write_text(PADDED.format(padding="[100000, 100000]"))
+    done = crossgrad(tmp_path, ["check", path, "--frameworks", "numpy"], address_space=1 << 30)
+    err = done.stderr.strip()
+    assert done.code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith(f"crossgrad: {path}: layers[0].padding: [100000, 100000] grows "
+                          f"conv2d's input (8, 8, 1) to (200006, 200006, 8); then conv2d at "
+                          f"layers[3] on (100003, 100003, 8) needs "), err
+    assert "over the limit" in err and done.seconds < 1
+
+
+def test_who_grew_the_activations():
+    """The estimate's own fields are unchanged; the blame names what grew the input: an
+    earlier layer's key, the layer's own padding, or nothing beyond the layer's size key."""
+    spec = parse_spec(tomllib.loads(PADDED.format(padding="[100, 100]")), "p.toml", "p")
+    blame = {i.field: i.blame for i in sizes.estimate(spec, training=False) if "activations"
+             in i.text}
+    assert blame["layers[0].filters"][0] == "layers[0].padding"  # its own padding
+    assert blame["layers[0].filters"][1].startswith("[100, 100] grows conv2d's input (8, 8, 1) "
+                                                    "to (206, 206, 8), which needs ")
+    assert blame["layers[1].type"][0] == "layers[0].padding"
+    assert blame["layers[3].filters"][0] == "layers[0].padding"
+    unpadded = parse_spec(tomllib.loads(PADDED.format(padding='"valid"')), "p.toml", "p")
+    assert all(i.blame is None for i in sizes.estimate(unpadded, training=False)
+               if i.field.startswith("layers[0]"))
+    mlp = by_blame(sizes.estimate(parsed(), training=False))
+    assert mlp["layers[1].type"] == "layers[0].units"  # a relu's size is the dense's before it
+    assert mlp["layers[0].units"] is None
+
+
+def by_blame(items):
+    return {i.field: i.blame and i.blame[0] for i in items if "activations" in i.text}

@@ -7,12 +7,16 @@ agree: either is a finding about the framework or about crossgrad.
 from ..compare.pitfalls import AGREE, BY_NAME
 from ..errors import EXIT_DISAGREE, EXIT_OK, InputError
 from ..options import (Progress, check_execution, claim_outputs, make_executor,
-                       tables_stream)
+                       refuse_unused, tables_stream)
 from ..report.tables import fmt, render
 from ..run import manifest
 from ..run.execute import frameworks_to_run
 from ..run.outputs import write_json
 from . import measure
+
+
+LIST_IGNORES = ["--json", "--executor", "--ray-address", "--workers", "--threads", "--timeout",
+                "--max-memory"]
 
 
 def cmd_pitfalls(args):
@@ -32,6 +36,8 @@ def cmd_pitfalls(args):
                          f"{left_out[0].name} is a {left_out[0].framework} pitfall; add "
                          f"{left_out[0].framework} or leave the pitfall out")
     if args.list:
+        # it names the pitfalls and runs nothing: what would write or run has no effect
+        refuse_unused(args, "with --list, which runs nothing", LIST_IGNORES)
         print(render(["pitfall", "framework", "what"],
                      [[p.name, p.framework, p.what] for p in chosen]))
         return EXIT_OK
@@ -95,7 +101,9 @@ def footer(rows, skipped=()):
 def add_pitfalls_args(p):
     p.add_argument("names", nargs="*", metavar="NAME",
                    help="pitfalls to run (default: every one; --list names them)")
-    p.add_argument("--list", action="store_true", help="name the pitfalls, run nothing")
+    p.add_argument("--list", action="store_true",
+                   help="name the pitfalls, run nothing (--json and the execution options, "
+                        "but --frameworks and --quiet, are refused)")
     p.add_argument("--json", metavar="OUT",
                    help="write the rows as JSON (schema: crossgrad schema pitfalls); '-': to "
                         "stdout, and the table to stderr")

@@ -5,6 +5,9 @@ from_keras return the Spec. Every problem is an InputError naming the model (the
 or the module path inside it) before anything is written.
 """
 import os
+import re
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,9 +40,41 @@ def parse_factory(ref):
     return Path(path), factory
 
 
+def spec_base(out):
+    """"dir/m.toml" -> "m": what the spec's name and its weights file ("m.params.npz") are
+    made of; InputError for a file name with nothing before .toml (".toml" would write
+    ".params.npz", a hidden file, beside a spec naming another)."""
+    base = Path(out).name.removesuffix(".toml")
+    if not base:
+        raise InputError("--out", out, "has nothing before .toml; name the spec, e.g. "
+                                       "model.toml")
+    return base
+
+
+def params_name(out):
+    """The weights file written beside the spec `out`."""
+    return f"{spec_base(out)}.params.npz"
+
+
+@contextmanager
+def quiet_frameworks():
+    """While the model is loaded and probed, the frameworks' warnings (an LSTM with a
+    projection, padding='same' with an even kernel, a pickle protocol) are not printed:
+    bad input is one line, and a model that imports prints only what crossgrad says."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        warnings.filterwarnings("default", module=r"crossgrad\.")  # crossgrad's own, if any
+        yield
+
+
 def import_torch(source, input_shape, loss, weights=None, data=None, out=None, command=None):
     """`source`: "FILE.py:FACTORY" or an nn.Module; `input_shape`: per example, in the
     model's own layout (C, H, W for an image)."""
+    with quiet_frameworks():
+        return _import_torch(source, input_shape, loss, weights, data, out, command)
+
+
+def _import_torch(source, input_shape, loss, weights, data, out, command):
     from . import torch_graph
     if isinstance(source, (str, os.PathLike)):
         path, factory = parse_factory(source)
@@ -61,6 +96,8 @@ def import_torch(source, input_shape, loss, weights=None, data=None, out=None, c
             raise InputError(weights, None, str(err)) from None
     try:
         pieces, layout, _, tokens = torch_graph.chain(model, list(input_shape))
+        if weights is not None:
+            _finite_weights(weights, model, pieces)
         arrays = canonical_weights(pieces, torch_graph.read_native(model))
     except NotMapped as err:
         raise err.input_error(source) from None
@@ -72,8 +109,21 @@ def import_torch(source, input_shape, loss, weights=None, data=None, out=None, c
                    command, tokens, note)
 
 
+def _finite_weights(weights, model, pieces):
+    """A NaN or an infinity the state_dict brought: the weights file's, named by its key."""
+    from .torch_graph import first_non_finite
+    key = first_non_finite(model, pieces)
+    if key is not None:
+        raise InputError(weights, key, "holds non-finite values (nan or inf)")
+
+
 def import_keras(source, loss, data=None, out=None, command=None):
     """`source`: a .keras file or a keras.Model."""
+    with quiet_frameworks():
+        return _import_keras(source, loss, data, out, command)
+
+
+def _import_keras(source, loss, data, out, command):
     from . import keras_graph
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
@@ -107,16 +157,16 @@ def _finish(name, pieces, input_shape, arrays, original, source, loss, data, out
         raise InputError("--data", data, f"choose from {', '.join(DATA)} (mnist needs a path: "
                                          "write it in the spec)")
     if out is not None:
-        name = Path(out).stem
+        name = spec_base(out)
     outputs = pieces[-1].shape[-1]
     vocab = pieces[0].table.get("vocab")
     raw = spec_dict(_safe_name(name), pieces, input_shape,
                     data_table(data, loss, outputs, tokens, vocab), loss)
-    spec = parse_spec(raw, source, raw["name"])
+    spec = _parsed(raw, source, pieces)
     _check_shapes(pieces, spec.layers)
     _check_weights(arrays, spec, source, pieces)
     spec.initial = {k: np.asarray(v, np.float64) for k, v in arrays.items()}
-    params_file = f"{Path(out).stem if out else raw['name']}.params.npz"
+    params_file = params_name(out) if out else f"{raw['name']}.params.npz"
     # the file's keys (the Spec holds the weights in memory), and what the file holds: the
     # two files cannot be renamed into place at once, and a spec beside other weights says so
     raw = dict(raw, params=params_file, params_sha256=params_digest(spec.initial))
@@ -133,6 +183,28 @@ def _finish(name, pieces, input_shape, arrays, original, source, loss, data, out
               "`crossgrad check` on this", "file also runs the original model, as the "
               "participant \"original\"."]
     return Imported(spec, toml_text(raw, pieces, header, input_note), arrays, params_file)
+
+
+LAYER_FIELD = re.compile(r"((?:layers\[\d+\]\.?)+)(.*)")  # "layers[3].layers[1].units"
+
+
+def _parsed(raw, source, pieces):
+    """parse_spec of the import's spec. A value the model has that a spec layer cannot take
+    (nn.LeakyReLU(-0.1): alpha < 0) is the model's module, named as the model names it, not
+    a field of a spec the user never wrote."""
+    try:
+        return parse_spec(raw, source, raw["name"])
+    except InputError as err:
+        found = LAYER_FIELD.fullmatch(str(err.field or ""))
+        if found is None:
+            raise
+        piece = None
+        for index in map(int, re.findall(r"\d+", found.group(1))):
+            piece = (piece.layers if piece else pieces)[index]
+        raise InputError(source, piece.where, f"{piece.kind} maps to crossgrad's "
+                                              f"{piece.table['type']} layer, whose "
+                                              f"{found.group(2) or 'table'} {err.message}") \
+            from None
 
 
 def _safe_name(name):

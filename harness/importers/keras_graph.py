@@ -16,7 +16,8 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 import keras  # noqa: E402
 
 from .keras_layers import pieces as layer_pieces  # noqa: E402
-from .pieces import CANONICAL, NCHW, NotMapped, Piece, in_canonical_order  # noqa: E402
+from .pieces import (CANONICAL, NCHW, NotMapped, Piece, first_sentence,  # noqa: E402
+                     in_canonical_order)
 
 ADDS = ("Add",)   # keras.layers.Add and the operation `x + y` makes between KerasTensors
 
@@ -39,9 +40,8 @@ def load(path, digest=None):
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as err:
-        lines = str(err).strip().splitlines() or [""]
-        raise ValueError(f"not a Keras model file Keras can load ({type(err).__name__}: "
-                         f"{lines[0][:200]})") from None
+        raise ValueError(f"not a Keras model file Keras can load ({first_sentence(err)})") \
+            from None
     if not isinstance(model, keras.Model):
         raise ValueError(f"holds a {type(model).__name__}, not a keras.Model")
     return model
@@ -97,8 +97,8 @@ def _steps(model):
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise NotMapped("model", "has several inputs or outputs; crossgrad feeds one input to "
                                  "one output")
-    current, steps = id(model.inputs[0]), []
-    for op, node in _calls(model):
+    current, steps, calls = id(model.inputs[0]), [], _calls(model)
+    for k, (op, node) in enumerate(calls):
         if type(op).__name__ == "InputLayer":
             continue
         _once(op)
@@ -107,14 +107,37 @@ def _steps(model):
         if type(op).__name__ in ADDS and len(ins) == 2 and current in ins and ins[0] != ins[1]:
             added = ins[1] if ins[0] == current else ins[0]
         elif not ins or any(i != current for i in ins):
-            raise NotMapped(f"model.{op.name}", "does not follow the layer before it: crossgrad "
-                                                "reads straight chains (with x + f(x) blocks)")
+            raise _not_a_chain(calls[k:])
         (out,) = node.output_tensors
         steps.append((op, dict(node.arguments.kwargs), added, id(out), tuple(out.shape[1:])))
         current = id(out)
     if current != id(model.outputs[0]):
         raise NotMapped("model", "its output is not the end of the chain of layers")
     return steps
+
+
+def _not_a_chain(calls):
+    """NotMapped for calls[0], the first call that does not take the chain's value. It starts
+    a branch beside the chain (or is the layer joining one): the layer where branches join
+    (a Concatenate, a Multiply, an Add of two branches) is the one to name, and its inputs."""
+    op = calls[0][0]
+    join = next(((o, n) for o, n in calls if len(n.input_tensors) > 1), None)
+    if join is None:
+        return NotMapped(f"model.{op.name}", "does not follow the layer before it: crossgrad "
+                                             "reads straight chains (with x + f(x) blocks)")
+    op, node = join
+    kind = f"keras.layers.{type(op).__name__}" if isinstance(op, keras.layers.Layer) \
+        else f"the operation {op.name}"
+    joined = ", ".join(_made_by(t) for t in node.input_tensors)
+    return NotMapped(f"model.{op.name}", f"{kind} joins branches ({joined}): crossgrad reads "
+                                         "straight chains (with x + f(x) blocks)")
+
+
+def _made_by(tensor):
+    """"model.dense_3", the layer whose output a KerasTensor is (Keras keeps it in the
+    tensor's _keras_history)."""
+    made = getattr(getattr(tensor, "_keras_history", None), "operation", None)
+    return f"model.{made.name}" if made is not None else "an input"
 
 
 def _calls(model):

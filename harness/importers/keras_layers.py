@@ -103,6 +103,9 @@ def identity(layer, kw, ctx):
 def dropout(layer, kw, ctx):
     _refuse_if(layer, layer.noise_shape is not None, "with noise_shape: crossgrad's dropout "
                                                      "drops single values")
+    # refused here, naming the layer, rather than by the spec's check of layers[i].rate
+    _refuse_if(layer, layer.rate >= 1, f"rate={layer.rate}: drops every value; crossgrad's "
+                                       "dropout rate must be below 1")
     return [_new(layer, {"type": "dropout", "rate": float(layer.rate)}, ctx)]
 
 

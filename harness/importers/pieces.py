@@ -15,6 +15,7 @@ NCHW       an image with its channels first (PyTorch, Keras channels_first);
            of one pixel or one channel flattens to the same order both ways).
 Everything here is NumPy: weights cross between the layouts as arrays.
 """
+import re
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -64,6 +65,18 @@ class Piece:
     result: object = None           # where its output appears, if not `node` (rnn(x)[0][:, -1])
     shape: tuple = None             # its output per example, in the original's layout
     part: str = ""                  # Keras: "linear" or "activation", half of one layer
+
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")  # a terminal's colour and bold codes (torch bolds words)
+
+
+def first_sentence(err, limit=200):
+    """"ValueError: its first sentence": a framework's error in one line. What follows the
+    first sentence is advice (weights_only, safe_mode) that, cut at a length, reads as
+    advice to run the file's code."""
+    line = (ANSI.sub("", str(err)).strip().splitlines() or [""])[0]
+    sentence = re.match(r"(.*?)(?:\.\s|\.?$)", line).group(1)[:limit]
+    return ": ".join(filter(None, (type(err).__name__, sentence)))
 
 
 def same(name):

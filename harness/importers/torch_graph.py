@@ -19,7 +19,9 @@ from pathlib import Path
 import torch
 import torch.fx as fx
 
-from .pieces import CANONICAL, NCHW, NotMapped, Piece, in_canonical_order
+from ..errors import one_line
+from .pieces import (ANSI, CANONICAL, NCHW, NotMapped, Piece, first_sentence,
+                     in_canonical_order, walk)
 from .torch_modules import class_name, describe, function_name, piece
 
 EXAMPLES = 3      # the example batch the trace runs on: any size works, 3 is rarely hard-coded
@@ -49,12 +51,16 @@ def load_factory(path, factory, digest=None, helpers=()):
     name = f"crossgrad_original_{hashlib.sha256(code).hexdigest()[:16]}"
     module = sys.modules.get(name) or _run(path, code, name)
     build = getattr(module, factory, None)
+    if isinstance(build, torch.nn.Module):  # callable too: calling it would run its forward
+        raise ValueError(f"{factory} is an nn.Module, not a function returning one: crossgrad "
+                         f"calls {factory}() to build the model (def {factory}(): return ...)")
     if not callable(build):
         raise ValueError(f"{path.name} has no function {factory!r}")
     try:
         model = build()
     except Exception as err:
-        raise ValueError(f"{path.name}:{factory}() raised {type(err).__name__}: {err}") from None
+        # one line: the CLI prints this as its one line of bad input
+        raise ValueError(f"{path.name}:{factory}() raised {one_line(err)}") from None
     if not isinstance(model, torch.nn.Module):
         raise ValueError(f"{path.name}:{factory}() returned a {type(model).__name__}, not an "
                          "nn.Module")
@@ -85,7 +91,7 @@ def _run(path, code, name):
         raise ValueError(f"{path.name} line {err.lineno}: syntax error: {err.msg}") from None
     except Exception as err:
         del sys.modules[name]
-        raise ValueError(f"{path.name} raised {type(err).__name__}: {err} while loading") \
+        raise ValueError(f"{path.name} raised {one_line(err)} while loading") \
             from None
     finally:
         sys.path.remove(folder)
@@ -123,18 +129,17 @@ def _own_files(modules, folder):
     return sorted(files)
 
 
-ANSI = re.compile(r"\x1b\[[0-9;]*m")  # a terminal's colour and bold codes
-
-
 def load_weights(model, path):
     """A state_dict file into `model`, strictly: ValueError naming the first missing or
     unexpected key, or the first tensor of another shape."""
+    if not Path(path).exists():
+        raise ValueError("no such file")
+    if Path(path).is_dir():
+        raise ValueError("is a folder, not a state_dict file")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        first = ANSI.sub("", str(err)).splitlines()[0][:200]  # torch bolds some words
-        raise ValueError(f"not a state_dict file torch.load can read safely "
-                         f"({type(err).__name__}: {first})") from None
+        raise ValueError(_unreadable(err)) from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError("holds no state_dict (a dict of tensor names to tensors)")
     own = model.state_dict()
@@ -149,6 +154,32 @@ def load_weights(model, path):
         if tuple(v.shape) != tuple(own[k].shape):
             raise ValueError(f"{k}: shape {tuple(v.shape)}, the model's is {tuple(own[k].shape)}")
     model.load_state_dict(state)
+
+
+def _unreadable(err):
+    """Why torch.load refused a file, in one line. Its message for a file it will not
+    unpickle is a paragraph of advice on weights_only (whose first line cut short reads as
+    advice to run the file's code); what it found is the unpickler's error inside it."""
+    found = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", ANSI.sub("", str(err)))
+    if found is None:
+        return f"not a state_dict file (torch.load cannot read it: {first_sentence(err)})"
+    pickled = re.match(r"Unsupported global: GLOBAL ([\w.]+)", found.group(1))
+    if pickled:
+        return (f"not a state_dict file: it holds a pickled {pickled.group(1)}, which crossgrad "
+                "does not unpickle (no code from the file runs); save model.state_dict() instead")
+    return ("not a state_dict file: torch.load (weights only: no code from the file runs) "
+            f"cannot read it ({found.group(1).strip()[:200]})")
+
+
+def first_non_finite(model, pieces):
+    """The state_dict key of the first tensor crossgrad reads (a piece's link) holding a NaN
+    or an infinity, or None: a weights file's bad value, named as the file names it."""
+    for _, p in walk(pieces):
+        for link in p.links.values():
+            for name in link.natives:
+                if not torch.isfinite(native_tensor(model, p, name)).all():
+                    return f"{p.where.removeprefix('model.')}.{name}"
+    return None
 
 
 # ---- the trace ---------------------------------------------------------------------------------

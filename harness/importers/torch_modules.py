@@ -41,6 +41,10 @@ def piece(node, module, ctx):
     if name in ("dropout", "dropout2d", "alpha_dropout"):
         raise NotMapped(where(node), f"F.{name}: use nn.Dropout, whose mask crossgrad "
                                      "supplies (a function draws its own)")
+    if name == "getitem":
+        raise NotMapped(where(node), f"{describe(node)} (x[{index_text(node.args[1])}]) has no "
+                                     "crossgrad layer; indexing is read only after a recurrent "
+                                     "layer, as out[:, -1] or h[-1]")
     raise NotMapped(where(node), f"{describe(node)} has no crossgrad layer")
 
 
@@ -59,6 +63,16 @@ def describe(node):
 
 def function_name(node):
     return node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
+
+
+def index_text(index):
+    """An index as Python writes it: (slice(None), 0) -> ":, 0"."""
+    def one(i):
+        if isinstance(i, slice):
+            text = ":".join("" if v is None else str(v) for v in (i.start, i.stop, i.step))
+            return text.removesuffix(":")
+        return "..." if i is Ellipsis else getattr(i, "name", str(i))  # an fx node: its name
+    return ", ".join(map(one, index)) if isinstance(index, tuple) else one(index)
 
 
 def class_name(module):
@@ -131,6 +145,9 @@ def _activation(node, kind, ctx, options):
 def dropout(node, module, ctx):
     _refuse_if(node, module, type(module).__name__ != "Dropout",
                "drops whole channels; crossgrad's dropout drops single values")
+    # refused here, naming the module, rather than by the spec's check of layers[i].rate
+    _refuse_if(node, module, module.p >= 1, f"p={module.p}: drops every value; crossgrad's "
+                                            "dropout rate must be below 1")
     return _new(node, module, {"type": "dropout", "rate": float(module.p)}, ctx)
 
 
@@ -293,9 +310,17 @@ def batchnorm(node, module, ctx):
                 notes=[layout_note(layout)] if layout[0] == "chw" else [])
 
 
+# what nn.LayerNorm over the last k axes of an NCHW image normalises together
+NCHW_NORMALISED = {1: "along each row (W)", 2: "over each channel's (H, W) plane",
+                   3: "over each example's (C, H, W) together"}
+
+
 def layernorm(node, module, ctx):
-    _refuse_if(node, module, ctx.layout == NCHW, "on an NCHW image normalises its width; "
-                                                 "crossgrad's layernorm the channels")
+    shape = tuple(module.normalized_shape)
+    _refuse_if(node, module, ctx.layout == NCHW,
+               f"over {shape} on an NCHW image normalises "
+               f"{NCHW_NORMALISED.get(len(shape), f'its last {len(shape)} axes')}; crossgrad's "
+               "layernorm normalises the channels alone")
     _refuse_if(node, module, len(module.normalized_shape) != 1,
                f"over {tuple(module.normalized_shape)}: crossgrad normalises the last axis only")
     _refuse_if(node, module, not module.elementwise_affine or module.bias is None,
@@ -346,7 +371,7 @@ def recurrent(node, module, ctx):
                           lambda a: {"bias_ih_l0": a, "bias_hh_l0": np.zeros_like(a)})
         notes = ["b = bias_ih_l0 + bias_hh_l0 (the spec has one bias; the original runs with "
                  "bias_ih_l0 = b and bias_hh_l0 = 0, frozen)"]
-    sequences, result = _recurrent_output(node, kind)
+    sequences, result = _recurrent_output(node, module, kind)
     p = _new(node, module, {"type": kind, "units": module.hidden_size,
                             "return_sequences": sequences}, ctx, links=links, notes=notes)
     p.result = result
@@ -385,9 +410,10 @@ def _ancestors(node):
     return seen
 
 
-def _recurrent_output(node, kind):
+def _recurrent_output(node, module, kind):
     """(return_sequences, the node holding the layer's output): `out, _ = rnn(x)` then `out`
-    or `out[:, -1]`; or the final state, `h[-1]` (`h, c` for an LSTM)."""
+    or `out[:, -1]`; or the final state, `h[-1]` (`h, c` for an LSTM). Other indexing of
+    `out` (out[:, 0]) is refused here, naming the layer and the index."""
     users = list(node.users)
     picked = users[0] if len(users) == 1 else None
     if picked is None or not _is_item(picked, None):
@@ -396,7 +422,12 @@ def _recurrent_output(node, kind):
     index = picked.args[1]
     if index == 0:
         last = _only_user(picked)
-        if last is not None and _is_item(last, None) and _last_step(last.args[1]):
+        if last is not None and _is_item(last, None):
+            if not _last_step(last.args[1]):
+                raise NotMapped(where(node), f"{class_name(module)} output read as "
+                                             f"out[{index_text(last.args[1])}]: crossgrad "
+                                             "follows out (every step), out[:, -1] (the last) "
+                                             "or the final state h[-1]")
             return False, last
         return True, picked
     state = picked

@@ -12,8 +12,10 @@ A curve that changed beyond its tolerance where both runs judged it PASS* for th
 send it elsewhere) is marked amplified instead: its lockstep errors judge it.
 A change of spec hash means the runs did not compute the same thing; it is reported,
 and that model's numbers are not compared. Results on one side only (a model, its
-check, a framework's check, a curve) are changes beyond tolerance: the other side
-cannot vouch for them.
+check, a framework's check, a training, a framework's training, a curve) are changes
+beyond tolerance: the other side cannot vouch for them. Every report holds its three
+files (a report without trainings writes curves.csv as one blank line): a folder
+missing one, or with an empty one, is bad input.
 """
 import json
 from pathlib import Path
@@ -47,6 +49,9 @@ def load_run(folder):
     """(manifest, results, curves) of a report folder; InputError naming the file and the
     field where it lacks what the comparison reads."""
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():  # a file: it is there, but no report
+        raise InputError(folder, None, "is not a folder; crossgrad diff compares two report "
+                                       "folders")
     if not folder.is_dir():
         raise InputError(folder, None, "no such report folder")
     manifest = _read_json(folder / "manifest.json")
@@ -126,14 +131,22 @@ def _need(value, kind, path, field):
 
 
 def _read_curves(path):
-    """curves.csv with the columns the comparison uses; an empty table if there is none."""
+    """curves.csv with the columns the comparison uses; an empty table where the report
+    has no curves. A report always writes the file, a table without rows as one blank line
+    (pandas' empty table): a missing or empty file is not what a report holds, and read as
+    "no curves" it would show every curve of the other side as on one side only."""
     try:
+        if path.stat().st_size == 0:
+            raise InputError(path, None, "empty: not a crossgrad curves table (a report "
+                                         "writes at least one line)")
         # names as written: a model named "nan" or "1" stays a name, never a number or NaN;
         # an empty loss is a non-finite one (to_csv's NaN)
         curves = pd.read_csv(path, dtype={c: str for c in NAME_COLUMNS},
                              keep_default_na=False,
                              na_values={"step": [""], "loss": [""], LOCKSTEP: [""]})
-    except (FileNotFoundError, pd.errors.EmptyDataError):
+    except FileNotFoundError:
+        raise InputError(path, None, "missing: not a crossgrad report folder") from None
+    except pd.errors.EmptyDataError:  # the blank line of a report without trainings
         return pd.DataFrame(columns=[*CURVE_COLUMNS, LOCKSTEP])
     except (OSError, ValueError) as err:  # not CSV, or not text
         raise InputError(path, None, f"cannot be read as a CSV table ({str(err).strip()})") \
@@ -246,22 +259,30 @@ def _framework(fw, fa, fb, key):
 
 
 def _trainings(a, b, same):
-    """Each training both reports hold (by model, dtype and mode): the model's pass/fail,
-    and per framework its verdict and the step lockstep parted at. A training or framework
-    on one side only shows as its curves on one side only."""
+    """Each training of a model both reports ran (by model, dtype and mode): the model's
+    pass/fail, and per framework its verdict and the step lockstep parted at. A training or
+    a framework's training on one side only is a change beyond tolerance, as a check is: its
+    curves may be missing on both sides (a framework that failed draws none, a results.json
+    without its trainings has curves all the same), so they cannot be left to say so."""
     index_a, index_b = _training_index(a), _training_index(b)
     out = []
-    for key in sorted(set(index_a) & set(index_b)):
+    for key in sorted(set(index_a) | set(index_b)):
         name, dtype, mode = key
         if (name, dtype) not in same:
             continue
-        label, ma, mb = f"{name} {dtype}", index_a[key], index_b[key]
+        label, ma, mb = f"{name} {dtype}", index_a.get(key), index_b.get(key)
+        if ma is None or mb is None:
+            out.append(_change("training", label, f"{mode}: {_only(ma is not None)}", True))
+            continue
         if ma["passed"] != mb["passed"]:
             out.append(_change("training", label, f"{mode}: passed {ma['passed']} -> "
                                                   f"{mb['passed']}", True))
         for fw in dict.fromkeys([*ma["frameworks"], *mb["frameworks"]]):
             fa, fb = ma["frameworks"].get(fw), mb["frameworks"].get(fw)
-            if fa is not None and fb is not None:
+            if fa is None or fb is None:
+                out.append(_change("training", label, f"{mode} {fw}: {_only(fa is not None)}",
+                                   True))
+            else:
                 out += _verdicts(f"{mode} {fw}", fa, fb, label)
     return out
 

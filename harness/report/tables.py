@@ -68,6 +68,14 @@ def _status(info):
     return "loss" if info.get("gradients") == "skipped" else info.get("status", "-")
 
 
+def _loss_use(fw, donors, ran):
+    """What a framework without gradients still does: its loss probed for another's
+    gradients, or compared with the others' losses (none where it ran alone)."""
+    if fw in donors:
+        return f"; finite differences of its loss check {donors[fw]}'s gradients"
+    return "; its loss is compared" if len(ran) > 1 else ""
+
+
 def _notes(m):
     notes = [f"  {m['name']} {m['dtype']}: {fw} {info['status']}: {info.get('error')}"
              for fw, info in m["frameworks"].items() if info["status"] != "ok"]
@@ -77,9 +85,9 @@ def _notes(m):
         return notes + [f"  {m['name']} {m['dtype']}: {m['not_finite']}"]
     donors = {r["framework"]: r["gradient_from"] for r in m["finite_difference"]
               if "gradient_from" in r}
-    notes += [f"  {m['name']} {m['dtype']}: {fw} gradients skipped ({info['gradients_reason']}); "
-              + (f"finite differences of its loss check {donors[fw]}'s gradients" if fw in donors
-                 else "its loss is compared") for fw, info in m["frameworks"].items()
+    ran = [fw for fw, info in m["frameworks"].items() if info["status"] == "ok"]
+    notes += [f"  {m['name']} {m['dtype']}: {fw} gradients skipped ({info['gradients_reason']})"
+              + _loss_use(fw, donors, ran) for fw, info in m["frameworks"].items()
               if info.get("gradients") == "skipped"]
     bad = [c for c in m["comparisons"] if not c["passed"]]
     for c in sorted(bad, key=lambda c: -c["rel_err"])[:3]:

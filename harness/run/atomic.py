@@ -11,6 +11,8 @@ or is interrupted (Ctrl-C, SIGTERM) puts the previous output back and removes th
 one, unless the new one is in place already. Temporary folders of runs that died are
 removed by the next run, but only those with that exact name, a dead pid and the marker.
 A mount point (a Docker volume) cannot be renamed, so it is never an output folder.
+Folders missing above an output (`reports/` of `reports/latest`) are made with the marker
+too, of kind `parent`: every folder crossgrad creates says so.
 """
 import contextlib
 import ctypes
@@ -25,7 +27,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .ownership import (WHAT, claim_folder, entries_of, read_marker, refuse_mount_point,
+from .ownership import (PARENT, claim_folder, entries_of, read_marker, refuse_mount_point,
                         remove_owned, unfinished, write_marker)
 
 AT_FDCWD, RENAME_NOREPLACE, RENAME_EXCHANGE = -100, 1, 2
@@ -47,7 +49,7 @@ def atomic_dir(path, kind="output", flag="--out"):
     path = Path(path)
     refuse_mount_point(path, flag)
     with failures_named(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_parents(path)
         remove_stale(path)
         tmp = _temporary_folder(path, kind)
         made = _identity(tmp)
@@ -55,8 +57,9 @@ def atomic_dir(path, kind="output", flag="--out"):
         with failures_named(path):
             yield tmp
             write_marker(tmp, kind, entries_of(tmp))
-            # again: the user may have put files there meanwhile; and the kind this writes
-            claim_folder(path, flag, kind if kind in WHAT else None)
+            # again: the user may have put files there meanwhile; and only the kind this
+            # writes is replaced
+            claim_folder(path, flag, kind)
             _swap_into_place(tmp, path, made)
     except BaseException:
         _remove_made(tmp, made)  # not yet swapped into place: still the temporary
@@ -71,7 +74,7 @@ def atomic_file(path, mode="w", recheck=None, swept=False):
     folder's stale temporaries were removed already (remove_stale_in), so none is looked for."""
     path = Path(path)
     with failures_named(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_parents(path)
         if not swept:
             remove_stale(path)
         tmp = _temporary_folder(path, "temporary")
@@ -97,7 +100,7 @@ def atomic_files(*targets, recheck=None):
     paths = [Path(path) for path, _ in targets]
     first = paths[0]
     with failures_named(first):
-        first.parent.mkdir(parents=True, exist_ok=True)
+        make_parents(first)
         for path in paths:
             remove_stale(path)
         tmp = _temporary_folder(first, "temporary")
@@ -157,6 +160,25 @@ def failures_named(path):
         yield
     except OSError as err:
         raise OutputFailed(path, err.strerror or str(err)) from err
+
+
+def make_parents(path):
+    """The folders missing above `path`, made from the top down, each with the marker (kind
+    PARENT, listing nothing) before anything else: every folder crossgrad creates carries
+    it, and one made to hold an output is then known as crossgrad's, never replaced by an
+    output (ownership.claim_folder refuses its kind) nor removed by crossgrad."""
+    missing, folder = [], path.parent
+    while not folder.is_dir() and folder != folder.parent:  # `.` or `/`: its own parent
+        missing.append(folder)
+        folder = folder.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            if folder.is_dir():  # made meanwhile, by another run or the user: not ours to mark
+                continue
+            raise
+        write_marker(folder, PARENT, [])
 
 
 def _temporary_folder(path, kind):

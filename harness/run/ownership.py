@@ -18,8 +18,9 @@ a fingerprint was a folder.)
 
 A --json document carries a stamp instead, as its first two keys: the crossgrad version,
 and the sha256 of the document as written (with that digest's own value empty). It is
-replaced only while both are there and the digest still matches (a document stamped
-before the digest was kept: by the version alone).
+replaced only while both are there and the digest still matches. The version alone proves
+nothing (any JSON of the user's may hold a "crossgrad" key), so a document without the
+digest, whoever wrote it (crossgrad did, before the digest was kept), is refused and kept.
 """
 import datetime
 import errno
@@ -40,13 +41,20 @@ SHOWN = 3                   # foreign entries named in a refusal
 FOLDER = "dir"              # the marker's record of a folder, where a file's is [size, sha256]
 STAMP, DIGEST = "crossgrad", "crossgrad_sha256"  # a --json document's first two keys
 
+PARENT = "parent"           # the kind of a folder crossgrad made only to hold an output
+
 # The kind of output each flag writes (run and train --out a report, explain --out its pages,
-# which it names to claim_folder): a folder holding another of these kinds is not replaced.
-# (Other kinds, the cache's or a worker's, are no command's output: what they hold is judged
-# as any folder's, entry by entry.)
+# which it names to claim_folder). A crossgrad folder of any other kind is not replaced:
+# another command's output, and no less the folders that are no command's output (the
+# result cache, a worker's temporary folder, a folder made to hold an output), which hold
+# what an output must not delete even when they hold nothing but their marker.
 WRITES = {"--out": ("report",), "--save": ("save",)}
 WHAT = {"report": "a report folder", "explain": "a folder of explain pages",
         "save": "a folder of golden arrays"}
+# A refusal's name for a crossgrad folder of each kind (an output's: its kind alone)
+KIND_NAMES = {"cache": "cache folder", "worker": "worker's temporary folder",
+              "shared": "folder the workers share", "temporary": "temporary folder",
+              PARENT: "folder made to hold an output"}
 
 
 @functools.cache  # a metadata lookup scans sys.path (1.2 ms), and every marker names it
@@ -164,8 +172,10 @@ def edited_entries(folder, marker):
 def claim_folder(path, flag, kind=None):
     """-> the folder to write for `flag` (--out, --save) as its real path, links and `..`
     resolved (its temporary is made beside it: beside `g/sub/..` is inside `g/sub`);
-    InputError if it holds anything crossgrad did not write there, or crossgrad's output of
-    another kind than `kind` (default: any kind `flag` writes)."""
+    InputError if it holds anything crossgrad did not write there, or is a crossgrad folder
+    of another kind than `kind` (default: any kind `flag` writes), an output or not."""
+    if not str(path):  # Path("") is the current folder: an empty value names no folder
+        raise InputError(flag, None, "is empty; give a folder name")
     target = _real(_resolved(path, flag))
     _refuse_special(path, target, flag)
     refuse_mount_point(path, flag, target)
@@ -205,14 +215,25 @@ def _real(target):
 
 def _refuse_other_kind(path, marker, flag, kind):
     """-> the marker's kind, if it is one that `flag` writes (`kind`, when the command says
-    which); else InputError naming what is there."""
-    found = marker.get("kind", "output")
-    wanted = (kind,) if kind else WRITES.get(flag)
-    if wanted is not None and found in WHAT and found not in wanted:
-        raise InputError(path, None, f"is a crossgrad {found}, not "
+    which); else InputError naming what is there: any other kind, known or not (a marker
+    without one too), is a folder this output must not replace."""
+    found = marker.get("kind")
+    wanted = (kind,) if kind else WRITES[flag]
+    if found not in wanted:
+        raise InputError(path, None, f"is a crossgrad {_kind_name(found)}, not "
                                      f"{' or '.join(WHAT.get(k, k) for k in wanted)}; "
                                      f"choose another {flag}")
     return found
+
+
+def _kind_name(kind):
+    """How a refusal names a crossgrad folder of `kind` (the marker's value, whatever it is:
+    an unknown one quoted and cut short, so the refusal stays one line)."""
+    if not isinstance(kind, str):  # missing, or a list: not a key to look up
+        return "folder of no known kind"
+    if kind in WHAT:
+        return kind
+    return KIND_NAMES.get(kind, f"folder of kind {kind[:40]!r}")
 
 
 def overlap(a, b):
@@ -255,6 +276,10 @@ def claim_file(path, flag, ours=None, whose="a JSON document crossgrad wrote"):
         raise InputError(flag, None, "is empty; give a file name, or - for standard output")
     if str(path) == "-" or _is_stdout(path):
         return "-"
+    last = os.path.basename(str(path))
+    if last in ("", ".", ".."):  # a folder's name: else `out/` and `out/.` write a file `out`
+        raise InputError(path, None, f"ends in {last or '/'!r}, so it names a folder; "
+                                     f"{flag} takes a file name")
     try:
         mode = os.stat(path).st_mode  # through links
     except FileNotFoundError:
@@ -295,7 +320,9 @@ def _digest_field(digest):
 
 def _json_refusal(path):
     """None when the --json target at `path` is a document as crossgrad wrote it: its stamp,
-    and (stamped since the digest was kept) its bytes still those sealed. Else why not."""
+    its bytes still those sealed. Else why not. The digest is the proof: a "crossgrad" key
+    alone is as likely the user's own (settings, notes), so a document without the digest
+    is refused, also one crossgrad wrote before it kept the digest (it cannot tell them)."""
     raw = None
     if os.stat(path).st_size <= MARKER_LIMIT << 6:   # 1 GiB: not worth reading to find out
         try:
@@ -306,7 +333,10 @@ def _json_refusal(path):
             raw = None
     if raw is None or not (isinstance(document, dict) and isinstance(document.get(STAMP), str)):
         return "exists and is not a JSON document crossgrad wrote"
-    if DIGEST in document and not _as_sealed(raw, document[DIGEST]):
+    if DIGEST not in document:
+        return (f'exists and is not a JSON document crossgrad can prove it wrote (a "{STAMP}" '
+                f'key but no "{DIGEST}")')
+    if not _as_sealed(raw, document[DIGEST]):
         return ("is a JSON document crossgrad wrote but changed since (its sha256 is no "
                 "longer the stamp's)")
     return None

@@ -242,6 +242,8 @@ def _parse(argv):
 def _short_error(err):
     """The exception and the innermost frame of the implementation or plugin that raised it
     (a plugin's wrong output, `located`, already names the plugin's method, file and line)."""
+    if getattr(err, "sentence", False):  # canonical.NoForm: no error in anyone's code
+        return str(err)
     frames = [f for f in traceback.extract_tb(err.__traceback__)
               if "/impls/" in f.filename or plugins.is_plugin_file(f.filename)]
     if getattr(err, "located", False):

@@ -27,6 +27,8 @@ IDX_NAMES = {"images": ("train-images-idx3-ubyte", "train-images.idx3-ubyte"),
 IMAGE = (28, 28)
 NPZ_KEYS = (("x", "y"), ("x_train", "y_train"))
 EXPECTED = "an .npz file or a folder with the IDX files"
+# a data set of none has no batch to take and no gradient to compare
+NO_EXAMPLES = "a data set needs at least one example"
 
 
 def resolve(path, spec_file):
@@ -164,6 +166,8 @@ def _same_count(images, labels):
     if n_images != n_labels:
         raise InputError(labels, "byte 4", f"declares {n_labels} labels for {n_images} images "
                                            f"(in {images.name})")
+    if not n_images:
+        raise InputError(images, "byte 4", f"declares 0 images; {NO_EXAMPLES}")
     return n_images
 
 
@@ -243,4 +247,8 @@ def _npz(path):
             keys = ", ".join(sorted(n.removesuffix(".npy") for n in names)) or "none"
             raise InputError(path, None, f"needs arrays x and y (or x_train and y_train), "
                                          f"has {keys}")
-        yield zf, [npy_header(zf, path, f"{name}.npy") for name in pair]
+        members = [npy_header(zf, path, f"{name}.npy") for name in pair]
+        if not members[0].shape[0]:
+            raise InputError(path, pair[0], f"has shape {members[0].shape}, 0 examples; "
+                                                 f"{NO_EXAMPLES}")
+        yield zf, members

@@ -9,14 +9,14 @@ import functools
 import hashlib
 import json
 import re
-import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 from .data import CLASSIFICATION, data_digest, first_batch, parse_data
 from ..errors import InputError
-from .limits import AXES, NAME_CHARS, NESTING, SPEC_BYTES, STEPS
+from .decode import decode_spec
+from .limits import AXES, NAME_CHARS, SPEC_BYTES, STEPS
 from .catalog import parse_layers, walk
 from .files import kind_of, read_bounded
 from .imported import parse_original, parse_params
@@ -150,49 +150,8 @@ def load_spec(path, **overrides):
     kind, _ = kind_of(path)
     if kind != "file":
         raise InputError(path, None, f"is {kind}, expected a spec file (.toml or .json)")
-    text = read_bounded(path, SPEC_BYTES, "a spec file").decode(errors="replace")
-    if not text.strip():
-        raise InputError(path, None, "the file is empty")
-    raw = _decode(text, path)
-    _check_nesting(raw, path)
+    raw = decode_spec(read_bounded(path, SPEC_BYTES, "a spec file"), path)
     return parse_spec(_override(raw, overrides), str(path), path.stem)
-
-
-def _decode(text, path):
-    if path.suffix == ".json" or (path.suffix != ".toml" and text.lstrip().startswith("{")):
-        try:
-            return json.loads(text)
-        except RecursionError:
-            raise _too_deep(path) from None
-        except json.JSONDecodeError as err:
-            raise InputError(path, f"line {err.lineno}, column {err.colno}",
-                             f"JSON syntax error: {err.msg}") from None
-    try:
-        return tomllib.loads(text)
-    except RecursionError:
-        raise _too_deep(path) from None
-    except tomllib.TOMLDecodeError as err:
-        msg = str(err)
-        where = re.search(r"\(at (line \d+, column \d+)\)", msg)
-        msg = re.sub(r"\s*\(at .*\)$", "", msg)
-        raise InputError(path, where.group(1) if where else None,
-                         f"TOML syntax error: {msg}") from None
-
-
-def _check_nesting(raw, path):
-    """Tables and lists at most NESTING deep, measured without recursion."""
-    stack = [(raw, 1)]
-    while stack:
-        value, depth = stack.pop()
-        if depth > NESTING:
-            raise _too_deep(path)
-        children = value.values() if isinstance(value, dict) else \
-            value if isinstance(value, list) else ()
-        stack += [(v, depth + 1) for v in children if isinstance(v, (dict, list))]
-
-
-def _too_deep(path):
-    return InputError(path, None, f"tables and lists nest deeper than {NESTING} levels")
 
 
 def zoo_names():

@@ -24,6 +24,7 @@ import importlib
 import importlib.util
 import inspect
 import math
+import operator
 import re
 import sys
 import traceback
@@ -119,7 +120,7 @@ def _run_file(path, code, module_name):
     except SyntaxError as err:
         del sys.modules[module_name]
         raise ValueError(f"{path.name} line {err.lineno}: syntax error: {err.msg}") from None
-    except Exception as err:
+    except (Exception, SystemExit) as err:  # sys.exit() in a plugin ends no crossgrad run
         del sys.modules[module_name]
         beside = _imported_beside(err, path, code)
         if beside:
@@ -158,21 +159,25 @@ def _import_module(name):
         if err.name == name or name.startswith(f"{err.name}."):
             raise ValueError(f"no module named {name!r} (not a .py path either)") from None
         raise ValueError(f"importing {name} raised {describe(err)}") from None
-    except Exception as err:
+    except (Exception, SystemExit) as err:  # sys.exit() in a plugin ends no crossgrad run
         raise ValueError(f"importing {name} raised {describe(err)}") from None
     _FILES.update(str(file) for file in _module_files(module))
     return _registered_by(name)
 
 
 def _registered_by(module_name, label=None):
-    """The types registered by classes of `module_name` (or of its submodules), whoever
-    imported it first: a module imported before the spec named it registered already.
+    """The types registered by classes of `module_name` (or of its submodules), or imported
+    into it (`from blocks import Swish`), whoever imported it first: a module imported
+    before the spec named it registered already.
     Two classes of different names registering one type is an error (which one the spec
     meant cannot be told); a class registered again under its own name is the module
     reloaded (importlib.reload in a notebook), and the newest stands."""
+    module = sys.modules.get(module_name)
+    exposed = {id(value) for value in vars(module).values()} if module is not None else set()
     types = {}
     for t, cls in REGISTERED:
-        if cls.__module__ != module_name and not cls.__module__.startswith(module_name + "."):
+        if cls.__module__ != module_name and not cls.__module__.startswith(module_name + ".") \
+                and id(cls) not in exposed:  # nor imported into it from a module beside it
             continue
         if t in types and types[t].__qualname__ != cls.__qualname__:
             raise ValueError(f"{label or module_name} registers {t!r} twice, with "
@@ -351,6 +356,11 @@ def _read_keys(t, kind, cls):
     if bad:
         raise t.error("type", f"plugin {kind}: key {bad[0]!r} is reserved (every layer has "
                               f"{', '.join(sorted(RESERVED))}; init_<param> sets initializers)")
+    hidden = [k for k in declared if k == "keys" or callable(getattr(cls, k, None))]
+    if hidden:  # set on the instance, the key's value would stand in the method's place
+        raise t.error("type", f"plugin {kind}: key {hidden[0]!r} is the name of the class's "
+                              f"own {'keys' if hidden[0] == 'keys' else 'method'}; name the "
+                              "key otherwise")
     odd = [k for k, v in declared.items() if isinstance(v, type) and v not in REQUIRED]
     if odd:
         raise t.error("type", f"plugin {kind}: key {odd[0]!r}: a required key's type is one of "
@@ -452,12 +462,14 @@ def _check_shape(value):
     """-> (problem or None, the shape as a list of positive ints)."""
     if not isinstance(value, (list, tuple)):
         return f"must return a shape (a tuple of positive integers), returned {value!r}", None
+    shape = []
     for v in value:
-        try:
-            check_int(v, 1, ValueError)
-        except ValueError:
+        try:  # any integer type, as NumPy's (np.prod of a shape is an np.int64), as an int
+            shape.append(check_int(v if isinstance(v, bool) else operator.index(v), 1,
+                                   ValueError))
+        except (TypeError, ValueError):
             return f"must return a shape of positive integers, returned {value!r}", None
-    return None, list(value)
+    return None, shape
 
 
 def _check_params(value):

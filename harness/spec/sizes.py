@@ -33,6 +33,7 @@ class Item:
     field: str      # the spec field that sets its size
     bytes: int
     text: str       # "... need 3.2 GB of weights"
+    blame: tuple = None  # (field, text) when an earlier key grew it: what a refusal says
 
 
 def gb(n):
@@ -69,7 +70,8 @@ def check(specs, limit, training, frameworks=4,
         total = sum(i.bytes for i in items)
         if total > limit:
             big = max(items, key=lambda i: i.bytes)
-            raise InputError(spec.file, big.field, f"{big.text}; {gb(total)} in all, over the "
+            field, text = big.blame or (big.field, big.text)
+            raise InputError(spec.file, field, f"{text}; {gb(total)} in all, over the "
                              f"limit of {gb(limit)} ({why})")
 
 
@@ -126,14 +128,65 @@ def _parameters(spec, b, training, frameworks):
 def _activations(spec, b, batch):
     """Per layer: its output and the gradient of it for one batch, plus what it keeps."""
     items = []
-    for layer in walk(spec.layers):
+    for layer, grown in _grown_by(spec.layers):
         values = math.prod(layer["out_shape"]) + _kept(layer)
         held = batch * values * b * 2
         if held:
+            needs = f"needs {gb(held)} of activations for a batch of {batch} (forward and backward)"
             items.append(Item(_field(layer), held,
-                              f"{layer['type']} on {tuple(layer['in_shape'])} needs {gb(held)} "
-                              f"of activations for a batch of {batch} (forward and backward)"))
+                              f"{layer['type']} on {tuple(layer['in_shape'])} {needs}",
+                              _blame(layer, grown, values, needs)))
     return items
+
+
+def _grown_by(layers, grown=None):
+    """(layer, (the layer that grew its input most, by what factor) or None), in walk's
+    order. A layer's activations follow its input, which an earlier layer may have blown
+    up (padding [100000, 100000] on an 8x8 image): that layer's key is the one to change,
+    not the size key of the layer where the memory runs out. A layer that shrinks the
+    values per example wears the standing factor down; a residual block's inside leaves
+    it as it was (the block ends at its input's shape)."""
+    for layer in layers:
+        yield layer, grown
+        yield from _grown_by(layer.get("layers", []), grown)
+        factor = _growth(layer)
+        if factor > 1 and (grown is None or factor > grown[1]):
+            grown = (layer, factor)
+        elif grown is not None and factor < 1:
+            grown = (grown[0], grown[1] * factor) if grown[1] * factor > 1 else None
+
+
+def _growth(layer):
+    return math.prod(layer["out_shape"]) / max(1, math.prod(layer["in_shape"]))
+
+
+def _blame(layer, grown, values, needs):
+    """-> (field, text) for a refusal, when another key than the layer's size key made its
+    activations big: an earlier layer's growth larger than this layer's own multiple of its
+    input, or this layer's own padding; None when the layer's size key says it."""
+    own = values / max(1, math.prod(layer["in_shape"]))
+    culprit = grown[0] if grown is not None and grown[1] > own else layer
+    field = _grown_field(culprit)
+    if culprit is layer and field == _field(layer):
+        return None
+    grew = (f"{culprit.get(field.rsplit('.', 1)[1])!r} grows {culprit['type']}'s input "
+            f"{tuple(culprit['in_shape'])} to {tuple(culprit['out_shape'])}")
+    if culprit is layer:
+        return field, f"{grew}, which {needs}"
+    where = _field(layer).rsplit(".", 1)[0]
+    return field, f"{grew}; then {layer['type']} at {where} on {tuple(layer['in_shape'])} {needs}"
+
+
+GROWTH_KEYS = {"embedding": "dim"}  # the key that sets a layer's output, where not SIZE_KEYS'
+
+
+def _grown_field(layer):
+    """The key that made a layer's output larger than its input: a window layer's padding
+    where the image grew, else the key that sets its output size."""
+    path = _field(layer).rsplit(".", 1)[0]
+    if "pads" in layer and math.prod(layer["out_shape"][:2]) > math.prod(layer["in_shape"][:2]):
+        return f"{path}.padding"
+    return f"{path}.{GROWTH_KEYS.get(layer['type'], SIZE_KEYS.get(layer['type'], 'type'))}"
 
 
 def _kept(layer):

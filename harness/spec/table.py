@@ -10,8 +10,10 @@ from ..errors import InputError
 
 
 def _type_name(value):
+    """In the spec's own words: a JSON spec's `null` is no Python NoneType to its author."""
     return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-            list: "a list", dict: "a table"}.get(type(value), type(value).__name__)
+            list: "a list", dict: "a table", type(None): "null"}.get(type(value),
+                                                                     type(value).__name__)
 
 
 class Table:

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ..canonical import block_key, by_layer, layer_of, local_params
+from ..canonical import block_key, by_layer, layer_of, local_params, no_gradient
 from .layers import build_layer, call_layers
 from .layout import activation_from_native, from_native, to_native
 from .losses import build_loss
@@ -170,6 +170,8 @@ def compute_gradients(model, x, y, masks):
     grads, input_grads = tape.gradient(loss, ([v for _, _, v in entries], inputs))
     native = {name: {} for name in model.variables}
     for (name, path, _), g in zip(entries, grads):
+        if g is None:  # traced: this raises before anything runs
+            raise no_gradient(model.spec, f"{name}.{path}", "tensorflow")
         native[name][path] = tf.convert_to_tensor(g)  # Embedding's IndexedSlices -> dense
     updates = {name: {path: value for path, v in variables.items()  # those assigned
                       if not v.trainable and (value := scope.get_current_value(v)) is not None}

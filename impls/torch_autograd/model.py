@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from ..canonical import by_layer, layer_of, local_params
+from ..canonical import by_layer, layer_of, local_params, no_gradient
 from .layers import Dropout, build_layer
 from .layout import activation_from_native, from_native, to_native
 from .losses import build_loss
@@ -195,6 +195,9 @@ def loss_and_gradients(model, x, y, masks):
                                              if p.grad is not None})
     state = canonical(model, lambda module: module.state_dict())
     params, state_names = names(model, "params"), names(model, "state")
+    cut = next((name for name in params if name not in grads), None)
+    if cut is not None:
+        raise no_gradient(model.spec, cut, "torch")
     return loss.item(), to_numpy(grads, params), to_numpy(state, state_names)
 
 
