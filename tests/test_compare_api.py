@@ -471,9 +471,9 @@ def _raising_backward(framework):
         import tensorflow as tf
 
         @tf.custom_gradient
-        def square(w):
+        def tf_square(w):
             return tf.reduce_sum(w * w), boom
-        return lambda p: square(p["W"])
+        return lambda p: tf_square(p["W"])
     import jax
 
     @jax.custom_vjp
