@@ -56,6 +56,7 @@ def _check_job(model, dtype):
     return jobs.check_job(spec, jobs.Inputs(spec), "jax")
 
 
+@pytest.mark.slow  # workers started afresh: seconds each
 def test_a_second_worker_loads_the_same_bits(tmp_path, monkeypatch):
     """One check job in a fresh JAX worker with an empty cache, then in another fresh
     worker that loads every program from it: loss, gradients, probe losses and per-layer

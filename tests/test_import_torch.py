@@ -828,6 +828,7 @@ def test_a_linked_weights_file_is_refused_and_kept(tmp_path):
     assert (tmp_path / "mine.npz").read_bytes() == b"mine" and not (tmp_path / "m.toml").exists()
 
 
+@pytest.mark.slow  # workers started afresh: seconds each
 def test_a_spec_that_cannot_be_written_leaves_the_previous_pair(tmp_path):
     """The spec fails to be written (a file size limit standing in for a full disk) after
     the weights were: neither replaces its predecessor, the message says so truly, and the

@@ -638,6 +638,7 @@ NOT_AT_START = {"tensorflow": (("jax", "sklearn", "scipy", "pandas", "matplotlib
                           "import torch._dynamo")}
 
 
+@pytest.mark.slow  # workers started afresh: seconds each
 @pytest.mark.parametrize("framework", sorted(NOT_AT_START))
 def test_a_worker_starts_without_modules_it_never_runs(framework):
     """A TensorFlow worker's start does not import JAX, scikit-learn, SciPy, pandas or

@@ -244,6 +244,7 @@ def crossgrad(*args, cwd):
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow  # workers started afresh: seconds each
 def test_bench_step_time_writes_the_json_contract(tmp_path):
     out = tmp_path / "steps.json"
     run = crossgrad("bench", "--step-time", "--zoo", "digits_mlp", "--frameworks", "numpy",
