@@ -29,9 +29,6 @@ class Inputs:
         self.spec = spec
         data = load_data(spec.data, spec.input_shape, spec.seed, spec.file)
         n = len(data.x)
-        if not n:  # the readers refuse an empty file; this says so for any other source too
-            raise InputError(spec.file, "data", "the data set has 0 examples; it needs at "
-                                                "least one")
         self.batch_size = spec.data["batch_size"] or n
         if self.batch_size > n:
             raise InputError(spec.file, "data.batch_size",
