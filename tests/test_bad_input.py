@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from crossgrad.harness.cli import main
+from crossgrad.harness.spec.parse import load_spec
 
 from cases import idx, mnist_spec_file
 from limited import crossgrad
@@ -229,6 +230,17 @@ def test_a_spec_that_is_not_utf8_is_refused_by_its_byte(tmp_path, capsys):
                      .encode("latin-1"))
     offset = path.read_bytes().index(b"\xe9")
     refused_with(capsys, path, f"byte {offset} (line 3): not UTF-8")
+
+
+@pytest.mark.parametrize("suffix", [".toml", ".json"])
+def test_a_byte_order_mark_in_front_of_a_spec_is_dropped(tmp_path, suffix):
+    """Notepad saves UTF-8 with a BOM: TOML read it as "Invalid statement", JSON refused it."""
+    text = GOOD if suffix == ".toml" else json.dumps(tomllib.loads(GOOD))
+    plain, marked = tmp_path / f"plain{suffix}", tmp_path / f"marked{suffix}"
+    plain.write_text(text, encoding="utf-8")
+    marked.write_text(text, encoding="utf-8-sig")
+    assert marked.read_bytes().startswith(b"\xef\xbb\xbf")
+    assert load_spec(marked).for_impls() == load_spec(plain).for_impls()
 
 
 def test_missing_spec_file(tmp_path, capsys):

@@ -17,7 +17,7 @@ from crossgrad.harness.cli import main
 from crossgrad.harness.spec.mnist import load_mnist, mnist_sizes
 
 from cases import idx, mnist_spec_file
-from limited import crossgrad
+from limited import NOTHING_BUILT, crossgrad
 
 IMAGES, LABELS = "train-images-idx3-ubyte", "train-labels-idx1-ubyte"
 
@@ -168,7 +168,7 @@ def test_a_gzip_bomb_is_refused_not_inflated(tmp_path):
     done = crossgrad(tmp_path, ["check", spec_for(tmp_path, "mnist"), "--frameworks", "numpy"],
                      address_space=1536 << 20)
     assert done.code == 2 and IMAGES in done.stderr and "more than" in done.stderr, done.stderr
-    assert done.peak_rss < 400 << 20 and done.seconds < 5
+    assert done.peak_rss < 400 << 20
 
 
 def test_a_header_declaring_gigabytes_is_refused_by_the_estimate(tmp_path):
@@ -183,7 +183,7 @@ def test_a_header_declaring_gigabytes_is_refused_by_the_estimate(tmp_path):
     done = crossgrad(tmp_path, ["check", spec_for(tmp_path, "mnist"), "--frameworks", "numpy",
                                 "--max-memory", "2"], address_space=1 << 30)
     assert done.code == 2 and "data.path" in done.stderr and "3,000,000 examples" in done.stderr
-    assert done.seconds < 1, done
+    assert done.peak_rss < NOTHING_BUILT, done  # from the headers, nothing inflated
 
 
 # ---- .npz and .npy --------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import pytest
 
 from crossgrad.harness.spec import parse_spec, sizes, zoo_names, zoo_spec
 
-from limited import crossgrad
+from limited import NOTHING_BUILT, crossgrad
 
 SMALL = """
 name = "small"
@@ -70,7 +70,7 @@ def test_huge_specs_are_refused_within_a_second(tmp_path, case):
     assert done.code == 2 and len(err.splitlines()) == 1, err
     assert err.startswith(f"crossgrad: {tmp_path / 'huge.toml'}: {field}: "), err
     assert words in err and "over the limit" in err and "--max-memory" in err, err
-    assert done.seconds < 1, done.seconds
+    assert done.peak_rss < NOTHING_BUILT, done.peak_rss  # refused before any array is made
     assert not (tmp_path / "out.json").exists()
 
 
@@ -198,7 +198,7 @@ def test_activations_blown_up_by_an_earlier_padding_name_that_padding(tmp_path):
     assert err.startswith(f"crossgrad: {path}: layers[0].padding: [100000, 100000] grows "
                           f"conv2d's input (8, 8, 1) to (200006, 200006, 8); then conv2d at "
                           f"layers[3] on (100003, 100003, 8) needs "), err
-    assert "over the limit" in err and done.seconds < 1
+    assert "over the limit" in err and done.peak_rss < NOTHING_BUILT, done.peak_rss
 
 
 def test_who_grew_the_activations():
@@ -222,3 +222,54 @@ def test_who_grew_the_activations():
 
 def by_blame(items):
     return {i.field: i.blame and i.blame[0] for i in items if "activations" in i.text}
+
+
+@pytest.mark.parametrize("n, text", [(5e2, "0.5 kB"), (3.2e9, "3.2 GB"), (4.5e14, "450.0 TB"),
+                                     (2.4e15, "2.4 PB"), (999.96e12, "1.0 PB"),
+                                     (7e18, "7.0 EB"), (2.4e27, "2.4e+09 EB")])
+def test_sizes_are_said_in_the_unit_that_fits(n, text):
+    """A padding of 10^7 once needed "2400000000000000.0 TB"."""
+    assert sizes.gb(n) == text
+
+
+FLAT = """
+name = "flat"
+input_shape = {input_shape}
+[data]
+source = "random_classification"
+classes = 3
+examples = 4
+[[layers]]
+type = "flatten"
+[[layers]]
+type = "dense"
+units = {first}
+[[layers]]
+type = "dense"
+units = {second}
+[[layers]]
+type = "dense"
+units = 3
+[loss]
+type = "softmax_cross_entropy"
+"""
+
+
+def weights_blamed(**keys):
+    spec = parse_spec(tomllib.loads(FLAT.format(**keys)), "f.toml", "f")
+    return {i.field: i.blame for i in sizes.estimate(spec, training=False) if "weights" in i.text}
+
+
+def test_weights_big_from_their_input_name_what_set_the_input():
+    """A whole image flattened into a dense layer of 1000 units needs 72 GB: the refusal once
+    named `layers[1].units`, whose 1000 is not what to change."""
+    blame = weights_blamed(input_shape="[3000, 3000, 1]", first=1000, second=3)
+    field, text = blame["layers[1].units"]
+    assert field == "input_shape"
+    assert text.startswith("[3000, 3000, 1] gives dense at layers[1] 9,000,000 input features, "
+                           "so its 1000 units need 72.0 GB of weights (9,000,001,000 parameters")
+    wide = weights_blamed(input_shape="[4]", first=1_000_000, second=1000)
+    assert wide["layers[2].units"][0] == "layers[1].units"  # the earlier dense's million units
+    assert wide["layers[2].units"][1].startswith("1000000 gives dense at layers[2] 1,000,000 "
+                                                 "input features, so its 1000 units need ")
+    assert wide["layers[1].units"] is None  # 4 inputs: its own units are its size

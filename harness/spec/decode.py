@@ -28,9 +28,10 @@ def decode_spec(data, path):
 
 
 def _utf8(data, path):
-    """Strict: a byte read as U+FFFD would make a key or a name silently another one."""
+    """Strict: a byte read as U+FFFD would make a key or a name silently another one. A byte
+    order mark in front (Notepad saves UTF-8 with one) is no part of the spec: dropped."""
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as err:
         line = data.count(b"\n", 0, err.start) + 1
         raise InputError(path, f"byte {err.start} (line {line})",

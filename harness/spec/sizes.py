@@ -37,10 +37,11 @@ class Item:
 
 
 def gb(n):
-    """Decimal units, as --max-memory takes them."""
-    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
+    """Decimal units, as --max-memory takes them; beyond 999 EB in powers of ten (a spec can
+    ask for 1e30 bytes as easily as for 1e9)."""
+    for unit, size in (("EB", 1e18), ("PB", 1e15), ("TB", 1e12), ("GB", 1e9), ("MB", 1e6)):
+        if round(n / size, 1) >= 1:  # 999.96 TB is "1.0 PB", not "1000.0 TB"
+            return f"{n / size:.1f} {unit}" if n < 1000 * size else f"{n / size:.1e} {unit}"
     return f"{n / 1e3:.1f} kB"
 
 
@@ -111,18 +112,38 @@ def _parameters(spec, b, training, frameworks):
     gradients, optimizer state, each framework's result, and finite-difference directions."""
     slots = SLOTS[spec.optimizer["type"]] if training else 0
     probes = 3 * F64 if spec.dtype == "float64" and not training else 0
-    items = []
+    items, before = [], []
     for layer in walk(spec.layers):
+        before.append(layer)
         count = sum(math.prod(p["shape"]) for p in layer["params"].values())
         if not count:
             continue
         held = count * ((4 + slots + frameworks) * b + probes + F64)  # F64: the draw
         key = SIZE_KEYS.get(layer["type"])
         what = f"{layer[key]} {key}" if key in layer and key != "pool_size" else layer["type"]
-        items.append(Item(_field(layer), held,
-                          f"{what} need {gb(count * b)} of weights ({count:,} parameters; "
-                          f"{gb(held)} with gradients, copies and results)"))
+        needs = (f"need {gb(count * b)} of weights ({count:,} parameters; {gb(held)} with "
+                 f"gradients, copies and results)")
+        items.append(Item(_field(layer), held, f"{what} {needs}",
+                          _fan_in_blame(spec, before[:-1], layer, needs)))
     return items
+
+
+def _fan_in_blame(spec, before, layer, needs):
+    """-> (field, text) for a dense layer with more input features than units: its weights
+    are big because of its input, and the key that set the input is the one to change (an
+    image flattened whole, an earlier layer's units), not its own units; else None."""
+    fan_in = layer["in_shape"][-1]
+    if layer["type"] != "dense" or fan_in <= layer["units"]:
+        return None
+    field, value = "input_shape", spec.input_shape
+    for earlier in reversed(before):  # the last layer that set a size (a pool only shrinks)
+        if earlier["type"] in SIZE_KEYS and SIZE_KEYS[earlier["type"]] != "pool_size":
+            field = _grown_field(earlier)
+            value = earlier.get(field.rsplit(".", 1)[1])
+            break
+    where = _field(layer).rsplit(".", 1)[0]
+    return field, (f"{value!r} gives dense at {where} {fan_in:,} input features, so its "
+                   f"{layer['units']} units {needs}")
 
 
 def _activations(spec, b, batch):
