@@ -13,6 +13,7 @@ follows it), Keras' floatx (Keras layers and losses compute in it), JAX's x64 mo
 (without it JAX silently computes in float32).
 """
 import contextlib
+import inspect
 import os
 import traceback
 
@@ -34,17 +35,18 @@ def call(fn, p, inputs):
     return guarded("the function", lambda: fn(p, *inputs))
 
 
-def backward(thunk):
-    """thunk(), the framework's backward pass: a custom gradient of the user's (an
-    autograd.Function, tf.custom_gradient, jax.custom_vjp) runs in it, and so does
-    autograd's own complaint about a tensor modified in place after its use."""
-    return guarded("the backward pass", thunk)
+def backward(thunk, fn):
+    """thunk(), the framework's backward pass through fn's graph: a custom gradient of the
+    user's (an autograd.Function, tf.custom_gradient, jax.custom_vjp) runs in it, and so
+    does autograd's own complaint about a tensor modified in place after its use."""
+    return guarded("the backward pass", thunk, fn)
 
 
-def guarded(what, thunk):
+def guarded(what, thunk, fn=None):
     """thunk(), an exception from inside it re-raised as FunctionError saying `what` raised
     it and where: the innermost frame of the user's code, neither a framework's (installed
-    in site-packages) nor crossgrad's own."""
+    in site-packages) nor crossgrad's own; where none is on the stack (autograd's in-place
+    complaint is raised from C++), the function `fn` whose backward pass it was."""
     try:
         return thunk()
     except FunctionError:
@@ -53,8 +55,20 @@ def guarded(what, thunk):
         frames = traceback.extract_tb(err.__traceback__)
         own = [f for f in frames if "site-packages" not in f.filename
                and not f.filename.startswith(_OURS)]
-        where = f" (at {own[-1].filename}:{own[-1].lineno})" if own else ""
+        where = f" (at {own[-1].filename}:{own[-1].lineno})" if own else _defined_at(fn)
         raise FunctionError(f"{what} raised {one_line(err)}{where}") from err
+
+
+def _defined_at(fn):
+    """" (through the graph of f, defined at file:line)", or "" where fn has no code of its
+    own to point at (a builtin)."""
+    target = inspect.unwrap(getattr(fn, "func", fn))  # a functools.partial's function
+    code = getattr(target, "__code__", None) or getattr(
+        getattr(type(target), "__call__", None), "__code__", None)  # a callable object
+    if code is None:
+        return ""
+    name = getattr(target, "__qualname__", type(target).__qualname__)
+    return f" (through the graph of {name}, defined at {code.co_filename}:{code.co_firstlineno})"
 
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -123,7 +137,7 @@ def torch_gradients(fn, params, inputs, dtype):
         if not loss.requires_grad:
             raise unused(next(iter(p)))
         grads = backward(lambda: torch.autograd.grad(loss.reshape(()), list(p.values()),
-                                                     allow_unused=True))
+                                                     allow_unused=True), fn)
         for name, g in zip(p, grads):
             if g is None:
                 raise unused(name)
@@ -158,7 +172,7 @@ def tensorflow_gradients(fn, params, inputs, dtype):
             raise FunctionError(f"the loss must be a TensorFlow tensor, got "
                                 f"{type(loss).__name__}")
         scalar(loss, loss.shape, loss.dtype.name, dtype)
-        grads = backward(lambda: tape.gradient(loss, list(p.values())))
+        grads = backward(lambda: tape.gradient(loss, list(p.values())), fn)
         for name, g in zip(p, grads):
             if g is None:
                 raise unused(name)
@@ -197,7 +211,7 @@ def jax_gradients(fn, params, inputs, dtype):
         if not isinstance(loss, jax.Array):
             raise FunctionError(f"the loss must be a JAX array, got {type(loss).__name__}")
         scalar(loss, loss.shape, loss.dtype.name, dtype)
-        (grads,) = backward(lambda: pullback(jnp.ones_like(loss)))  # as jax.grad takes it
+        (grads,) = backward(lambda: pullback(jnp.ones_like(loss)), fn)  # as jax.grad takes it
         return float(loss.reshape(())), {k: np.asarray(grads[k]).copy() for k in p}
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from crossgrad.harness import api
+from crossgrad.harness.compare.layers import odd_one, parting_line
 from crossgrad.harness.compare.pairwise import PAIRWISE
 from crossgrad.harness.registry import ORDER
 from crossgrad.harness.report.tables import check_table
@@ -306,3 +307,19 @@ def test_a_squashing_layer_parting_backward_names_saturation():
     assert "y (1 - y) near 0" in parting_line(dict(entry, type="sigmoid"))
     assert parting_line(dict(entry, type="dense")).endswith("at layer 2 (dense), backward")
     assert parting_line(dict(entry, type="tanh", direction="forward")).endswith("forward")
+
+
+def test_the_framework_in_every_failing_pair_is_the_one_that_parts():
+    """torch wrong among four: its pairs with tensorflow and jax once read "tensorflow parts
+    from torch" and "jax parts from torch", the right ones named as parting."""
+    at = {"layer": "1", "type": "dense", "direction": "forward"}
+    torch_wrong = [dict(at, pair=pair) for pair in
+                   (["numpy", "torch"], ["torch", "tensorflow"], ["torch", "jax"])]
+    odd = odd_one(torch_wrong)
+    assert odd == "torch"
+    assert [parting_line(e, odd).split(" at ")[0] for e in torch_wrong] == \
+        ["torch parts from numpy", "torch parts from tensorflow", "torch parts from jax"]
+    two_wrong = [dict(at, pair=pair) for pair in (["numpy", "torch"], ["tensorflow", "jax"])]
+    assert odd_one(two_wrong) is None
+    assert parting_line(two_wrong[1]).startswith("tensorflow and jax part at layer 1")
+    assert parting_line(two_wrong[0]).startswith("torch parts from numpy at")  # the reference

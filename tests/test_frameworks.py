@@ -11,11 +11,18 @@ from crossgrad.harness.compare.curves import CURVES
 from crossgrad.harness.compare.pairwise import PAIRWISE
 from crossgrad.harness.spec import parse_spec
 
-from cases import LAYERS, LOSSES, OPTIMIZERS, training, with_reduction
+from cases import LAYERS, LOSSES, OPTIMIZERS, dense, spec, training, with_reduction
 from conftest import OTHERS, need
 
 DTYPES = ["float64", "float32"]
-CHECK_CASES = {**LAYERS, **LOSSES, **{f"{k}_sum": with_reduction(v, "sum") for k, v in LOSSES.items()}}
+# TensorFlow's AvgPoolGrad is wrong for 'same' where the window is wider than the input
+# (impls/tf_tape/layers.py, avgpool2d): 4x4 conv outputs under a 5x3 window
+WIDE_POOL = spec("avgpool2d_wider_than_input", [
+    {"type": "conv2d", "filters": 2, "kernel_size": 5},
+    {"type": "avgpool2d", "pool_size": [5, 3], "strides": 1, "padding": "same"},
+    {"type": "flatten"}, dense(10)], [8, 8, 1], {"source": "digits", "batch_size": 6})
+CHECK_CASES = {**LAYERS, **LOSSES, **{f"{k}_sum": with_reduction(v, "sum") for k, v in LOSSES.items()},
+               WIDE_POOL["name"]: WIDE_POOL}
 
 
 def specs(raws, dtypes, **overrides):

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from crossgrad.harness.compare import curves, pairwise, zeros
+from crossgrad.harness.compare import curves, finite_diff, pairwise, zeros
 from crossgrad.harness.run.atomic import atomic_dir
 from crossgrad.harness.run.environment import ALLOCATOR, worker_env
 from crossgrad.harness.spec import data, initializers as init
@@ -259,3 +259,21 @@ def test_orthogonal_conv_kernels_are_orthogonal_as_keras_and_torch_see_them(kern
     for view in (keras, torch):
         small = view @ view.T if view.shape[0] <= view.shape[1] else view.T @ view
         np.testing.assert_allclose(small, np.eye(len(small)), atol=1e-12)
+
+
+def test_the_same_infinity_agrees_and_finite_entries_keep_their_scale():
+    """sqrt at 0 gives [inf, 0.25] in torch and JAX alike: once "disagree" with a nan
+    error (inf - inf), and an inf scale would have let any finite difference pass."""
+    max_errors = pairwise.max_errors
+    assert max_errors([np.inf, 0.25], [np.inf, 0.25]) == (0.0, 0.0)
+    assert max_errors([np.inf, 0.25], [np.inf, 0.30]) == pytest.approx((0.05, 0.2))
+    assert max_errors([np.inf, 0.25], [-np.inf, 0.25])[1] == np.inf
+    assert np.isnan(max_errors([np.nan, 0.25], [np.nan, 0.25])[1])  # a nan disagrees
+
+
+def test_a_probe_off_an_infinite_entry_is_measured_on_its_own_entries():
+    hs = finite_diff.H0 / finite_diff.RATIO ** np.arange(finite_diff.LEVELS)
+    d = np.array([0.0, 1.0])
+    values = [0.25 * s * h for h in hs for s in (1, -1)]  # the loss moves 0.25 per unit of s[1]
+    row = finite_diff.check("s", d, np.array([np.inf, 0.25]), 0.0, values)
+    assert row["analytic"] == 0.25 and row["status"] == "ok"

@@ -77,3 +77,20 @@ def test_kink_is_reported_not_hidden():
     rows, _ = fd_rows(raw)
     assert any(r["status"] == "kink" and r["param"] == "0.b" for r in rows)
     assert not any(r["status"] == "mismatch" for r in rows)
+
+
+def kinked_values(loss, direction):
+    """The loss at p + t d for the probes' steps t = +-h (spec/probes.py), p = 0."""
+    hs = finite_diff.H0 / finite_diff.RATIO ** np.arange(finite_diff.LEVELS)
+    return [loss(s * h * direction) for h in hs for s in (1, -1)]
+
+
+def test_a_probe_across_a_kink_is_a_kink_whatever_the_central_difference():
+    """|w| at w = 0 along d = 1: the slopes either side are +1 and -1. torch's gradient 0
+    matches the central difference and was "ok" (JAX's 1 a "kink" on the same probe)."""
+    d = np.array([1.0])
+    values = kinked_values(lambda w: float(np.abs(w).sum()), d)
+    for slope in (0.0, 1.0, 0.3):
+        row = finite_diff.check("w", d, np.array([slope]), 0.0, values)
+        assert (row["forward"], row["backward"]) == pytest.approx((1.0, -1.0))
+        assert row["status"] == "kink", (slope, row)

@@ -236,6 +236,25 @@ def test_a_wrong_numpy_backward_is_caught(tmp_path, capsys):
     assert "finite differences disagree with numpy on 0." in printed
 
 
+def test_gradients_that_meet_nothing_leave_the_check_unchecked(tmp_path, capsys):
+    """float32 (no finite differences) and a NumPy with a forward pass alone: only the loss
+    pairs torch with NumPy, and torch's gradients, wrong or right, met nothing. The check
+    passed once, and crossgrad.testing's assertion with it."""
+    path = tmp_path / "partial.json"
+    path.write_text(json.dumps(dict(swish("swish_partial"), dtype="float32")))
+    out = tmp_path / "out.json"
+    assert main(["check", str(path), "--frameworks", "numpy,torch", "--json", str(out)]) == 0
+    model = json.loads(out.read_text())["models"][0]
+    assert {c["kind"] for c in model["comparisons"]} == {"loss"}
+    assert model["passed"] and model["unchecked"] == (
+        "the gradients of torch compared with nothing (no other framework that ran has "
+        "gradients to pair with them, and no finite difference probed them): only the loss "
+        "was compared")
+    assert "UNCHECKED" in capsys.readouterr().out
+    with pytest.raises(AssertionError, match="the gradients of torch compared with nothing"):
+        crossgrad.testing.assert_spec_agrees(path, frameworks=["numpy", "torch"])
+
+
 @pytest.mark.slow
 def test_plugins_train(executor, tmp_path):
     """The same curves in every framework; without numpy_backward NumPy cannot train."""

@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from ..registry import PARTICIPANTS
+from ..registry import PARTICIPANTS, REFERENCE
 from .pairwise import PAIRWISE, max_errors
 
 
@@ -98,11 +98,29 @@ SATURATED = {"tanh": " (if its units saturate, 1 - y^2 near 0 turns one ulp of y
              "sigmoid": " (if its units saturate, y (1 - y) near 0 turns one ulp of y into this)"}
 
 
-def parting_line(entry):
-    """"tensorflow parts from numpy at layer 3 (lstm), forward", for the terminal."""
+def odd_one(entries):
+    """The framework in every failing pair, where there are two pairs or more and one such
+    framework: the one that departs from the others (torch wrong: numpy~torch, torch~jax,
+    ...). None where the pairs do not say (one pair, or two frameworks wrong)."""
+    pairs = [set(entry["pair"]) for entry in entries]
+    common = set.intersection(*pairs) if len(pairs) > 1 else set()
+    return common.pop() if len(common) == 1 else None
+
+
+def parting_line(entry, odd=None):
+    """"tensorflow parts from numpy at layer 3 (lstm), forward", for the terminal: the odd
+    one (odd_one) parts from the other of its pair; with none, the reference is the one
+    parted from; in a pair of two others, "torch and jax part at ..." (the pair's order, the
+    registry's, says nothing about which is right)."""
     a, b = entry["pair"]
     where = f"layer {entry['layer']} ({entry['type']})"
-    return f"{b} parts from {a} " + {
+    if odd in (a, b):
+        who = f"{odd} parts from {a if odd == b else b} "
+    elif REFERENCE in (a, b):
+        who = f"{a if b == REFERENCE else b} parts from {REFERENCE} "
+    else:
+        who = f"{a} and {b} part "
+    return who + {
         "forward": f"at {where}, forward",
         "backward": f"at {where}, backward" + SATURATED.get(entry["type"], ""),
         "parameters": f"at {where}, in its parameter gradients (every layer's output and "

@@ -26,9 +26,17 @@ def tensor_errors(a, b):
 @np.errstate(all="ignore")
 def max_errors(a, b):
     """(max abs error, relative error): tensor_errors without the cosine, whose two norms
-    and product are half of its passes over the arrays."""
+    and product are half of its passes over the arrays. Where both hold the same infinity
+    they agree there (inf - inf would be nan), and the scale is the largest finite entry
+    (an inf one would make every finite difference relative 0); a nan disagrees."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    max_abs = float(np.max(np.abs(a - b))) if a.size else 0.0
+    if not a.size:
+        return 0.0, 0.0
+    diff = np.abs(a - b)
+    if np.isinf(a).any():
+        diff[a == b] = 0.0
+        a = a[np.isfinite(a)]
+    max_abs = float(np.max(diff))
     scale = float(np.max(np.abs(a))) if a.size else 0.0
     return max_abs, max_abs / scale if scale else (0.0 if max_abs == 0 else math.inf)
 

@@ -88,7 +88,7 @@ def assemble_check(spec, inputs, results, names, missing, tol=None):
     undefined = not_finite(frameworks)
     passed = (not failed and not undefined and all(r["passed"] for r in comparisons)
               and all(r["passed"] for r in fd))
-    idle = unchecked(frameworks, comparisons, fd) if passed else None
+    idle = unchecked(frameworks, comparisons, fd, bool(inputs.params)) if passed else None
     return {"name": spec.name, "dtype": spec.dtype, "seed": spec.seed, "spec_hash": spec.hash,
             "passed": bool(passed), **({"unchecked": idle} if idle else {}),
             **({"not_finite": undefined} if undefined else {}),
@@ -99,16 +99,26 @@ def assemble_check(spec, inputs, results, names, missing, tol=None):
             "first_parting": first_partings(spec.layers, layers, comparisons, spec.dtype, tol)}
 
 
-def unchecked(frameworks, comparisons, fd):
+def unchecked(frameworks, comparisons, fd, has_params=True):
     """Why nothing was compared, or None: no pair of frameworks ran (the others skipped) and
-    no finite difference was probed (float32, or no gradient to probe). Nothing disagreed,
-    so the check passes (`check --frameworks numpy --dtype float32` shows a loss), but the
-    table says UNCHECKED and crossgrad.testing does not let it pass an assertion."""
-    if comparisons or fd:
-        return None
+    no finite difference was probed (float32, or no gradient to probe); or a framework's
+    gradients met neither another framework's nor a finite difference (float32, where the
+    only other framework has a forward pass alone: its loss was all that was compared).
+    Nothing disagreed, so the check passes (`check --frameworks numpy --dtype float32` shows
+    a loss), but the table says UNCHECKED and crossgrad.testing does not let it pass an
+    assertion."""
     ran = [fw for fw, info in frameworks.items() if info["status"] == "ok"]
-    return (f"nothing compared (ran: {', '.join(ran) or 'none'}; a check needs two frameworks, "
-            f"or one with gradients in float64 for finite differences)")
+    if not comparisons and not fd:
+        return (f"nothing compared (ran: {', '.join(ran) or 'none'}; a check needs two "
+                f"frameworks, or one with gradients in float64 for finite differences)")
+    checked = {row[side] for row in comparisons if row["kind"] == "grad" for side in "ab"}
+    checked |= {row.get("gradient_from", row["framework"]) for row in fd}
+    idle = [fw for fw in ran if "gradients" not in frameworks[fw] and fw not in checked]
+    if not has_params or not idle:
+        return None
+    return (f"the gradients of {', '.join(idle)} compared with nothing (no other framework that "
+            f"ran has gradients to pair with them, and no finite difference probed them): "
+            f"only the loss was compared")
 
 
 def not_finite(frameworks):

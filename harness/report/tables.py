@@ -4,7 +4,7 @@ import math
 from ..compare.curves import CURVES, PARTED
 from ..compare.finite_diff import TOLERANCE as FD_TOLERANCE
 from ..compare.hvp import EXACT as HVP_EXACT, hvp_notes, summary as hvp_summary
-from ..compare.layers import parting_line
+from ..compare.layers import odd_one, parting_line
 from ..compare.precision import digits
 from ..spec.precision import REDUCED
 from ..compare import lockstep_control
@@ -95,17 +95,42 @@ def _notes(m):
                      f"{c['param']}: rel err {fmt(c['rel_err'])}"
                      + (f"; {c['note']}" if "control" in c else ""))
     notes += [f"  {m['name']} {m['dtype']}: {line}" for line in control_lines(m)]
-    notes += [f"  {m['name']} {m['dtype']}: {parting_line(p)}" for p in m.get("first_parting", [])]
+    partings = m.get("first_parting", [])
+    notes += [f"  {m['name']} {m['dtype']}: {parting_line(p, odd_one(partings))}"
+              for p in partings]
     for r in [r for r in m["finite_difference"] if r["status"] == "mismatch"][:3]:
-        notes.append(f"  {m['name']}: finite differences disagree with {r['framework']} on "
-                     f"{r['param']} ({r['direction']}): rel err {fmt(r['rel_err'])}")
+        notes.append(f"  {m['name']}: finite differences disagree with {_judged(r)} on "
+                     f"{r['param']} ({r['direction']}): rel err {fmt(r['rel_err'])}"
+                     + (f"; {r['note']}" if "note" in r else ""))
     if sampled(m):
         notes.append(f"  {m['name']}: {sampled(m)}")
     kinks = [r for r in m["finite_difference"] if r["status"] == "kink"]
     if kinks:
-        notes.append(f"  {m['name']}: {len(kinks)} finite-difference probes cross a kink "
-                     f"(loss not differentiable there), e.g. {kinks[0]['param']}")
+        notes.append(f"  {m['name']}: {len(kinks)} finite-difference "
+                     f"{'probe crosses' if len(kinks) == 1 else 'probes cross'} a kink "
+                     f"(loss not differentiable there), e.g. {kinks[0]['param']}"
+                     + _kinks_unchecked(m))
     return notes
+
+
+def _kinks_unchecked(m):
+    """At a kink finite differences judge no gradient (compare/finite_diff.py); where only
+    one framework's gradients ran, nothing else does either."""
+    own = [fw for fw, info in m["frameworks"].items()
+           if info["status"] == "ok" and info.get("gradients") != "skipped"]
+    if len(own) > 1:
+        return ""
+    return (f"; there {own[0] if own else 'no framework'}'s gradient is the only one, and "
+            f"nothing checks it")
+
+
+def _judged(row):
+    """Whose gradient a finite-difference row judged: the framework's own, or the one it
+    borrowed (a framework without gradients probes its loss against another's)."""
+    if "gradient_from" not in row:
+        return row["framework"]
+    return f"{row['gradient_from']}'s gradient (probed on {row['framework']}'s loss)"
+
 
 
 def control_lines(m):

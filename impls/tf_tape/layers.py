@@ -212,10 +212,14 @@ def avgpool2d(layer, dtype, native):
     """y[b,i,j] = mean_{u,v} x[b, i*sh+u, j*sw+v], real pixels only: x (B, H, W, C), y (B, Ho, Wo, C)
 
     keras.layers.AveragePooling2D, whose 'same' does not count the padding (TensorFlow's
-    rule); explicit [ph, pw] padding through PaddedAvgPool2D above.
+    rule); explicit [ph, pw] padding through PaddedAvgPool2D above. So is aligned 'same'
+    with a window wider than the input: there TensorFlow's AvgPoolGrad is wrong (height 4,
+    window 5, stride 1, dy = 1, 2, 3, 4: dx = 1.5, 2.83, 2.83, 2.83, not 1.58, 2.92, 2.92,
+    2.58), where its forward pass is right. Native mode keeps Keras' layer, bug and all.
     """
     kwargs = dict(pool_size=layer["pool_size"], strides=layer["strides"], dtype=dtype)
-    if explicit_pads(layer):
+    wider = any(k > n for k, n in zip(layer["pool_size"], layer["in_shape"][:2]))
+    if explicit_pads(layer) or (wider and not native):
         return PaddedAvgPool2D(layer["pads"], **kwargs)
     return keras.layers.AveragePooling2D(padding=layer["padding"], **kwargs)
 
