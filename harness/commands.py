@@ -239,8 +239,9 @@ def cmd_sweep(args):
     rows = sweep_rows(check, train)
     print(tables.render(["model", "dtype", "check worst", "curve worst", "result"], rows),
           file=out)
-    failed = sum(r[-1] == "FAIL" for r in rows)
-    print(f"{len(rows)} variants: {len(rows) - failed} agree, {failed} do not", file=out)
+    failed, idle = (sum(r[-1] == verdict for r in rows) for verdict in ("FAIL", "UNCHECKED"))
+    print(f"{len(rows)} variants: {len(rows) - failed - idle} agree, {failed} do not"
+          + (f", {idle} unchecked (nothing compared)" if idle else ""), file=out)
     results = [r for m in check.saved.values() for r in m[1].values()] + \
               [r for m in train.saved.values() for r in m[1].values()]
     print(f"digest of every result: {digest(results)}", file=out)
@@ -259,8 +260,10 @@ def sweep_rows(check, train):
         worst_curve = max((i.get("max_rel_diff") or 0.0 for i in t["frameworks"].values()),
                           default=0.0)
         ok = c["passed"] and t["passed"]
+        verdict = "FAIL" if not ok else "UNCHECKED" if c.get("unchecked") or \
+            t.get("unchecked") else "PASS"  # as check and train say it
         rows.append([c["name"], c["dtype"], tables.fmt(worst_grad), tables.fmt(worst_curve),
-                     "PASS" if ok else "FAIL"])
+                     verdict])
     return rows
 
 

@@ -113,8 +113,8 @@ def ray_address(text):
 
 def positive_int_list(what):
     """A type for a comma list of positive whole numbers (--workers-list), each named once."""
-    def parse(text):
-        return _once([positive_int(x) for x in text.split(",")], what)
+    def parse(text):  # an empty item is dropped, as in every list option (`1,`)
+        return _once([positive_int(x) for x in _names(text, what)], what)
     return parse
 
 

@@ -70,12 +70,14 @@ def variants(specs, seeds, optimizers):
 
 def _variant_name(name, seed, opt):
     """`{name}-s{seed}[-{opt}]`; one too long is the sweep's naming, said as such, not the
-    spec's `name` (which fits alone)."""
+    spec's `name` (which fits alone), and blamed on the option whose part overflows."""
     suffix = f"-s{seed}" + (f"-{opt}" if opt else "")
     if len(name + suffix) > NAME_CHARS:
-        raise InputError("--seeds", None, f"seed {seed} makes a variant's name {name!r} + "
-                                          f"{suffix!r}, {len(name + suffix)} characters; "
-                                          f"names are at most {NAME_CHARS}")
+        flag, what = ("--optimizers", f"optimizer {opt}") if opt and \
+            len(f"{name}-s{seed}") <= NAME_CHARS else ("--seeds", f"seed {seed}")
+        raise InputError(flag, None, f"{what} makes a variant's name {name!r} + {suffix!r}, "
+                                     f"{len(name + suffix)} characters; names are at most "
+                                     f"{NAME_CHARS}")
     return name + suffix
 
 

@@ -189,6 +189,7 @@ def test_explain_one_layer_end_to_end(tmp_path):
     (["lstm", "--results", "somewhere"], "crossgrad: --results: somewhere: reads zoo models"),
     (["mlp_3_4_2", "--results", "missing"], "crossgrad: missing/results.json: "),
     (["lstm", "--frameworks", "numpy,tf"], "crossgrad: --frameworks"),
+    (["lstm", "gru", "lstm"], "crossgrad: explain: lstm: named twice; name each once"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, args, says):
     r = crossgrad("explain", *args, "--out", str(tmp_path / "pages"), cwd=tmp_path,

@@ -792,6 +792,11 @@ def test_bad_input_in_python_is_crossgrad_s_public_input_error():
                              (3,), loss="mse")
     assert (caught.value.file, caught.value.field) == ("model", "model.1")
     assert str(caught.value) == "model: model.1: nn.Softmax has no crossgrad layer"
+    with pytest.raises(crossgrad.InputError) as caught:  # the whole model: named once
+        crossgrad.from_torch(torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.PixelShuffle(2)),
+                             (4,), loss="mse")
+    assert caught.value.field is None
+    assert str(caught.value).startswith("model: does not run on a batch of shape (3, 4) ")
 
 
 # ---- the README's "Port a model", run as written ----------------------------------------------

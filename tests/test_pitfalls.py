@@ -130,6 +130,16 @@ def test_the_command_fails_when_a_pitfall_does_not_reproduce(monkeypatch, capsys
     assert json.loads((tmp_path / "p.json").read_text())["pitfalls"][0]["reproduced"] is False
 
 
+def test_a_pitfall_named_twice_is_bad_input(capsys, tmp_path):
+    """It ran once, exit 0: a repeat is a typo for another pitfall more often than not."""
+    out = tmp_path / "p.json"
+    assert cli.main(["pitfalls", "torch.default_lr", "torch.default_lr", "--json",
+                     str(out)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "crossgrad: pitfalls: torch.default_lr: named twice; name each pitfall once"]
+    assert not out.exists()
+
+
 def test_unknown_pitfall_names_are_bad_input(capsys, tmp_path):
     out = tmp_path / "p.json"
     assert cli.main(["pitfalls", "keras.no_such_thing", "--json", str(out)]) == 2

@@ -6,11 +6,14 @@ What could allocate or run for long on a regression runs in a child process with
 address-space limit and a timeout (tests/limited.py); everything is written under tmp_path.
 """
 import json
+from types import SimpleNamespace
 
 import pytest
 
 from crossgrad.harness.cli import main
+from crossgrad.harness.commands import sweep_rows
 from crossgrad.harness.errors import InputError
+from crossgrad.harness.options import choice_list, positive_int_list
 from crossgrad.harness.sweep import VARIANTS, check_count, parse_seeds
 
 from limited import NOTHING_BUILT, crossgrad
@@ -63,6 +66,18 @@ def test_a_seed_too_long_for_the_variant_s_name_names_the_flag(capsys):
     assert err.startswith(f"crossgrad: --seeds: seed {seed} makes a variant's name "), err
 
 
+def test_an_optimizer_that_makes_the_variant_s_name_too_long_names_its_flag(tmp_path, capsys):
+    """A 94-character spec name: `-s0` fits, `-s0-adagrad` does not; --seeds was blamed."""
+    path = tmp_path / "long.json"
+    path.write_text(json.dumps({"name": "n" * 94, "input_shape": [2], "data": {"source": "xor"},
+                                "layers": [{"type": "dense", "units": 1}],
+                                "loss": {"type": "mse"}}))
+    assert main(["sweep", str(path), "--frameworks", "numpy", "--optimizers", "adagrad",
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("crossgrad: --optimizers: optimizer adagrad makes a variant's name "), err
+
+
 def test_steps_the_memory_estimate_refuses_name_the_flag(tmp_path):
     """The spec's own train.steps is small: --steps made the curves too big."""
     done = crossgrad(tmp_path, ["train", *XOR, "--steps", "10000000", "--max-memory", "1"],
@@ -105,3 +120,24 @@ def test_a_sweep_of_seeds_and_optimizers_runs_each_once(tmp_path):
     names = [m["name"] for m in json.loads(out.read_text())["train"]["models"]]
     assert names == ["xor_2_2_1-s0-sgd", "xor_2_2_1-s0-adam", "xor_2_2_1-s1-sgd",
                      "xor_2_2_1-s1-adam"]
+
+
+@pytest.mark.parametrize("flag, text, values", [
+    ("--batch-sizes", "1,", [1]), ("--batch-sizes", " 100 , 1 ", [100, 1]),
+    ("--workers-list", "2,,1", [2, 1]), ("--seeds", "0,", [0]), ("--dtypes", "float32,", None)])
+def test_an_empty_item_of_a_list_option_is_dropped_in_every_one(flag, text, values):
+    """`--batch-sizes 1,` was "expected a whole number, got ''" where `--seeds 0,` ran."""
+    parse = {"--batch-sizes": positive_int_list("batch size"),
+             "--workers-list": positive_int_list("worker count"), "--seeds": parse_seeds,
+             "--dtypes": choice_list(["float64", "float32"], "dtype")}[flag]
+    assert parse(text) == (values or ["float32"])
+
+
+def test_a_variant_with_nothing_compared_is_unchecked_as_in_check_and_train():
+    """NumPy alone in float32: check and train said UNCHECKED, the sweep PASS."""
+    checked = {"name": "xor-s0", "dtype": "float32", "comparisons": [], "passed": True}
+    trained = {"frameworks": {"numpy": {"max_rel_diff": 0.0}}, "passed": True}
+    rows = sweep_rows(SimpleNamespace(models=[dict(checked, unchecked="nothing compared"),
+                                              checked, dict(checked, passed=False)]),
+                      SimpleNamespace(models=[trained, trained, trained]))
+    assert [r[-1] for r in rows] == ["UNCHECKED", "PASS", "FAIL"]

@@ -86,6 +86,25 @@ def test_a_shift_stops_where_a_layer_does_not_carry_it():
     assert set(structural_zeros(carried)) == {"0.b"}
 
 
+def test_a_shift_from_outside_a_residual_block_crosses_it_where_the_inside_keeps_it():
+    """x + c + f(x + c): with f linear (or cancelling c itself) c reaches the BatchNorm after
+    the block, and the bias before the block is zero by construction; it was compared with
+    its own size (errors up to 2.8, rescued as PASS* by the control alone). A tanh inside f
+    bends c: no zero."""
+    def layers(*inside):
+        return [{"type": "dense", "name": "0", "use_bias": True},
+                {"type": "residual", "name": "1", "layers": [
+                    dict(layer, name=f"1.{j}") for j, layer in enumerate(inside)]},
+                {"type": "batchnorm", "name": "2"}]
+    dense = {"type": "dense", "use_bias": True}
+    assert set(structural_zeros(layers(dense))) == {"0.b", "1.0.b"}
+    assert set(structural_zeros(layers({"type": "identity"}))) == {"0.b"}
+    cancelled = structural_zeros(layers(dense, {"type": "batchnorm"}))  # f cancels c itself
+    assert set(cancelled) == {"0.b", "1.0.b", "1.1.beta"}  # the skip path carries 0.b on
+    assert cancelled["0.b"].startswith("a bias, carried on")  # to 2, as f carries 1.1.beta
+    assert set(structural_zeros(layers(dense, {"type": "tanh"}))) == set()
+
+
 # ---- a LayerNorm over a single feature ---------------------------------------------------------
 
 LAYERNORM = {"type": "layernorm"}

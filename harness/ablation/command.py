@@ -7,7 +7,7 @@ agree: either is a finding about the framework or about crossgrad.
 from ..compare.pitfalls import AGREE, BY_NAME
 from ..errors import EXIT_DISAGREE, EXIT_OK, InputError
 from ..options import (Progress, check_execution, claim_outputs, make_executor,
-                       refuse_unused, tables_stream)
+                       refuse_unused, repeated, tables_stream)
 from ..report.tables import fmt, render
 from ..run import manifest
 from ..run.execute import frameworks_to_run
@@ -25,6 +25,8 @@ def cmd_pitfalls(args):
     if unknown:
         raise InputError("pitfalls", unknown[0],
                          "no such pitfall (`crossgrad pitfalls --list` names them)")
+    if repeated(args.names) is not None:  # as every list of names: a typo, not a wish
+        raise InputError("pitfalls", repeated(args.names), "named twice; name each pitfall once")
     names, missing = frameworks_to_run(args.frameworks)  # a framework asked for must import
     chosen = measure.select(args.names, names)
     if not chosen:

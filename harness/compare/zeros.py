@@ -44,9 +44,8 @@ def _walk(layers, shifts):
                           for name, of, right_before in shifts})
             shifts = []
         elif kind == "residual":
-            inner, shifts = _walk(layer["layers"], [])  # x + f(x): f's own output shifts
-            zeros.update(inner)
-            shifts = [(name, of, False) for name, of, _ in shifts]
+            zeros_in, shifts = _residual(layer, shifts)
+            zeros.update(zeros_in)
         elif not _carries(layer):
             shifts = []
         elif kind != "identity":  # carried on, no longer right before what cancels it
@@ -63,6 +62,23 @@ def _walk(layers, shifts):
         shifts = shifts + [(f"{layer['name']}.{local}", kind, True)
                            for local in _own_shifts(layer)]
     return zeros, shifts
+
+
+OUTER = "a shift from outside the block"  # a stand-in, followed through the block's inside
+
+
+def _residual(block, shifts):
+    """x + f(x) -> (zeros inside, the shifts that reach the block's output): f's own output
+    shifts, and the shifts x carried in, where f keeps them constants per feature (x + c +
+    f(x + c): f linear, or cancelling c itself, the skip path still carries it) and not
+    where f bends them (a tanh). A stand-in for them is walked through f, not they: their
+    gradient through the skip path is no zero, whatever cancels them inside f."""
+    inner, reached = _walk(block["layers"], [(OUTER, "residual", False)])
+    kept = OUTER in inner or any(name == OUTER for name, _, _ in reached)
+    inner.pop(OUTER, None)
+    carried = [(name, of, False) for name, of, _ in (shifts if kept else []) + reached
+               if name != OUTER]
+    return inner, carried
 
 
 def _one_feature(layer, before):

@@ -34,7 +34,9 @@ class NotMapped(Exception):
         self.where, self.message = where, message
 
     def input_error(self, source):
-        return InputError(source, self.where, self.message)
+        """Named by the source, then by where in it; a model given as an object is its own
+        source ("model"), named once."""
+        return InputError(source, None if self.where == source else self.where, self.message)
 
 
 @dataclass

@@ -6,7 +6,7 @@ NAME is a layer type (`lstm`), a zoo model (`mlp_3_4_2`), `mistakes` (the galler
 one layer type alone is also printed as text, anything else as a summary.
 """
 from ..errors import EXIT_DISAGREE, EXIT_OK, InputError
-from ..options import Progress, check_execution, check_memory, make_executor
+from ..options import Progress, check_execution, check_memory, make_executor, repeated
 from ..run.atomic import atomic_dir
 from ..run.ownership import claim_folder, overlap
 from ..spec import zoo_names, zoo_spec
@@ -29,6 +29,8 @@ def add_explain_args(p):
 def resolve(names):
     """-> (layer types, zoo models, whether the gallery is asked for), each in catalog order."""
     types, models, gallery = set(), set(), False
+    if repeated(names) is not None:  # as every list of names: a typo, not a wish
+        raise InputError("explain", repeated(names), "named twice; name each once")
     for name in names:
         if name == "all":
             types |= set(equations.LAYER_TYPES)
