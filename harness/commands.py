@@ -9,7 +9,7 @@ from functools import partial
 from pathlib import Path
 
 from . import api
-from .errors import EXIT_DISAGREE, EXIT_OK
+from .errors import EXIT_DISAGREE, EXIT_OK, InputError
 from .options import (Progress, add_dtype, add_execution, add_models, check_execution,
                       choice_list, claim_outputs, collect_specs, make_executor,
                       positive_int_list, refuse_unused, step_count, tables_stream)
@@ -33,6 +33,9 @@ from .sweep import VARIANTS
 def cmd_check(args):
     check_execution(args)
     specs = collect_specs(args, [args.dtype])
+    if args.matmul_precision and all(s.dtype == "float64" for s in specs):
+        raise InputError("--matmul-precision", None, "has no effect on a float64 check (it "
+                         "sets float32 matmuls); add --dtype float32")
     outputs = claim_outputs(args, files=["--json"], folders=["--save"])
     names, _ = frameworks_to_run(args.frameworks)
     started = manifest.now()
@@ -127,8 +130,8 @@ def cmd_run(args):
     with make_executor(args) as executor:
         executor.start(names)  # their imports while the inputs are drawn
         report = _importing(f"{__package__}.report.content")  # with matplotlib: 0.6 s
-        native, aligned, check, mistakes = _run_phases(args, specs, names, native_specs,
-                                                       executor)
+        native, aligned, check, gallery = _run_phases(args, specs, names, native_specs,
+                                                      executor)
         said = executor.hellos
     report.join()  # before the report forks its drawing processes
     print(tables.check_table(check.models))
@@ -137,10 +140,13 @@ def cmd_run(args):
     print(tables.train_table(aligned.models + (native.models if native else [])))
     print(tables.train_footer(aligned.models + (native.models if native else [])))
     info = manifest.build(specs, args.executor, args.threads, started, said)
+    mistakes = gallery[2] if gallery else None
     missed = [m["name"] for m in mistakes or [] if not m["caught"]]
     if mistakes is not None:
         print(f"mistakes gallery: {len(mistakes) - len(missed)} of {len(mistakes)} caught"
               + (f"; not caught: {', '.join(missed)}" if missed else ""))
+        for m in gallery[1]:  # as explain says it
+            print(f"not measured: mistake {m.name} ({m.framework} is not among --frameworks)")
     write_report(outputs["--out"], specs, check, aligned, native, info, mistakes)
     print(f"\nreport: {Path(args.out) / 'report.html'} (and report.md, CSV tables, manifest.json)")
     return EXIT_OK if check.passed and aligned.passed and not missed else EXIT_DISAGREE
@@ -160,7 +166,8 @@ def _importing(module):
 
 
 def _run_phases(args, specs, names, native_specs, executor):
-    """The main job's phases side by side: -> (native, aligned, check, mistakes) results."""
+    """The main job's phases side by side: -> (native, aligned, check, mistakes) results;
+    mistakes as measure_gallery gives them (measured, left out, entries), or None."""
     prepared = api.prepare(specs)
     cache = ResultCache(reuse=args.resume)
     progress = Progress(2 * job_count(specs, names) + job_count(native_specs, names)
@@ -174,7 +181,7 @@ def _run_phases(args, specs, names, native_specs, executor):
                              executor=ex, **shared) if native_specs else None,
         lambda ex: api.train(specs, prepared=prepared, executor=ex, **shared),
         lambda ex: api.check(specs, prepared=prepared, executor=ex, **shared),
-        lambda ex: measure_gallery(args.frameworks, ex, progress)[2] if args.mistakes else None]
+        lambda ex: measure_gallery(args.frameworks, ex, progress) if args.mistakes else None]
     return side_by_side(executor, phases)
 
 
@@ -343,7 +350,8 @@ def cmd_step_time(args):
     outputs = claim_outputs(args, files=["--json"])
     names, _ = frameworks_to_run(args.frameworks)
     document, failed = measure(specs, names, args.batch_sizes or [1, 100, 1000], args.threads,
-                               args.timeout)
+                               args.timeout, max_memory=args.max_memory,
+                               requested=args.frameworks)
     out = tables_stream(outputs)
     ms = lambda s: "-" if s is None else f"{1e3 * s:.3f}"  # noqa: E731
     rows = [[m, b, f, ms(impl), ms(plain), "-" if r is None else f"{r:.2f}x", f"{g:.2f}",

@@ -2,10 +2,14 @@
 results are on one side only: bad input is one line naming the file and field (exit 2),
 a result on one side only is a change beyond tolerance (exit 1)."""
 import json
+import os
+import warnings
 
 import pytest
 
 from crossgrad.harness.cli import main
+
+from limited import crossgrad
 
 HASH = "0" * 64
 CURVES = ("model,dtype,mode,framework,step,loss,grad_norm,rel_diff,lockstep_rel_err\n"
@@ -328,3 +332,71 @@ def test_a_curve_both_runs_found_amplified_is_judged_by_its_lockstep(tmp_path, c
     assert main(["diff", str(a), str(plain)]) == 1
     (row,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("curve ")]
     assert row.endswith("BEYOND"), row
+
+
+
+# ---- non-finite losses, and files that are not regular files --------------------------------
+
+def torch_loss(step, loss, curves=CURVES):
+    """CURVES with torch's aligned loss at `step` written as `loss` ("" is NaN, as to_csv
+    writes it)."""
+    row = f"xor_2_2_1,float64,aligned,torch,{step},"
+    start = curves.index(row) + len(row)
+    return curves[:start] + loss + curves[curves.index(",", start):]
+
+
+def curve_rows(capsys, a, b, exit_status):
+    """The `curve` rows of `crossgrad diff a b`, whose exit status must be `exit_status`
+    and which must warn of nothing (numpy's RuntimeWarnings of inf - inf, inf / inf)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["diff", str(a), str(b)]) == exit_status
+    out, err = capsys.readouterr()
+    assert not caught and err == "", ([str(w.message) for w in caught], err)
+    return [line for line in out.splitlines() if line.startswith("curve ")]
+
+
+def test_non_finite_losses_are_compared_where_they_are(tmp_path, capsys):
+    """torch's loss NaN at step 0 in A, at step 1 in B: as many NaNs on each side, but not
+    the same run; a NaN against a number is a change beyond tolerance, either way round."""
+    a = report(tmp_path / "a", curves=torch_loss(0, ""))
+    b = report(tmp_path / "b", curves=torch_loss(1, ""))
+    for x, y, says in ((a, b, "step 0 nan -> 7.5e-01"), (b, a, "step 0 7.5e-01 -> nan")):
+        (row,) = curve_rows(capsys, x, y, 1)
+        assert "aligned torch: loss at " + says in row and row.endswith("BEYOND"), row
+    assert curve_rows(capsys, a, report(tmp_path / "a2", curves=torch_loss(0, "")), 0) == []
+
+
+@pytest.mark.parametrize("other", ["1e300", "-inf", ""], ids=["finite", "-inf", "nan"])
+def test_inf_against_anything_else_is_beyond_tolerance_either_way(tmp_path, capsys, other):
+    """A diverging run (inf) against the same run ending at a finite loss, at -inf or at NaN:
+    beyond tolerance whichever report is A; the same inf on both sides agrees, silently."""
+    inf = report(tmp_path / "inf", curves=torch_loss(1, "inf"))
+    b = report(tmp_path / "b", curves=torch_loss(1, other))
+    for x, y in ((inf, b), (b, inf)):
+        (row,) = curve_rows(capsys, x, y, 1)
+        assert "aligned torch: loss at step 1" in row and row.endswith("BEYOND"), row
+    assert curve_rows(capsys, inf, inf, 0) == []
+
+
+def test_an_inf_both_sides_share_leaves_the_finite_steps_compared(tmp_path, capsys):
+    """inf at step 1 on both sides, step 0 moved by 1e-3: the finite step's change is
+    measured on the finite steps (an inf - inf must not make the worst change NaN)."""
+    a = report(tmp_path / "a", curves=torch_loss(1, "inf"))
+    b = report(tmp_path / "b", curves=torch_loss(0, "0.75075", torch_loss(1, "inf")))
+    (row,) = curve_rows(capsys, a, b, 1)
+    assert "aligned torch: max rel. change 1.0e-03" in row and row.endswith("BEYOND"), row
+
+
+@pytest.mark.parametrize("name", ["manifest.json", "results.json", "curves.csv"])
+def test_a_report_file_that_is_a_fifo_is_refused_at_once(tmp_path, name):
+    """A FIFO blocks its reader until someone writes (and curves.csv's size 0 is no
+    emptiness): refused as a spec file is, one line naming it, exit 2. In a child process
+    with a timeout: a regression hangs, and the timeout fails the test."""
+    a, b = report(tmp_path / "a"), report(tmp_path / "b")
+    (b / name).unlink()
+    os.mkfifo(b / name)
+    done = crossgrad(tmp_path, ["diff", a, b], timeout=60)
+    assert done.code == 2 and done.stdout == "", done
+    assert done.stderr == (f"crossgrad: {b / name}: is a FIFO (named pipe), expected a "
+                           f"regular file (a crossgrad report file)\n"), done.stderr

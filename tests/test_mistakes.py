@@ -117,6 +117,20 @@ def test_run_with_the_gallery_catches_every_mistake(tmp_path, monkeypatch, capsy
     assert code == 0
 
 
+@pytest.mark.slow
+def test_run_names_the_mistakes_its_frameworks_leave_out(tmp_path, monkeypatch, capsys):
+    """With numpy and torch only, run said "12 of 12 caught" and not which 4 it left out,
+    where explain names them."""
+    from crossgrad.harness.cli import main
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert main(["run", "--zoo", "xor_2_2_1", "--mistakes", "--skip-native", "--quiet",
+                 "--frameworks", "numpy,torch", "--out", str(tmp_path / "rep")]) == 0
+    out = capsys.readouterr().out
+    left = [m for m in gallery.discover() if m.framework not in ("numpy", "torch")]
+    assert left and all(f"not measured: mistake {m.name} ({m.framework} is not among "
+                        f"--frameworks)" in out for m in left), out
+
+
 def test_the_gallery_computes_keras_forms_in_float64_after_keras_was_used():
     """Keras' global dtype policy, once read, no longer follows floatx: a process that used
     Keras before (a model built in float32) had the gallery's Keras forms computed in

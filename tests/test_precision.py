@@ -285,6 +285,16 @@ def test_a_framework_with_a_non_finite_tensor_has_nan_digits_wherever_it_stands(
     assert worst_digits([4.0, 2.5, float("inf")]) == 2.5 and worst_digits([]) is None
 
 
+def test_matmul_precision_on_a_float64_check_is_refused(tmp_path, capsys):
+    """It was accepted and changed nothing: not even the JSON recorded it."""
+    out = tmp_path / "check.json"
+    assert main(["check", "--zoo", "xor_2_2_1", "--matmul-precision", "default", "--json",
+                 str(out)]) == 2
+    assert capsys.readouterr().err.startswith("crossgrad: --matmul-precision: has no effect on "
+                                              "a float64 check")
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("setting, expected", [("default", "default"), ("highest", "highest")])
 def test_the_matmul_precision_in_effect_is_recorded(tmp_path, setting, expected, executor,
                                                     monkeypatch):

@@ -15,11 +15,13 @@ import numpy as np
 import pytest
 
 from crossgrad.harness import registry
-from crossgrad.harness.bench import plain_numpy, steptime
+from crossgrad.harness.bench import command as bench_command, plain_numpy, steptime
+from crossgrad.harness.errors import InputError
 from crossgrad.harness.run.jobs import Inputs
 from crossgrad.harness.spec import parse_spec, zoo_spec
 
 from conftest import FRAMEWORKS, need
+from limited import NOTHING_BUILT, crossgrad as limited
 
 # least squares at lr 50: the loss overflows at step 82 (float64) and 10 (float32), on both
 # sides of JAX's every-16-steps read
@@ -302,4 +304,149 @@ def test_bad_batch_sizes_are_refused_before_any_work(tmp_path, value):
                     "--batch-sizes", value, "--json", str(out), cwd=tmp_path)
     assert run.returncode == 2
     assert "--batch-sizes" in run.stderr and len(run.stderr.strip().splitlines()) <= 3
+    assert not out.exists()
+
+
+# a dense layer of 3,000,000 units on 4 inputs: 0.6 GB estimated at its own batch of 1, 24 GB
+# of activations at a batch of 1000: over --max-memory 2, under a large machine's default
+WIDE = {"name": "wide", "dtype": "float32", "input_shape": [4],
+        "data": {"source": "random_classification", "classes": 3, "examples": 16,
+                 "batch_size": 1},
+        "layers": [{"type": "dense", "units": 3_000_000}, {"type": "dense", "units": 3}],
+        "loss": {"type": "softmax_cross_entropy"}, "train": {"steps": 10}}
+
+
+def wide_spec(tmp_path):
+    path = tmp_path / "wide.json"
+    path.write_text(json.dumps(WIDE))
+    return path
+
+
+@pytest.mark.parametrize("case", ["data_repeated", "activations"])
+def test_a_batch_size_over_the_memory_limit_is_refused_before_any_work(tmp_path, case):
+    """The spec's own batch passes the estimate; --batch-sizes' largest is estimated too (a
+    batch larger than the data set repeats it up to that many rows): one line naming the
+    flag, the model and the batch size, exit 2, nothing allocated nor written."""
+    out = tmp_path / "steps.json"
+    model, batch, words = {
+        "data_repeated": (["--zoo", "mnist_mlp"], "1000000000",
+                          "repeated to 1,000,000,000 rows need"),
+        "activations": ([wide_spec(tmp_path), "--max-memory", "2"], "1,1000",
+                        "layers[0].units: dense on (4,) needs 24.0 GB of activations")}[case]
+    done = limited(tmp_path, ["bench", "--step-time", *model, "--frameworks", "numpy",
+                              "--batch-sizes", batch, "--json", out], address_space=2 << 30)
+    err = done.stderr.strip()
+    assert done.code == 2 and len(err.splitlines()) == 1, err
+    name = "mnist_mlp" if case == "data_repeated" else "wide"
+    big = f"{int(batch.split(',')[-1]):,}"
+    assert err.startswith(f"crossgrad: --batch-sizes: {name} at batch size {big}: "), err
+    assert words in err and "over the limit of" in err, err
+    assert case == "data_repeated" or "over the limit of 2.0 GB (set by --max-memory)" in err
+    assert done.peak_rss < NOTHING_BUILT, done.peak_rss
+    assert not out.exists()
+
+
+def test_the_batch_size_estimate_takes_the_limit_given():
+    """--max-memory bounds the largest batch size (bench.command.plan, which
+    `commands.cmd_step_time` passes args.max_memory to)."""
+    spec = parse_spec(WIDE, "wide.json", "wide")
+    bench_command.plan([spec], ["numpy"], [1, 10], max_memory=2)  # 0.8 GB: fits
+    with pytest.raises(InputError) as refused:
+        bench_command.plan([spec], ["numpy"], [1, 1000], max_memory=2)
+    text = str(refused.value)
+    assert text.startswith("--batch-sizes: wide at batch size 1,000: layers[0].units: "), text
+    assert "24.0 GB of activations" in text and "over the limit of 2.0 GB (set by --max-memory)" \
+        in text, text
+
+
+class Recorded:
+    """A LocalExecutor that runs nothing: it keeps the jobs and answers each with one row per
+    batch size (bench.command.measure's side of the step benchmark, without workers)."""
+    jobs = []
+
+    def __init__(self, **options):
+        self.hellos = {}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def run(self, jobs, on_result=None):
+        Recorded.jobs = jobs
+        return [{"status": "ok", "gemm_seconds": None, "gemm_n": 512,
+                 "rows": [{"mode": "impl", "batch_size": b, "step_seconds": 1e-3,
+                           "compile_seconds": 0.0, "steps": 3, "repeats": 5}
+                          for b in job["batch_sizes"]]} for job in jobs]
+
+
+def test_batch_size_1_is_skipped_for_a_batchnorm_that_it_leaves_one_value_per_channel(
+        monkeypatch, capsys):
+    """PyTorch raises there ("Expected more than 1 value per channel") and TensorFlow and JAX
+    normalise every value to 0: no framework times it, one line says so, the JSON records it
+    beside its results, and the other models keep batch size 1."""
+    monkeypatch.setattr(bench_command, "LocalExecutor", Recorded)
+    specs = [zoo_spec("batchnorm_mlp", dtype="float32"), zoo_spec("xor_2_2_1", dtype="float32")]
+    document, failed = bench_command.measure(specs, ["numpy", "torch"], [1, 100, 1000])
+    assert not failed
+    assert {(j["model"], j["framework"]): j["batch_sizes"] for j in Recorded.jobs} == {
+        ("batchnorm_mlp", f): [100, 1000] for f in ("numpy", "torch")} | {
+        ("xor_2_2_1", f): [1, 100, 1000] for f in ("numpy", "torch")}
+    assert document["skipped"] == [{"model": "batchnorm_mlp", "batch_size": 1,
+                                    "reason": "batchnorm needs more than one value per channel"}]
+    assert {"results", "machine"} <= set(document)
+    assert not any(r["model"] == "batchnorm_mlp" and r["batch_size"] == 1
+                   for r in document["results"])
+    assert capsys.readouterr().err.splitlines() == [
+        "batchnorm_mlp: batch size 1 skipped: batchnorm needs more than one value per channel"]
+
+
+def test_a_batchnorm_over_an_image_keeps_batch_size_1():
+    """One example of a 4x4 image gives each channel 16 values: the spec's own check takes
+    a batch of one there, and so does the bench."""
+    spec = parse_spec({"input_shape": [4, 4, 1],
+                       "data": {"source": "random_classification", "classes": 2,
+                                "examples": 8, "batch_size": 1},
+                       "layers": [{"type": "conv2d", "filters": 2, "kernel_size": [3, 3]},
+                                  {"type": "batchnorm"}, {"type": "flatten"},
+                                  {"type": "dense", "units": 2}],
+                       "loss": {"type": "softmax_cross_entropy"}}, "image.json", "image")
+    assert bench_command.plan([spec], ["numpy"], [1, 8]) == ({"image": [1, 8]}, [])
+
+
+def test_batch_sizes_that_leave_nothing_to_time_are_refused(tmp_path):
+    out = tmp_path / "steps.json"
+    run = crossgrad("bench", "--step-time", "--zoo", "batchnorm_mlp", "--frameworks", "numpy",
+                    "--batch-sizes", "1", "--json", str(out), cwd=tmp_path)
+    err = run.stderr.strip()
+    assert run.returncode == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith("crossgrad: --batch-sizes: leaves nothing to time: batchnorm_mlp "), err
+    assert not out.exists()
+
+
+@pytest.mark.slow  # a PyTorch worker started afresh: seconds
+def test_bench_step_time_of_batchnorm_in_torch_skips_batch_size_1(tmp_path):
+    need("torch")
+    out = tmp_path / "steps.json"
+    run = crossgrad("bench", "--step-time", "--zoo", "batchnorm_mlp", "--frameworks", "torch",
+                    "--batch-sizes", "1,8", "--json", str(out), cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "batchnorm_mlp: batch size 1 skipped: batchnorm needs more than one value per " \
+           "channel" in run.stderr
+    document = json.loads(out.read_text())
+    assert {(r["framework"], r["batch_size"]) for r in document["results"]} == {("torch", 8)}
+    assert document["skipped"] == [{"model": "batchnorm_mlp", "batch_size": 1,
+                                    "reason": "batchnorm needs more than one value per channel"}]
+
+
+@pytest.mark.parametrize("frameworks", ["original", "numpy,original"])
+def test_original_for_specs_none_of_which_was_imported_is_refused(tmp_path, frameworks):
+    """As `check` refuses it: the bench would time nothing, or drop it unsaid."""
+    out = tmp_path / "steps.json"
+    run = crossgrad("bench", "--step-time", "--zoo", "xor_2_2_1", "--frameworks", frameworks,
+                    "--batch-sizes", "2", "--json", str(out), cwd=tmp_path)
+    err = run.stderr.strip()
+    assert run.returncode == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith("crossgrad: --frameworks: original: no spec here was imported"), err
     assert not out.exists()

@@ -3,44 +3,121 @@ one at a time in the framework's worker (so no other job of ours shares the core
 the rows of the JSON contract and the table.
 
 JSON: {"results": [{"model", "framework", "mode" ("impl"|"plain"), "batch_size",
-"step_seconds", "compile_seconds", "gflops"}], "machine": {...}}.
+"step_seconds", "compile_seconds", "gflops"}], "machine": {...},
+"skipped": [{"model", "batch_size", "reason"}] (a batch size not timed in any framework)}.
 """
+import math
 import os
 import platform
+import sys
 
 import numpy as np
 
 from .. import registry
+from ..errors import InputError
 from ..run.executor import LocalExecutor
+from ..run.execute import check_original_asked
 from ..run.jobs import Inputs
+from ..spec import sizes
+from ..spec.catalog import walk
 from .flops import step_flops
 
 REPEATS = 5
+# spec/catalog.py's parse_batchnorm refuses a spec whose batch of one gives a batchnorm one
+# value per channel; PyTorch raises there, TensorFlow and JAX normalise it to 0
+ONE_VALUE_PER_CHANNEL = "batchnorm needs more than one value per channel"
 
 
 def jobs(specs, frameworks, batch_sizes):
-    """Framework by framework (a worker starts once); the first job of each also probes GEMM."""
+    """Framework by framework (a worker starts once); the first job of each also probes GEMM.
+    `batch_sizes`: a list, or {model: [batch sizes]} (plan's). A model's data is drawn once
+    and shared by its jobs: a batch larger than the data set repeats it, up to that many rows."""
+    per_model = batch_sizes if isinstance(batch_sizes, dict) else \
+        {spec.name: list(batch_sizes) for spec in specs}
+    drawn = {}
     out = []
     for framework in frameworks:
         for spec in specs:
-            inputs = Inputs(spec, steps=1)
-            n = len(inputs.x)
-            rows = np.arange(max(n, *batch_sizes)) % n  # a batch larger than the data repeats it
+            sizes_here = per_model[spec.name]
+            if not sizes_here:
+                continue
+            if spec.name not in drawn:
+                inputs = Inputs(spec, steps=1)
+                n = len(inputs.x)
+                rows = np.arange(max(n, *sizes_here)) % n
+                drawn[spec.name] = inputs, inputs.x[rows], inputs.y[rows]
+            inputs, x, y = drawn[spec.name]
             out.append({"kind": "bench", "framework": framework, "model": spec.name,
                         "dtype": spec.dtype, "native": False, "spec": spec.for_impls(),
                         "plugins": spec.plugins, "params": inputs.params,
-                        "state": inputs.state, "x": inputs.x[rows], "y": inputs.y[rows],
-                        "seed": spec.seed, "batch_sizes": list(batch_sizes),
+                        "state": inputs.state, "x": x, "y": y,
+                        "seed": spec.seed, "batch_sizes": list(sizes_here),
                         "repeats": REPEATS,
                         "gemm": not any(j["framework"] == framework for j in out),
                         "dropout": {l["name"]: l["in_shape"] for l in spec.dropout_layers()}})
     return out
 
 
-def measure(specs, frameworks, batch_sizes, threads=1, timeout=None, on_result=None):
-    """-> (the JSON document, [(model, framework, error)] of jobs that failed)."""
+def one_value_per_channel(spec):
+    """Whether a batch of one gives a batchnorm layer of the spec one value per channel."""
+    return any(layer["type"] == "batchnorm" and math.prod(layer["in_shape"][:-1]) == 1
+               for layer in walk(spec.layers))
+
+
+def plan(specs, frameworks, batch_sizes, max_memory=None, requested=None):
+    """What is refused before anything runs (exit 2), and what is skipped:
+    -> ({model: batch sizes to time}, [{model, batch_size, reason}] skipped).
+
+    - "original" named for specs none of which was imported: `check`'s refusal; named alone,
+      nothing would be timed (the bench times the frameworks' implementations only);
+    - batch size 1 of a model whose batchnorm it leaves one value per channel is skipped in
+      every framework (one line on stderr each); a --batch-sizes that leaves nothing to time
+      is refused;
+    - a model at the largest batch size it is timed at estimated over the memory limit
+      (`max_memory` GB, else half of the machine's), naming --batch-sizes.
+
+    `requested`: the --frameworks given, or None for the default."""
+    timed = [f for f in frameworks if f != registry.ORIGINAL]
+    check_original_asked(specs, requested)
+    if not timed:
+        raise InputError("--frameworks", registry.ORIGINAL,
+                         "bench --step-time times the implementations of "
+                         f"{', '.join(registry.ORDER)}, not an imported spec's original model; "
+                         "name one of those")
+    per_model, skipped = {}, []
+    for spec in specs:
+        keep = list(batch_sizes)
+        if 1 in keep and one_value_per_channel(spec):
+            keep.remove(1)
+            skipped.append({"model": spec.name, "batch_size": 1,
+                            "reason": ONE_VALUE_PER_CHANNEL})
+        per_model[spec.name] = keep
+    if not any(per_model.values()):
+        models = ", ".join(s["model"] for s in skipped)
+        raise InputError("--batch-sizes", None,
+                         f"leaves nothing to time: {models} skip{'s' * (len(skipped) == 1)} "
+                         f"batch size 1 ({ONE_VALUE_PER_CHANNEL}); add a batch size above 1")
+    if max_memory:
+        limit, why = max_memory * 1e9, "set by --max-memory"
+    else:
+        limit = sizes.default_limit()
+        why = "half of this machine's memory; --max-memory GB raises it"
+    for spec in specs:
+        if per_model[spec.name]:
+            sizes.check_batch(spec, max(per_model[spec.name]), limit, len(timed), why=why)
+    for s in skipped:
+        print(f"{s['model']}: batch size {s['batch_size']} skipped: {s['reason']}",
+              file=sys.stderr)
+    return per_model, skipped
+
+
+def measure(specs, frameworks, batch_sizes, threads=1, timeout=None, on_result=None,
+            max_memory=None, requested=None):
+    """-> (the JSON document, [(model, framework, error)] of jobs that failed); refuses first
+    what `plan` refuses (InputError), before any data is drawn or a worker starts."""
+    per_model, skipped = plan(specs, frameworks, batch_sizes, max_memory, requested)
     load = os.getloadavg()
-    todo = jobs(specs, [f for f in frameworks if f != registry.ORIGINAL], batch_sizes)
+    todo = jobs(specs, [f for f in frameworks if f != registry.ORIGINAL], per_model)
     # no compilation cache: "compile s" is what a first run pays
     with LocalExecutor(workers=1, threads=threads, timeout=timeout,
                        compile_cache=False) as executor:
@@ -66,7 +143,7 @@ def measure(specs, frameworks, batch_sizes, threads=1, timeout=None, on_result=N
                "gemm_gflops": peaks, "load_before": list(load), "load_after": list(os.getloadavg()),
                "versions": {f: h.get("versions") for f, h in hellos.items()},
                "python": platform.python_version()}
-    return {"results": rows, "machine": machine}, failed
+    return {"results": rows, "machine": machine, "skipped": skipped}, failed
 
 
 def ratios(document):

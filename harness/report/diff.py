@@ -15,9 +15,11 @@ and that model's numbers are not compared. Results on one side only (a model, it
 check, a framework's check, a training, a framework's training, a curve) are changes
 beyond tolerance: the other side cannot vouch for them. Every report holds its three
 files (a report without trainings writes curves.csv as one blank line): a folder
-missing one, or with an empty one, is bad input.
+missing one, or with an empty one, or one that is not a regular file, is bad input.
 """
+import errno
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,7 @@ import pandas as pd
 from ..compare.curves import CURVES
 from ..compare.pairwise import PAIRWISE
 from ..errors import InputError
+from ..spec.files import open_regular
 from .tables import fmt, render as render_table
 
 # What the comparison reads, with the JSON types it needs there: each manifest.json
@@ -61,9 +64,19 @@ def load_run(folder):
     return manifest, results, _read_curves(folder / "curves.csv")
 
 
+def _open(path):
+    """`path` opened for reading, refused as a spec file is unless it is a regular file: a
+    FIFO would block the read until someone writes, a device never ends. A missing file is
+    FileNotFoundError, for the callers' own message."""
+    if not path.exists():
+        raise FileNotFoundError(errno.ENOENT, "missing", str(path))
+    return open_regular(path, "a regular file (a crossgrad report file)")
+
+
 def _read_json(path):
     try:
-        return json.loads(path.read_text())
+        with _open(path) as f:
+            return json.loads(f.read().decode())
     except FileNotFoundError:
         raise InputError(path, None, "missing: not a crossgrad report folder") from None
     except json.JSONDecodeError as err:
@@ -136,14 +149,15 @@ def _read_curves(path):
     (pandas' empty table): a missing or empty file is not what a report holds, and read as
     "no curves" it would show every curve of the other side as on one side only."""
     try:
-        if path.stat().st_size == 0:
-            raise InputError(path, None, "empty: not a crossgrad curves table (a report "
-                                         "writes at least one line)")
-        # names as written: a model named "nan" or "1" stays a name, never a number or NaN;
-        # an empty loss is a non-finite one (to_csv's NaN)
-        curves = pd.read_csv(path, dtype={c: str for c in NAME_COLUMNS},
-                             keep_default_na=False,
-                             na_values={"step": [""], "loss": [""], LOCKSTEP: [""]})
+        with _open(path) as f:
+            if os.fstat(f.fileno()).st_size == 0:
+                raise InputError(path, None, "empty: not a crossgrad curves table (a report "
+                                             "writes at least one line)")
+            # names as written: a model named "nan" or "1" stays a name, never a number or
+            # NaN; an empty loss is a non-finite one (to_csv's NaN)
+            curves = pd.read_csv(f, dtype={c: str for c in NAME_COLUMNS},
+                                 keep_default_na=False,
+                                 na_values={"step": [""], "loss": [""], LOCKSTEP: [""]})
     except FileNotFoundError:
         raise InputError(path, None, "missing: not a crossgrad report folder") from None
     except pd.errors.EmptyDataError:  # the blank line of a report without trainings
@@ -321,14 +335,16 @@ def _curves(a, b, same, amplified):
             out.append(_change("curve", label, f"{mode} {fw}: {_only(sides == {'left_only'})}",
                                True))
             continue
-        la, lb = g["loss_a"].to_numpy(float), g["loss_b"].to_numpy(float)
-        if np.isnan(la).sum() != np.isnan(lb).sum():
+        if (g["side"] != "both").any():  # a step on one side only: a NaN loss on the other
             out.append(_change("curve", label, f"{mode} {fw}: different number of steps", True))
             continue
-        both = ~np.isnan(la) & ~np.isnan(lb)
-        rel = np.abs(la[both] - lb[both]) / np.maximum(np.abs(la[both]), 1e-300)
-        worst = float(rel.max()) if rel.size else 0.0
-        if worst > 0:
+        la, lb = g["loss_a"].to_numpy(float), g["loss_b"].to_numpy(float)
+        parted = _nonfinite_apart(la, lb)
+        if parted is not None:
+            step, was, now = g["step"].to_numpy()[parted], la[parted], lb[parted]
+            out.append(_change("curve", label, f"{mode} {fw}: loss at step {step:g} "
+                                               f"{fmt(was)} -> {fmt(now)}", True))
+        elif (worst := _worst_rel(la, lb)) > 0:
             excused = worst > CURVES[dtype] and (model, dtype, mode, fw) in amplified
             out.append(_change("curve", label, f"{mode} {fw}: max rel. change {fmt(worst)}" + (
                 " (PASS* in both runs: lockstep within, the curve amplifies rounding)"
@@ -336,6 +352,25 @@ def _curves(a, b, same, amplified):
         out += _lockstep_errors(g[f"{LOCKSTEP}_a"].to_numpy(float),
                                 g[f"{LOCKSTEP}_b"].to_numpy(float), f"{mode} {fw}", label, dtype)
     return out
+
+
+def _nonfinite_apart(la, lb):
+    """The index of the first step whose loss is non-finite on one side and not the same
+    on the other (nan against a number or inf, inf against a number or -inf), or None.
+    Where they are, not how many: a run that diverged at step 1 is not one that did at 2."""
+    same = (np.isnan(la) & np.isnan(lb)) | (np.isinf(la) & (la == lb))
+    apart = ~(np.isfinite(la) & np.isfinite(lb)) & ~same
+    return int(np.argmax(apart)) if apart.any() else None  # the merge sorted by step
+
+
+@np.errstate(over="ignore")  # two finite losses of opposite sign near 1e308: inf, beyond
+def _worst_rel(la, lb):
+    """The largest relative change of the steps finite on both sides, relative to A's
+    loss at that step (non-finite ones are compared by `_nonfinite_apart`)."""
+    finite = np.isfinite(la) & np.isfinite(lb)
+    a, b = la[finite], lb[finite]
+    rel = np.abs(a - b) / np.maximum(np.abs(a), 1e-300)
+    return float(rel.max()) if rel.size else 0.0
 
 
 @np.errstate(invalid="ignore")

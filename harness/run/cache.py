@@ -41,6 +41,7 @@ class ResultCache:
         self.warn = warn or (lambda line: print(line, file=sys.stderr, flush=True))
         self.put_failed = False
         self.swept = False  # the folder's stale temporaries removed, once, at the first put
+        self.unusable = set()  # entries said to be unusable: once each, though two phases ask
 
     def get(self, key):
         if not self.reuse:
@@ -61,7 +62,10 @@ class ResultCache:
         except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError, RecursionError,
                 zipfile.BadZipFile) as err:
             reason = str(err).split(". ")[0] or type(err).__name__
-            self.warn(f"crossgrad: cache entry {path} is unusable ({reason}); computing it again")
+            if path not in self.unusable:
+                self.warn(f"crossgrad: cache entry {path} is unusable ({reason}); computing it "
+                          f"again")
+            self.unusable.add(path)
             return None
 
     def put(self, key, result):

@@ -76,6 +76,32 @@ def check(specs, limit, training, frameworks=4,
                              f"limit of {gb(limit)} ({why})")
 
 
+def check_batch(spec, batch, limit, frameworks=1, flag="--batch-sizes",
+                why="half of this machine's memory; --max-memory GB raises it"):
+    """Refuse (exit 2, naming `flag`) training `spec` at batch size `batch` whatever its own
+    data.batch_size (`bench --step-time --batch-sizes`): the same items as a training
+    `estimate` but the curves (a bench records a call's steps, not train.steps), with one
+    batch of `batch` examples and the data set repeated up to `batch` rows where the batch
+    is larger than it (the bench draws each batch without replacement from those rows)."""
+    b = 4 if spec.dtype == "float32" else 8
+    n, stored = _examples(spec)
+    rows = max(n, batch)
+    data = _data(spec, b, rows, stored, batch, True)[0]
+    if rows > n:  # the batch size, not a key of the spec, sets it
+        data.field = None
+        data.text = (f"{n:,} examples of shape {tuple(spec.input_shape)} repeated to "
+                     f"{rows:,} rows need {gb(data.bytes)} of data")
+    items = _parameters(spec, b, True, frameworks) + _activations(spec, b, batch) + [data]
+    total = sum(i.bytes for i in items)
+    if total > limit:
+        big = max(items, key=lambda i: i.bytes)
+        field, text = big.blame or (big.field, big.text)
+        where = f"{field}: " if field else ""
+        raise InputError(flag, None, f"{spec.name} at batch size {batch:,}: {where}"
+                                     f"{text}; {gb(total)} in all, over the limit of "
+                                     f"{gb(limit)} ({why})")
+
+
 def default_limit():
     """Half of the machine's memory (or of the cgroup's limit, if lower), in bytes."""
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
