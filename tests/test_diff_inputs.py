@@ -190,6 +190,22 @@ def test_loss_on_one_side_only(tmp_path, capsys):
     assert "BEYOND" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("left, right, changed", [
+    (float("inf"), 1e300, True), (1e300, float("inf"), True), (float("nan"), 0.75, True),
+    (float("inf"), float("inf"), False), (float("nan"), float("nan"), False)])
+def test_a_non_finite_check_loss_a_json_reader_takes_is_compared_either_way(
+        tmp_path, capsys, left, right, changed):
+    """crossgrad writes null, but JSON's reader takes Infinity and NaN: Infinity in A against
+    1e300 in B was "identical", the other way round BEYOND."""
+    a, b = report(tmp_path / "a"), report(tmp_path / "b")
+    for folder, loss in ((a, left), (b, right)):
+        edit_json(folder / "results.json", lambda doc, loss=loss: (
+            doc["check"]["models"][0]["frameworks"]["torch"].update(loss=loss) or doc))
+    assert main(["diff", str(a), str(b)]) == (1 if changed else 0)
+    out = capsys.readouterr().out
+    assert ("check loss" in out and "BEYOND" in out) if changed else "identical" in out, out
+
+
 def test_curves_on_one_side_only(tmp_path, capsys):
     a, b = report(tmp_path / "a", curves=CURVES + NATIVE), report(tmp_path / "b")
     assert main(["diff", str(a), str(b)]) == 1

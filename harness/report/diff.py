@@ -19,6 +19,7 @@ missing one, or with an empty one, or one that is not a regular file, is bad inp
 """
 import errno
 import json
+import math
 import os
 from pathlib import Path
 
@@ -265,6 +266,11 @@ def _framework(fw, fa, fb, key):
         return []
     if la is None or lb is None:  # non-finite (null) on one side
         return [_change("check loss", label, f"{fw}: {fmt(la)} -> {fmt(lb)}", True)]
+    if _nonfinite_apart(np.array([la], float), np.array([lb], float)) is not None:
+        # crossgrad writes null, but JSON's reader takes Infinity and NaN: compared as curves are
+        return [_change("check loss", label, f"{fw}: {fmt(la)} -> {fmt(lb)}", True)]
+    if not math.isfinite(la):  # the same inf, or nan on both sides
+        return []
     rel = abs(la - lb) / max(abs(la), 1e-300)
     if rel > 0:
         return [_change("check loss", label, f"{fw}: rel. change {fmt(rel)}",
