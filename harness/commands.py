@@ -16,6 +16,7 @@ from .options import (Progress, add_dtype, add_execution, add_models, check_exec
 from .porting import add_import_args, cmd_import
 from .compare.pairwise import worst
 from .report import tables
+from .ablation import causes
 from .ablation.command import add_pitfalls_args, cmd_pitfalls
 from .schemas import add_schema_args, cmd_schema
 from .teach.command import add_explain_args, cmd_explain
@@ -133,6 +134,7 @@ def cmd_run(args):
         native, aligned, check, gallery = _run_phases(args, specs, names, native_specs,
                                                       executor)
         said = executor.hellos
+    causes.discount(native, aligned)  # a framework failing aligned: its defaults not blamed
     report.join()  # before the report forks its drawing processes
     print(tables.check_table(check.models))
     print(tables.check_footer(check.models))

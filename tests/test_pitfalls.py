@@ -7,6 +7,7 @@ import json
 import re
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import jsonschema
 import numpy as np
@@ -18,7 +19,7 @@ from crossgrad.harness.ablation import causes, command, measure
 from crossgrad.harness.ablation.cases import CASES
 from crossgrad.harness.compare import pitfalls
 from crossgrad.harness.compare.curves import CURVES
-from crossgrad.harness.report import tables
+from crossgrad.harness.report import findings, tables
 from crossgrad.harness.run import manifest
 from crossgrad.harness.run.executor import LocalExecutor
 from crossgrad.harness.run.jobs import Inputs, train_job
@@ -356,3 +357,22 @@ def test_a_native_parting_that_lockstep_does_not_see_is_amplification():
             "native_amplified": True}
     assert "rounding amplified by the dynamics, not a framework default" in \
         train_event(m, "torch", info)
+
+
+def test_no_default_is_blamed_where_the_framework_fails_aligned():
+    """A plugin wrong in TensorFlow by 1 %: every single-default run carries that 1 %, and
+    keras.float32_hyperparameters (with lr 0.5, exact in float32) was named the cause."""
+    ablation = [{"pitfall": "keras.float32_hyperparameters", "effect": 1.5e-3, "steps": 1,
+                 "confirmed": True}]
+    native = SimpleNamespace(models=[{"name": "m", "dtype": "float64", "frameworks": {
+        fw: {"status": "ok", "parted_at": 0, "native_ablation": [dict(a) for a in ablation],
+             "native_defaults": ["keras.float32_hyperparameters (1.5e-03 by step 0): ..."]}
+        for fw in ("tensorflow", "jax")}}])
+    aligned = SimpleNamespace(models=[{"name": "m", "dtype": "float64", "frameworks": {
+        "tensorflow": {"passed": False}, "jax": {"passed": True}}}])
+    causes.discount(native, aligned)
+    tf, jax = (native.models[0]["frameworks"][fw] for fw in ("tensorflow", "jax"))
+    assert tf["native_aligned_fails"] and tf["native_defaults"] == []
+    assert not tf["native_ablation"][0]["confirmed"]
+    assert findings.native_causes(tf) == [findings.ALIGNED_FAILS]
+    assert "native_aligned_fails" not in jax and jax["native_ablation"][0]["confirmed"]

@@ -333,3 +333,41 @@ def test_a_run_that_fails_then_diverges_is_a_fail_not_a_divergence():
     assert "1 diverged in every framework alike (DIVERGED)" in footer
     assert "the run FAILs before it" in diverged_line(failed)
     assert "curves disagree" not in diverged_line(failed)
+
+
+def test_at_a_glance_counts_no_unchecked_check_as_agreeing(results):
+    """NumPy alone in float32: the table said UNCHECKED, At a glance "Yes: 1 of 1 checks
+    agree"; and a model whose loss is not finite hid every other's finite-difference worst
+    behind its nan."""
+    specs, check, aligned, native, manifest = results
+    idle = check.models[3]  # xor_2_2_1 float32
+    idle.update(unchecked="nothing compared (ran: numpy; ...)")
+    check.models[2]["finite_difference"][0]["rel_err"] = float("nan")
+    check.models[2].update(passed=False, not_finite="the loss is nan in every framework that ran")
+    md = _doc(results).markdown()
+    glance = md[md.index("Do the gradients agree?"):].split("\n")[0]
+    assert "1 of 3 checks agree in every framework pair" in glance, glance
+    assert "UNCHECKED: [xor_2_2_1](#xor_2_2_1) float32 (nothing compared" in glance, glance
+    assert "finite differences worst 1.0e-09" in glance, glance
+
+
+def test_at_a_glance_counts_no_diverged_training_as_agreeing_at_every_step(results):
+    """Every framework diverged at step 3: once "1 of 1 ... agree ... at every step"."""
+    specs, check, aligned, native, manifest = results
+    m = aligned.models[0]
+    m["diverged_at"] = 3
+    for info in m["frameworks"].values():
+        info["diverged_at"] = 3
+    md = _doc(results).markdown()
+    glance = md[md.index("Does training agree?"):].split("\n")[0]
+    assert ("3 of 4 aligned runs' loss curves agree with the reference at every step, 1 up to "
+            "where every framework diverged") in glance, glance
+
+
+def test_a_framework_that_diverged_alone_is_said_in_the_report(results):
+    """The terminal said "torch diverged ... at step 5"; the report's bullets left it out."""
+    specs, check, aligned, native, manifest = results
+    aligned.models[0]["frameworks"]["torch"]["diverged_at"] = 5
+    md = _doc(results).markdown()
+    assert "batchnorm_mlp](#batchnorm_mlp) float64: torch diverged (non-finite loss or " \
+           "gradient) at step 5" in md

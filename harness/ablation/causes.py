@@ -56,6 +56,25 @@ def confirm(result, prepared, executor=None, cache=None, on_result=None):
     return len(jobs)
 
 
+def discount(native, aligned):
+    """Name no default where the framework's aligned run of the same model and dtype FAILs:
+    a single-default run is measured against the reference, so a difference of the
+    framework's own (a plugin's bug, a wrong formula) already in its aligned run is in every
+    one of them, and every default in play would be 'confirmed' by it. `run` has both
+    results; each such framework entry gets `native_aligned_fails` and no causes."""
+    if not native or not aligned:
+        return
+    failed = {(m["name"], m["dtype"], fw) for m in aligned.models
+              for fw, info in m["frameworks"].items() if info.get("passed") is False}
+    for m in native.models:
+        for fw, info in m["frameworks"].items():
+            if (m["name"], m["dtype"], fw) in failed and info.get("native_ablation"):
+                info["native_aligned_fails"] = True
+                info["native_defaults"] = []
+                for a in info["native_ablation"]:
+                    a["confirmed"] = False
+
+
 def amplified(info, k):
     """Whether the native run's lockstep agreed at every step up to k, where its curve parts:
     then no default changed a step beyond rounding, and the dynamics amplified it (a

@@ -72,18 +72,25 @@ def glance(doc, run):
 def _glance_check(check):
     if not check:
         return None
-    ok = [m for m in check.models if m["passed"]]
+    judged = [m for m in check.models if not m.get("unchecked")]  # UNCHECKED passed, idle
+    ok = [m for m in judged if m["passed"]]
     worst_of = {d: worst(e for m in check.models if m["dtype"] == d
                          for e in findings.worst_by_pair(m).values()) for d in PAIRWISE}
-    fd = [r["rel_err"] for m in check.models for r in m["finite_difference"]
-          if r["status"] != "kink"]
-    out = [b("Do the gradients agree?"), " Yes" if len(ok) == len(check.models) else " No",
-           f": {len(ok)} of {len(check.models)} checks agree in every framework pair"]
+    fd = [r["rel_err"] for m in check.models if not m.get("not_finite")  # nan there, said below
+          for r in m["finite_difference"] if r["status"] != "kink"]
+    out = [b("Do the gradients agree?"), " Yes" if len(ok) == len(judged) else " No",
+           f": {len(ok)} of {len(judged)} checks agree in every framework pair"]
     out += [f"; worst {d} error {fmt(w)} (tolerance {PAIRWISE[d]:g})"
             for d, w in worst_of.items() if w is not None]
     if fd:
         out.append(f"; finite differences worst {fmt(worst(fd))} (tolerance {FD_TOLERANCE:g})")
     out.append(".")
+    if not judged:
+        out = [b("Do the gradients agree?"), " Not compared."]
+    idle = [m for m in check.models if m.get("unchecked")]
+    if idle:
+        out += [" UNCHECKED: ", *_joined([[models.link_to(m["name"]), f" {m['dtype']}"]
+                                          for m in idle]), f" ({idle[0]['unchecked']})."]
     for m in check.models:
         if m.get("not_finite"):
             out += [" NOT FINITE: ", models.link_to(m["name"]), f" {m['dtype']}: {m['not_finite']}."]
@@ -102,10 +109,13 @@ def _glance_aligned(aligned):
     if not aligned:
         return None
     judged = [m for m in aligned.models if m["passed"] is not None and not m.get("unchecked")]
-    ok = [m for m in judged if m["passed"]]
-    out = [b("Does training agree?"), " Yes" if len(ok) == len(judged) else " No",
-           f": {len(ok)} of {len(judged)} aligned runs' loss curves agree with the reference "
-           "at every step."] if judged else [b("Does training agree?"), " Not compared."]
+    diverged = [m for m in judged if train_result(m) == "DIVERGED"]  # listed below, apart
+    ok = [m for m in judged if m["passed"] and m not in diverged]
+    out = [b("Does training agree?"), " Yes" if len(ok) + len(diverged) == len(judged) else
+           " No", f": {len(ok)} of {len(judged)} aligned runs' loss curves agree with the "
+           "reference at every step" + (f", {len(diverged)} up to where every framework "
+                                         f"diverged" if diverged else "") + "."] \
+        if judged else [b("Does training agree?"), " Not compared."]
     idle = [m for m in aligned.models if m.get("unchecked")]
     if idle:
         out += [" UNCHECKED: ", *_joined([[models.link_to(m["name"]), f" {m['dtype']}"]
@@ -235,7 +245,8 @@ def training_aligned(doc, run):
     if any(train_result(m) == "PASS*" for m in run.aligned.models):
         doc.p(STARRED_NOTE)
     lines = [(m, line) for m in run.aligned.models for fw, i in m["frameworks"].items()
-             if event(m, i) and (line := train_event(m, fw, i))]
+             if (event(m, i) or i.get("diverged_at") is not None)  # as the terminal says it
+             and (line := train_event(m, fw, i))]
     if lines:
         doc.bullets([[models.link_to(m["name"]), f" {m['dtype']}: {line}."] for m, line in lines])
 

@@ -12,6 +12,8 @@ from ..registry import ORDER
 
 
 AMPLIFIED = "rounding amplified by the dynamics (lockstep agrees at every step)"
+ALIGNED_FAILS = ("its aligned run fails too: the difference is the framework's own "
+                 "computation, so no default is named")
 
 
 def native_causes(info):
@@ -19,6 +21,8 @@ def native_causes(info):
     of the framework's entry: the pitfalls in play that alone move the curve by then, with
     their effect (harness/ablation/causes.py); or, where lockstep agreed at every step up
     to the parting, the dynamics."""
+    if info.get("native_aligned_fails"):
+        return [ALIGNED_FAILS]
     return [AMPLIFIED] if info.get("native_amplified") else list(info.get("native_defaults")
                                                                  or [])
 

@@ -261,7 +261,8 @@ def train_event(m, fw, i):
     if m["mode"] == "native" and i.get("parted_at") is not None:
         causes = ", ".join(f"{a['pitfall']} {fmt(a['effect'])}" for a in
                            i.get("native_ablation", []) if a["confirmed"]) \
-            or "none of those in play alone"
+            or ("none named: its aligned run fails too" if i.get("native_aligned_fails")
+                else "none of those in play alone")
         locked = (f"; in lockstep from step {i['lockstep_parted_at']} "
                   f"({differs_text(i['lockstep_differs'])})"
                   if i.get("lockstep_parted_at") is not None else "")
