@@ -100,8 +100,7 @@ def plan(specs, frameworks, batch_sizes, max_memory=None, requested=None):
     if max_memory:
         limit, why = max_memory * 1e9, "set by --max-memory"
     else:
-        limit = sizes.default_limit()
-        why = "half of this machine's memory; --max-memory GB raises it"
+        limit, why = sizes.default_limit(), sizes.DEFAULT_LIMIT
     for spec in specs:
         if per_model[spec.name]:
             sizes.check_batch(spec, max(per_model[spec.name]), limit, len(timed), why=why)

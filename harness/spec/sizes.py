@@ -63,21 +63,29 @@ def estimate(spec, training, frameworks=4):
     return items
 
 
-def check(specs, limit, training, frameworks=4,
-          why="half of this machine's memory; --max-memory GB raises it"):
+DEFAULT_LIMIT = "half of this machine's memory; --max-memory GB raises it"  # default_limit's
+
+
+def check(specs, limit, training, frameworks=4, why=DEFAULT_LIMIT):
     """Refuse (exit 2) the first spec whose estimate exceeds `limit` bytes."""
     for spec in specs:
-        items = estimate(spec, training, frameworks)
-        total = sum(i.bytes for i in items)
-        if total > limit:
-            big = max(items, key=lambda i: i.bytes)
-            field, text = big.blame or (big.field, big.text)
-            raise InputError(spec.file, field, f"{text}; {gb(total)} in all, over the "
-                             f"limit of {gb(limit)} ({why})")
+        over = _over(estimate(spec, training, frameworks), limit, why)
+        if over:
+            raise InputError(spec.file, *over)
 
 
-def check_batch(spec, batch, limit, frameworks=1, flag="--batch-sizes",
-                why="half of this machine's memory; --max-memory GB raises it"):
+def _over(items, limit, why):
+    """(the field that sets the biggest item, what it needs and the total) where the items
+    exceed `limit` bytes, else None."""
+    total = sum(i.bytes for i in items)
+    if total <= limit:
+        return None
+    big = max(items, key=lambda i: i.bytes)
+    field, text = big.blame or (big.field, big.text)
+    return field, f"{text}; {gb(total)} in all, over the limit of {gb(limit)} ({why})"
+
+
+def check_batch(spec, batch, limit, frameworks=1, flag="--batch-sizes", why=DEFAULT_LIMIT):
     """Refuse (exit 2, naming `flag`) training `spec` at batch size `batch` whatever its own
     data.batch_size (`bench --step-time --batch-sizes`): the same items as a training
     `estimate` but the curves (a bench records a call's steps, not train.steps), with one
@@ -92,14 +100,11 @@ def check_batch(spec, batch, limit, frameworks=1, flag="--batch-sizes",
         data.text = (f"{n:,} examples of shape {tuple(spec.input_shape)} repeated to "
                      f"{rows:,} rows need {gb(data.bytes)} of data")
     items = _parameters(spec, b, True, frameworks) + _activations(spec, b, batch) + [data]
-    total = sum(i.bytes for i in items)
-    if total > limit:
-        big = max(items, key=lambda i: i.bytes)
-        field, text = big.blame or (big.field, big.text)
-        where = f"{field}: " if field else ""
-        raise InputError(flag, None, f"{spec.name} at batch size {batch:,}: {where}"
-                                     f"{text}; {gb(total)} in all, over the limit of "
-                                     f"{gb(limit)} ({why})")
+    over = _over(items, limit, why)
+    if over:
+        field, text = over
+        raise InputError(flag, None, f"{spec.name} at batch size {batch:,}: "
+                                     + (f"{field}: " if field else "") + text)
 
 
 def default_limit():
