@@ -371,3 +371,12 @@ def test_a_framework_that_diverged_alone_is_said_in_the_report(results):
     md = _doc(results).markdown()
     assert "batchnorm_mlp](#batchnorm_mlp) float64: torch diverged (non-finite loss or " \
            "gradient) at step 5" in md
+
+
+def test_the_aligned_section_names_each_reference_in_use(results):
+    """A plugin without numpy_backward makes torch a model's reference: the section said
+    "(numpy)" all the same."""
+    specs, check, aligned, native, manifest = results
+    assert "against the reference's (numpy), as the worst" in _doc(results).markdown()
+    aligned.models[0]["reference"] = "torch"
+    assert "against the reference's (torch or numpy, per model)" in _doc(results).markdown()

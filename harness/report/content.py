@@ -229,9 +229,12 @@ def training_aligned(doc, run):
         return
     doc.h(2, "Training, aligned")
     fws = findings.frameworks_in(run.aligned.models)
-    doc.p(f"Each framework's loss curve against the reference's ({REFERENCE}), as the worst "
+    # the reference is NumPy's, or torch's where a plugin's NumPy has no backward
+    refs = list(dict.fromkeys(m["reference"] for m in run.aligned.models))
+    which = refs[0] if len(refs) == 1 else f"{' or '.join(refs)}, per model"
+    doc.p(f"Each framework's loss curve against the reference's ({which}), as the worst "
           "relative difference over the steps, and lockstep: every step taken again from "
-          f"{REFERENCE}'s parameters, running statistics and optimizer state, its forward and "
+          "the reference's parameters, running statistics and optimizer state, its forward and "
           "backward compared with the reference's and its update with the reference's rule "
           "on the same gradients (the worst entry over the steps and frameworks; tolerance "
           f"{PAIRWISE['float64']:g} in float64, {PAIRWISE['float32']:g} in float32). Events: "

@@ -132,7 +132,6 @@ def _judged(row):
     return f"{row['gradient_from']}'s gradient (probed on {row['framework']}'s loss)"
 
 
-
 def control_lines(m):
     """What the control one format wider said (compare/control.py): why a model is PASS*,
     or why there was none."""
