@@ -10,7 +10,7 @@ import contextlib
 import os
 from pathlib import Path
 
-from .harness import api as _api
+from .harness import api as _api, registry
 from .harness.errors import InputError
 from .harness.run.executor import LocalExecutor
 from .harness.spec import Spec, load_spec, zoo_names, zoo_spec
@@ -64,10 +64,17 @@ def train(specs, *, frameworks=None, steps=None, native=False, dtype=None, seed=
 
 def framework_names(frameworks):
     """A list of names, or one string of them separated by commas as --frameworks takes them
-    ("torch" is one name, not five letters); None: all."""
-    if isinstance(frameworks, str):
-        return [name.strip() for name in frameworks.split(",")]
-    return None if frameworks is None else list(frameworks)
+    ("torch" is one name, not five letters); None: all. An unknown name is refused here,
+    named by this argument: the harness would name the command line's --frameworks."""
+    if frameworks is None:
+        return None
+    names = [n.strip() for n in frameworks.split(",")] if isinstance(frameworks, str) \
+        else list(frameworks)
+    unknown = next((n for n in names if n not in registry.PARTICIPANTS), None)
+    if unknown is not None:
+        raise InputError("frameworks", unknown, f"unknown framework; choose from "
+                                                f"{', '.join(registry.PARTICIPANTS)}")
+    return names
 
 
 def _specs(specs, **overrides):

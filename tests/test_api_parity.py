@@ -223,3 +223,15 @@ def test_the_python_check_takes_the_order_and_matmul_precision_of_the_command(ex
     assert pinned["models"][0]["matmul_precision"] == "default"
     with pytest.raises(ValueError, match="order"):
         crossgrad.check("xor_2_2_1", order=3, executor=executor)
+
+
+@pytest.mark.parametrize("given", [["numpy", "pytorch"], "numpy,pytorch"])
+def test_an_unknown_framework_in_python_is_named_by_its_argument(given):
+    """From Python it said "--frameworks: pytorch: unknown framework", a flag the caller
+    never typed."""
+    import crossgrad
+    for call in (crossgrad.check, crossgrad.train):
+        with pytest.raises(crossgrad.InputError) as caught:
+            call("xor_2_2_1", frameworks=given)
+        assert str(caught.value).startswith("frameworks: pytorch: unknown framework; choose "
+                                            "from numpy, torch, tensorflow, jax, original")
