@@ -10,8 +10,9 @@ import contextlib
 import os
 from pathlib import Path
 
-from .harness import api as _api, registry
+from .harness import api as _api
 from .harness.errors import InputError
+from .harness.run.execute import refuse_unknown
 from .harness.run.executor import LocalExecutor
 from .harness.spec import Spec, load_spec, zoo_names, zoo_spec
 
@@ -70,10 +71,7 @@ def framework_names(frameworks):
         return None
     names = [n.strip() for n in frameworks.split(",")] if isinstance(frameworks, str) \
         else list(frameworks)
-    unknown = next((n for n in names if n not in registry.PARTICIPANTS), None)
-    if unknown is not None:
-        raise InputError("frameworks", unknown, f"unknown framework; choose from "
-                                                f"{', '.join(registry.PARTICIPANTS)}")
+    refuse_unknown(names, "frameworks")
     return names
 
 

@@ -28,12 +28,10 @@ REPEATS = 5
 ONE_VALUE_PER_CHANNEL = "batchnorm needs more than one value per channel"
 
 
-def jobs(specs, frameworks, batch_sizes):
+def jobs(specs, frameworks, per_model):
     """Framework by framework (a worker starts once); the first job of each also probes GEMM.
-    `batch_sizes`: a list, or {model: [batch sizes]} (plan's). A model's data is drawn once
-    and shared by its jobs: a batch larger than the data set repeats it, up to that many rows."""
-    per_model = batch_sizes if isinstance(batch_sizes, dict) else \
-        {spec.name: list(batch_sizes) for spec in specs}
+    `per_model`: {model: [batch sizes]} (plan's). A model's data is drawn once and shared by
+    its jobs: a batch larger than the data set repeats it, up to that many rows."""
     drawn = {}
     out = []
     for framework in frameworks:

@@ -9,16 +9,22 @@ def frameworks_to_run(requested=None):
     """-> (names to run, {name: why skipped}). Asking for a missing framework is an error.
     "original" (an imported spec's own model) is kept: each spec says whether it has one."""
     names = requested or registry.PARTICIPANTS
-    unknown = [n for n in requested or () if n not in registry.PARTICIPANTS]
-    if unknown:
-        raise InputError("--frameworks", unknown[0],
-                         f"unknown framework; choose from {', '.join(registry.PARTICIPANTS)}")
+    refuse_unknown(requested)
     missing = {n: f"not installed (no module named '{registry.FRAMEWORKS[n].module}')"
                for n in names if n in registry.FRAMEWORKS and not registry.installed(n)}
     if requested and missing:
         name = next(iter(missing))
         raise InputError("--frameworks", name, missing[name])
     return [n for n in names if n not in missing], missing
+
+
+def refuse_unknown(names, flag="--frameworks"):
+    """Exit 2 at the first name that is no framework, naming where it was given: the command
+    line's flag, or a Python argument (crossgrad.check's `frameworks`)."""
+    unknown = [n for n in names or () if n not in registry.PARTICIPANTS]
+    if unknown:
+        raise InputError(flag, unknown[0],
+                         f"unknown framework; choose from {', '.join(registry.PARTICIPANTS)}")
 
 
 def run_jobs(jobs, executor=None, cache=None, on_result=None):

@@ -47,7 +47,7 @@ def gb(n):
 
 def estimate(spec, training, frameworks=4):
     """[Item] for one (spec, dtype): what one job needs in the harness and one worker."""
-    b = 4 if spec.dtype == "float32" else 8
+    b = _width(spec)
     n, stored = _examples(spec)
     batch = min(spec.data["batch_size"] or n, max(n, 1))
     items = _parameters(spec, b, training, frameworks)
@@ -91,7 +91,7 @@ def check_batch(spec, batch, limit, frameworks=1, flag="--batch-sizes", why=DEFA
     `estimate` but the curves (a bench records a call's steps, not train.steps), with one
     batch of `batch` examples and the data set repeated up to `batch` rows where the batch
     is larger than it (the bench draws each batch without replacement from those rows)."""
-    b = 4 if spec.dtype == "float32" else 8
+    b = _width(spec)
     n, stored = _examples(spec)
     rows = max(n, batch)
     data = _data(spec, b, rows, stored, batch, True)[0]
@@ -121,6 +121,11 @@ def default_limit():
 
 
 # ---- the items -------------------------------------------------------------------------------
+
+def _width(spec):
+    """Bytes per value of the spec's dtype."""
+    return 4 if spec.dtype == "float32" else 8
+
 
 def _examples(spec):
     """-> (examples used, bytes of the files as stored: MNIST's are read whole)."""
