@@ -542,6 +542,16 @@ def test_cached_results_come_back_bit_for_bit(tmp_path):
     assert zipfile.is_zipfile(tmp_path / "c" / "k0.npz")
 
 
+def test_an_unusable_cache_entry_is_said_once_however_often_it_is_read(tmp_path):
+    """Two phases of `run --resume` share a job: its broken entry was said twice."""
+    said = []
+    cache = ResultCache(tmp_path / "c", reuse=True, warn=said.append)
+    cache.put("k", {"status": "ok", "loss": 0.5})
+    (tmp_path / "c" / "k.npz").write_bytes(b"not a zip")
+    assert cache.get("k") is None and cache.get("k") is None
+    assert len(said) == 1 and "cache entry" in said[0] and "is unusable" in said[0], said
+
+
 def test_a_folder_or_link_put_where_an_output_goes_is_not_replaced(tmp_path):
     """Between the check that the output does not exist and its rename, an empty folder or a
     link put there is refused (RENAME_NOREPLACE), where a plain rename would replace it."""
