@@ -82,8 +82,10 @@ def _controlled(out, prepared, per_model, references, job, executor, cache, on_r
 
 
 def train(specs, *, frameworks=None, native=False, steps=None, executor=None, on_result=None,
-          cache=None, prepared=None):
-    """Train every spec for `steps` (default: the spec's) in every framework, same batches."""
+          cache=None, prepared=None, aligned_known=False):
+    """Train every spec for `steps` (default: the spec's) in every framework, same batches.
+    `aligned_known`: the caller judges the native causes against its own aligned training
+    (ablation.causes.discount), and no control run is wanted."""
     names, missing = frameworks_to_run(frameworks)
     check_original_asked(specs, frameworks)
     prepared = prepared or prepare(specs, steps)
@@ -108,7 +110,7 @@ def train(specs, *, frameworks=None, native=False, steps=None, executor=None, on
     if native is False:
         _lockstep_controlled(out, prepared, per_model, job, executor, cache, on_result)
     if native is True:  # each parting's causes: the pitfalls in play, one at a time
-        causes.confirm(out, prepared, executor, cache, on_result)
+        causes.confirm(out, prepared, executor, cache, on_result, controls=not aligned_known)
     return out
 
 

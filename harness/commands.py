@@ -180,7 +180,7 @@ def _run_phases(args, specs, names, native_specs, executor):
     phases = [  # side by side, in this priority: the native runs first, because the
         # single-pitfall runs that explain their partings can start only after them
         lambda ex: api.train(native_specs, native=True, prepared=native_prepared,
-                             executor=ex, **shared) if native_specs else None,
+                             executor=ex, aligned_known=True, **shared) if native_specs else None,
         lambda ex: api.train(specs, prepared=prepared, executor=ex, **shared),
         lambda ex: api.check(specs, prepared=prepared, executor=ex, **shared),
         lambda ex: measure_gallery(args.frameworks, ex, progress) if args.mistakes else None]

@@ -376,3 +376,26 @@ def test_no_default_is_blamed_where_the_framework_fails_aligned():
     assert not tf["native_ablation"][0]["confirmed"]
     assert findings.native_causes(tf) == [findings.ALIGNED_FAILS]
     assert "native_aligned_fails" not in jax and jax["native_ablation"][0]["confirmed"]
+
+
+def test_train_native_defaults_blames_no_default_where_the_aligned_run_parts_too(executor):
+    """`train --native-defaults` has no aligned training to discount by: its control run
+    (the aligned run of the same steps) parts there when TensorFlow's plugin is 1 % off,
+    and keras.adagrad_initial_accumulator, confirmed for the right plugin, is then not named."""
+    need("tensorflow")
+    variants = Path(__file__).parent / "plugins" / "swish_variants.py"
+    specs = [parse_spec({"name": kind, "seed": 1, "plugins": [str(variants)],
+                         "input_shape": [64], "data": {"source": "digits", "batch_size": 16},
+                         "layers": [{"type": "dense", "units": 8}, {"type": kind},
+                                    {"type": "dense", "units": 10}],
+                         "loss": {"type": "softmax_cross_entropy"},
+                         "optimizer": {"type": "adagrad", "lr": 0.1}, "train": {"steps": 6}},
+                        f"{kind}.toml", kind) for kind in ("scaled_swish", "swish_tf_off")]
+    result = api.train(specs, frameworks=["numpy", "tensorflow"], native=True,
+                       executor=executor)
+    right, off = (m["frameworks"]["tensorflow"] for m in result.models)
+    assert "native_aligned_fails" not in right
+    assert any(d.startswith("keras.adagrad_initial_accumulator") for d in right["native_defaults"]), right
+    assert off["parted_at"] is not None and off["native_aligned_fails"]
+    assert off["native_defaults"] == [] and off["native_ablation"]
+    assert not any(a["confirmed"] for a in off["native_ablation"])

@@ -11,6 +11,12 @@ every pitfall measured into `native_ablation`. Cost: steps 0..k of one model per
 pitfall in play, for the curves that part only. A curve whose lockstep agreed at every
 step up to k parted by the dynamics alone (rounding amplified, as an aligned PASS*): no
 pitfall is run or named for it, and `native_amplified` says so.
+
+A single-pitfall run is measured against the reference, so a difference of the framework's
+own (a plugin's bug, a wrong formula) is in every one of them, and would "confirm" every
+pitfall in play. So a framework whose aligned run fails names no default: `run` knows from
+its aligned training (discount); `train --native-defaults` runs a control, the aligned
+run of the same steps 0..k, beside the single-pitfall runs (confirm's `controls`).
 """
 import copy
 
@@ -21,10 +27,12 @@ from ..run.jobs import keyed, train_job
 from ..spec.data import batch_order, dropout_masks
 
 
-def confirm(result, prepared, executor=None, cache=None, on_result=None):
+def confirm(result, prepared, executor=None, cache=None, on_result=None, controls=True):
     """Fill `native_defaults` and `native_ablation` of every native entry of `result` (a
-    TrainResult of native=True) from single-pitfall runs; -> the number of jobs run."""
-    planned, jobs = [], []
+    TrainResult of native=True) from single-pitfall runs; -> the number of jobs run.
+    `controls`: also the aligned run of each parting's steps, whose own parting by step k
+    disowns every pitfall (False where the caller has the aligned results: discount)."""
+    planned, jobs, controlled = [], [], []
     for (spec, inputs), entry in zip(prepared, result.models):
         for fw, info in entry["frameworks"].items():
             if info["status"] != "ok":
@@ -37,7 +45,11 @@ def confirm(result, prepared, executor=None, cache=None, on_result=None):
                 info["native_amplified"] = True
                 continue
             short = shortened(inputs, k + 1)
-            for pitfall in in_play(spec, fw):
+            pitfalls = in_play(spec, fw)
+            if controls and pitfalls:
+                controlled.append((entry, spec, fw, k, len(jobs)))
+                jobs.append(free_running(train_job(spec, short, fw, False), spec, executor))
+            for pitfall in pitfalls:
                 planned.append((entry, spec, fw, pitfall, k, len(jobs)))
                 jobs.append(free_running(train_job(spec, short, fw, [pitfall.name]), spec,
                                          executor))
@@ -53,6 +65,10 @@ def confirm(result, prepared, executor=None, cache=None, on_result=None):
         for fw, info in entry["frameworks"].items():
             if (id(entry), fw) in measured:
                 attach(info, sorted(measured[(id(entry), fw)], key=_largest_first))
+    for entry, spec, fw, k, at in controlled:
+        effect = effect_of(result, entry, spec, fw, results[at], k)
+        if effect is not None and effect > CURVES[spec.dtype]:
+            disown(entry["frameworks"][fw])
     return len(jobs)
 
 
@@ -69,10 +85,15 @@ def discount(native, aligned):
     for m in native.models:
         for fw, info in m["frameworks"].items():
             if (m["name"], m["dtype"], fw) in failed and info.get("native_ablation"):
-                info["native_aligned_fails"] = True
-                info["native_defaults"] = []
-                for a in info["native_ablation"]:
-                    a["confirmed"] = False
+                disown(info)
+
+
+def disown(info):
+    """No default named for a native entry whose framework's aligned run fails too."""
+    info["native_aligned_fails"] = True
+    info["native_defaults"] = []
+    for a in info["native_ablation"]:
+        a["confirmed"] = False
 
 
 def amplified(info, k):

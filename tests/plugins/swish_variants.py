@@ -75,3 +75,11 @@ class Float32(ScaledSwish):
     def jax(self, p, x):
         import jax
         return (self.gamma * x * jax.nn.sigmoid(p["beta"] * x)).astype("float32")
+
+
+@crossgrad.layer("swish_tf_off")
+class TensorFlowOff(ScaledSwish):
+    """TensorFlow's forward is 1 % too large: a framework wrong in its aligned run too."""
+
+    def tensorflow(self, p, x):
+        return 1.01 * super().tensorflow(p, x)
