@@ -212,6 +212,30 @@ def test_training_keeps_its_bits_with_the_vanishing_penalty(framework, dtype, mo
         assert bits(fast[1][name]) == bits(value), name
 
 
+PLAIN_CASES = [(fw, name) for fw in FRAMEWORKS for name in ("digits_mlp", "digits_cnn")
+               if fw != "numpy" or name in plain_numpy.NETWORKS]
+
+
+@pytest.mark.parametrize("framework, name", PLAIN_CASES, ids=["-".join(c) for c in PLAIN_CASES])
+def test_each_timed_plain_call_starts_from_the_initial_weights(framework, name):
+    """The implementation's timed calls each start from the spec's parameters; the plain
+    loop's start from its initial weights and optimizer state too (reset), not from where
+    the last call left them: after three calls, the fourth repeats the first bit for bit."""
+    need(framework)
+    spec = zoo_spec(name, dtype="float32")
+    if framework != "numpy":  # with an optimizer state to reset (the NumPy loop is SGD's)
+        spec = spec.with_overrides(**{"optimizer": {"type": "adam", "lr": 0.01}})
+    plain = steptime.plain_loops(framework)
+    inputs = Inputs(spec, steps=3)
+    loops = plain.build(name, spec.for_impls())
+    curves = []
+    for _ in range(4):
+        plain.reset(loops)
+        curves.append(plain.train(loops, inputs.x, inputs.y, list(inputs.batches)))
+    assert curves[1]["loss"][0] != curves[0]["loss"][-1]  # three steps moved the weights
+    assert curves[3] == curves[0]
+
+
 @pytest.mark.parametrize("batch_size", [None, 1], ids=["spec_batch", "batch_1"])
 @pytest.mark.parametrize("name", sorted(plain_numpy.NETWORKS))
 def test_the_plain_numpy_loop_is_the_implementations_math(name, batch_size):

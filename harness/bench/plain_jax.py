@@ -154,7 +154,15 @@ def build(name, spec):
             grads = jax.tree.map(lambda g: g * scale, grads)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss, squares
-    return {"params": params, "opt_state": optimizer.init(params), "step": step}
+    opt_state = optimizer.init(params)
+    return {"params": params, "opt_state": opt_state, "step": step,
+            "initial": (params, opt_state)}
+
+
+def reset(plain):
+    """Back to the initial parameters and optimizer state (immutable: kept as they were), as
+    every timed call of the implementation starts from the spec's."""
+    plain["params"], plain["opt_state"] = plain["initial"]
 
 
 def train(plain, x, y, batches):

@@ -26,7 +26,15 @@ def build(name, spec):
     weights = [(rng.normal(0, 1 / math.sqrt(a), (a, b)).astype(dtype), np.zeros(b, dtype))
                for a, b in zip(sizes, sizes[1:])]
     return {"weights": weights, "cfg": spec["train"], "lr": spec["optimizer"]["lr"],
-            "dtype": dtype, "buffers": {}}
+            "dtype": dtype, "buffers": {}, "initial": [(w.copy(), b.copy()) for w, b in weights]}
+
+
+def reset(plain):
+    """Back to the initial weights (the step updates them in place), as every timed call of
+    the implementation starts from the spec's."""
+    for (w, b), (w0, b0) in zip(plain["weights"], plain["initial"]):
+        np.copyto(w, w0)
+        np.copyto(b, b0)
 
 
 def buffers(plain, batch):

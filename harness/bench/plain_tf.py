@@ -109,7 +109,15 @@ def build(name, spec):
             grads = [g * scale for g in grads]
         optimizer.apply_gradients(zip(grads, variables))
         return loss, squares
-    return {"step": step}
+    state = variables + list(optimizer.variables)  # the weights, the slots and the step count
+    return {"step": step, "state": state, "initial": [v.numpy() for v in state]}
+
+
+def reset(plain):
+    """Back to the initial weights and optimizer variables, as every timed call of the
+    implementation starts from the spec's."""
+    for v, value in zip(plain["state"], plain["initial"]):
+        v.assign(value)
 
 
 def train(plain, x, y, batches):

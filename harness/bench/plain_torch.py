@@ -8,6 +8,8 @@ torch's own initial weights and layouts (NCHW images, two LSTM biases): this is 
 baseline `crossgrad bench --step-time` times each implementation against, not a reference
 for its numbers.
 """
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -89,10 +91,20 @@ def build(name, spec):
     """The network of zoo model `name` in the spec's dtype, its optimizer and its layer groups."""
     net = NETWORKS[name]().to(getattr(torch, spec["dtype"]))
     groups = net.groups() if hasattr(net, "groups") else [m for m in net if list(m.parameters())]
-    return {"net": net, "optimizer": optimizer_for(spec, list(net.parameters())),
+    optimizer = optimizer_for(spec, list(net.parameters()))
+    return {"net": net, "optimizer": optimizer,
             "groups": [list(g.parameters()) for g in groups], "cfg": spec["train"],
             "weights": [m.weight for m in net.modules() if isinstance(m, (nn.Linear, nn.Conv2d))],
-            "images": len(spec["input_shape"]) == 3}
+            "images": len(spec["input_shape"]) == 3,
+            "initial": copy.deepcopy((net.state_dict(), optimizer.state_dict()))}
+
+
+def reset(plain):
+    """Back to the initial weights and a fresh optimizer state, as every timed call of the
+    implementation starts from the spec's."""
+    net_state, optimizer_state = plain["initial"]
+    plain["net"].load_state_dict(net_state)
+    plain["optimizer"].load_state_dict(optimizer_state)
 
 
 def train(plain, x, y, batches):

@@ -3,7 +3,9 @@ implementation's `train` against the plain loop of the same network (plain_*.py)
 GEMM probe that gives the machine's matmul peak in this framework.
 
 A step's time is the wall time of a `train` call over k steps divided by the steps it took,
-the median over repeats, impl and plain interleaved so both see the same load. Each call
+the median over repeats, impl and plain interleaved so both see the same load, and both
+starting every call from their initial weights (a plain loop left where its last call
+ended would be timed on weights the implementation never sees). Each call
 returns the curves as Python floats, which synchronises every framework (JAX dispatches
 asynchronously). The first call of each (its one step traced and compiled) is reported
 apart: compile seconds = that call's time less one step.
@@ -46,6 +48,7 @@ def measure(impl, job):
             return timed(lambda: impl.train.train(model, job["x"], job["y"], batches, masks))
 
         def run_plain(k):
+            plain.reset(loops)  # not timed
             batches, _ = draw(k)
             return timed(lambda: plain.train(loops, job["x"], job["y"], batches))
         runs = {"impl": run_impl, "plain": run_plain} if loops else {"impl": run_impl}
