@@ -399,3 +399,18 @@ def test_train_native_defaults_blames_no_default_where_the_aligned_run_parts_too
     assert off["parted_at"] is not None and off["native_aligned_fails"]
     assert off["native_defaults"] == [] and off["native_ablation"]
     assert not any(a["confirmed"] for a in off["native_ablation"])
+
+
+@pytest.mark.parametrize("ablation", [[], [{"pitfall": "keras.default_epsilon", "effect": 1e-12,
+                                            "steps": 3, "confirmed": False}]])
+def test_a_parting_without_a_cause_is_said_in_the_same_words_everywhere(ablation):
+    """The terminal, the report's bullets and its plots once said "none of those in play
+    alone" and "no known cause" of the same parting; now each says findings.no_cause."""
+    info = {"status": "ok", "parted_at": 2, "native_defaults": [], "native_ablation": ablation}
+    m = {"name": "m", "mode": "native", "dtype": "float64", "reference": "numpy",
+         "frameworks": {"tensorflow": info}}
+    said = findings.no_cause(info)
+    assert said.startswith("no known cause: ")
+    assert ("1 framework default(s) in play" in said) == bool(ablation)
+    assert findings.partings(SimpleNamespace(models=[m]))[0]["causes"] == [said]
+    assert tables.train_event(m, "tensorflow", info).endswith(said)

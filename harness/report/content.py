@@ -63,7 +63,7 @@ def glance(doc, run):
               "crossgrad pitfalls proves each one on a minimal spec).")
         doc.table(["model", "framework", "parts at step", "why (each default alone: effect)"],
                   [[models.link_to(p["model"]), p["framework"], p["step"],
-                    "; ".join(p["causes"]) or "no known cause"] for p in parted])
+                    "; ".join(p["causes"])] for p in parted])
     elif run.native:
         doc.p(b("Native defaults"), ": no curve parts from the reference by more than "
               f"{PARTED:g}.")

@@ -20,11 +20,24 @@ def native_causes(info):
     """What the report names as the cause of a native-defaults curve's parting: one field
     of the framework's entry: the pitfalls in play that alone move the curve by then, with
     their effect (harness/ablation/causes.py); or, where lockstep agreed at every step up
-    to the parting, the dynamics."""
+    to the parting, the dynamics; or why none is named. Empty for a curve that does not part."""
     if info.get("native_aligned_fails"):
         return [ALIGNED_FAILS]
-    return [AMPLIFIED] if info.get("native_amplified") else list(info.get("native_defaults")
-                                                                 or [])
+    if info.get("native_amplified"):
+        return [AMPLIFIED]
+    if info.get("native_defaults") or info.get("parted_at") is None:
+        return list(info.get("native_defaults") or [])
+    return [no_cause(info)]
+
+
+def no_cause(info):
+    """Why a parting native curve has no cause named: the defaults in play were measured and
+    none moves it that far alone, or none is in play."""
+    measured = len(info.get("native_ablation") or [])
+    if measured:
+        return (f"no known cause: none of the {measured} framework default(s) in play moves "
+                f"the curve that far alone")
+    return "no known cause: no framework default known to differ is in play"
 
 
 def partings(native):

@@ -47,7 +47,7 @@ def section(doc, spec, run):
     parted = [p for p in findings.partings(run.native) if p["model"] == spec.name]
     if parted:
         doc.bullets([[b(f"{p['framework']} parts from {p['reference']} at step {p['step']}"),
-                      " (native defaults), with: ", "; ".join(p["causes"]) or "no known cause"]
+                      " (native defaults), with: ", "; ".join(p["causes"])]
                      for p in parted])
     _figures(doc, spec.name, run, checks, parted)
 

@@ -94,7 +94,7 @@ def _mark_partings(layout, partings, last):
         layout.setdefault("shapes", []).append(
             dict(type="line", xref="x", yref="paper", x0=p["step"], x1=p["step"], y0=0, y1=1,
                  line=dict(color=c, width=1, dash="dot")))
-        first = p["causes"][0] if p["causes"] else "no known cause"
+        first = p["causes"][0]
         more = f" (+{len(p['causes']) - 1})" if len(p["causes"]) > 1 else ""
         left = p["step"] <= last / 2
         layout.setdefault("annotations", []).append(
@@ -104,12 +104,12 @@ def _mark_partings(layout, partings, last):
                  bgcolor="rgba(255,255,255,0.85)",
                  text=f"{short(p['framework'])} parts at step {p['step']}:<br>"
                       f"{html.escape(_clip(first, 34))}{more}",
-                 hovertext="<br>".join(map(html.escape, p["causes"])) or "no known cause"))
+                 hovertext="<br>".join(map(html.escape, p["causes"]))))
 
 
 def _parting_caption(partings):
     return " ".join(f"{p['framework']} parts from {p['reference']} at step {p['step']}: "
-                    + ("; ".join(p["causes"]) or "no known cause") + "." for p in partings)
+                    + "; ".join(p["causes"]) + "." for p in partings)
 
 
 # ---- gradients -----------------------------------------------------------------------------

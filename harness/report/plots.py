@@ -163,7 +163,7 @@ def _mark_partings(ax, partings):
     last = ax.get_xlim()[1]
     for p in partings:
         ax.axvline(p["step"], color=color(p["framework"]), lw=0.9, ls=":")
-        cause = p["causes"][0] if p["causes"] else "no known cause"
+        cause = p["causes"][0]
         more = f" (+{len(p['causes']) - 1})" if len(p["causes"]) > 1 else ""
         text = f"{short(p['framework'])} @{p['step']}: {_clip(cause, 44)}{more}"
         ax.text(p["step"], 0.98, text, rotation=90, va="top", fontsize=6.5,

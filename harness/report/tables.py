@@ -11,6 +11,7 @@ from ..compare import lockstep_control
 from ..compare.lockstep import differs_text
 from ..compare.pairwise import PAIRWISE, worst, worst_by_pair
 from ..registry import PARTICIPANTS, REFERENCE, short
+from . import findings
 
 
 def fmt(x):
@@ -261,7 +262,7 @@ def train_event(m, fw, i):
         causes = ", ".join(f"{a['pitfall']} {fmt(a['effect'])}" for a in
                            i.get("native_ablation", []) if a["confirmed"]) \
             or ("none named: its aligned run fails too" if i.get("native_aligned_fails")
-                else "none of those in play alone")
+                else findings.no_cause(i))
         locked = (f"; in lockstep from step {i['lockstep_parted_at']} "
                   f"({differs_text(i['lockstep_differs'])})"
                   if i.get("lockstep_parted_at") is not None else "")
