@@ -342,3 +342,35 @@ def test_saved_bfloat16_arrays_are_float32_holding_the_same_values(tmp_path, cap
             assert np.array_equal(params[name], array.astype(np.float32)), name
         assert batch["x"].dtype == np.float32 and np.array_equal(batch["x"], x.astype(np.float32))
         assert {numpy_results[name].dtype.kind for name in numpy_results.files} == {"f"}
+
+
+# a residual block holding a ReLU, with a plugin whose torch dL/dx is 5x too large
+WRONG_IN_A_BLOCK = {
+    "name": "wrong_in_a_block", "seed": 0, "input_shape": [4],
+    "plugins": [str(__import__("pathlib").Path(__file__).parent / "plugins" / "swish_variants.py")],
+    "data": {"source": "random_classification", "classes": 2, "examples": 8},
+    "layers": [{"type": "residual", "layers": [
+        {"type": "dense", "units": 4, "init": {"type": "normal", "std": 1.0}},
+        {"type": "swish_torch_dx_5x"}, {"type": "relu"}]}, {"type": "dense", "units": 2}],
+    "loss": {"type": "softmax_cross_entropy"}}
+
+
+@pytest.mark.parametrize("first", [True, False], ids=["block_first", "block_second"])
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_a_wrong_gradient_in_a_block_with_a_relu_is_not_excused_as_a_branch(executor, dtype,
+                                                                             first):
+    """The block holds a kink, its outputs agree, and its dL/dx is the first beyond the
+    tolerance: it once counted as a branch whatever the difference, and every gradient at and
+    below it went unjudged (PASS). A flip changes a few rows of dL/dx; this changes them all.
+    At layer 0 the pairs were not excused either way (index 0 read as none)."""
+    need("torch")
+    layers = WRONG_IN_A_BLOCK["layers"]
+    raw = dict(WRONG_IN_A_BLOCK, dtype=dtype,
+               layers=layers if first else [{"type": "dense", "units": 4}, *layers])
+    result = api.check([parse_spec(raw, "wrong.toml", raw["name"])],
+                       frameworks=["numpy", "torch"], executor=executor)
+    model = result.models[0]
+    assert not model["passed"]
+    assert "branched_at" not in model["frameworks"]["torch"]
+    assert any(r["framework"] == "torch" and r["kind"] == "grad" and r["status"] == "beyond"
+               for r in model["precision"])

@@ -81,7 +81,7 @@ def attach(entry, spec, results, reference, matmul_precision):
                 continue
             mine, per_layer = _rows(fw, r, reference, zeros, tol), _layer_rows(fw, spec.layers, r,
                                                                                 reference)
-            branches[fw] = branch(spec.layers, per_layer, tol)
+            branches[fw] = branch(spec.layers, per_layer, tol, r, reference)
             if branches[fw] is not None:
                 _excuse(mine, branches[fw], "float64")
                 entry["frameworks"][fw]["branched_at"] = _where(spec.layers, branches[fw])
@@ -89,8 +89,9 @@ def attach(entry, spec, results, reference, matmul_precision):
             entry["frameworks"][fw]["digits"] = worst_digits([row["digits"] for row in mine])
     if spec.dtype in REDUCED:  # pairs below a kink that rounding flipped in either of them
         for c in entry["comparisons"]:
-            at = max((branches.get(fw) or -1 for fw in (c["a"], c["b"])), default=-1)
-            if at >= 0:
+            at = max((b for fw in (c["a"], c["b"]) if (b := branches.get(fw)) is not None),
+                     default=None)
+            if at is not None:
                 _excuse([c], at, "each other")
         entry["first_parting"] = first_partings(spec.layers, entry["layers"], entry["comparisons"],
                                                 spec.dtype, 2 * tol)
@@ -103,22 +104,48 @@ def attach(entry, spec, results, reference, matmul_precision):
     return entry
 
 
-def branch(layers, per_layer, tol):
+def branch(layers, per_layer, tol, result, reference):
     """The index of the layer where a framework's values left float64's at a kink, or None:
     every layer output within tol, and the first dL/dx beyond it, from the top down, is that
     of a layer holding a ReLU or a max (rounding moved an input across its kink: the gradient
-    takes the other side; the README's float32 branches, within one step)."""
+    takes the other side; the README's float32 branches, within one step), and its dL/dx
+    differs as a flipped branch does (flipped)."""
     if len(per_layer) != len(layers) or any(not r["forward_rel_err"] <= tol for r in per_layer):
         return None
     for i in reversed(range(len(per_layer))):
         err = per_layer[i]["backward_rel_err"]
         if err is not None and not err <= tol:
-            return i if _holds_kink(layers[i]) else None
+            name = layers[i]["name"]
+            return i if _holds_kink(layers[i]) and flipped(
+                layers[i], result["layer_input_grads"][name],
+                reference["layer_input_grads"][name], tol) else None
     return None
 
 
 def _holds_kink(layer):
     return layer["type"] in KINKS or any(_holds_kink(sub) for sub in layer.get("layers", []))
+
+
+def flipped(layer, grad, exact, tol):
+    """Whether dL/dx of a layer holding a kink differs from float64's as a branch taken the
+    other way does, and not as a wrong gradient. A ReLU or max itself passes dy through
+    where its branch is taken and 0 where not (leaky_relu: alpha dy): so every entry beyond
+    tol must be one taken by one side only (0, or alpha times, against the other). A kink
+    inside a block (a residual's ReLU) is not seen from outside; a flip there changes only
+    the rows (examples) whose input met the kink, a few in a batch (resid_mlp's: 1 of 32),
+    where a wrong gradient changes every row its ReLUs let through: at most a tenth of the
+    rows, or one (see the README, "Reduced precision", for what this cannot tell apart)."""
+    grad, exact = np.asarray(grad, np.float64).reshape(exact.shape), np.asarray(exact)
+    beyond = np.abs(grad - exact) > tol * np.max(np.abs(exact))
+    if layer["type"] in ("relu", "maxpool2d"):
+        return bool(np.all((grad == 0) != (exact == 0), where=beyond))
+    if layer["type"] == "leaky_relu":
+        a = layer["alpha"]
+        one_side = (np.abs(grad - a * exact) <= tol * np.abs(exact)) | (
+            np.abs(a * grad - exact) <= tol * np.abs(grad))
+        return bool(np.all(one_side, where=beyond))
+    rows = beyond.reshape(len(beyond), -1).any(1)
+    return int(rows.sum()) <= max(1, len(rows) // 10)
 
 
 def _excuse(rows, at, against):
