@@ -158,7 +158,8 @@ def saved_again_is_refused(tmp_path, home, says):
 
 def test_a_file_edited_in_a_crossgrad_output_is_refused_and_kept(tmp_path, home):
     """The marker keeps each file's size and sha256: a file of crossgrad's that the user
-    changed since is the user's now. A marker from before fingerprints judges by name."""
+    changed since is the user's now. A marker from before fingerprints proves nothing of its
+    files: refused too, with its own line."""
     assert crossgrad(["check", *XOR, "--save", "golden"], tmp_path, home).returncode == 0
     marker = json.loads((tmp_path / "golden" / ".crossgrad").read_text())
     assert set(marker["files"]) == set(marker["entries"])  # each file and folder recorded
@@ -171,7 +172,9 @@ def test_a_file_edited_in_a_crossgrad_output_is_refused_and_kept(tmp_path, home)
         "(xor_2_2_1/numpy.npz); move them or choose another --save\n"))
     del marker["files"]  # as an older crossgrad wrote it
     (tmp_path / "golden" / ".crossgrad").write_text(json.dumps(marker))
-    assert crossgrad(["check", *XOR, "--save", "golden"], tmp_path, home).returncode == 0
+    saved_again_is_refused(tmp_path, home, (
+        "crossgrad: golden: is a crossgrad save from a version that kept no fingerprints of "
+        "its files, which cannot be told from yours; move them or choose another --save\n"))
 
 
 def test_an_edited_file_of_an_old_output_is_not_removed(tmp_path):
@@ -196,11 +199,14 @@ def test_a_forged_or_foreign_marker_deletes_nothing_outside(tmp_path):
     (old / "notes.txt").write_text("added later")
     entries = ["report.md", "plots", "../outside/notes.txt", str(outside / "sub" / "data.txt"),
                "link/.hidden", "link"]
-    (old / ".crossgrad").write_text(json.dumps({"tool": "crossgrad", "entries": entries}))
+    files = {"report.md": ownership.fingerprint(old / "report.md"), "plots": "dir"}
+    (old / ".crossgrad").write_text(json.dumps({"tool": "crossgrad", "entries": entries,
+                                                "files": files}))
     before = snapshot(outside)
-    assert ownership.remove_owned(old) == ["notes.txt"]  # what it did not list stays
+    # what it did not list stays, and so does the link (listed as a folder: not as written)
+    assert ownership.remove_owned(old) == ["link", "notes.txt"]
     assert snapshot(outside) == before
-    assert sorted(p.name for p in old.iterdir()) == ["notes.txt"]
+    assert sorted(p.name for p in old.iterdir()) == ["link", "notes.txt"]
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / ".crossgrad").write_text('{"tool": "someone else", "entries": []}')
     (tmp_path / "other" / "f").write_text("x")
@@ -552,6 +558,33 @@ def test_an_unusable_cache_entry_is_said_once_however_often_it_is_read(tmp_path)
     assert len(said) == 1 and "cache entry" in said[0] and "is unusable" in said[0], said
 
 
+@pytest.mark.parametrize("found", ["link", "file", "other"])
+def test_the_cache_never_writes_over_or_through_what_is_not_its_own(tmp_path, found):
+    """A `.crossgrad` in the cache folder that is not crossgrad's marker (a link to a file of
+    the user's, a file of the user's), or a folder of files without one: the cache once wrote
+    its marker there (through the link). Now nothing is stored, and put says so once."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    folder = tmp_path / "c" / "crossgrad"
+    folder.mkdir(parents=True)
+    if found == "link":
+        (folder / ".crossgrad").symlink_to(victim)
+    elif found == "file":
+        (folder / ".crossgrad").write_text("my notes")
+    else:
+        (folder / "notes.txt").write_text("my notes")
+    before, said = snapshot(tmp_path), []
+    cache = ResultCache(folder, warn=said.append)
+    cache.put("k0", {"status": "ok"})
+    cache.put("k1", {"status": "ok"})
+    assert snapshot(tmp_path) == before and victim.read_text() == "precious"
+    assert len(said) == 1 and "could not store results in the cache" in said[0], said
+    if found != "other":  # nor does a marker of any kind, written there directly
+        with pytest.raises(FileExistsError):
+            ownership.write_marker(folder, "cache", [])
+        assert snapshot(tmp_path) == before and victim.read_text() == "precious"
+
+
 def test_a_folder_or_link_put_where_an_output_goes_is_not_replaced(tmp_path):
     """Between the check that the output does not exist and its rename, an empty folder or a
     link put there is refused (RENAME_NOREPLACE), where a plain rename would replace it."""
@@ -591,8 +624,8 @@ def test_a_file_put_where_crossgrad_made_a_folder_is_refused_and_kept(tmp_path, 
 @pytest.mark.parametrize("recorded", ["dir", "unrecorded", "no files"])
 def test_a_file_where_an_old_output_had_a_folder_is_not_removed(tmp_path, recorded):
     """Removal keeps a file standing where the marker's folder was: recorded as one, or (a
-    marker from before folders were recorded) listed without a fingerprint. A marker from
-    before fingerprints judges by name, as it always did."""
+    marker from before folders were recorded) listed without a fingerprint, or (a marker
+    from before fingerprints) by name alone, which proves nothing."""
     old = tmp_path / "old"
     (old / "plots").mkdir(parents=True)
     (old / "plots" / "a.png").write_bytes(b"png")
@@ -605,11 +638,8 @@ def test_a_file_where_an_old_output_had_a_folder_is_not_removed(tmp_path, record
     (old / ".crossgrad").write_text(json.dumps(marker))
     shutil.rmtree(old / "plots")
     (old / "plots").write_text("mine")
-    if recorded == "no files":
-        assert ownership.remove_owned(old) == [] and not old.exists()
-    else:
-        assert ownership.remove_owned(old) == ["plots"]
-        assert (old / "plots").read_text() == "mine"
+    assert ownership.remove_owned(old) == ["plots"]
+    assert (old / "plots").read_text() == "mine"
 
 
 def run_report(tmp_path, home, name="rep"):

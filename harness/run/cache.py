@@ -87,9 +87,14 @@ class ResultCache:
             self.put_failed = True
 
     def _ensure_folder(self):
-        if read_marker(self.folder) is None:
-            self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-            write_marker(self.folder, "cache", [])
+        """The cache folder, made with crossgrad's marker. A folder there without it that holds
+        anything is someone else's: OSError (put says so once), never taken over."""
+        if read_marker(self.folder) is not None:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if any(os.scandir(self.folder)):
+            raise OSError("the folder holds files and no crossgrad marker: it is not crossgrad's")
+        write_marker(self.folder, "cache", [])
 
 
 # ---- a result as JSON + arrays --------------------------------------------------------------

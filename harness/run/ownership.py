@@ -12,9 +12,10 @@ another kind of output: a report is not golden arrays to replace), and the comma
 refuses before any work starts. When an old output is removed, only the entries its
 marker lists go, and of them only those still as written: a file that appeared or changed
 there later stays, and so does the folder holding it. (A marker written before
-fingerprints were kept lists names only; its entries are judged by name. One written
-before folders were recorded fingerprints every file it wrote: an entry it lists without
-a fingerprint was a folder.)
+fingerprints were kept lists names only: nothing proves its files are as written, so
+such a folder is refused and none of its files is removed. One written before folders
+were recorded fingerprints every file it wrote: an entry it lists without a fingerprint
+was a folder.)
 
 A --json document carries a stamp instead, as its first two keys: the crossgrad version,
 and the sha256 of the document as written (with that digest's own value empty). It is
@@ -30,6 +31,7 @@ import json
 import os
 import re
 import stat
+import tempfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path, PurePosixPath
 
@@ -68,14 +70,30 @@ def tool_version():
 def write_marker(folder, kind, entries=None):
     """`entries` None: the folder is still being written (everything in it is crossgrad's).
     Given, each file among them is fingerprinted as it is now, and each folder recorded as
-    one (so that a file put in its place later is known not to be crossgrad's)."""
+    one (so that a file put in its place later is known not to be crossgrad's).
+    A `.crossgrad` already there that is not crossgrad's marker (a file of the user's, a
+    link) is never written over or through: FileExistsError. The marker is written beside
+    and renamed into place, which replaces a marker, never what a link points to."""
+    path = Path(folder) / MARKER
+    if os.path.lexists(path) and read_marker(folder) is None:
+        raise FileExistsError(errno.EEXIST, "exists and is not crossgrad's marker", str(path))
     complete, entries = entries is not None, sorted(entries or [])
     records = {e: _record(Path(folder) / e) for e in entries}
     body = {"tool": "crossgrad", "version": tool_version(), "kind": kind,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "complete": complete, "entries": entries,
             "files": {e: r for e, r in records.items() if r is not None}}
-    (Path(folder) / MARKER).write_text(json.dumps(body, indent=1) + "\n")
+    handle, written = tempfile.mkstemp(prefix=f"{MARKER}.tmp-", dir=folder)
+    try:
+        with os.fdopen(handle, "w") as f:
+            f.write(json.dumps(body, indent=1) + "\n")
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(written, 0o666 & ~mask)  # mkstemp's file is private; a marker is not
+        os.replace(written, path)
+    except BaseException:
+        os.unlink(written)
+        raise
 
 
 def _record(path):
@@ -97,10 +115,11 @@ def fingerprint(path):
 def as_written(folder, rel, marker):
     """Whether folder/rel is what crossgrad wrote there: a real folder where it made one, a
     file of the same size and sha256 where it wrote one (an unreadable file is not as
-    written). A marker without `files` judges by name; in one with `files`, an entry without
-    a fingerprint was a folder (markers written before folders were recorded say nothing)."""
+    written). A marker without `files` proves nothing (names only): no entry is as written;
+    in one with `files`, an entry without a fingerprint was a folder (markers written before
+    folders were recorded say nothing)."""
     if "files" not in marker:
-        return True
+        return False
     kept = marker["files"].get(rel, FOLDER)
     path = Path(folder) / rel
     try:
@@ -192,6 +211,10 @@ def claim_folder(path, flag, kind=None):
         raise InputError(path, None, f"exists and is not a crossgrad output "
                                      f"({_count(entries)}); choose another {flag}")
     kind = _refuse_other_kind(path, marker, flag, kind)
+    if "files" not in marker and marker["entries"]:
+        raise InputError(path, None, f"is a crossgrad {kind} from a version that kept no "
+                                     f"fingerprints of its files, which cannot be told from "
+                                     f"yours; move them or choose another {flag}")
     for found, what in ((foreign_entries, "holds {} crossgrad did not write"),
                         (edited_entries, "{} changed since crossgrad wrote them")):
         entries = found(target, marker)
