@@ -235,6 +235,17 @@ def test_native_parting_is_annotated_with_its_cause_read_from_one_field(results,
     assert "confirmed by ablation" in md and BN_CAUSE not in md
 
 
+def test_no_figure_file_can_be_another_model_s(results):
+    """plots/<name>.png is a model's figure; its per-layer figure was plots/<name>-layers.png,
+    which is also the figure of a model named "<name>-layers" (written over it). It is now
+    plots/layers/<name>.png: no model name holds a '/'."""
+    from crossgrad.harness.spec.parse import NAME
+    images = [b[0] for kind, *b in _doc(results).blocks if kind == "img"]
+    layer_figures = [n for n in images if n.startswith("layers/")]
+    assert layer_figures and len(set(images)) == len(images)
+    assert not any(NAME.fullmatch(n) for n in layer_figures)
+
+
 def test_speed_table_is_seconds_per_step(results):
     _, _, aligned, _, _ = results
     per_step = findings.seconds_per_step(aligned)
@@ -247,7 +258,7 @@ def test_speed_table_is_seconds_per_step(results):
 def test_per_layer_plot_when_the_check_compared_layers(results):
     doc = _doc(results)
     images = [b[0] for kind, *b in doc.blocks if kind == "img"]
-    assert "batchnorm_mlp-layers" in images and "xor_2_2_1-layers" not in images
+    assert "layers/batchnorm_mlp" in images and "layers/xor_2_2_1" not in images
     [fig] = [f for kind, *b in doc.blocks if kind == "panels" and b[0] == "batchnorm_mlp"
              for f in b[1] if "Per layer" in f["layout"]["title"]["text"]]
     xs = {x for t in fig["data"] for x in t["x"]}

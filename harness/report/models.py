@@ -134,7 +134,8 @@ def _figures(doc, name, run, checks, parted):
                         pd.DataFrame(columns=CURVE_COLUMNS), native, norms, grads, parted)
     doc.img(name, png, how="link")
     if layers:
-        doc.img(f"{name}-layers", drawing.later(plots.layer_figure, name, layers), how="link")
+        # in a folder of its own: "<name>-layers" was also the figure of a model so named
+        doc.img(f"layers/{name}", drawing.later(plots.layer_figure, name, layers), how="link")
 
 
 def _norms(norms, name, reference):

@@ -33,7 +33,8 @@ def _write(folder, doc, check, aligned, native, manifest, tables, mistakes):
                          float_format="%.6g" if name == "grad_norms" else None)
         (tmp / "plots").mkdir()
         for kind, *b in doc.blocks:
-            if kind == "img":
+            if kind == "img":  # b[0]: a model's name, or layers/<name> (its per-layer figure)
+                (tmp / "plots" / f"{b[0]}.png").parent.mkdir(exist_ok=True)
                 (tmp / "plots" / f"{b[0]}.png").write_bytes(png_bytes(b[1]))
         (tmp / "report.md").write_text(doc.markdown())
         (tmp / "report.html").write_text(doc.html("crossgrad report"))
