@@ -53,6 +53,7 @@ def cmd_check(args):
     print(tables.check_footer(result.models), file=out)
     if any("precision" in m for m in result.models):
         print("\n" + tables.precision_table(result.models), file=out)
+    outputs = claim_outputs(args, files=["--json"], folders=["--save"])  # again: as in train
     if args.json:
         info = manifest.build(specs, args.executor, args.threads, started, said)
         write_json(outputs["--json"], dict(result.to_json(), manifest=info))
@@ -101,6 +102,9 @@ def cmd_train(args):
     print(tables.train_table(result.models), file=out)
     print(tables.train_footer(result.models), file=out)
     info = manifest.build(specs, args.executor, args.threads, started, said)
+    # again, before any is written: an output that became someone else's during the run
+    # (a folder made there) is refused now, not after the others are written
+    outputs = claim_outputs(args, files=["--json"], folders=["--save", "--out"])
     if args.json:
         write_json(outputs["--json"], dict(result.to_json(), manifest=info))
     if args.save:

@@ -312,6 +312,30 @@ def test_a_file_put_at_the_json_path_during_the_run_is_kept(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["late.json"]
 
 
+@pytest.mark.parametrize("command", ["check", "train"])
+def test_an_output_that_became_the_user_s_during_the_run_leaves_every_output_unwritten(
+        tmp_path, monkeypatch, capsys, command):
+    """--save claimed free before the run, then a folder of the user's made there while it ran:
+    exit 2 and one line, and the --json (and train's --out) not written either; the --json
+    was written first, before --save was refused."""
+    from crossgrad.harness import api, cli
+    real = getattr(api, command)
+
+    def then_theirs(*args, **kwargs):
+        result = real(*args, **kwargs)
+        user_folder(tmp_path / "TS")
+        return result
+    monkeypatch.setattr(api, command, then_theirs)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    outputs = ["--json", "TJ.json", "--save", "TS"] + (["--out", "TO"] if command == "train" else [])
+    code = cli.main([command, *XOR, *(["--steps", "2"] if command == "train" else []), *outputs])
+    said = capsys.readouterr().err
+    assert code == 2 and said == ("crossgrad: TS: exists and is not a crossgrad output (3 entries); "
+                                  "choose another --save\n"), said
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "cache") == ["TS"]
+
+
 # ---- links, devices, standard output --------------------------------------------------------
 
 def test_linked_outputs_are_followed_and_the_links_kept(tmp_path, home):
