@@ -50,9 +50,10 @@ def check(specs, *, frameworks=None, executor=None, on_result=None, cache=None, 
 
     per_model = run_per_model(prepared, names, job, executor, cache, on_result, frameworks)
     compared = [i for i, (spec, _) in enumerate(prepared) if needs_reference(spec, matmul_precision)]
-    references = dict(zip(compared, run_jobs(
-        [reference_job(job(*prepared[i], registry.REFERENCE)) for i in compared], executor,
-        cache, on_result))) if compared else {}
+    references = dict(zip(compared, run_jobs(  # with rounding's reach (precision.within_reach)
+        [reference_job(job(*prepared[i], registry.REFERENCE),
+                       perturb=control.perturbation(prepared[i][0])) for i in compared],
+        executor, cache, on_result))) if compared else {}
     out = CheckResult()
     for i, ((spec, inputs), results) in enumerate(zip(prepared, per_model)):
         tol = 2 * precision.tolerance(spec.dtype, spec.layers) if spec.dtype in REDUCED else None

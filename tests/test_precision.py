@@ -260,6 +260,49 @@ def test_float16_cannot_hold_a_deep_sigmoid_networks_gradient(zoo_checks, capsys
     assert not model["passed"] and "0.W" in model["below_normal"]
     assert all(info["digits"] < 1 for info in model["frameworks"].values())
     assert zoo_checks[("deep_sigmoid_mlp", "bfloat16")]["passed"]  # bfloat16 has float32's range
+    lost = [r for r in model["precision"] if not r["passed"]]
+    assert lost and all(r["note"].endswith("the format cannot hold it") for r in lost
+                        if r["reach"]["bound"] >= 1)
+
+
+def test_float32_with_matmul_precision_judges_long_sums_by_rounding_s_reach(executor):
+    """A bias gradient summed over 1024 rows in float32 loses more digits than the format's
+    tolerance at this depth in every correct implementation (NumPy's own: 4.6e-6 against
+    1.35e-6): `--matmul-precision highest`, which changes no arithmetic here, made the check
+    FAIL. Within rounding's reach of NumPy's formula (its draws, each rounding moved), the
+    rows are amplified: PASS*, as the same check without the flag passes."""
+    raw = {"name": "long_sums", "dtype": "float32", "seed": 0, "input_shape": [16, 8],
+           "data": {"source": "random_sequence", "classes": 2, "examples": 64},
+           "layers": [{"type": "dense", "units": 8}, {"type": "layernorm"},
+                      {"type": "sequence_mean"}, {"type": "dense", "units": 2}],
+           "loss": {"type": "softmax_cross_entropy"}}
+    model = api.check([parse_spec(raw, "long_sums.toml", "long_sums")], frameworks=["numpy"],
+                      matmul_precision="highest", executor=executor).models[0]
+    amplified = [r for r in model["precision"] if r["status"] == "amplified"]
+    assert model["passed"] and model.get("amplified") and amplified
+    assert all(r["rel_err"] > r["tolerance"] and r["rel_err"] <= r["reach"]["bound"]
+               for r in amplified)
+
+
+def test_a_loss_near_its_minimum_is_more_than_bfloat16_holds(executor, tmp_path):
+    """Least squares at its fitted weights: the loss is a sum of tiny residuals, each a
+    difference of outputs bfloat16 holds to 3 digits, so every implementation's loss is
+    25 % off float64's. Rounding alone moves it that far in NumPy's formula: FAIL, for the
+    format, and the note says so (a bound that wide would pass anything)."""
+    raw = {"name": "fitted", "dtype": "bfloat16", "seed": 0, "input_shape": [3],
+           "data": {"source": "random_regression", "outputs": 1, "examples": 8},
+           "layers": [{"type": "dense", "units": 1}], "loss": {"type": "mse"}}
+    spec = parse_spec(raw, "fitted.toml", "fitted")
+    inputs = Inputs(spec, steps=1)
+    x, y = np.asarray(inputs.x, np.float64), np.asarray(inputs.y, np.float64)
+    w = np.linalg.lstsq(np.c_[x, np.ones(len(x))], y, rcond=None)[0]  # (4, 1): W and b
+    np.savez(tmp_path / "fitted.npz", **{"0.W": w[:3], "0.b": w[3]})
+    spec = parse_spec(dict(raw, params=str(tmp_path / "fitted.npz")),
+                      str(tmp_path / "fitted.toml"), "fitted")
+    model = api.check([spec], frameworks=["numpy"], executor=executor).models[0]
+    [loss] = [r for r in model["precision"] if r["param"] == "loss"]
+    assert not model["passed"] and loss["rel_err"] > 0.1
+    assert loss["note"].endswith("the format cannot hold it")
 
 
 # ---- the command line ------------------------------------------------------------------------

@@ -36,15 +36,14 @@ import numpy as np
 
 from ..registry import REFERENCE
 from ..spec.precision import UNIT_ROUNDOFF
-from .pairwise import max_errors, worst
-from .precision import SAFETY, tolerance
+from .pairwise import worst
+from .precision import (PERTURBATIONS, SPREAD, distance as _distance, tensor_of as _tensor,
+                        tolerance)
 from .zeros import structural_zeros
 
 LONG = np.dtype(np.longdouble).name  # NumPy's name: float128 on x86-64 (80 bits, padded)
 WIDER = {"float32": "float64", "float64": LONG}
 NAMES = {LONG: "long double"}  # as the JSON and the notes say it
-PERTURBATIONS = 3
-SPREAD = 2 * SAFETY  # how far apart honest roundings of one computation land (see above)
 
 
 def control_dtype(dtype):
@@ -144,24 +143,11 @@ def _mutual(entry, row):
                  and c["kind"] == row["kind"] and REFERENCE not in (c["a"], c["b"]))
 
 
-def _tensor(result, row):
-    """The row's tensor in one result; None where it has none (a loss-only framework)."""
-    if row["kind"] == "loss":
-        return np.asarray(result["loss"])
-    return result.get("grads" if row["kind"] == "grad" else "state", {}).get(row["param"])
-
-
 def _scales(control, zeros):
     """A zero by construction's scale: the control's largest gradient entry elsewhere."""
     largest = max((float(np.max(np.abs(g))) for k, g in control["grads"].items()
                    if k not in zeros and g.size), default=0.0)
     return {k: largest for k in zeros}
-
-
-def _distance(exact, value, scale=None):
-    """|value - exact| relative to exact's largest entry (or `scale`), in float64."""
-    max_abs, rel = max_errors(np.asarray(exact, np.float64), value)
-    return max_abs / scale if scale else rel
 
 
 def _both(far):

@@ -26,6 +26,7 @@ import math
 
 import numpy as np
 
+from ..registry import REFERENCE
 from ..spec.precision import REDUCED, SMALLEST_NORMAL, UNIT_ROUNDOFF
 from .layers import first_partings
 from .pairwise import max_errors
@@ -34,6 +35,8 @@ from .zeros import structural_zeros
 EXACT_LAYERS = ("flatten", "identity", "embedding")   # they move or pick values, never round
 KINKS = ("relu", "leaky_relu", "maxpool2d")            # where rounding can flip a branch
 SAFETY = 4
+SPREAD = 2 * SAFETY  # how far apart honest roundings of one computation land (control.py)
+PERTURBATIONS = 3   # the reference's draws of NumPy's formula, each rounding moved at random
 
 
 def depth(layers, time=None):
@@ -87,6 +90,10 @@ def attach(entry, spec, results, reference, matmul_precision):
                 entry["frameworks"][fw]["branched_at"] = _where(spec.layers, branches[fw])
             rows, layers = rows + mine, layers + per_layer
             entry["frameworks"][fw]["digits"] = worst_digits([row["digits"] for row in mine])
+    if "error" not in entry["reference"] and "perturbed" in reference:
+        reached = within_reach(rows, reference, zeros, tol)
+        if spec.dtype in REDUCED:
+            _pairs_within_reach(entry["comparisons"], reached)
     if spec.dtype in REDUCED:  # pairs below a kink that rounding flipped in either of them
         for c in entry["comparisons"]:
             at = max((b for fw in (c["a"], c["b"]) if (b := branches.get(fw)) is not None),
@@ -101,7 +108,84 @@ def attach(entry, spec, results, reference, matmul_precision):
                            and all(r["passed"] for key in ("comparisons", "finite_difference",
                                                            "hvp", "precision")
                                    for r in entry.get(key, [])))
+    amplified = sum(r["status"] == "amplified" for r in rows)
+    if entry["passed"] and amplified:
+        entry["amplified"] = (f"{amplified} rows beyond the tolerance against float64, every "
+                              f"framework within rounding's reach of NumPy's formula in "
+                              f"{spec.dtype}")
     return entry
+
+
+def within_reach(rows, reference, zeros, tol):
+    """Judge the rows beyond `tol` against rounding's reach (compare/control.py's level, with
+    float64 as the wider format): how far NumPy's own formula lands from float64 in the
+    checked format, computed once as checked (NumPy's rows) and PERTURBATIONS more times
+    with every value leaving a layer moved by one unit roundoff (the reference's
+    `perturbed`). A sum that cancels (a loss near its minimum, a bias gradient over 1024
+    rows in float32) loses digits in every correct implementation alike. A row within
+    SPREAD x that level passes, "amplified"; where SPREAD x the level reaches 1, rounding
+    alone moves the tensor by about its size, and a bound that wide would pass anything:
+    the format cannot hold it (float16's underflow, bfloat16's loss near a minimum), and the
+    row stays failed, saying so. -> {(framework, tensor): whether within reach}."""
+    own = {row["param"]: row["rel_err"] for row in rows if row["framework"] == REFERENCE}
+    scales = _row_scales(reference, zeros)
+    reached = {}
+    for row in rows:
+        if row["passed"] and row["status"] != "ok":  # branched: not judged here
+            continue
+        exact = tensor_of(reference, row)
+        moved = max(distance(exact, tensor_of(p, row), scales.get(row["param"]))
+                    for p in reference["perturbed"])
+        level = max(moved, own.get(row["param"], 0.0))
+        bound = max(tol, SPREAD * level)
+        row["reach"] = {"level": level, "bound": bound}
+        if row["passed"]:
+            reached[(row["framework"], row["param"])] = True
+        elif bound >= 1:
+            row["note"] = (f"rounding alone moves it by {level:.1e} of its size in NumPy's own "
+                           f"formula: the format cannot hold it")
+        elif row["rel_err"] <= bound:
+            row.update(passed=True, status="amplified",
+                       note=f"within {bound:.1e} of float64: rounding's reach here is "
+                            f"{level:.1e} (NumPy's formula, rounded as the format does)")
+        reached[(row["framework"], row["param"])] = row["passed"]
+    return reached
+
+
+def _pairs_within_reach(comparisons, reached):
+    """A failing pair whose two frameworks are each within rounding's reach of float64 on
+    the tensor (within_reach), one of them by that reach alone: amplified too."""
+    for c in comparisons:
+        both = [reached.get((fw, c["param"])) for fw in (c["a"], c["b"])]
+        if not c["passed"] and c["kind"] != "state" and all(both):
+            c.update(passed=True, status="amplified",
+                     note="both within rounding's reach of float64 on this tensor")
+
+
+def _row_scales(reference, zeros):
+    """What a row is relative to (as _rows): a gradient, its layer's largest float64 entry; a
+    zero by construction, the model's largest; the loss and state, None (their own)."""
+    sizes = {k: float(np.max(np.abs(g))) for k, g in reference["grads"].items()
+             if k not in zeros and g.size}
+    layers = {}
+    for k, size in sizes.items():
+        layers[_layer(k)] = max(layers.get(_layer(k), 0.0), size)
+    largest = max(sizes.values(), default=0.0)
+    return {k: (largest if k in zeros else layers.get(_layer(k), 0.0)) or None
+            for k in reference["grads"]}
+
+
+def tensor_of(result, row):
+    """The row's tensor in one result; None where it has none (a loss-only framework)."""
+    if row["kind"] == "loss":
+        return np.asarray(result["loss"])
+    return result.get("grads" if row["kind"] == "grad" else "state", {}).get(row["param"])
+
+
+def distance(exact, value, scale=None):
+    """|value - exact| relative to exact's largest entry (or `scale`), in float64."""
+    max_abs, rel = max_errors(np.asarray(exact, np.float64), value)
+    return max_abs / scale if scale else rel
 
 
 def branch(layers, per_layer, tol, result, reference):

@@ -53,15 +53,22 @@ def check_table(models):
 
 
 def check_result(m):
-    """PASS, PASS* (pairs beyond the tolerance, each within rounding's level against the
-    control one format wider: compare/control.py), FAIL, UNCHECKED (nothing disagreed, but
-    nothing was compared either: results.unchecked says why) or NOT FINITE (the loss is nan
-    or inf in every framework: results.not_finite)."""
+    """PASS, PASS* (rows beyond the tolerance, each within rounding's level against the
+    control one format wider: compare/control.py, or against float64 in reduced precision:
+    compare/precision.py; or a framework branched at a kink there), FAIL, UNCHECKED (nothing
+    disagreed, but nothing was compared either: results.unchecked says why) or NOT FINITE
+    (the loss is nan or inf in every framework: results.not_finite)."""
     if m.get("not_finite"):
         return "NOT FINITE"
     if m.get("unchecked"):
         return "UNCHECKED"
-    return ("PASS*" if m.get("amplified") else "PASS") if m["passed"] else "FAIL"
+    return ("PASS*" if starred(m) else "PASS") if m["passed"] else "FAIL"
+
+
+def starred(m):
+    """Whether a check passed by rounding's reach (amplified) or a branch at a kink."""
+    return bool(m.get("amplified") or any("branched_at" in info
+                                           for info in m["frameworks"].values()))
 
 
 def _status(info):
@@ -139,12 +146,17 @@ def control_lines(m):
     control = m.get("control") or {}
     if control.get("status") == "failed":
         return [f"no control in a wider format: {control['error']}"]
-    if m.get("amplified"):
-        worst = max((c for c in m["comparisons"] if c.get("status") == "amplified"),
-                    key=lambda c: c["rel_err"])
+    if not m.get("amplified"):
+        return []
+    pairs = [c for c in m["comparisons"] if c.get("status") == "amplified"]
+    if pairs:
+        worst = max(pairs, key=lambda c: c["rel_err"])
         return [f"PASS*: {m['amplified']}; e.g. {worst['a']} vs {worst['b']} on "
                 f"{worst['param']}: rel err {fmt(worst['rel_err'])}, {worst['note']}"]
-    return []
+    worst = max((r for r in m.get("precision", []) if r["status"] == "amplified"),
+                key=lambda r: r["rel_err"])  # against float64 (compare/precision.py)
+    return [f"PASS*: {m['amplified']}; e.g. {worst['framework']} on {worst['param']}: rel err "
+            f"{fmt(worst['rel_err'])} against float64, {worst['note']}"]
 
 
 def sampled(m):
@@ -161,10 +173,10 @@ def check_footer(models):
     idle = sum(bool(m.get("unchecked")) for m in models)
     undefined = sum(bool(m.get("not_finite")) for m in models)
     passed = sum(m["passed"] for m in models) - idle  # an unchecked model passed: it shows so
-    starred = sum(bool(m["passed"] and m.get("amplified")) for m in models)
+    stars = sum(bool(m["passed"] and starred(m)) for m in models)
     counts = (f"{len(models)} checks: {passed} passed"
-              + (f" ({starred} PASS*: rounding amplified, against a wider format)"
-                 if starred else "")
+              + (f" ({stars} PASS*: rounding amplified, against a wider format, or a branch "
+                 f"at a kink)" if stars else "")
               + f", {len(models) - passed - idle - undefined} failed"
               + (f", {idle} unchecked" if idle else "")
               + (f", {undefined} with a loss not finite" if undefined else ""))
@@ -364,10 +376,8 @@ def precision_table(models):
     for m in compared:
         tol = m["tolerance"]["versus_float64"]
         cells = [_digits(m["frameworks"].get(f, {})) for f in fws]
-        branched = any("branched_at" in info for info in m["frameworks"].values())
         rows.append([m["name"], m["dtype"], m["matmul_precision"], *cells,
-                     f"{digits(tol):.1f} ({tol:.0e})",
-                     ("PASS*" if branched else "PASS") if m["passed"] else "FAIL"])
+                     f"{digits(tol):.1f} ({tol:.0e})", check_result(m)])
         notes += precision_notes(m)
     return (render(header, rows) + ("\n" + "\n".join(notes) if notes else "")
             + "\n" + "digits: -log10(max |x - float64| / max |float64|), the worst tensor; the "
@@ -407,7 +417,8 @@ def precision_notes(m):
         worst = bad[0]
         notes.append(f"{head} {fw} beyond tolerance on {len(bad)} tensors, worst {worst['param']}: "
                      f"rel err {fmt(worst['rel_err'])} ({worst['digits']:.1f} digits)"
-                     + _where(m, fw, worst["tolerance"]))
+                     + _where(m, fw, worst["tolerance"])
+                     + (f"; {worst['note']}" if worst.get("note") else ""))
     return notes
 
 

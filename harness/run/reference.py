@@ -11,6 +11,7 @@ import hashlib
 import numpy as np
 
 from ..registry import REFERENCE
+from ..spec.precision import numpy_dtype
 
 KIND = "float64 reference"
 
@@ -32,9 +33,10 @@ def reference_job(job, dtype="float64", perturb=None):
 
 
 def in_format(a, dtype):
-    """A float array in `dtype` (token ids and labels as they are)."""
+    """A float array in `dtype` (token ids and labels as they are; bfloat16 through
+    ml_dtypes: the control's draws of a bfloat16 check are in it)."""
     a = np.asarray(a)
-    return a if a.dtype.kind in "iub" else a.astype(dtype)
+    return a if a.dtype.kind in "iub" else a.astype(numpy_dtype(dtype))
 
 
 def each_in_format(arrays, dtype):
