@@ -61,6 +61,25 @@ def test_the_inputs_every_framework_gets_are_rounded_in_the_format():
         assert np.array_equal(inputs.params["0.W"], rounded(draw, dtype))
 
 
+def test_a_params_file_s_state_is_rounded_once_as_its_weights_are(tmp_path):
+    """A running mean of 1 + 2^-8 + 2^-30 from a `params` file: the nearest bfloat16 is
+    1 + 2^-7, which gamma of the same value got; the state went through float32 first
+    (a tie there, then 1.0)."""
+    value = 1 + 2 ** -8 + 2 ** -30
+    raw = {"name": "bn_state", "dtype": "bfloat16", "seed": 0, "input_shape": [2],
+           "data": {"source": "random_classification", "classes": 2, "examples": 8},
+           "layers": [{"type": "batchnorm"}], "loss": {"type": "softmax_cross_entropy"}}
+    drawn = Inputs(parse_spec(dict(raw, dtype="float64"), "bn.toml", "bn_state"))
+    arrays = {**drawn.params, **drawn.state, "0.gamma": np.full(2, value),
+              "0.running_mean": np.full(2, value)}
+    np.savez(tmp_path / "bn.npz", **arrays)
+    inputs = Inputs(parse_spec(dict(raw, params=str(tmp_path / "bn.npz")),
+                               str(tmp_path / "bn.toml"), "bn_state"))
+    nearest = 1 + 2 ** -7
+    assert list(inputs.params["0.gamma"].astype(np.float64)) == [nearest] * 2
+    assert list(inputs.state["0.running_mean"].astype(np.float64)) == [nearest] * 2
+
+
 def test_bfloat16_without_ml_dtypes_is_one_line_naming_the_field(monkeypatch):
     monkeypatch.setitem(sys.modules, "ml_dtypes", None)  # import ml_dtypes now fails
     raw = dict(LAYERS["dense"], dtype="bfloat16")

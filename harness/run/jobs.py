@@ -59,7 +59,7 @@ def _initial(spec):
     if spec.initial is None:
         return init_params(spec), init_state(spec)
     return ({k: rounded(spec.initial[k], spec.dtype) for k in spec.param_specs()},
-            {k: spec.initial.get(k, v).astype(spec.dtype) for k, v in init_state(spec).items()})
+            {k: rounded(spec.initial.get(k, v), spec.dtype) for k, v in init_state(spec).items()})
 
 
 def job_key(kind, spec, framework, version, native, steps=None, participant=None, order=1,
