@@ -296,6 +296,20 @@ def test_order_2_in_float32_says_there_is_nothing_to_differentiate(tmp_path, cap
     assert "float64 only" in capsys.readouterr().out
 
 
+def test_order_2_that_compares_nothing_says_so(tmp_path, capsys, executor, monkeypatch):
+    """NumPy alone on a conv net (no hand-written R-operator): its H v is differences of its
+    own gradient, held against nothing; the check passed on first order with no word that
+    the second order it was asked for compared nothing."""
+    session_cli(monkeypatch, executor)
+    out = tmp_path / "check.json"
+    code = main(["check", "--zoo", "digits_cnn", "--order", "2", "--frameworks", "numpy",
+                 "--quiet", "--json", str(out)])
+    model = json.loads(out.read_text())["models"][0]
+    assert code == 0 and model["hvp"] == []
+    assert model["hvp_note"].startswith("nothing compared at second order")
+    assert "nothing compared at second order" in capsys.readouterr().out
+
+
 def test_the_table_gets_hvp_columns_and_the_json_rows(tmp_path, capsys, executor, monkeypatch):
     need("torch")
     session_cli(monkeypatch, executor)

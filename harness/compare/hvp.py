@@ -53,6 +53,9 @@ def attach(entry, results, probes, layers):
     if not probes:
         entry["hvp_note"] = (f"no second-order check in {entry['dtype']}: the probe directions "
                              "and differences are float64 only")
+    elif not rows:  # e.g. NumPy alone, whose H v is differences of its own gradient
+        entry["hvp_note"] = ("nothing compared at second order: no two frameworks gave H v, and "
+                             "none by an exact method to hold against differences of its gradient")
     frameworks = entry["frameworks"]
     for fw, info in methods(results).items():
         frameworks[fw]["hvp"] = info
