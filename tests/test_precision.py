@@ -284,6 +284,18 @@ def test_float16_cannot_hold_a_deep_sigmoid_networks_gradient(zoo_checks, capsys
                         if r["reach"]["bound"] >= 1)
 
 
+def test_a_zero_by_construction_is_not_listed_below_the_normal_range(executor):
+    """A bias before a BatchNorm has a zero gradient by construction (float64: ~1e-17 of
+    noise); below_normal listed it as a value float16 "holds with fewer digits"."""
+    raw = {"name": "bias_before_bn", "dtype": "float16", "seed": 0, "input_shape": [4],
+           "data": {"source": "random_classification", "classes": 2, "examples": 8},
+           "layers": [{"type": "dense", "units": 4}, {"type": "batchnorm"},
+                      {"type": "dense", "units": 2}], "loss": {"type": "softmax_cross_entropy"}}
+    model = api.check([parse_spec(raw, "bn.toml", raw["name"])], frameworks=["numpy"],
+                      executor=executor).models[0]
+    assert "0.b" not in model.get("below_normal", {})
+
+
 def test_float32_with_matmul_precision_judges_long_sums_by_rounding_s_reach(executor):
     """A bias gradient summed over 1024 rows in float32 loses more digits than the format's
     tolerance at this depth in every correct implementation (NumPy's own: 4.6e-6 against
