@@ -94,3 +94,30 @@ def test_a_probe_across_a_kink_is_a_kink_whatever_the_central_difference():
         row = finite_diff.check("w", d, np.array([slope]), 0.0, values)
         assert (row["forward"], row["backward"]) == pytest.approx((1.0, -1.0))
         assert row["status"] == "kink", (slope, row)
+
+
+# The loss of an imported conv net (conv 4x4 'same', ReLU, conv, BatchNorm; float64) at p + t d
+# for a random d through its first kernel, at the probes' steps t = +-h0/4^k: a direction
+# through thousands of ReLU inputs, with kinks at several distances along it.
+THROUGH_RELUS = (1.2530967498379364, [
+    1.262515421412238, 1.2461888222911, 1.255486273224909, 1.2508782763569832,
+    1.25362853845718, 1.252532024706744, 1.2532287455480917, 1.252959428782925,
+    1.2531304277537307, 1.253062941056116, 1.2531051449412907, 1.2530883730725153,
+    1.2530988483357592, 1.2530946601413524, 1.2530972743459075, 1.2530962263783927,
+    1.2530968808585483, 1.253096618850823, 1.2530967825847856, 1.2530967170911158,
+    1.2530967580246462, 1.2530967416512286])
+
+
+def test_a_central_difference_that_took_a_window_across_a_far_kink_is_not_believed():
+    """Every framework's gradient gives 0.01716877258 along d, and so do both one-sided
+    differences (0.0171687730 and 0.0171687725); Ridders' central estimate picked a window of
+    larger steps, across kinks, whose error estimate was small by chance (0.0171710 +-
+    4e-8), and the check FAILed every framework alike (8.7e-6). The one-sided mean is used
+    where the central estimate lies outside both their error bars and they agree."""
+    loss0, values = THROUGH_RELUS
+    d = np.array([1.0])
+    row = finite_diff.check("0.W", d, np.array([0.017168772575545714]), loss0, values)
+    assert row["status"] == "ok" and row["rel_err"] < 1e-7, row
+    wrong = finite_diff.check("0.W", d, np.array([0.01717]), loss0, values)  # 7e-5 off
+    assert wrong["status"] == "mismatch", wrong
+

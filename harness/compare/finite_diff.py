@@ -66,6 +66,7 @@ def check(name, direction, grad, loss0, values, norm=None):
     """One probe -> the row of the finite-difference table. `norm`: the gradient norm the
     error is relative to, where not the tensor's own (a zero by construction)."""
     (fd, fd_err), (fwd, fwd_err), (bwd, bwd_err) = estimate(loss0, values)
+    fd, fd_err = consistent(fd, fd_err, fwd, fwd_err, bwd, bwd_err)
     with np.errstate(invalid="ignore"):  # an inf entry times a 0 of the direction: nan
         analytic = float((grad * direction).sum())
     if not np.isfinite(analytic) and np.isfinite(grad[direction != 0]).all():
@@ -78,6 +79,21 @@ def check(name, direction, grad, loss0, values, norm=None):
     return {"param": name, "direction": describe(direction), "analytic": analytic,
             "numeric": fd, "numeric_err": fd_err, "forward": fwd, "backward": bwd,
             "rel_err": rel, "status": status}
+
+
+def consistent(fd, fd_err, fwd, fwd_err, bwd, bwd_err):
+    """The central estimate, or where it lies outside the error bars of both one-sided ones
+    while they agree with each other, their mean: Ridders picks the window of steps with the
+    smallest error estimate, and a window of larger steps across a kink further out (a
+    random direction through thousands of ReLU inputs) can estimate a small error by
+    chance (imported conv net: central 0.0171710 +- 4e-8, both one-sided 0.0171688, the
+    gradient 0.0171688). The one-sided estimates use the steps that see no kink."""
+    def near(a, a_err, b, b_err):
+        return abs(a - b) <= 3 * (a_err + b_err)
+    if near(fd, fd_err, fwd, fwd_err) or near(fd, fd_err, bwd, bwd_err) \
+            or not near(fwd, fwd_err, bwd, bwd_err):
+        return fd, fd_err
+    return (fwd + bwd) / 2, max(fwd_err, bwd_err) + abs(fwd - bwd) / 2
 
 
 def describe(direction):
