@@ -246,6 +246,16 @@ def test_no_figure_file_can_be_another_model_s(results):
     assert not any(NAME.fullmatch(n) for n in layer_figures)
 
 
+def test_an_agreement_panel_with_nothing_on_its_axis_is_drawn():
+    """A model whose only gradients are one framework's (a plugin with a NumPy forward
+    alone) has no gradient pair for the agreement panel: its axis draws nothing, and
+    measuring its labels (None) stopped the whole report."""
+    fig = plots._figure((4, 3))
+    ax = fig.add_subplot()
+    ax.xaxis.set_visible(False)
+    assert plots._reach_under(fig, ax) == 0
+
+
 def test_speed_table_is_seconds_per_step(results):
     _, _, aligned, _, _ = results
     per_step = findings.seconds_per_step(aligned)

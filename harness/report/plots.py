@@ -277,7 +277,10 @@ def _reach_under(fig, ax):
     in inches."""
     if not ax.axison:
         return 0
-    return (ax.bbox.y0 - ax.xaxis.get_tightbbox(fig.canvas.get_renderer()).y0) / fig.dpi
+    labels = ax.xaxis.get_tightbbox(fig.canvas.get_renderer())
+    if labels is None:  # nothing drawn on the axis (no gradient pair to show): nothing under it
+        return 0
+    return (ax.bbox.y0 - labels.y0) / fig.dpi
 
 
 def _place(fig, axes, under):
