@@ -14,6 +14,8 @@ import time
 
 from . import registry
 from .errors import InputError
+from .run import ownership
+from .run.cache import user_cache_folder
 from .run.ownership import claim_file, claim_folder
 from .spec import load_spec, sizes, zoo_names, zoo_spec
 from .spec.limits import STEPS
@@ -281,16 +283,24 @@ def make_executor(args, compile_cache=True):
 def claim_outputs(args, files=(), folders=()):
     """Check every output before any work: -> {flag: where to write it} (see ownership).
     Two outputs that are the same path, or one inside the other, are refused."""
-    claimed = {}
+    claimed, claimed_as = {}, {}
     for flag in folders:
         value = getattr(args, flag.lstrip("-").replace("-", "_"))
         if value is not None:
-            claimed[flag] = claim_folder(value, flag)
+            claimed[flag], claimed_as[flag] = claim_folder(value, flag), value
     for flag in files:
         value = getattr(args, flag.lstrip("-").replace("-", "_"))
         if value is not None:
-            claimed[flag] = claim_file(value, flag)
+            claimed[flag], claimed_as[flag] = claim_file(value, flag), value
     paths = [(f, os.path.realpath(p)) for f, p in claimed.items() if p not in (None, "-")]
+    cache = user_cache_folder()
+    for flag, path in paths:
+        if ownership.overlap(path, cache):
+            where = ("is" if os.path.realpath(cache) == path else
+                     "holds" if os.path.realpath(cache).startswith(path + os.sep) else
+                     "is inside")
+            raise InputError(claimed_as[flag], None, f"{where} crossgrad's cache folder "
+                                                     f"({cache}); choose another {flag}")
     for i, (a, pa) in enumerate(paths):
         for b, pb in paths[i + 1:]:
             if pa == pb or pa.startswith(pb + os.sep) or pb.startswith(pa + os.sep):

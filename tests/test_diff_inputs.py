@@ -416,3 +416,23 @@ def test_a_report_file_that_is_a_fifo_is_refused_at_once(tmp_path, name):
     assert done.code == 2 and done.stdout == "", done
     assert done.stderr == (f"crossgrad: {b / name}: is a FIFO (named pipe), expected a "
                            f"regular file (a crossgrad report file)\n"), done.stderr
+
+
+@pytest.mark.parametrize("command, name", [("diff", "results.json"), ("diff", "manifest.json"),
+                                           ("explain", "results.json")])
+def test_json_nested_too_deeply_is_one_line_and_exit_2(tmp_path, command, name):
+    """100000 `[` in a report file: Python's JSON parser gives up with a RecursionError,
+    which is bad input like any other (one line naming the file, exit 2), never a
+    traceback; `explain --results` reads results.json the same way."""
+    a, b = report(tmp_path / "a"), report(tmp_path / "b")
+    (b / name).write_text("[" * 100000 + "]" * 100000)
+    before = sorted(p.name for folder in (a, b) for p in folder.rglob("*"))
+    argv = (["diff", a, b] if command == "diff" else
+            ["explain", "xor_2_2_1", "--results", b, "--out", tmp_path / "pages"])
+    done = crossgrad(tmp_path, argv, timeout=120)
+    assert done.code == 2 and done.stdout == "", done
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+    assert done.stderr.startswith(f"crossgrad: {b / name}: "), done.stderr
+    assert "nested too deeply" in done.stderr, done.stderr
+    assert sorted(p.name for folder in (a, b) for p in folder.rglob("*")) == before
+    assert not (tmp_path / "pages").exists()  # nothing written

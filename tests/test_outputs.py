@@ -394,6 +394,41 @@ def test_outputs_that_overlap_are_refused(tmp_path, home):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]
 
 
+@pytest.mark.parametrize("where", ["is", "inside", "holds"])
+def test_an_output_on_the_cache_folder_is_refused_before_any_work(tmp_path, home, where):
+    """--out the cache folder ($XDG_CACHE_HOME/crossgrad), a folder in it, or the folder
+    holding it: refused with the other overlaps, before the run stores any result."""
+    cache = home / ".cache" / "crossgrad"
+    out = {"is": cache, "inside": cache / "rep", "holds": cache.parent}[where]
+    done = crossgrad([*RUN, "--out", str(out)], tmp_path, home)
+    assert done.returncode == 2, done.stderr
+    said = {"is": "is", "inside": "is inside", "holds": "holds"}[where]
+    assert done.stderr == f"crossgrad: {out}: {said} crossgrad's cache folder ({cache}); " \
+                          "choose another --out\n", done.stderr
+    assert not cache.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["home"]
+
+
+@pytest.mark.parametrize("command, flag, name", [
+    ("run", "--out", "a" * 250),
+    ("run", "--out", "sub1/" + "c" * 300 + "/x"),
+    ("check", "--json", "b" * 240 + ".json"),
+    ("check", "--json", "sub1/sub2/" + "b" * 240 + ".json"),
+])
+def test_an_output_name_too_long_is_refused_before_any_work(tmp_path, home, command, flag, name):
+    """A name that fits the file system but not with the temporary it is first written under
+    (`.<name>.tmp-<pid>-<random>`), or a folder above it too long: one line naming the flag,
+    exit 2, before any job runs; no folder made above it."""
+    args = [*RUN] if command == "run" else ["check", *XOR]
+    done = crossgrad([*args, flag, name], tmp_path, home)
+    assert done.returncode == 2, done.stderr
+    assert len(done.stderr.splitlines()) == 1 and done.stderr.startswith("crossgrad: "), \
+        done.stderr
+    assert f"choose a shorter {flag}" in done.stderr, done.stderr
+    assert done.stdout == ""  # no table: nothing ran
+    assert not (home / ".cache" / "crossgrad").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]
+
+
 # ---- a full disk, a file size limit, a signal while writing ---------------------------------
 
 def test_a_full_disk_while_writing_leaves_the_previous_report(tmp_path, monkeypatch, capsys):
@@ -517,7 +552,17 @@ def first_run(tmp_path_factory):
     return root / "a", root / "home" / ".cache" / "crossgrad"
 
 
-@pytest.mark.parametrize("damage", ["pickle", "garbage", "foreign", "other_key"])
+def npy_header(shape):
+    """The bytes of an .npy file's header declaring float64 `shape` (no data follows)."""
+    import io
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": "<f8", "fortran_order": False,
+                                                  "shape": shape})
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("damage", ["pickle", "garbage", "foreign", "other_key", "huge_shape",
+                                    "result_list", "result_number", "document_missing"])
 def test_a_corrupt_or_foreign_cache_entry_is_one_warning_and_computed_again(tmp_path, home,
                                                                             first_run, damage):
     report, cache = first_run
@@ -530,11 +575,22 @@ def test_a_corrupt_or_foreign_cache_entry_is_one_warning_and_computed_again(tmp_
         np.savez(victim, **{"result.json": np.array([Planted(str(proof))], dtype=object)})
     elif damage == "garbage":
         victim.write_bytes(b"PK\3\4" + os.urandom(200))
+    elif damage == "huge_shape":  # the entry as it was, and one array declaring 800 GB
+        with zipfile.ZipFile(victim, "a") as archive:
+            archive.writestr("a999.npy", npy_header((10 ** 11,)))
+    elif damage == "document_missing":
+        with np.load(victim, allow_pickle=False) as entry:
+            np.savez(victim, **{k: entry[k] for k in entry.files if k != "result.json"})
     else:
         with np.load(victim, allow_pickle=False) as entry:
             arrays = {k: entry[k] for k in entry.files}
         doc = json.loads(arrays["result.json"].tobytes())
-        doc["tool" if damage == "foreign" else "key"] = "something else"
+        if damage == "result_list":
+            doc["result"] = [1, 2]
+        elif damage == "result_number":
+            doc["result"] = 7
+        else:
+            doc["tool" if damage == "foreign" else "key"] = "something else"
         arrays["result.json"] = np.frombuffer(json.dumps(doc).encode(), dtype=np.uint8)
         np.savez(victim, **arrays)
     donor_bytes = donor.read_bytes()
@@ -547,6 +603,73 @@ def test_a_corrupt_or_foreign_cache_entry_is_one_warning_and_computed_again(tmp_
     with np.load(victim, allow_pickle=False) as entry:  # computed again and stored afresh
         assert json.loads(entry["result.json"].tobytes())["key"] == victim.stem
     assert main(["diff", str(report), str(tmp_path / "b")]) == 0  # same bits
+
+
+def test_a_cache_entry_without_what_its_job_gives_is_computed_again(tmp_path, home,
+                                                                     first_run):
+    """Entries with the right key holding a finished job's bare status: none is used (a
+    check's gradients would be missing, blamed on a framework), each is one warning and is
+    computed again, and the report is the first run's."""
+    report, cache = first_run
+    folder = home / ".cache" / "crossgrad"
+    shutil.copytree(cache, folder)
+    names = cache_files(folder)
+    for name in names:
+        body = json.dumps({"tool": "crossgrad", "format": 1, "key": name[:-4],
+                           "result": {"status": "ok", "seconds": 0.1}}).encode()
+        np.savez(folder / name, **{"result.json": np.frombuffer(body, dtype=np.uint8)})
+    done = crossgrad([*RUN, "--out", "b", "--resume"], tmp_path, home)
+    assert done.returncode == 0, done.stdout + done.stderr
+    warnings = [line for line in done.stderr.splitlines() if "cache entry" in line]
+    assert len(warnings) == len(names) == 4, done.stderr
+    assert all("computing it again" in line for line in warnings)
+    assert "do not match" not in done.stdout + done.stderr
+    assert main(["diff", str(report), str(tmp_path / "b")]) == 0  # same bits
+
+
+@pytest.mark.parametrize("kind, result", [
+    ("check", {"status": "ok", "seconds": 0.1}),
+    ("check", {"status": "ok", "seconds": 0.1, "loss": "x", "grads": {}, "state": {},
+               "fd_values": np.zeros(2)}),
+    ("train", {"status": "ok", "seconds": 0.1, "curves": [], "params": {}, "state": {}}),
+    ("train", {"status": "ok", "seconds": 0.1, "params": {}, "state": {},
+               "curves": {"loss": [1.0], "grad_norm": [1.0], "layer_norms": {}}}),  # no lockstep
+    (None, {"status": "failed", "error": "boom"}),
+    (None, {"status": "ok"}),
+])
+def test_a_stored_result_missing_what_its_job_reads_is_unusable(tmp_path, kind, result):
+    said = []
+    cache = ResultCache(tmp_path / "c", reuse=True, warn=said.append)
+    cache.put("k", result)
+    job = {"key": "k", "kind": kind, "lockstep": True} if kind else {"key": "k"}
+    assert cache.lookup(job) is None
+    assert len(said) == 1 and "is unusable" in said[0], said
+    good = {"status": "ok", "seconds": 0.1, "loss": 0.5, "grads": {"w": np.ones(2)},
+            "state": {}, "fd_values": np.zeros(2)}
+    cache.put("g", good)
+    assert cache.lookup({"key": "g", "kind": "check"})["loss"] == 0.5
+
+
+def test_a_named_pipe_or_folder_as_a_cache_entry_is_refused_without_waiting(tmp_path):
+    """A FIFO named <key>.npz: reading it would wait for a writer forever."""
+    import threading
+    said = []
+    cache = ResultCache(tmp_path / "c", reuse=True, warn=said.append)
+    cache.put("k", {"status": "ok", "seconds": 0.1})
+    fifo = tmp_path / "c" / "f.npz"
+    os.mkfifo(fifo)
+    (tmp_path / "c" / "d.npz").mkdir()
+    got = {}
+    reader = threading.Thread(target=lambda: got.update(f=cache.get("f"), d=cache.get("d")),
+                              daemon=True)
+    reader.start()
+    reader.join(20)
+    if reader.is_alive():  # release the reader (a writer opens and closes the pipe)
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        reader.join(5)
+        pytest.fail("reading a named pipe as a cache entry waited for a writer")
+    assert got == {"f": None, "d": None}
+    assert len(said) == 2 and all("is unusable" in line for line in said), said
 
 
 def test_cached_results_come_back_bit_for_bit(tmp_path):

@@ -283,6 +283,41 @@ def test_resumed_results_equal_fresh_ones(tmp_path):
     assert main(["diff", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
 
 
+def test_resume_serves_no_result_of_a_plugin_whose_helper_on_another_path_changed(tmp_path):
+    """A module plugin in one PYTHONPATH folder imports a helper from another: editing the
+    helper changes the results (its backward is right only while hb.K == 1), so --resume
+    computes them again instead of serving the old PASS."""
+    (tmp_path / "plA").mkdir()
+    (tmp_path / "plB").mkdir()
+    (tmp_path / "plA" / "cg_far_plug.py").write_text(
+        "import crossgrad\nimport cg_far_helper\n\n\n@crossgrad.layer('far_scale')\n"
+        "class Scale:\n    def params(self, in_shape):\n        return {}\n\n"
+        "    def out_shape(self, in_shape):\n        return in_shape\n\n"
+        "    def numpy_forward(self, p, x):\n        return cg_far_helper.K * x, None\n\n"
+        "    def numpy_backward(self, p, cache, dy):\n        return dy, {}\n")
+    helper = tmp_path / "plB" / "cg_far_helper.py"
+    helper.write_text("K = 1.0\n")
+    (tmp_path / "spec.json").write_text(json.dumps({
+        "name": "far", "seed": 3, "input_shape": [64], "plugins": ["cg_far_plug"],
+        "data": {"source": "digits", "batch_size": 7},
+        "layers": [{"type": "dense", "units": 10}, {"type": "far_scale"}],
+        "loss": {"type": "softmax_cross_entropy"}}))
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"),
+               PYTHONPATH=os.pathsep.join([str(tmp_path / "plA"), str(tmp_path / "plB")]))
+
+    def run(out, *more):
+        return subprocess.run([sys.executable, "-m", "crossgrad.harness.cli", "run", "spec.json",
+                               "--frameworks", "numpy", "--steps", "2", "--skip-native",
+                               "--quiet", "--out", out, *more], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=300)
+    first = run("a")
+    assert first.returncode == 0, first.stderr
+    helper.write_text("K = 2.0\n")
+    resumed = run("b", "--resume")
+    assert resumed.returncode == 1, resumed.stdout + resumed.stderr  # FAIL: computed again
+    assert " FAIL" in resumed.stdout
+
+
 # ---- the swap into place: a mount point, a failed rename, a signal ---------------------------
 
 SAVE = ["check", "--zoo", "xor_2_2_1", "--frameworks", "numpy", "--quiet", "--workers", "1"]

@@ -82,6 +82,10 @@ def _read_json(path):
         raise InputError(path, None, "missing: not a crossgrad report folder") from None
     except json.JSONDecodeError as err:
         raise InputError(path, f"line {err.lineno}", f"invalid JSON: {err.msg}") from None
+    except RecursionError:  # `[[[[...` deeper than Python's parser goes
+        raise InputError(path, None, "invalid JSON: nested too deeply (arrays or objects "
+                                     "inside one another beyond Python's recursion limit); "
+                                     "not a crossgrad report file") from None
     except UnicodeDecodeError:
         raise InputError(path, None, "not text: not a crossgrad report file") from None
     except OSError as err:

@@ -11,7 +11,9 @@ entry is data and never code; one that is corrupt or not crossgrad's is ignored 
 warning line and its job is computed again.
 """
 import json
+import math
 import os
+import stat
 import sys
 import zipfile
 from pathlib import Path
@@ -43,30 +45,63 @@ class ResultCache:
         self.swept = False  # the folder's stale temporaries removed, once, at the first put
         self.unusable = set()  # entries said to be unusable: once each, though two phases ask
 
-    def get(self, key):
+    def get(self, key, job=None):
+        """The result stored under `key`, or None: none stored, or one that is unusable (one
+        warning line per entry). With `job`, the result must also carry what that job's
+        consumers read (`usable`)."""
         if not self.reuse:
             return None
         path = self.folder / f"{key}.npz"
-        if not path.exists():
+        if not os.path.lexists(path):
             return None
         try:
-            if not zipfile.is_zipfile(path):
+            result = self._read(path, key)
+            problem = usable(result, job)
+            if problem:
+                raise ValueError(problem)
+            return result
+        except (OSError, EOFError, ValueError, KeyError, IndexError, TypeError, AttributeError,
+                RecursionError, MemoryError, OverflowError, zipfile.BadZipFile,
+                UnicodeDecodeError) as err:
+            reason = str(err).split(". ")[0] or type(err).__name__
+            if isinstance(err, MemoryError):
+                reason = "an array larger than memory"
+            if path not in self.unusable:
+                self.warn(f"crossgrad: cache entry {path} is unusable ({reason}); computing it "
+                          f"again")
+            self.unusable.add(path)
+            return None
+
+    def lookup(self, job):
+        """get for a job: its key, and a result that carries what the job's consumers read."""
+        return self.get(job["key"], job)
+
+    @staticmethod
+    def _read(path, key):
+        """The decoded result of the entry at `path`. Only a regular file is opened (without
+        blocking: a named pipe there is refused, never waited on), and every array's header
+        must declare exactly the bytes the archive holds for it, so a header claiming
+        10**11 elements allocates nothing."""
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise ValueError("not a regular file")
+            if not zipfile.is_zipfile(f):
                 raise ValueError("not an .npz archive")
-            with np.load(path, allow_pickle=False) as entry:
+            f.seek(0)
+            with zipfile.ZipFile(f) as archive:
+                for info in archive.infolist():
+                    _check_member(archive, info)
+            f.seek(0)
+            with np.load(f, allow_pickle=False) as entry:
+                if DOCUMENT not in entry.files:
+                    raise ValueError(f"no {DOCUMENT} in it")
                 doc = json.loads(entry[DOCUMENT].tobytes())
                 if not (isinstance(doc, dict) and doc.get("tool") == "crossgrad"
                         and doc.get("format") == FORMAT and doc.get("key") == key):
                     raise ValueError("not a crossgrad result for this key")
                 arrays = {name: entry[name] for name in entry.files if name != DOCUMENT}
             return decode(doc["result"], arrays)
-        except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError, RecursionError,
-                zipfile.BadZipFile) as err:
-            reason = str(err).split(". ")[0] or type(err).__name__
-            if path not in self.unusable:
-                self.warn(f"crossgrad: cache entry {path} is unusable ({reason}); computing it "
-                          f"again")
-            self.unusable.add(path)
-            return None
 
     def put(self, key, result):
         try:
@@ -95,6 +130,81 @@ class ResultCache:
         if any(os.scandir(self.folder)):
             raise OSError("the folder holds files and no crossgrad marker: it is not crossgrad's")
         write_marker(self.folder, "cache", [])
+
+
+def _check_member(archive, info):
+    """One member of an entry: an .npy array of a plain dtype whose header declares exactly
+    the bytes that follow it (ValueError otherwise)."""
+    if not info.filename.endswith(".npy"):
+        raise ValueError(f"member {info.filename!r} is not an array")
+    with archive.open(info) as member:
+        version = np.lib.format.read_magic(member)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+        else:
+            raise ValueError(f"member {info.filename!r} has an unknown .npy version {version}")
+        if dtype.hasobject:
+            raise ValueError(f"member {info.filename!r} holds objects")
+        declared = math.prod(shape) * dtype.itemsize
+        if declared != info.file_size - member.tell():
+            raise ValueError(f"member {info.filename!r} declares {declared} bytes of data and "
+                             f"holds {info.file_size - member.tell()}")
+
+
+# ---- what a job's consumers read ---------------------------------------------------------------
+
+def _number(value):
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def _arrays(value):
+    return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, np.ndarray)
+                                           for k, v in value.items())
+
+
+def _curves(value):
+    return isinstance(value, dict) and isinstance(value.get("loss"), list) and \
+        all(_number(v) for v in value["loss"]) and isinstance(value.get("grad_norm"), list) \
+        and isinstance(value.get("layer_norms"), dict)
+
+
+NEEDS = {  # job kind -> {what its consumers read: whether a value will do}
+    "check": {"loss": _number, "grads": _arrays, "state": _arrays,
+              "fd_values": lambda v: isinstance(v, np.ndarray)},
+    "train": {"curves": _curves, "params": _arrays, "state": _arrays},
+}
+
+
+def usable(result, job=None):
+    """Why a stored result cannot stand for `job`'s (one line), or None. Only a finished
+    job's result is stored: a table with status "ok" and its seconds; with the job, also
+    what its consumers read of a job of its kind (a check's loss and gradients, a
+    training's curves and parameters, ...)."""
+    if not isinstance(result, dict):
+        return f"its result is a {type(result).__name__}, not a table"
+    if result.get("status") != "ok" or not _number(result.get("seconds")):
+        return "its result is not a finished job's"
+    job = job or {}
+    for name, fits in NEEDS.get(job.get("kind"), {}).items():
+        if not fits(result.get(name)):
+            return f"its result has no usable {name!r} for a {job['kind']} job"
+    skipped = result.get("gradients") == "skipped"
+    if job.get("kind") == "check" and not skipped:
+        if job.get("layers") and not (_arrays(result.get("layer_outputs"))
+                                      and _arrays(result.get("layer_input_grads"))
+                                      or isinstance(result.get("layer_values_error"), str)):
+            return "its result has no usable layer values for a check job"
+        if job.get("perturb") and not isinstance(result.get("perturbed"), list):
+            return "its result has no usable 'perturbed' for a check job"
+        if job.get("order") == 2 and job.get("probes") and not any(
+                k in result for k in ("second_order", "hvp_skipped", "hvp_error")):
+            return "its result has no second order for a check job"
+    if job.get("kind") == "train" and job.get("lockstep") and \
+            not isinstance(result.get("lockstep"), dict):
+        return "its result has no usable 'lockstep' for a train job"
+    return None
 
 
 # ---- a result as JSON + arrays --------------------------------------------------------------

@@ -33,7 +33,7 @@ def run_jobs(jobs, executor=None, cache=None, on_result=None):
     seen = getattr(executor, "seen", lambda key, result: False)
     results, todo = [None] * len(jobs), []
     for i, job in enumerate(jobs):
-        hit = cache.get(job["key"]) if cache is not None else None
+        hit = _cached(cache, job)
         if hit is not None:  # read by another phase of the run already: "shared" (JobQueue)
             results[i] = dict(hit, **{"shared" if seen(job["key"], hit) else "cached": True})
             if on_result:
@@ -49,6 +49,15 @@ def run_jobs(jobs, executor=None, cache=None, on_result=None):
     for i, result in zip(todo, executor.run([jobs[i] for i in todo], done)):
         results[i] = result
     return results
+
+
+def _cached(cache, job):
+    """The cache's result for `job`, or None; ResultCache.lookup checks that the result
+    carries what this job's consumers read (a bare get, the key's entry as stored)."""
+    if cache is None:
+        return None
+    lookup = getattr(cache, "lookup", None)
+    return lookup(job) if lookup is not None else cache.get(job["key"])
 
 
 def run_later(jobs, executor=None, cache=None, on_result=None):

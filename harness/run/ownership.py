@@ -195,7 +195,9 @@ def claim_folder(path, flag, kind=None):
     of another kind than `kind` (default: any kind `flag` writes), an output or not."""
     if not str(path):  # Path("") is the current folder: an empty value names no folder
         raise InputError(flag, None, "is empty; give a folder name")
+    refuse_long_names(path, flag)
     target = _real(_resolved(path, flag))
+    refuse_long_names(target, flag, temporary_extra(), shown=path)
     _refuse_special(path, target, flag)
     refuse_mount_point(path, flag, target)
     if not target.exists():
@@ -303,6 +305,7 @@ def claim_file(path, flag, ours=None, whose="a JSON document crossgrad wrote"):
     if last in ("", ".", ".."):  # a folder's name: else `out/` and `out/.` write a file `out`
         raise InputError(path, None, f"ends in {last or '/'!r}, so it names a folder; "
                                      f"{flag} takes a file name")
+    refuse_long_names(path, flag)
     try:
         mode = os.stat(path).st_mode  # through links
     except FileNotFoundError:
@@ -314,6 +317,7 @@ def claim_file(path, flag, ours=None, whose="a JSON document crossgrad wrote"):
     if mode is not None and not stat.S_ISREG(mode):
         return Path(path)
     target = _resolved(path, flag)
+    refuse_long_names(target, flag, temporary_extra(), shown=path)
     if mode is not None:  # a file mounted there could not be replaced by a rename
         refuse_mount_point(path, flag, target)
     if mode is None:
@@ -396,6 +400,45 @@ def _resolved(path, flag):
                                          f"choose another {flag}")
         return target
     return p
+
+
+NAME_MAX = 255  # bytes in a name, where the file system cannot be asked (no folder exists yet)
+
+
+def temporary_extra():
+    """The bytes an output's name gains in the temporary names beside it (atomic.py):
+    `.<name>.tmp-<pid>-<random>`, this process's pid and up to 12 random characters."""
+    return len(".") + len(".tmp-") + len(str(os.getpid())) + len("-") + 12
+
+
+def refuse_long_names(path, flag, extra=0, shown=None):
+    """InputError, before any work, if a name crossgrad would create for `path` is longer
+    than its file system takes (PC_NAME_MAX of the nearest folder that exists, 255 if it
+    cannot say): each folder missing above it, and its own name with `extra` bytes more (the
+    temporary it is written under first). Else the run would end in "File name too long"
+    after all its work, having made the folders above. `shown`: the name as given."""
+    shown = path if shown is None else shown
+    full = os.path.abspath(os.path.expanduser(str(path)))
+    existing = os.path.dirname(full)
+    while not os.path.isdir(existing) and existing != os.path.dirname(existing):
+        existing = os.path.dirname(existing)
+    try:
+        limit = os.pathconf(existing, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = NAME_MAX
+    names = os.path.relpath(full, existing).split(os.sep)
+    for i, name in enumerate(names):
+        size = len(os.fsencode(name))
+        if i < len(names) - 1 and size > limit:
+            raise InputError(shown, None, f"names a folder {name[:16]}... of {size} bytes, "
+                                          f"longer than its file system takes ({limit}); "
+                                          f"choose a shorter {flag}")
+        if i == len(names) - 1 and size + extra > limit:
+            temporary = (f", {size + extra} in the temporary name it is written under first "
+                         f"(.<name>.tmp-<pid>-<random>)" if extra else "")
+            raise InputError(shown, None, f"its name is {size} bytes{temporary}; its file system "
+                                          f"takes names up to {limit} bytes; choose a shorter "
+                                          f"{flag}")
 
 
 def _refuse_special(path, target, flag):

@@ -27,6 +27,7 @@ import math
 import operator
 import re
 import sys
+import sysconfig
 import traceback
 from pathlib import Path
 
@@ -45,6 +46,7 @@ METHODS = {"numpy": "numpy_forward", "torch": "torch", "tensorflow": "tensorflow
 REGISTERED = []   # (type, class) for every @layer this process has run, in order
 _LOADED = {}      # (path, sha256) -> {type: class}; module name -> ({type: class}, sha256)
 _FILES = set()    # every plugin file loaded here: their frames locate errors
+_IMPORTED = {}    # module plugin name -> the files of the user's code its import loaded
 
 
 def layer(name):
@@ -153,6 +155,7 @@ def _import_module(name):
         found = None
     if found is not None and found.origin:
         _FILES.add(found.origin)           # so that an error while importing is located
+    before = set(sys.modules)
     try:
         module = importlib.import_module(name)
     except ModuleNotFoundError as err:
@@ -161,6 +164,10 @@ def _import_module(name):
         raise ValueError(f"importing {name} raised {describe(err)}") from None
     except (Exception, SystemExit) as err:  # sys.exit() in a plugin ends no crossgrad run
         raise ValueError(f"importing {name} raised {describe(err)}") from None
+    # every module of the user's code the import loaded, whichever sys.path entry it came
+    # from (`import hb`, hb.py in another folder of PYTHONPATH): the plugin runs it too
+    _IMPORTED[name] = sorted({path for new in set(sys.modules) - before
+                              for path in _files_of_loaded(new)})
     _FILES.update(str(file) for file in _module_files(module))
     return _registered_by(name)
 
@@ -198,10 +205,14 @@ def _root(name):
 
 def _module_files(module):
     """The files of the user's code a module plugin runs, sorted: its top-level package
-    whole (a change to `pkg/common.py` changes `pkg.layers` as much as one to its own file),
-    and, followed through their `import` statements, the modules beside it on the same
-    sys.path entry (`import blocks` next to a top-level `my_layers.py`). A package installed
-    in site-packages is hashed whole, and the other installed packages it imports not at all
+    whole (a change to `pkg/common.py` changes `pkg.layers` as much as one to its own file);
+    every module of the user's code that importing it loaded, whichever sys.path entry it
+    came from (`import hb` with hb.py in another folder of PYTHONPATH); and, followed
+    through their `import` statements, the modules they name: beside it on the same
+    sys.path entry (`import blocks` next to a top-level `my_layers.py`, imported or not), or
+    wherever an imported one was loaded from. The user's code is every file outside
+    Python's own library and outside site-packages (_users_code). A package installed in
+    site-packages is hashed whole, and the other installed packages it imports not at all
     (their versions are in the manifest)."""
     file = getattr(module, "__file__", None)
     if not file:
@@ -209,14 +220,16 @@ def _module_files(module):
     root, top = Path(_root(module.__name__)), module.__name__.partition(".")[0]
     own = Path(file).resolve()
     pending = [own] + (sorted((root / top).rglob("*.py")) if own.parent != root else [])
+    pending += [Path(f) for f in _IMPORTED.get(module.__name__, ())]
     found = set()
     while pending:
-        path = pending.pop()
-        if path in found:
+        path = Path(pending.pop()).resolve()
+        if path in found or not path.is_file():
             continue
         found.add(path)
         if not _installed(root):
-            pending += [f for name in _imported_names(path) for f in _files_of(root, name)]
+            pending += [f for name in _imported_names(path)
+                        for f in _files_of(root, name) + _files_of_loaded(name)]
     return sorted(found)
 
 
@@ -229,6 +242,52 @@ def _files_of(root, name):
     if (package / "__init__.py").is_file():
         return sorted(package.rglob("*.py"))
     return [single] if single.is_file() else []
+
+
+def _files_of_loaded(name):
+    """The files of module `name` as imported in this process (sys.modules), if it is the
+    user's code: its file, or a package's every file; [] otherwise."""
+    if name == "crossgrad" or name.startswith("crossgrad."):
+        return []
+    file = getattr(sys.modules.get(name), "__file__", None)
+    if not isinstance(file, str) or not file:
+        return []
+    try:
+        path = Path(file).resolve()
+        if not path.is_file() or not _users_code(path):
+            return []
+        if path.name == "__init__.py":
+            return sorted(path.parent.rglob("*.py"))
+    except (OSError, RuntimeError):
+        return []
+    return [path]
+
+
+def _library_folders():
+    """Python's own library and the installed distributions' folders, of this environment
+    and of the Python it was made from."""
+    folders = set()
+    for scheme in (sysconfig.get_paths(), sysconfig.get_paths(vars={
+            "base": sys.base_prefix, "platbase": sys.base_exec_prefix,
+            "installed_base": sys.base_prefix, "installed_platbase": sys.base_exec_prefix})):
+        for key in ("stdlib", "platstdlib", "purelib", "platlib"):
+            if scheme.get(key):
+                folders.add(Path(scheme[key]).resolve())
+    return folders
+
+
+def _users_code(path):
+    """Whether a module's file is the user's code: not in Python's library, not in an
+    installed distribution (site-packages, dist-packages)."""
+    if any(part in ("site-packages", "dist-packages") for part in path.parts):
+        return False
+    global _LIBRARY
+    if _LIBRARY is None:
+        _LIBRARY = _library_folders()
+    return not any(path.is_relative_to(folder) for folder in _LIBRARY)
+
+
+_LIBRARY = None
 
 
 def _installed(root):

@@ -149,6 +149,9 @@ def from_report(folder, models):
     except (OSError, ValueError) as err:
         raise InputError(path, None, f"is not a crossgrad report's results.json ({err})") \
             from None
+    except RecursionError:  # `[[[[...` deeper than Python's parser goes
+        raise InputError(path, None, "is not a crossgrad report's results.json (its JSON is "
+                                     "nested too deeply)") from None
     for section in ("check", "train"):
         part = body.get(section) if isinstance(body, dict) else None
         entries = part.get("models") if isinstance(part, dict) else None
