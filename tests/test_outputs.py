@@ -223,7 +223,7 @@ def dead_pid():
 
 def test_only_crossgrads_own_stale_temporaries_are_removed(tmp_path, home):
     sib, pid = tmp_path / "sib", dead_pid()
-    lookalikes = [f".rep.backup-2024-05-01", f".save.old-{pid}", f".rep.tmp-{pid}-abcdefgh",
+    lookalikes = [".rep.backup-2024-05-01", f".save.old-{pid}", f".rep.tmp-{pid}-abcdefgh",
                   f".rep.old-{pid}"]
     for name in lookalikes:
         user_folder(sib / name)
