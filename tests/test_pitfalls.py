@@ -414,3 +414,27 @@ def test_a_parting_without_a_cause_is_said_in_the_same_words_everywhere(ablation
     assert ("1 framework default(s) in play" in said) == bool(ablation)
     assert findings.partings(SimpleNamespace(models=[m]))[0]["causes"] == [said]
     assert tables.train_event(m, "tensorflow", info).endswith(said)
+
+
+def test_a_native_parting_at_tensorflow_s_average_pool_names_that_pool(executor):
+    """A 'same' pool whose window is wider than its input: TensorFlow's AvgPoolGrad is wrong
+    there. Its single-pitfall runs once all took Keras' pool (a list of pitfalls is a true
+    `native`), so keras.float32_hyperparameters (lr 0.5, exact in float32: no effect) was
+    'confirmed' with the pool's difference. The pool is a switch of its own now."""
+    need("tensorflow")
+    raw = {"name": "pool", "seed": 1, "input_shape": [4, 4, 1],
+           "data": {"source": "random_classification", "classes": 3, "examples": 16,
+                    "batch_size": 8},
+           "layers": [{"type": "conv2d", "filters": 2, "kernel_size": 1}, {"type": "tanh"},
+                      {"type": "avgpool2d", "pool_size": 5, "strides": 1, "padding": "same"},
+                      {"type": "flatten"}, {"type": "dense", "units": 3}],
+           "loss": {"type": "softmax_cross_entropy"}, "optimizer": {"type": "sgd", "lr": 0.5},
+           "train": {"steps": 10}}
+    spec = parse_spec(raw, "pool.toml", "pool")
+    assert "tensorflow.avgpool_grad_wider_window" in {p.name for p in
+                                                      pitfalls.in_play(spec, "tensorflow")}
+    tf = api.train([spec], frameworks=["numpy", "tensorflow"], native=True,
+                   executor=executor).models[0]["frameworks"]["tensorflow"]
+    assert tf["parted_at"] is not None, tf
+    confirmed = {a["pitfall"]: a for a in tf["native_ablation"] if a["confirmed"]}
+    assert set(confirmed) == {"tensorflow.avgpool_grad_wider_window"}, tf["native_ablation"]

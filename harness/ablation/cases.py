@@ -119,6 +119,11 @@ CASES = {
     "keras.attention_float32_scale": gradients("keras_attention", attention(), data=SEQUENCE,
                                                input_shape=(4, 6)),
     # weights of std 8: sigmoids beyond [1e-7, 1 - 1e-7], where Keras' clip would act
+    # a 4x4 image under a 5x5 window, stride 1, 'same': the window is wider than the input
+    "tensorflow.avgpool_grad_wider_window": gradients("tf_avgpool_wider", [
+        {"type": "conv2d", "filters": 2, "kernel_size": 1},
+        {"type": "avgpool2d", "pool_size": 5, "strides": 1, "padding": "same"},
+        {"type": "flatten"}, dense(3)], input_shape=(4, 4, 1)),
     "keras.binary_crossentropy": gradients("keras_bce", [
         dense(2, init={"type": "normal", "std": 8.0}), {"type": "sigmoid"}],
         loss="binary_cross_entropy", data={"source": "random_classification", "classes": 2,

@@ -69,6 +69,14 @@ def _padded_avgpool(s):
     return any(l["type"] == "avgpool2d" and any(map(any, l["pads"])) for l in walk(s.layers))
 
 
+def _avgpool_wider_than_input(s):
+    """A 'same' average pool whose window is wider than its input (the case TensorFlow's
+    AvgPoolGrad gets wrong; explicit padding goes through another op)."""
+    return any(l["type"] == "avgpool2d" and l["padding"] == "same"
+               and any(k > n for k, n in zip(l["pool_size"], l["in_shape"][:2]))
+               for l in walk(s.layers))
+
+
 def _sum_of_elementwise(s):
     return (s.loss["type"] in ("mse", "binary_cross_entropy", "binary_cross_entropy_with_logits")
             and s.loss["reduction"] == "sum" and s.out_shape[-1] > 1)
@@ -169,6 +177,12 @@ CATALOG = (
             "keras/src/layers/attention/multi_head_attention.py:584",
             "scores / sqrt(key_dim) in the model's dtype (a _compute_attention override)",
             _f64(_layer("attention"))),
+    Pitfall("tensorflow.avgpool_grad_wider_window", "tensorflow",
+            "AveragePooling2D (tf.nn.avg_pool2d) with padding='same' and a window wider than "
+            "its input: AvgPoolGrad's dL/dx is wrong (the forward pass is right): not a "
+            "default, a bug", "tensorflow/core/kernels/avgpooling_op.cc (AvgPoolingGradOp)",
+            "pad explicitly and average over the real pixels (PaddedAvgPool2D)",
+            _avgpool_wider_than_input),
     Pitfall("keras.binary_crossentropy", "tensorflow",
             "BinaryCrossentropy after a Keras sigmoid reads the sigmoid's logits: the "
             "log-sum-exp form, not the formula on p (its [1e-7, 1 - 1e-7] clip never acts)",

@@ -215,11 +215,13 @@ def avgpool2d(layer, dtype, native):
     rule); explicit [ph, pw] padding through PaddedAvgPool2D above. So is aligned 'same'
     with a window wider than the input: there TensorFlow's AvgPoolGrad is wrong (height 4,
     window 5, stride 1, dy = 1, 2, 3, 4: dx = 1.5, 2.83, 2.83, 2.83, not 1.58, 2.92, 2.92,
-    2.58), where its forward pass is right. Native mode keeps Keras' layer, bug and all.
+    2.58), where its forward pass is right. Native mode keeps Keras' layer, bug and all
+    (the pitfall tensorflow.avgpool_grad_wider_window).
     """
     kwargs = dict(pool_size=layer["pool_size"], strides=layer["strides"], dtype=dtype)
     wider = any(k > n for k, n in zip(layer["pool_size"], layer["in_shape"][:2]))
-    if explicit_pads(layer) or (wider and not native):
+    if explicit_pads(layer) or (
+            wider and not native_on(native, "tensorflow.avgpool_grad_wider_window")):
         return PaddedAvgPool2D(layer["pads"], **kwargs)
     return keras.layers.AveragePooling2D(padding=layer["padding"], **kwargs)
 
