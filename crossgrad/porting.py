@@ -22,7 +22,9 @@ def from_torch(model, input_shape, *, loss, data=None, weights=None):
     `input_shape`: one example's shape in the model's own layout ((C, H, W) for an NCHW
     image); `loss`: a spec loss type; `data`: a data source (default: random data of that
     shape); `weights`: a state_dict file to load into the module first."""
-    return import_torch(model, list(input_shape), loss, weights=weights, data=data).spec
+    # the shape as given: the import checks it (an int, a string, a negative size: one line)
+    return import_torch(model, input_shape, loss, weights=weights, data=data,
+                        shape_flag="input_shape").spec
 
 
 def from_keras(model, *, loss, data=None):

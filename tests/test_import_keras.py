@@ -213,6 +213,127 @@ def test_branches_that_are_not_x_plus_f_x_are_refused_naming_their_join(tmp_path
         "crossgrad reads straight chains (with x + f(x) blocks)") in err, err
 
 
+@pytest.mark.parametrize("option, value", [
+    ("kernel_regularizer", "l2"), ("bias_constraint", "non_neg"), ("activity_regularizer", "l1"),
+])
+def test_attention_s_regularizers_and_constraints_are_refused(tmp_path, capsys, option, value):
+    """MultiHeadAttention keeps them as private attributes (_kernel_regularizer): taken for
+    none, check and train would pass while the model adds to model.losses."""
+    inputs = keras.Input((4, 6))
+    x = L.MultiHeadAttention(2, 3, name="att", **{option: value})(inputs, inputs)
+    keras.Model(inputs, L.Dense(3)(L.GlobalAveragePooling1D()(x))).save(tmp_path / "m.keras")
+    code = main(["import", "keras", str(tmp_path / "m.keras"), "--loss", "mse", "--out",
+                 str(tmp_path / "o.toml")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and (
+        f"m.keras: model.att: keras.layers.MultiHeadAttention with {option}: crossgrad's "
+        "layers have no constraints and no regularizers") in err, err
+    assert sorted(os.listdir(tmp_path)) == ["m.keras"]
+
+
+def test_a_loss_of_the_model_s_own_is_refused(monkeypatch):
+    """model.losses, whatever adds to it (here a regularizer the layer checks are made to
+    miss), would add to the original's loss and not to the four's."""
+    from crossgrad.harness.importers import keras_layers
+    monkeypatch.setattr(keras_layers, "_extras", lambda layer: [])
+    model = keras.Sequential([keras.Input((4,)), L.Dense(3, kernel_regularizer="l2")])
+    with pytest.raises(InputError, match=r"^model: adds 1 loss\(es\) of its own \(model.losses"):
+        crossgrad.from_keras(model, loss="mse")
+
+
+def _dense_twice_in_a_sequential():
+    dense = L.Dense(4, activation="tanh", name="twice")
+    return keras.Sequential([keras.Input((4,)), dense, dense, L.Dense(3)])
+
+
+def _dense_given_another_s_kernel():
+    inputs = keras.Input((4,))
+    a, b = L.Dense(4, name="a"), L.Dense(4, name="b")
+    model = keras.Model(inputs, L.Dense(2)(b(L.Activation("tanh")(a(inputs)))))
+    b._tracker.unlock()       # Keras forbids it once built; the import must not take it
+    b._kernel = a._kernel
+    b._tracker.lock()
+    return model
+
+
+@pytest.mark.parametrize("build, message", [
+    (_dense_twice_in_a_sequential, "model: model.twice: is called more than once (shared "
+                                   "weights); each crossgrad layer has its own"),
+    (_dense_given_another_s_kernel, "model: model.b: shares its weight a/kernel with model.a; "
+                                    "each crossgrad layer has its own"),
+])
+def test_layers_sharing_a_weight_are_refused(build, message):
+    with pytest.raises(InputError) as caught:
+        crossgrad.from_keras(build(), loss="mse")
+    assert str(caught.value) == message
+
+
+def test_a_layer_called_once_here_and_also_in_another_model_imports():
+    """An encoder's layer reused in a bigger model: its calls in the other model are not
+    this model's."""
+    encoder_layer = L.Dense(4, activation="tanh")
+    inputs = keras.Input((4,))
+    keras.Model(inputs, encoder_layer(inputs))            # the encoder, kept alive
+    full_inputs = keras.Input((4,))
+    full = keras.Model(full_inputs, L.Dense(3)(encoder_layer(full_inputs)))
+    assert [layer["type"] for layer in crossgrad.from_keras(full, loss="mse").layers] == [
+        "dense", "tanh", "dense"]
+
+
+def test_lora_is_refused():
+    """Its kernel is kernel + lora_kernel_a @ lora_kernel_b: the kernel alone is another
+    layer."""
+    model = keras.Sequential([keras.Input((4,)), L.Dense(3, lora_rank=2, name="fc")])
+    with pytest.raises(InputError, match=r"^model: model.fc: keras.layers.Dense with LoRA "
+                                         r"\(lora_rank\)"):
+        crossgrad.from_keras(model, loss="mse")
+
+
+def test_the_tanh_gelu_of_keras_ops_is_refused_the_exact_one_maps():
+    """keras.ops.gelu and keras.activations.gelu are both named gelu; the first defaults to
+    approximate=True."""
+    def model(activation):
+        return keras.Sequential([keras.Input((4,)), L.Dense(4, activation=activation, name="fc"),
+                                 L.Dense(1)])
+    with pytest.raises(InputError, match=r"^model: model.fc: activation 'gelu' with "
+                                         r"approximate=True"):
+        crossgrad.from_keras(model(keras.ops.gelu), loss="mse")
+    spec = crossgrad.from_keras(model(keras.activations.gelu), loss="mse")
+    assert [layer["type"] for layer in spec.layers] == ["dense", "gelu", "dense"]
+
+
+def _pooled_then_flattened(flattens):
+    keras.utils.set_random_seed(0)
+    return keras.Sequential([keras.Input((2, 4, 4)),
+                             L.MaxPooling2D(2, data_format="channels_first"),
+                             *[L.Flatten() for _ in range(flattens)], L.Dense(2)])
+
+
+@pytest.mark.parametrize("flattens", [1, 2])
+def test_a_flatten_of_flat_values_keeps_their_order(flattens):
+    """A second Flatten changes nothing: the Dense after it still takes its features in
+    (C, H, W) order, its rows permuted to the spec's (H, W, C)."""
+    model = _pooled_then_flattened(flattens)
+    spec = crossgrad.from_keras(model, loss="mse")
+    x = np.random.default_rng(0).normal(size=(3, 2, 4, 4))
+    pooled = x.transpose(0, 2, 3, 1).reshape(3, 2, 2, 2, 2, 2).max(axis=(2, 4)).reshape(3, -1)
+    dense = f"{flattens + 1}"
+    by_spec = pooled @ spec.initial[f"{dense}.W"] + spec.initial[f"{dense}.b"]
+    np.testing.assert_allclose(by_spec, np.asarray(model(x.astype("float32"))), rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_x_plus_f_x_across_a_layout_change_is_refused():
+    """Flatten of a channels_first image gives (C, H, W) order, the Dense after it the
+    canonical one: x + f(x) would add values of two orders (the torch import refuses it)."""
+    inputs = keras.Input((2, 4, 4))
+    h = L.Flatten()(L.MaxPooling2D(2, data_format="channels_first")(inputs))
+    h = L.Add(name="add")([h, L.Dense(8)(h)])
+    with pytest.raises(InputError, match=r"^model: model.add: x \+ f\(x\) where f changes the "
+                                         r"layout \(from \(C, H, W\) order to the canonical"):
+        crossgrad.from_keras(keras.Model(inputs, L.Dense(2)(h)), loss="mse")
+
+
 @pytest.mark.parametrize("content, name, message", [
     (b"PK\x03\x04 not really a zip", "m.keras", "m.keras: not a Keras model file Keras can load"),
     (b"", "m.keras", "m.keras: not a Keras model file Keras can load"),

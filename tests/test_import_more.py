@@ -191,6 +191,73 @@ def test_a_module_with_weights_called_twice_is_refused_as_shared(tmp_path, capsy
         """, "3", "model.norm: nn.LayerNorm is called twice in forward (shared weights)")
 
 
+@pytest.mark.parametrize("source, shape, message", [
+    ("""
+        class Net(nn.Module):  # two modules, one Parameter
+            def __init__(self):
+                super().__init__()
+                self.a, self.b, self.out = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 3)
+                self.b.weight = self.a.weight
+
+            def forward(self, x):
+                return self.out(torch.tanh(self.b(torch.tanh(self.a(x)))))
+        """, "4", "model.b: nn.Linear shares its weight with model.a (b.weight is a.weight)"),
+    ("""
+        class Net(nn.Module):  # a language model's embedding tied to its output layer
+            def __init__(self):
+                super().__init__()
+                self.emb, self.fc, self.out = nn.Embedding(6, 4), nn.Linear(4, 4), nn.Linear(4, 6)
+                self.out.weight = self.emb.weight
+
+            def forward(self, x):
+                return self.out(torch.tanh(self.fc(self.emb(x))).mean(1))
+        """, "3", "model.out: nn.Linear shares its weight with model.emb (out.weight is "
+                  "emb.weight)"),
+])
+def test_modules_sharing_a_parameter_are_refused(tmp_path, capsys, source, shape, message):
+    """Tied weights train one tensor from both uses; the spec would train two apart."""
+    _refused(tmp_path, capsys, source, shape, message + "; each crossgrad layer has its own")
+
+
+def test_a_flatten_of_flat_values_keeps_their_order(tmp_path, executor):
+    """nn.Flatten, then x.view(x.size(0), -1), as many models write it: the second changes
+    nothing, and the Linear after them still has its rows permuted from (C, H, W) order."""
+    done = import_torch(_net(tmp_path, """
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.features = nn.Sequential(nn.Conv2d(2, 3, 3), nn.ReLU(), nn.Flatten())
+                self.fc = nn.Linear(3 * 3 * 3, 2)
+
+            def forward(self, x):
+                x = self.features(x)
+                return self.fc(x.view(x.size(0), -1))
+        """), [2, 5, 5], "mse")
+    assert done.text.count("rows permuted") == 1
+    checked = api.check([done.spec], frameworks=THREE, executor=executor)
+    assert checked.passed, checked.models[0]["comparisons"]
+
+
+def test_an_in_place_dropout_applies_the_mask_once(tmp_path, executor):
+    """nn.Dropout(inplace=True) has masked its input before a hook on its output runs: the
+    original must apply the harness's mask once, as the four do."""
+    done = import_torch(_net(tmp_path, """
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.body = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.5, inplace=True),
+                                          nn.Tanh(), nn.Linear(8, 3))
+
+            def forward(self, x):
+                return self.body(x)
+        """), [4], "mse")
+    checked = api.check([done.spec], frameworks=THREE, executor=executor)
+    assert checked.passed, checked.models[0]["comparisons"]
+    trained = api.train([done.spec.with_overrides(**{"train.steps": 5})], frameworks=THREE,
+                        executor=executor)
+    assert trained.passed and trained.models[0]["frameworks"]["original"]["max_rel_diff"] <= 1e-10
+
+
 # ---- in place -----------------------------------------------------------------------------------
 
 PREACT = """

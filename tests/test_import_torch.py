@@ -799,6 +799,29 @@ def test_bad_input_in_python_is_crossgrad_s_public_input_error():
     assert str(caught.value).startswith("model: does not run on a batch of shape (3, 4) ")
 
 
+@pytest.mark.parametrize("shape", [4, (-4,), ("4",), (4.0,), (), (True,), "4", (1,) * 9])
+def test_an_input_shape_that_is_not_sizes_is_input_error(shape):
+    """Named as the argument, before torch is given it (a TypeError or RuntimeError else)."""
+    with pytest.raises(crossgrad.InputError, match=r"^input_shape: expected one example's "
+                                                   r"shape, 1 to 8 positive integers"):
+        crossgrad.from_torch(torch.nn.Sequential(torch.nn.Linear(4, 2)), shape, loss="mse")
+
+
+@pytest.mark.parametrize("shape, need", [("1000000,1000000", "24.0 TB"),
+                                         ("99999999999,99999999", "240.0 EB")])
+def test_an_input_shape_too_big_to_trace_is_refused_before_allocating(tmp_path, capsys, shape,
+                                                                     need):
+    (tmp_path / "m.py").write_text("from torch import nn\n\n\ndef build():\n    return "
+                                   "nn.Sequential(nn.Linear(4, 2))\n")
+    code = main(["import", "torch", f"{tmp_path}/m.py:build", "--input-shape", shape, "--loss",
+                 "mse", "--out", str(tmp_path / "o.toml")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"--input-shape: ({shape.replace(',', ', ')}) per example: the 3 examples the import " \
+           f"runs the model on need {need}, over the limit of " in err, err
+    assert sorted(os.listdir(tmp_path)) == ["m.py"]
+
+
 # ---- the README's "Port a model", run as written ----------------------------------------------
 
 @pytest.mark.slow

@@ -4,6 +4,8 @@ Nothing is written here: commands.py writes the two files, crossgrad.from_torch 
 from_keras return the Spec. Every problem is an InputError naming the model (the file,
 or the module path inside it) before anything is written.
 """
+import math
+import numbers
 import os
 import re
 import warnings
@@ -67,11 +69,35 @@ def quiet_frameworks():
         yield
 
 
-def import_torch(source, input_shape, loss, weights=None, data=None, out=None, command=None):
+def import_torch(source, input_shape, loss, weights=None, data=None, out=None, command=None,
+                 shape_flag="--input-shape"):
     """`source`: "FILE.py:FACTORY" or an nn.Module; `input_shape`: per example, in the
-    model's own layout (C, H, W for an image)."""
+    model's own layout (C, H, W for an image), named `shape_flag` when refused."""
+    input_shape = _input_shape(input_shape, shape_flag)
     with quiet_frameworks():
         return _import_torch(source, input_shape, loss, weights, data, out, command)
+
+
+def _input_shape(shape, flag):
+    """One example's shape as a list of sizes, or InputError naming `flag`: positive
+    integers, at most limits.AXES of them, whose example batch (the trace runs the model on
+    EXAMPLES examples) fits in memory: checked before torch is asked to allocate it."""
+    from ..spec.limits import AXES
+    from ..spec.sizes import default_limit, gb
+    from .torch_graph import EXAMPLES
+    sizes = list(shape) if isinstance(shape, (list, tuple)) else None
+    if not sizes or len(sizes) > AXES or not all(
+            isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= 1
+            for n in sizes):
+        raise InputError(flag, None, f"expected one example's shape, 1 to {AXES} positive "
+                                     f"integers like (1, 28, 28), got {shape!r}"[:300])
+    sizes = [int(n) for n in sizes]
+    need, limit = EXAMPLES * math.prod(sizes) * 8, default_limit()  # float64 or int64 values
+    if need > limit:
+        raise InputError(flag, None, f"{tuple(sizes)} per example: the {EXAMPLES} examples the "
+                                     f"import runs the model on need {gb(need)}, over the limit "
+                                     f"of {gb(limit)} (half of this machine's memory)")
+    return sizes
 
 
 def _import_torch(source, input_shape, loss, weights, data, out, command):
@@ -95,7 +121,7 @@ def _import_torch(source, input_shape, loss, weights, data, out, command):
         except ValueError as err:
             raise InputError(weights, None, str(err)) from None
     try:
-        pieces, layout, _, tokens = torch_graph.chain(model, list(input_shape))
+        pieces, layout, _, tokens = torch_graph.chain(model, input_shape)
         if weights is not None:
             _finite_weights(weights, model, pieces)
         arrays = canonical_weights(pieces, torch_graph.read_native(model))

@@ -8,6 +8,7 @@ importer and, in a tensorflow worker, by the original participant.
 """
 import hashlib
 import os
+from collections import Counter
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -67,6 +68,8 @@ def chain(model):
     out = _walk(steps, ctx, -1 if isinstance(model, keras.Sequential) else id(model.inputs[0]))
     if not out:
         raise NotMapped("model", "has no layer crossgrad could map")
+    _no_shared_weights(steps)
+    _no_losses_of_its_own(model)
     if not in_canonical_order(ctx.layout):
         raise NotMapped("model", "its output is an image or a flattened channels_first image; "
                                  "crossgrad's last layer gives one vector per example")
@@ -89,6 +92,9 @@ def _steps(model):
     if isinstance(model, keras.Sequential):
         if not model.built or not model.inputs:
             raise NotMapped("model", "is not built: give it a keras.Input (or call it once)")
+        calls = Counter(id(layer) for layer in model.layers)  # Sequential([d, d]) calls d twice
+        for layer in model.layers:
+            _once(layer, calls[id(layer)])
         return [(layer, {}, None, i, tuple(layer.output.shape[1:]))
                 for i, layer in enumerate(model.layers)]
     if type(model).__name__ != "Functional":
@@ -98,10 +104,13 @@ def _steps(model):
         raise NotMapped("model", "has several inputs or outputs; crossgrad feeds one input to "
                                  "one output")
     current, steps, calls = id(model.inputs[0]), [], _calls(model)
+    # this model's calls of each layer: one shared with another model (an encoder reused
+    # in a bigger model) has that model's calls too in its _inbound_nodes
+    times = Counter(id(op) for op, _ in calls)
     for k, (op, node) in enumerate(calls):
         if type(op).__name__ == "InputLayer":
             continue
-        _once(op)
+        _once(op, times[id(op)])
         ins = [id(t) for t in node.input_tensors]
         added = None
         if type(op).__name__ in ADDS and len(ins) == 2 and current in ins and ins[0] != ins[1]:
@@ -150,11 +159,12 @@ def _calls(model):
                                key=lambda n: order.get(id(n.operation), -1))]
 
 
-def _once(op):
-    """A layer called more than once is one spec layer per call only if the calls share
-    nothing: no weights, and no randomness (a Dropout draws one mask per call, each
-    crossgrad dropout layer its own). One ReLU object applied twice is two relu layers."""
-    if len(op._inbound_nodes) == 1:
+def _once(op, times):
+    """A layer called more than once (`times`, in the model imported) is one spec layer per
+    call only if the calls share nothing: no weights, and no randomness (a Dropout draws one
+    mask per call, each crossgrad dropout layer its own). One ReLU object applied twice is
+    two relu layers."""
+    if times <= 1:
         return
     if "Dropout" in type(op).__name__ or "Noise" in type(op).__name__:
         raise NotMapped(f"model.{op.name}", f"{type(op).__name__} is called more than once: "
@@ -164,6 +174,28 @@ def _once(op):
     if op.weights:
         raise NotMapped(f"model.{op.name}", "is called more than once (shared weights); "
                                             "each crossgrad layer has its own")
+
+
+def _no_shared_weights(steps):
+    """Two layers holding the same variable (one assigned the other's) train one tensor;
+    the spec would make two of it, each trained alone."""
+    owner = {}
+    for layer, *_ in steps:
+        for variable in getattr(layer, "weights", ()):   # an operation (x + y) has none
+            other = owner.setdefault(id(variable), layer)
+            if other is not layer:
+                raise NotMapped(f"model.{layer.name}", f"shares its weight {variable.path} with "
+                                                       f"model.{other.name}; each crossgrad "
+                                                       "layer has its own")
+
+
+def _no_losses_of_its_own(model):
+    """model.losses (weight regularizers, however a layer keeps them) would add to the
+    original's loss and not to the four's: the spec's only penalties are [train] l1, l2."""
+    if model.losses:
+        raise NotMapped("model", f"adds {len(model.losses)} loss(es) of its own "
+                                 "(model.losses: a regularizer): crossgrad's loss is the spec's, "
+                                 "with L1/L2 in its [train]")
 
 
 def _walk(steps, ctx, first):
@@ -176,6 +208,11 @@ def _walk(steps, ctx, first):
                 raise NotMapped(f"model.{layer.name}", "adds values that are not x and f(x): "
                                                        "crossgrad reads x + f(x) blocks only")
             block = out[start:]
+            if block and block[0].in_layout != ctx.layout:
+                raise NotMapped(f"model.{layer.name}", "x + f(x) where f changes the layout "
+                                                       f"(from {_layout_name(block[0].in_layout)}"
+                                                       f" to {_layout_name(ctx.layout)}): "
+                                                       "crossgrad adds values of one layout")
             del out[start:]
             out.append(Piece({"type": "residual"}, f"model.{layer.name}", "x + f(x)",
                              block[0].in_layout, ctx.layout, layers=block, node=layer,
@@ -189,6 +226,11 @@ def _walk(steps, ctx, first):
             ctx.layout, ctx.shape_in = made[-1].out_layout, shape
         positions[value] = len(out)
     return out
+
+
+def _layout_name(layout):
+    return {CANONICAL: "the canonical order", NCHW: "channels_first"}.get(layout,
+                                                                        "(C, H, W) order")
 
 
 def read_native(piece, name):

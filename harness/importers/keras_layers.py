@@ -10,6 +10,8 @@ masking, ...). Keras' BatchNormalization momentum weighs the old value: the spec
 one (a difference the import notes: the running variances then part). A GRU must be
 reset_after=True (PyTorch's form, the spec's); its gates [z, r, h] are permuted.
 """
+import inspect
+
 import numpy as np
 
 from .pieces import CANONICAL, NCHW, Link, NotMapped, Piece, layout_note, per_feature, \
@@ -26,17 +28,42 @@ def pieces(layer, call_kwargs, ctx):
     builder = LAYERS.get(kind)
     if builder is None:
         raise NotMapped(where(layer), f"keras.layers.{kind} has no crossgrad layer")
-    for option in EXTRAS:
-        _refuse_if(layer, getattr(layer, option, None) is not None,
-                   f"with {option}: crossgrad's layers have no constraints and no regularizers "
-                   "of their own (L1/L2 on every weight matrix: the spec's [train] l1, l2)")
+    extra = next(iter(_extras(layer)), None)
+    _refuse_if(layer, extra is not None,
+               f"with {extra}: crossgrad's layers have no constraints and no regularizers "
+               "of their own (L1/L2 on every weight matrix: the spec's [train] l1, l2)")
+    _refuse_if(layer, any(getattr(sub, "lora_enabled", False) for sub in _inside(layer)),
+               "with LoRA (lora_rank): its kernel is kernel + lora_kernel_a @ lora_kernel_b, "
+               "trained apart; crossgrad's layer has one weight matrix (merge the LoRA weights "
+               "into the kernel first)")
     return builder(layer, call_kwargs, ctx)
 
 
-# what a Keras layer adds to its math that a spec layer has no place for
-EXTRAS = [f"{weights}_{kind}" for kind in ("regularizer", "constraint") for weights in (
-    "kernel", "bias", "recurrent", "depthwise", "pointwise", "embeddings", "gamma", "beta")] + \
-    ["activity_regularizer"]
+def _inside(layer):
+    """The layer and the layers it holds (an LSTM's cell, MultiHeadAttention's projections):
+    an option set on any of them acts on the layer's math."""
+    flatten = getattr(layer, "_flatten_layers", None)
+    return list(flatten(include_self=True, recursive=True)) if flatten else [layer]
+
+
+def _extras(layer):
+    """The regularizers and constraints set on a layer, by their arguments' names. Dense
+    keeps them as public attributes (kernel_regularizer), MultiHeadAttention as private ones
+    (_kernel_regularizer, _activity_regularizer), and each weight carries its own: all are
+    read, so that none is taken for a layer without one (it would add to model.losses, or
+    clip the weights after each step, in the original only)."""
+    found = []
+    for sub in _inside(layer):
+        for name, value in vars(sub).items():
+            option = name.lstrip("_")
+            if value is not None and option.endswith(("_regularizer", "_constraint")) and \
+                    option not in found:
+                found.append(option)
+        for variable in sub.weights:
+            for what in ("regularizer", "constraint"):
+                if getattr(variable, what, None) is not None and not found:
+                    found.append(f"a {what} on {variable.path}")
+    return found
 
 
 def where(layer):
@@ -57,7 +84,21 @@ def _activation_name(layer, fn):
     name = getattr(fn, "__name__", str(fn))
     if name not in ACTIVATIONS:
         raise NotMapped(where(layer), f"activation {name!r} has no crossgrad layer")
+    if _approximate(fn):
+        raise NotMapped(where(layer), f"activation {name!r} with approximate=True (the tanh "
+                                      "form, keras.ops.gelu's default; keras.activations.gelu's "
+                                      "is False): crossgrad's gelu is the exact (erf) form")
     return name
+
+
+def _approximate(fn):
+    """Whether a gelu computes the tanh form: keras.ops.gelu and keras.activations.gelu are
+    both named "gelu", and differ in their default (True, False)."""
+    try:
+        option = inspect.signature(fn).parameters.get("approximate")
+    except (TypeError, ValueError):   # no signature to read: a builtin, not a gelu of Keras'
+        return False
+    return option is not None and option.default is True
 
 
 def _with_activation(layer, piece, ctx):
@@ -113,8 +154,9 @@ def dropout(layer, kw, ctx):
 
 def flatten(layer, kw, ctx):
     """Keras' Flatten with data_format="channels_first" moves the channels last first (the
-    canonical order); with the default, a channels_first image flattens in (C, H, W) order."""
-    layout = CANONICAL
+    canonical order); with the default, a channels_first image flattens in (C, H, W) order.
+    A flatten of values already flat changes nothing: they keep the order they came in."""
+    layout = CANONICAL if len(ctx.shape_in) > 1 else ctx.layout
     if ctx.layout == NCHW and layer.data_format != "channels_first":
         layout = ("chw", *ctx.shape_in)
     _refuse_if(layer, ctx.layout != NCHW and layer.data_format == "channels_first"

@@ -4,7 +4,7 @@ Rebuilt in a torch worker from the same file and factory (refused if the file ch
 cast to the spec's dtype, and traced again into the same chain of pieces as at the
 import: the pieces say where each canonical tensor lives in the module. The module runs
 its own forward, in training mode, on inputs in its own layout (NCHW images); its
-nn.Dropout modules apply the harness's masks (a forward hook replaces their output);
+nn.Dropout modules apply the harness's masks (their forward is replaced: torch draws none);
 an LSTM's or RNN's bias_hh is a frozen zero and its bias_ih the spec's b. Per-layer
 values come from the torch.fx trace of that forward, run on the same modules.
 Training uses the spec's loss and optimizer, built by the torch implementation
@@ -55,7 +55,9 @@ class Original:
             if piece.table["type"] in ("rnn", "lstm"):
                 module.bias_hh_l0.requires_grad_(False)   # b lives in bias_ih_l0
             if piece.table["type"] == "dropout":
-                module.register_forward_hook(self._dropout(name, module.p))
+                # its computation replaced, not its output: an inplace=True dropout has
+                # already masked its input (the value a hook on its output would read)
+                module.forward = self._dropout(name, module.p)
         self.module.train()
         self.loss = impl.losses.build_loss(spec["loss"], native)
 
@@ -64,12 +66,12 @@ class Original:
         return self.module.get_submodule(path) if piece.where != "model.forward" else None
 
     def _dropout(self, name, rate):
-        def hook(module, args, output):
-            return args[0] * (self.masks[name] / (1 - rate))  # the harness's mask, not torch's
-        return hook
+        def forward(x):
+            return x * (self.masks[name] / (1 - rate))  # the harness's mask, once; not torch's
+        return forward
 
     def inputs(self, x, y, masks):
-        """The batch in the module's layouts; the masks into place for the hooks."""
+        """The batch in the module's layouts; the masks into place for the dropouts."""
         layouts = {name: piece.in_layout for name, piece in self.named}
         tensor = self.impl.model.tensor      # torch's reading, ml_dtypes' bfloat16 included
         self.masks = {k: tensor(to_native(m, layouts[k]).copy(order="C"))

@@ -260,15 +260,18 @@ def chain(model, input_shape):
     `input_shape` is per example, in the model's own layout (NCHW for an image)."""
     gm = trace(model)
     dtype = next((p.dtype for p in model.parameters()), torch.float32)
-    x, tokens = example_input(gm, input_shape, dtype)
     was_training = model.training
     model.eval()  # the example pass must not move BatchNorm's running statistics
     try:
+        x, tokens = example_input(gm, input_shape, dtype)  # its allocation can fail too
         with torch.no_grad():
             recorder = Recorder(gm)
             recorder.run(x)
+    except NotMapped:
+        raise
     except Exception as err:
-        raise NotMapped("model", f"does not run on a batch of shape {tuple(x.shape)} "
+        raise NotMapped("model", f"does not run on a batch of shape "
+                                 f"{(EXAMPLES, *input_shape)} "
                                  f"({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
                                  "check --input-shape (per example, in the model's layout)") \
             from None
@@ -279,7 +282,27 @@ def chain(model, input_shape):
     pieces = _walk(gm, ctx, layout)
     if not pieces:
         raise NotMapped("model", "has no layer crossgrad could map")
+    _no_shared_tensors(model, pieces)
     return pieces, layout, gm, tokens
+
+
+def _no_shared_tensors(model, pieces):
+    """Two layers reading one tensor (`b.weight = a.weight`, an embedding tied to the output
+    layer) train it once, from both uses; the spec would make two of it, each trained alone.
+    Found by identity: the same Parameter reached from two modules of the chain."""
+    owner = {}
+    for _, p in walk(pieces):
+        for name in dict.fromkeys(n for link in p.links.values() for n in link.natives):
+            tensor = native_tensor(model, p, name)
+            first = owner.setdefault(id(tensor), (p, name))
+            if first[0] is not p:
+                raise NotMapped(p.where, f"{p.kind} shares its weight with {first[0].where} "
+                                         f"({_path(p, name)} is {_path(*first)}); each "
+                                         "crossgrad layer has its own")
+
+
+def _path(piece, name):
+    return f"{piece.where.removeprefix('model.')}.{name}"
 
 
 def _walk(gm, ctx, layout):

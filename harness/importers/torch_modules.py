@@ -173,6 +173,8 @@ def _flatten(node, kind, ctx, dims=None):
                                      f"everything but the batch axis ({shape_in} -> "
                                      f"{(math.prod(shape_in),)})")
     layout = ("chw", *shape_in) if ctx.layout == NCHW else CANONICAL
+    if len(shape_in) == 1:  # already flat (a second flatten): its features keep their order
+        layout = ctx.layout
     p = _new(node, ctx.module(node), {"type": "flatten"}, ctx, out_layout=layout)
     p.kind = kind if node.op != "call_module" else p.kind
     return p
