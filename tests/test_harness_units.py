@@ -139,6 +139,21 @@ def test_curve_errors_need_the_same_length_and_end():
     assert out["numpy"]["passed"] and not out["torch"]["passed"]
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_a_run_that_stops_at_another_step_fails_though_lockstep_agrees(dtype):
+    """NumPy diverges at step 4, torch one step earlier in its free run; lockstep runs the
+    reference's steps and agrees at each. The curve's jump was read as a float32 branch, or
+    as amplified rounding: PASS*. Frameworks that stop at different steps disagree (README,
+    "Divergence")."""
+    nan = float("nan")
+    ref = {"loss": [1.0, 0.9, 0.8, 0.7, nan], "diverged_at": 4}
+    early = {"loss": [1.0, 0.9, 0.8, nan], "diverged_at": 3}
+    out = curves.curve_errors({"numpy": ref, "torch": early}, "numpy", dtype, False)
+    info = {"passed": out["torch"]["passed"], "lockstep_parted_at": None}
+    curves.verdict(info, out["torch"]["rel_diff"], dtype, out["torch"]["same_end"])
+    assert info["verdict"] == "FAIL" and info["passed"] is False, info
+
+
 def test_atomic_dir_leaves_the_old_folder_on_error(tmp_path):
     target = tmp_path / "out"
     with atomic_dir(target) as tmp:

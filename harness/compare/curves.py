@@ -31,7 +31,7 @@ def curve_errors(curves, reference, dtype, native):
         worst = float(rel.max()) if n else 0.0
         parted = np.flatnonzero(rel > PARTED)
         same_end = len(loss) == len(ref) and c.get("diverged_at") == ref_curve.get("diverged_at")
-        out[fw] = {"max_rel_diff": worst, "rel_diff": rel,
+        out[fw] = {"max_rel_diff": worst, "rel_diff": rel, "same_end": same_end,
                    "parted_at": int(parted[0]) if len(parted) else None,
                    "passed": None if native else bool(same_end and worst <= CURVES[dtype])}
     return out
@@ -85,17 +85,19 @@ def amplification(rel_diff, dtype):
     return k, (max(top, start) / max(start, floor)) ** (1.0 / (end - k + 1))
 
 
-def verdict(info, rel_diff, dtype):
+def verdict(info, rel_diff, dtype, same_end=True):
     """An aligned run's verdict, in `info` (its JSON entry, with its curve's "passed" and the
     lockstep fields): FAIL where lockstep leaves its tolerance (a real difference, whatever
-    the curves say); PASS where the curve is within its tolerance; where it is not but
-    lockstep agrees at every step, PASS* "branched" (a float32 jump at a kink) or PASS*
-    "amplified" (rounding grown by the dynamics, with its onset and growth per step).
-    Without lockstep a curve beyond tolerance is a FAIL, unless the float64 control of
-    a float32 run says otherwise (results.explain_branches)."""
+    the curves say), or where the run stops at another step than the reference's
+    (`same_end` False: README, "Divergence"; lockstep runs only the reference's steps);
+    PASS where the curve is within its tolerance; where it is not but lockstep agrees at
+    every step, PASS* "branched" (a float32 jump at a kink) or PASS* "amplified" (rounding
+    grown by the dynamics, with its onset and growth per step). Without lockstep a curve
+    beyond tolerance is a FAIL, unless the float64 control of a float32 run says otherwise
+    (results.explain_branches)."""
     info["exceeded_at"] = exceeded_step(rel_diff, dtype)
     locked = "lockstep_parted_at" in info
-    if locked and info["lockstep_parted_at"] is not None:
+    if not same_end or locked and info["lockstep_parted_at"] is not None:
         info.update(passed=False, verdict="FAIL")
     elif info["passed"]:
         info["verdict"] = "PASS"

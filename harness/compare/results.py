@@ -216,9 +216,11 @@ def explain_branches(models, curves):
         control = f64.get((m["name"], m["mode"]))
         if m["dtype"] != "float32" or m["passed"] is not False or control is None:
             continue
+        stopped = m["frameworks"].get(m.get("reference"), {}).get("diverged_at")
         for fw, info in m["frameworks"].items():
             agreed64 = control["frameworks"].get(fw, {}).get("passed")
-            if info.get("passed") is not False or not agreed64 or "lockstep_parted_at" in info:
+            if info.get("passed") is not False or not agreed64 or "lockstep_parted_at" in info \
+                    or info.get("diverged_at") != stopped:  # stops elsewhere: a FAIL stands
                 continue
             mine = curves[(curves["model"] == m["name"]) & (curves["dtype"] == "float32") &
                           (curves["mode"] == m["mode"]) & (curves["framework"] == fw)]
@@ -262,7 +264,7 @@ def assemble_train(spec, inputs, results, names, missing, native):
         # PASS, PASS* (branched, amplified) or FAIL, from the curve and lockstep; native runs
         # are shown, not judged (the causes of a parting: harness/ablation/causes.py)
         if not native:
-            verdict(frameworks[fw], e["rel_diff"], spec.dtype)
+            verdict(frameworks[fw], e["rel_diff"], spec.dtype, e["same_end"])
         base = {"model": spec.name, "dtype": spec.dtype, "mode": mode, "framework": fw}
         for step, (loss, norm) in enumerate(zip(c["loss"], c["grad_norm"])):
             curve_rows.append(dict(base, step=step, loss=loss, grad_norm=norm,
