@@ -19,7 +19,8 @@ from crossgrad.harness import api, registry
 from crossgrad.harness.cli import main
 from crossgrad.harness.compare import curves, lockstep
 from crossgrad.harness.compare.pairwise import PAIRWISE
-from crossgrad.harness.report.tables import train_table
+from crossgrad.harness.report.content import STARRED
+from crossgrad.harness.report.tables import event, train_table
 from crossgrad.harness.report.write import write_report
 from crossgrad.harness.run.executor import LocalExecutor
 from crossgrad.harness.spec import parse_spec
@@ -184,22 +185,27 @@ def test_an_independent_torch_rmsprop_replay_differs_from_each_by_the_same_amoun
 
 
 def test_one_step_per_event_in_the_terminal_the_json_and_the_report(executor, tmp_path):
-    """deep_relu_mlp in float32: JAX's curve jumps at a ReLU kink while lockstep agrees; the
-    terminal, the JSON and the report name the same step (the report used to show the step
-    where the curve passed 1e-3, two steps later)."""
+    """deep_relu_mlp in float32: JAX's curve leaves NumPy's, a PASS* (a jump at a ReLU kink
+    with lockstep agreeing on an Intel Xeon with AVX-512; on an AVX2 machine, whose float32
+    BLAS rounds otherwise, lockstep steps beyond tolerance within rounding's reach); the
+    terminal, the JSON and the report name the same event at the same step (the report
+    used to show the step where the curve passed 1e-3, two steps later)."""
     need("jax")
     spec = api.zoo("deep_relu_mlp").with_overrides(dtype="float32")
     result = api.train([spec], frameworks=["numpy", "jax"], executor=executor)
-    info = result.models[0]["frameworks"]["jax"]
-    step = info["branched_at"]
-    assert info["verdict"] == "PASS*" and info["lockstep_parted_at"] is None, info
+    m = result.models[0]
+    info = m["frameworks"]["jax"]
+    what, step = event(m, info)
+    assert info["verdict"] == "PASS*" and what in STARRED, info
     assert info["parted_at"] != step  # where the curve passes 1e-3: not the event
-    assert f"jax branched from numpy at step {step}: lockstep agrees" in train_table(result.models)
+    jax_line = next(line for line in train_table(result.models).splitlines()
+                    if line.startswith("  deep_relu_mlp float32: jax"))
+    assert f"at step {step}" in jax_line, jax_line
     write_report(tmp_path / "report", [spec], aligned=result, manifest={})
     md = (tmp_path / "report" / "report.md").read_text()
-    assert f"jax branched @{step}" in md and f"jax branched at step {step}" in md
+    assert f"jax {what} @{step}" in md and f"jax {what} at step {step}" in md
     assert f"@{info['parted_at']}" not in md
-    assert f"jax branched at step {step}" in (tmp_path / "report" / "report.html").read_text()
+    assert f"jax {what} at step {step}" in (tmp_path / "report" / "report.html").read_text()
     csv = (tmp_path / "report" / "curves.csv").read_text().splitlines()
     assert csv[0].endswith(",rel_diff,lockstep_rel_err")
 
