@@ -732,6 +732,17 @@ def test_the_cache_never_writes_over_or_through_what_is_not_its_own(tmp_path, fo
         assert snapshot(tmp_path) == before and victim.read_text() == "precious"
 
 
+def test_a_cache_warning_is_one_write(monkeypatch):
+    """run's phases read the cache side by side: print's text and newline, written apart,
+    put two warnings on one line."""
+    from crossgrad.harness.run import cache
+    writes = []
+    monkeypatch.setattr(sys, "stderr", type("S", (), {"write": lambda self, t: writes.append(t),
+                                                      "flush": lambda self: None})())
+    cache.ResultCache(reuse=True).warn("crossgrad: cache entry k.npz is unusable")
+    assert writes == ["crossgrad: cache entry k.npz is unusable\n"]
+
+
 def test_a_folder_or_link_put_where_an_output_goes_is_not_replaced(tmp_path):
     """Between the check that the output does not exist and its rename, an empty folder or a
     link put there is refused (RENAME_NOREPLACE), where a plain rename would replace it."""

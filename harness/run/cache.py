@@ -27,6 +27,13 @@ FORMAT = 1
 DOCUMENT = "result.json"
 
 
+def _say(line):
+    """One line on stderr in one write: the phases of `run` read the cache side by side, and
+    print's text and newline, written apart, interleave two warnings on one line."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
 def user_cache_folder():
     """$XDG_CACHE_HOME/crossgrad, or ~/.cache/crossgrad (a relative XDG_CACHE_HOME is ignored,
     as the XDG base directory specification says)."""
@@ -40,7 +47,7 @@ class ResultCache:
 
     def __init__(self, folder=None, reuse=False, warn=None):
         self.folder, self.reuse = Path(folder or user_cache_folder()), reuse
-        self.warn = warn or (lambda line: print(line, file=sys.stderr, flush=True))
+        self.warn = warn or _say
         self.put_failed = False
         self.swept = False  # the folder's stale temporaries removed, once, at the first put
         self.unusable = set()  # entries said to be unusable: once each, though two phases ask
