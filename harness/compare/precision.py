@@ -127,12 +127,12 @@ def within_reach(rows, reference, zeros, tol):
     SPREAD x that level passes, "amplified"; where SPREAD x the level reaches 1, rounding
     alone moves the tensor by about its size, and a bound that wide would pass anything:
     the format cannot hold it (float16's underflow, bfloat16's loss near a minimum), and the
-    row stays failed, saying so. -> {(framework, tensor): whether within reach}."""
+    row stays failed, saying so. -> {(framework, tensor): its status ("ok", "branched",
+    "amplified") where it passes}."""
     own = {row["param"]: row["rel_err"] for row in rows if row["framework"] == REFERENCE}
     scales = _row_scales(reference, zeros)
-    reached = {}
     for row in rows:
-        if row["passed"] and row["status"] != "ok":  # branched: not judged here
+        if row["passed"]:  # within the tolerance, or below a branch (not judged)
             continue
         exact = tensor_of(reference, row)
         moved = max(distance(exact, tensor_of(p, row), scales.get(row["param"]))
@@ -140,17 +140,14 @@ def within_reach(rows, reference, zeros, tol):
         level = max(moved, own.get(row["param"], 0.0))
         bound = max(tol, SPREAD * level)
         row["reach"] = {"level": level, "bound": bound}
-        if row["passed"]:
-            reached[(row["framework"], row["param"])] = True
-        elif bound >= 1:
+        if bound >= 1:
             row["note"] = (f"rounding alone moves it by {level:.1e} of its size in NumPy's own "
                            f"formula: the format cannot hold it")
         elif row["rel_err"] <= bound:
             row.update(passed=True, status="amplified",
                        note=f"within {bound:.1e} of float64: rounding's reach here is "
                             f"{level:.1e} (NumPy's formula, rounded as the format does)")
-        reached[(row["framework"], row["param"])] = row["passed"]
-    return reached
+    return {(row["framework"], row["param"]): row["status"] for row in rows if row["passed"]}
 
 
 def _pairs_within_reach(comparisons, reached):
@@ -158,7 +155,7 @@ def _pairs_within_reach(comparisons, reached):
     the tensor (within_reach), one of them by that reach alone: amplified too."""
     for c in comparisons:
         both = [reached.get((fw, c["param"])) for fw in (c["a"], c["b"])]
-        if not c["passed"] and c["kind"] != "state" and all(both):
+        if not c["passed"] and c["kind"] != "state" and all(both) and "amplified" in both:
             c.update(passed=True, status="amplified",
                      note="both within rounding's reach of float64 on this tensor")
 
