@@ -113,7 +113,16 @@ def test_the_compare_example(tmp_path):
     (tmp_path / "driver.py").write_text(DRIVER)
     done = run([sys.executable, "driver.py", "blocks.json"], tmp_path)
     assert done.returncode == 0, done.stderr
-    assert done.stdout == "".join(blocks("output", "compare"))
+    assert rounding_masked(done.stdout) == rounding_masked("".join(blocks("output", "compare")))
+
+
+# a float64 error at rounding level (0, or below 1e-12): its last digits are the machine's
+# (JAX's loss pair is 4.1e-16 on an AVX-512 Xeon, 2.1e-16 on an AVX2 EPYC)
+ROUNDING_LEVEL = re.compile(r"\b(?:\d\.\d+e-(?:1[3-9]|[2-9]\d|\d{3})|0\.0+e\+00)\b")
+
+
+def rounding_masked(text):
+    return ROUNDING_LEVEL.sub("<rounding>", text)
 
 
 @pytest.mark.slow
