@@ -9,7 +9,11 @@ tolerances (float64 1e-12, float32 1e-5: a change of the error by more than that
 verdict or parting step that changed is beyond tolerance: the runs judged differently.
 A curve that changed beyond its tolerance where both runs judged it PASS* for the curve
 (lockstep within at every step: the dynamics amplify rounding, and another CPU's kernels
-send it elsewhere) is marked amplified instead: its lockstep errors judge it.
+send it elsewhere) is marked amplified instead: its lockstep errors judge it. Where
+either run's PASS* says lockstep itself parted within rounding's reach (its control,
+`lockstep_amplified`), that run's lockstep errors are rounding amplified too: a change
+of them, or of the step lockstep parted at, is marked amplified as well, while both runs
+say PASS*.
 A change of spec hash means the runs did not compute the same thing; it is reported,
 and that model's numbers are not compared. Results on one side only (a model, its
 check, a framework's check, a training, a framework's training, a curve) are changes
@@ -199,17 +203,23 @@ def diff_reports(a, b):
         else:
             same.add(key)
     changes += _checks(res_a.get("check"), res_b.get("check"), same)
-    changes += _trainings(res_a, res_b, same)
-    changes += _curves(cur_a, cur_b, same, _amplified(res_a) & _amplified(res_b))
+    amplified_a, amplified_b = _amplified(res_a), _amplified(res_b)
+    amplified = set(amplified_a) & set(amplified_b)
+    in_lockstep = {key for key in amplified if amplified_a[key] or amplified_b[key]}
+    changes += _trainings(res_a, res_b, same, in_lockstep)
+    changes += _curves(cur_a, cur_b, same, amplified, in_lockstep)
     return changes
 
 
 def _amplified(results):
-    """(model, dtype, mode, framework) of the runs judged PASS* for their curve: beyond its
-    tolerance (amplified, or branched at a kink) while lockstep agreed at every step."""
-    return {(m["name"], m["dtype"], m["mode"], fw) for m in _training_index(results).values()
+    """{(model, dtype, mode, framework): whether lockstep parted} of the runs judged PASS*
+    for rounding: their curve beyond its tolerance (amplified, or branched at a kink) while
+    lockstep agreed at every step, or lockstep beyond its own within rounding's reach."""
+    return {(m["name"], m["dtype"], m["mode"], fw): bool(i.get("lockstep_amplified"))
+            for m in _training_index(results).values()
             for fw, i in m["frameworks"].items() if i.get("verdict") == "PASS*"
-            and (i.get("amplified_at") is not None or i.get("branched_at") is not None)}
+            and (i.get("amplified_at") is not None or i.get("branched_at") is not None
+                 or i.get("lockstep_amplified"))}
 
 
 def _change(what, model, detail, beyond, amplified=False):
@@ -282,9 +292,11 @@ def _framework(fw, fa, fb, key):
     return []
 
 
-def _trainings(a, b, same):
+def _trainings(a, b, same, in_lockstep=frozenset()):
     """Each training of a model both reports ran (by model, dtype and mode): the model's
-    pass/fail, and per framework its verdict and the step lockstep parted at. A training or
+    pass/fail, and per framework its verdict and the step lockstep parted at (`in_lockstep`:
+    the (model, dtype, mode, framework) whose parting both runs' PASS* put down to
+    rounding, see _amplified: a change of it is amplified). A training or
     a framework's training on one side only is a change beyond tolerance, as a check is: its
     curves may be missing on both sides (a framework that failed draws none, a results.json
     without its trainings has curves all the same), so they cannot be left to say so."""
@@ -307,7 +319,7 @@ def _trainings(a, b, same):
                 out.append(_change("training", label, f"{mode} {fw}: {_only(fa is not None)}",
                                    True))
             else:
-                out += _verdicts(f"{mode} {fw}", fa, fb, label)
+                out += _verdicts(f"{mode} {fw}", fa, fb, label, (*key, fw) in in_lockstep)
     return out
 
 
@@ -316,9 +328,10 @@ def _training_index(results):
             for m in (results.get(section) or {}).get("models", [])}
 
 
-def _verdicts(who, fa, fb, label):
+def _verdicts(who, fa, fb, label, amplified=False):
     """One framework's training judged otherwise: its verdict (PASS, PASS*, FAIL; in native
-    mode none), its pass/fail, the first step lockstep left tolerance."""
+    mode none), its pass/fail, the first step lockstep left tolerance (`amplified`: where
+    it did, both runs said PASS* for rounding, see _amplified)."""
     out = []
     if (fa.get("verdict"), fa.get("passed")) != (fb.get("verdict"), fb.get("passed")):
         said = [f.get("verdict") or f"passed {f.get('passed')}" for f in (fa, fb)]
@@ -326,12 +339,20 @@ def _verdicts(who, fa, fb, label):
     pa, pb = fa.get("lockstep_parted_at"), fb.get("lockstep_parted_at")
     if pa != pb:
         said = ["never" if p is None else f"step {p}" for p in (pa, pb)]
-        out.append(_change("lockstep", label, f"{who}: parted at {said[0]} -> {said[1]}",
-                           True))
+        out.append(_change("lockstep", label, f"{who}: parted at {said[0]} -> {said[1]}" +
+                           (EXCUSED[True] if amplified else ""), not amplified, amplified))
     return out
 
 
-def _curves(a, b, same, amplified):
+# why a change beyond tolerance is amplified, by whether lockstep parted in either run
+EXCUSED = {False: " (PASS* in both runs: lockstep within, the curve amplifies rounding)",
+           True: " (PASS* in both runs: lockstep parts within rounding's reach)"}
+
+
+def _curves(a, b, same, amplified, in_lockstep=frozenset()):
+    """Each curve's loss, step by step, and its lockstep errors. `amplified`: the trainings
+    PASS* in both runs, whose curve change is excused; `in_lockstep`: those of them whose
+    lockstep errors are too (see _amplified)."""
     out = []
     keys = ["model", "dtype", "mode", "framework"]
     merged = a.merge(b, on=keys + ["step"], how="outer", suffixes=("_a", "_b"),
@@ -355,12 +376,14 @@ def _curves(a, b, same, amplified):
             out.append(_change("curve", label, f"{mode} {fw}: loss at step {step:g} "
                                                f"{fmt(was)} -> {fmt(now)}", True))
         elif (worst := _worst_rel(la, lb)) > 0:
-            excused = worst > CURVES[dtype] and (model, dtype, mode, fw) in amplified
+            key = (model, dtype, mode, fw)
+            excused = worst > CURVES[dtype] and key in amplified
             out.append(_change("curve", label, f"{mode} {fw}: max rel. change {fmt(worst)}" + (
-                " (PASS* in both runs: lockstep within, the curve amplifies rounding)"
-                if excused else ""), worst > CURVES[dtype] and not excused, excused))
+                EXCUSED[key in in_lockstep] if excused else ""),
+                worst > CURVES[dtype] and not excused, excused))
         out += _lockstep_errors(g[f"{LOCKSTEP}_a"].to_numpy(float),
-                                g[f"{LOCKSTEP}_b"].to_numpy(float), f"{mode} {fw}", label, dtype)
+                                g[f"{LOCKSTEP}_b"].to_numpy(float), f"{mode} {fw}", label, dtype,
+                                (model, dtype, mode, fw) in in_lockstep)
     return out
 
 
@@ -384,10 +407,12 @@ def _worst_rel(la, lb):
 
 
 @np.errstate(invalid="ignore")
-def _lockstep_errors(ea, eb, who, label, dtype):
+def _lockstep_errors(ea, eb, who, label, dtype, amplified=False):
     """Each step's worst lockstep error, A against B: the largest change, beyond when it
     exceeds the lockstep tolerance (an error that became inf is beyond; inf on both sides
-    is no change). Steps measured on one side only are a change beyond tolerance."""
+    is no change), or `amplified` there (both runs PASS* with lockstep parting within
+    rounding's reach in one: see _amplified). Steps measured on one side only are a change
+    beyond tolerance."""
     measured = ~np.isnan(ea)
     if (measured != ~np.isnan(eb)).any():
         return [_change("lockstep", label, f"{who}: measured at other steps", True)]
@@ -395,8 +420,10 @@ def _lockstep_errors(ea, eb, who, label, dtype):
     change = np.where(a == b, 0.0, np.abs(a - b))
     worst = float(change.max()) if change.size else 0.0
     if worst > 0:
-        return [_change("lockstep", label, f"{who}: max change of the error {fmt(worst)}",
-                        worst > PAIRWISE[dtype])]
+        excused = amplified and worst > PAIRWISE[dtype]
+        return [_change("lockstep", label, f"{who}: max change of the error {fmt(worst)}" +
+                        (EXCUSED[True] if excused else ""), worst > PAIRWISE[dtype] and not excused,
+                        excused)]
     return []
 
 
@@ -409,5 +436,5 @@ def render(changes, a, b):
     amplified = sum(bool(c.get("amplified")) for c in changes)
     return (render_table(["what", "model", "change", "tolerance"], rows) +
             f"\n{len(changes)} differences, {beyond} beyond tolerance" +
-            (f", {amplified} beyond the curves' tolerance where both runs found the curve "
-             f"amplified (PASS*) and compare lockstep instead" if amplified else ""))
+            (f", {amplified} beyond it where both runs judged the training PASS* for rounding "
+             f"(amplified)" if amplified else ""))
