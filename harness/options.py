@@ -303,7 +303,7 @@ def claim_outputs(args, files=(), folders=()):
                                                      f"({cache}); choose another {flag}")
     for i, (a, pa) in enumerate(paths):
         for b, pb in paths[i + 1:]:
-            if pa == pb or pa.startswith(pb + os.sep) or pb.startswith(pa + os.sep):
+            if ownership.overlap(pa, pb):
                 raise InputError(b, None, f"overlaps {a} (the same path, or one inside the "
                                           f"other); choose paths apart")
     return claimed

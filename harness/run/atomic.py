@@ -27,8 +27,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .ownership import (PARENT, claim_folder, entries_of, read_marker, refuse_mount_point,
-                        remove_owned, unfinished, write_marker)
+from .ownership import (PARENT, TEMPORARY_RANDOM, claim_folder, current_umask, entries_of,
+                        read_marker, refuse_mount_point, remove_owned, temporary_prefix,
+                        unfinished, write_marker)
 
 AT_FDCWD, RENAME_NOREPLACE, RENAME_EXCHANGE = -100, 1, 2
 
@@ -182,20 +183,14 @@ def make_parents(path):
 
 
 def _temporary_folder(path, kind):
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=temporary_prefix(path.name), dir=path.parent))
     try:
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the result should not be
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp's is private; the result should not be
         write_marker(tmp, kind)  # first: from now on the folder is recognisably crossgrad's
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return tmp
-
-
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _swap_into_place(new, path, made):
@@ -263,7 +258,7 @@ def _identity(folder):
 def _sibling(path):
     """A fresh temporary name beside `path`, in the pattern remove_stale knows; not created
     (the previous output is renamed to it, never over anything: RENAME_NOREPLACE)."""
-    return path.parent / f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(6)}"
+    return path.parent / (temporary_prefix(path.name) + secrets.token_hex(TEMPORARY_RANDOM // 2))
 
 
 def _remove_previous(old, path):

@@ -87,9 +87,7 @@ def write_marker(folder, kind, entries=None):
     try:
         with os.fdopen(handle, "w") as f:
             f.write(json.dumps(body, indent=1) + "\n")
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(written, 0o666 & ~mask)  # mkstemp's file is private; a marker is not
+        os.chmod(written, 0o666 & ~current_umask())  # mkstemp's is private; a marker is not
         os.replace(written, path)
     except BaseException:
         os.unlink(written)
@@ -405,10 +403,27 @@ def _resolved(path, flag):
 NAME_MAX = 255  # bytes in a name, where the file system cannot be asked (no folder exists yet)
 
 
+TEMPORARY_RANDOM = 12  # the most random characters a temporary name ends with (atomic.py)
+
+
+def temporary_prefix(name):
+    """The start of every temporary name atomic.py makes beside an output `name`, which
+    its stale-temporary sweep knows: `.<name>.tmp-<pid>-`, then up to TEMPORARY_RANDOM
+    random characters."""
+    return f".{name}.tmp-{os.getpid()}-"
+
+
 def temporary_extra():
-    """The bytes an output's name gains in the temporary names beside it (atomic.py):
-    `.<name>.tmp-<pid>-<random>`, this process's pid and up to 12 random characters."""
-    return len(".") + len(".tmp-") + len(str(os.getpid())) + len("-") + 12
+    """The bytes an output's name gains in the temporary names beside it."""
+    return len(temporary_prefix("")) + TEMPORARY_RANDOM
+
+
+def current_umask():
+    """The process's umask (read by setting it, so set back at once): what the private
+    files and folders tempfile makes are opened up to, as a plain create would have."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def refuse_long_names(path, flag, extra=0, shown=None):
