@@ -247,6 +247,36 @@ def test_only_crossgrads_own_stale_temporaries_are_removed(tmp_path, home):
     assert sorted(p.name for p in finished.iterdir()) == ["mine.txt"]
 
 
+@pytest.mark.parametrize("writer, removed", [
+    ("here", True),           # this boot and PID namespace, its pid gone: stale
+    (None, True),             # a marker written before markers named their writer
+    ("elsewhere", False)])    # another container or host: its pid says nothing here
+def test_a_stale_temporary_of_another_pid_namespace_is_kept(tmp_path, writer, removed):
+    """A folder shared with a container (a bind mount) holds temporaries of runs whose pids
+    this process cannot see: os.kill(pid, 0) answers for its own PID namespace only, so a
+    live run's temporary there looked stale. The marker names its writer's boot and
+    namespace; a temporary of another is never swept."""
+    from crossgrad.harness.run.atomic import remove_stale
+    pid = dead_pid()
+    temporary = tmp_path / f".rep.tmp-{pid}-k3j4h5g6"
+    temporary.mkdir()
+    ownership.write_marker(temporary, "report")
+    (temporary / "report.md").write_text("half written")
+
+    def with_writer(doc):
+        if writer is None:
+            del doc["writer"]
+        elif writer == "elsewhere":
+            doc["writer"]["where"] = "another-boot pid:[1]"
+        return doc
+    assert json.loads((temporary / ".crossgrad").read_text())["writer"] == {
+        "pid": os.getpid(), "where": ownership.process_identity()}
+    marker = temporary / ".crossgrad"
+    marker.write_text(json.dumps(with_writer(json.loads(marker.read_text()))))
+    remove_stale(tmp_path / "rep")
+    assert temporary.exists() != removed
+
+
 def test_an_error_while_writing_leaves_the_old_folder_and_no_temporary(tmp_path):
     from crossgrad.harness.run.atomic import atomic_dir
     target = tmp_path / "out"

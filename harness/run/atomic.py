@@ -28,8 +28,8 @@ import tempfile
 from pathlib import Path
 
 from .ownership import (PARENT, TEMPORARY_RANDOM, claim_folder, current_umask, entries_of,
-                        read_marker, refuse_mount_point, remove_owned, temporary_prefix,
-                        unfinished, write_marker)
+                        process_identity, read_marker, refuse_mount_point, remove_owned,
+                        temporary_prefix, unfinished, write_marker)
 
 AT_FDCWD, RENAME_NOREPLACE, RENAME_EXCHANGE = -100, 1, 2
 
@@ -325,15 +325,25 @@ def _remove_stale(folder, name):
         return
     for entry in siblings:
         match = pattern.fullmatch(entry.name)
-        if not match or not entry.is_dir(follow_symlinks=False) or _alive(int(match[1])):
+        if not match or not entry.is_dir(follow_symlinks=False):
+            continue
+        marker = read_marker(entry.path)
+        if marker is None or writer_alive(int(match[1]), marker):
             continue
         if unfinished(entry.path):
             shutil.rmtree(entry.path, ignore_errors=True)
-        elif read_marker(entry.path) is not None:
+        else:
             remove_owned(Path(entry.path))
 
 
-def _alive(pid):
+def writer_alive(pid, marker):
+    """Whether the process that named a temporary `pid` may still be writing it: alive here,
+    or of another boot or PID namespace (the marker's writer, see ownership.process_identity),
+    whose processes this one cannot see; a marker written before it named its writer is
+    taken to be of this one's."""
+    where = (marker.get("writer") or {}).get("where") if isinstance(marker, dict) else None
+    if where is not None and where != process_identity():
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

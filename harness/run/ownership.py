@@ -82,7 +82,8 @@ def write_marker(folder, kind, entries=None):
     body = {"tool": "crossgrad", "version": tool_version(), "kind": kind,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "complete": complete, "entries": entries,
-            "files": {e: r for e, r in records.items() if r is not None}}
+            "files": {e: r for e, r in records.items() if r is not None},
+            "writer": {"pid": os.getpid(), "where": process_identity()}}
     handle, written = tempfile.mkstemp(prefix=f"{MARKER}.tmp-", dir=folder)
     try:
         with os.fdopen(handle, "w") as f:
@@ -129,6 +130,21 @@ def as_written(folder, rel, marker):
         return fingerprint(path) == list(kept)
     except OSError:
         return False
+
+
+@functools.lru_cache(maxsize=None)
+def process_identity():
+    """Where this process's pid means this process: the boot (random per boot of a host) and
+    the PID namespace (a container's), or None where the system does not say (no /proc).
+    os.kill(pid, 0) answers for pids of its own namespace only, so a folder two such places
+    share (a bind mount, a network file system) holds temporaries whose writer's life
+    cannot be told from here (atomic.writer_alive)."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+        return f"{boot} {os.readlink('/proc/self/ns/pid')}"
+    except OSError:
+        return None
 
 
 def read_marker(folder):
