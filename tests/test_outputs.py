@@ -762,6 +762,36 @@ def test_the_cache_never_writes_over_or_through_what_is_not_its_own(tmp_path, fo
         assert snapshot(tmp_path) == before and victim.read_text() == "precious"
 
 
+@pytest.mark.parametrize("before", ["nothing", "xla only"])
+def test_the_compile_cache_and_the_result_cache_share_crossgrads_folder(tmp_path, monkeypatch,
+                                                                      before):
+    """A JAX worker's start made $XDG_CACHE_HOME/crossgrad/xla without the marker, and the
+    result cache then took the folder for someone else's: `run --resume` stored nothing, ever.
+    Both now claim it alike; a folder holding only the compiled programs (as versions before
+    the marker left it) is crossgrad's, one holding anything else is not, for either."""
+    from crossgrad.harness.run.compile_cache import compile_cache_env
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+    monkeypatch.delenv("CROSSGRAD_COMPILE_CACHE", raising=False)
+    folder = tmp_path / "crossgrad"
+    if before == "xla only":
+        (folder / "xla").mkdir(parents=True)
+        (folder / "xla" / "a-compiled-program").write_bytes(b"\0")
+    env = compile_cache_env()
+    assert env["JAX_COMPILATION_CACHE_DIR"] == str(folder / "xla")
+    said = []
+    cache = ResultCache(folder, reuse=True, warn=said.append)
+    cache.put("k", {"status": "ok", "seconds": 0.5})
+    assert said == [] and cache.get("k") == {"status": "ok", "seconds": 0.5}
+    other = tmp_path / "other"
+    (other / "crossgrad").mkdir(parents=True)
+    (other / "crossgrad" / "notes.txt").write_text("mine")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(other))
+    before_other = snapshot(other)
+    assert compile_cache_env() == {}
+    assert snapshot(other) == before_other
+
+
 def test_a_cache_warning_is_one_write(monkeypatch):
     """run's phases read the cache side by side: print's text and newline, written apart,
     put two warnings on one line."""

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import OutputFailed, atomic_file, remove_stale_in
-from .ownership import read_marker, write_marker
+from .ownership import MARKER, read_marker, write_marker
 
 FORMAT = 1
 DOCUMENT = "result.json"
@@ -129,14 +129,31 @@ class ResultCache:
             self.put_failed = True
 
     def _ensure_folder(self):
-        """The cache folder, made with crossgrad's marker. A folder there without it that holds
-        anything is someone else's: OSError (put says so once), never taken over."""
-        if read_marker(self.folder) is not None:
-            return
-        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if any(os.scandir(self.folder)):
-            raise OSError("the folder holds files and no crossgrad marker: it is not crossgrad's")
-        write_marker(self.folder, "cache", [])
+        claim_cache_folder(self.folder)
+
+
+COMPILED = "xla"  # JAX's compiled programs (compile_cache.py), beside the results
+
+
+def claim_cache_folder(folder):
+    """`folder`, crossgrad's cache folder, made crossgrad's (its marker) where it is missing or
+    holds nothing but what crossgrad makes there before the marker: the folder of compiled
+    programs (a JAX worker's, which versions before the marker made without it) and the
+    marker's own temporaries. A folder holding anything else is someone else's: OSError (the
+    result cache says so once; the compile cache is then off), never taken over."""
+    if read_marker(folder) is not None:
+        return folder
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if any(not (entry.name == COMPILED and entry.is_dir(follow_symlinks=False)
+                or entry.name.startswith(f"{MARKER}.tmp-")) for entry in os.scandir(folder)):
+        raise OSError("the folder holds files and no crossgrad marker: it is not crossgrad's")
+    try:
+        write_marker(folder, "cache", [])
+    except FileExistsError:  # another worker's start wrote it meanwhile: read it again
+        pass
+    if read_marker(folder) is None:
+        raise OSError("the folder's .crossgrad is not crossgrad's marker")
+    return folder
 
 
 def _check_member(archive, info):

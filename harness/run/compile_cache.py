@@ -17,7 +17,7 @@ is left to JAX as it is.
 import os
 import stat
 
-from .cache import user_cache_folder
+from .cache import COMPILED, claim_cache_folder, user_cache_folder
 
 OFF = ("0", "off", "no", "false")
 
@@ -28,7 +28,10 @@ def compile_cache_env(environ=None):
     if environ.get("CROSSGRAD_COMPILE_CACHE", "").lower() in OFF \
             or environ.get("JAX_COMPILATION_CACHE_DIR"):
         return {}
-    folder = _trusted_folder(user_cache_folder() / "xla")
+    try:
+        folder = _trusted_folder(claim_cache_folder(user_cache_folder()) / COMPILED)
+    except OSError:  # a folder that is not crossgrad's (cache.claim_cache_folder)
+        return {}
     if folder is None:
         return {}
     return {"JAX_COMPILATION_CACHE_DIR": str(folder),
@@ -41,7 +44,6 @@ def _trusted_folder(folder):
     """`folder`, made (mode 0700) if missing, when it is a directory (not a link) owned by
     this user and writable by no one else; else None."""
     try:
-        folder.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         folder.mkdir(exist_ok=True, mode=0o700)
         info = os.lstat(folder)
     except OSError:
