@@ -21,13 +21,17 @@ from conftest import FRAMEWORKS
 INSTALLED = [fw for fw in FRAMEWORKS if registry.installed(fw)]
 
 NUDGE = '''
+import numpy as np
+
 import crossgrad
 
 
 @crossgrad.layer("nudge")
 class Nudge:
-    """y = x, but PyTorch's is (1 + torch_error) x: a framework computing something else."""
-    keys = {"torch_error": 0.0}
+    """y = x, but PyTorch's is (1 + torch_error) x: a framework computing something else;
+    and NumPy's backward in float32 alone is (1 + numpy_float32_error) dy: NumPy's code
+    computing something else in the checked format only."""
+    keys = {"torch_error": 0.0, "numpy_float32_error": 0.0}
 
     def params(self, in_shape):
         return {}
@@ -39,6 +43,8 @@ class Nudge:
         return x, None
 
     def numpy_backward(self, p, cache, dy):
+        if dy.dtype == np.float32:
+            return dy * np.float32(1 + self.numpy_float32_error), {}
         return dy, {}
 
     def torch(self, p, x):
@@ -52,24 +58,26 @@ class Nudge:
 '''
 
 
-def spec(offset, torch_error=0.0):
+def spec(offset, torch_error=0.0, numpy_float32_error=0.0):
     """digits -> dense (init std 0.002, bias `offset`) -> batchnorm -> tanh -> nudge -> dense."""
     return {"name": f"ill_{offset:g}_{torch_error:g}", "input_shape": [64],
             "data": {"source": "digits", "batch_size": 32}, "plugins": ["nudge.py"],
             "layers": [{"type": "dense", "units": 16, "init": {"type": "normal", "std": 0.002},
                         "bias_init": {"type": "constant", "value": offset}},
                        {"type": "batchnorm"}, {"type": "tanh"},
-                       {"type": "nudge", "torch_error": torch_error},
+                       {"type": "nudge", "torch_error": torch_error,
+                        "numpy_float32_error": numpy_float32_error},
                        {"type": "dense", "units": 10}],
             "loss": {"type": "softmax_cross_entropy"}}
 
 
-CASES = {  # name: (bias offset, PyTorch's error, dtype)
+CASES = {  # name: (bias offset, PyTorch's error, dtype[, NumPy's error in float32 alone])
     "ill_float32": (10.0, 0.0, "float32"),
     "ill_float64": (1000.0, 0.0, "float64"),
     "bug_float64": (0.0, 1e-9, "float64"),
     "bug_on_ill_float64": (1000.0, 1e-6, "float64"),
     "bug_float32": (0.0, 1e-3, "float32"),
+    "numpy_bug_float32": (0.0, 0.0, "float32", 0.5),
 }
 
 
@@ -80,9 +88,9 @@ def written(folder, cases):
         pytest.skip("needs PyTorch and two more frameworks")
     (folder / "nudge.py").write_text(NUDGE)
     specs = []
-    for name, (offset, error, dtype) in cases.items():
+    for name, (offset, error, dtype, *numpy_error) in cases.items():
         path = folder / f"{name}.json"
-        path.write_text(json.dumps(dict(spec(offset, error), name=name)))
+        path.write_text(json.dumps(dict(spec(offset, error, *numpy_error), name=name)))
         specs.append(crossgrad.load(path, dtype=dtype))
     return specs
 
@@ -118,6 +126,20 @@ def test_a_framework_computing_something_else_still_fails_and_is_named(checked, 
     for c in failing:
         assert c["note"].startswith("torch parts from "), c["note"]
         assert c["control"]["err"]["torch"] > c["control"]["bound"]
+
+
+def test_numpy_s_own_code_wrong_in_the_checked_format_sets_no_level_and_fails(checked):
+    """NumPy's backward 1.5x too large in float32 only: NumPy's float32 result is 0.5 from its
+    own code in float64, and so were its draws, so rounding's level was 0.5 and every pair
+    with NumPy passed as amplified rounding. Its draws agree with it to rounding, and the
+    other frameworks are within rounding of float64: a float32 formula of NumPy's, failed."""
+    model = checked["numpy_bug_float32"]
+    assert not model["passed"] and check_result(model) == "FAIL"
+    failing = [c for c in model["comparisons"] if not c["passed"]]
+    assert failing and all("numpy" in (c["a"], c["b"]) for c in failing)
+    for c in failing:
+        assert "a float32 formula of numpy's, not rounding" in c["note"], c["note"]
+        assert c["control"]["spread"] * control.SPREAD < c["control"]["err"]["numpy"]
 
 
 def test_a_model_that_passes_runs_no_control(tmp_path, executor):
@@ -248,9 +270,10 @@ def test_the_control_runs_on_every_zoo_model(dtype):
 
 # ---- lockstep: a step beyond its tolerance, judged one format wider ---------------------------
 
-TRAINED = {  # name: (bias offset, PyTorch's error, dtype)
+TRAINED = {  # name: (bias offset, PyTorch's error, dtype[, NumPy's error in float32 alone])
     "ill_float32": (10.0, 0.0, "float32"),
     "bug_on_ill_float64": (1000.0, 1e-6, "float64"),
+    "numpy_bug_float32": (0.0, 0.0, "float32", 0.5),
 }
 
 
@@ -292,6 +315,21 @@ def test_a_framework_computing_something_else_still_fails_lockstep_and_is_named(
     assert "not within rounding's reach of long double" in train_event(model, "torch", torch)
     others = [i for fw, i in model["frameworks"].items() if fw not in ("numpy", "torch")]
     assert others and all(i["verdict"] == "PASS*" and i["lockstep_amplified"] for i in others)
+
+
+def test_numpy_s_own_step_wrong_in_the_checked_format_fails_lockstep(trained):
+    """The same NumPy backward, 1.5x too large in float32 alone: every framework parts from
+    NumPy's step at step 0, and NumPy's own distance from float64 no longer sets the level."""
+    model = trained["numpy_bug_float32"]
+    assert not model["passed"] and train_result(model) == "FAIL"
+    for fw, info in model["frameworks"].items():
+        if fw == registry.REFERENCE:
+            continue
+        worst = info["lockstep_control"]["worst"]
+        assert info["verdict"] == "FAIL" and info["lockstep_parted_at"] == 0
+        assert worst["reference_off"] > control.SPREAD * worst["level"]
+        assert "a formula of numpy's for this format, not rounding" in \
+            train_event(model, fw, info)
 
 
 def test_the_lockstep_control_judges_what_it_is_given():

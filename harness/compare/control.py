@@ -31,6 +31,11 @@ Only NumPy's formula sets it, never the frameworks being judged.
   with each other but not with it, NumPy's formula and theirs differ (a wrong hand-written
   backward), which the control cannot referee: the row stays failed and says so, as it
   does where NumPy is in the pair and no other framework is near the control.
+- NumPy's code in the checked format sets the level only where rounding is what moves it:
+  where it lands far from its own code one format wider, its draws move it by less than
+  1/APART of that (`spread`), and a framework lands more than SPREAD times nearer the
+  control, NumPy's code computes something else in that format (a backward that is wrong
+  in float32 only), which the control cannot referee: the row stays failed and says so.
 """
 import numpy as np
 
@@ -91,6 +96,11 @@ def attach(entry, spec, results, control):
     scales = _scales(control, structural_zeros(spec.layers))
     for row in rows:
         exact, scale = _tensor(control, row), scales.get(row["param"])
+        if exact is not None and not np.isfinite(np.asarray(exact, np.float64)).all():
+            said_here = (f"{said}'s value is not finite here ({REFERENCE}'s code one format "
+                         f"wider): the control cannot referee this row")
+            row["note"] = f"{row['note']}; {said_here}" if row.get("note") else said_here
+            continue
         moved = max(_distance(exact, _tensor(p, row), scale) for p in control["perturbed"])
         far = {fw: _distance(exact, _tensor(r, row), scale) for fw, r in results.items()
                if r.get("status") == "ok" and _tensor(r, row) is not None}
@@ -98,7 +108,11 @@ def attach(entry, spec, results, control):
         bound = max(floor, SPREAD * level)
         pair = {fw: far[fw] for fw in (row["a"], row["b"])}
         row["control"] = {"err": pair, "sensitivity": moved, "level": level, "bound": bound}
-        said_here = _judged(row, pair, far, _mutual(entry, row), level, bound, said)
+        spread = _spread(results.get(REFERENCE), control["perturbed"], row, scale, exact)
+        if spread is not None:
+            row["control"]["spread"] = spread
+        said_here = (_reference_off(far, spread, spec.dtype, said)
+                     or _judged(row, pair, far, _mutual(entry, row), level, bound, said))
         row["note"] = f"{row['note']}; {said_here}" if row.get("note") else said_here
     if all(r["passed"] for r in entry["comparisons"]) and _passes_otherwise(entry):
         entry["passed"] = True
@@ -135,6 +149,42 @@ def _judged(row, pair, far, mutual, level, bound, said):
                 f"{level:.1e} of its size ({_both(pair)}); a gradient zero by construction? "
                 f"(a plugin layer declares it: zero_gradients, cancels_shifts)")
     return f"both within {bound:.1e} of {said} ({distances}): rounding amplified by the network"
+
+
+# how much farther NumPy's own result must be from the control than its draws are from it,
+# for rounding not to be what moved it: three draws of a structural zero's rounding noise
+# land within a tenth of NumPy's own distance (ill-conditioned networks of tests/test_control)
+APART = SPREAD ** 2
+
+
+def _spread(own, draws, row, scale, exact):
+    """How far one rounding per layer moves NumPy's own checked result: the farthest of its
+    draws from it, relative as the row is (None without NumPy's result)."""
+    mine = _tensor(own, row) if own and own.get("status") == "ok" else None
+    if mine is None:
+        return None
+    scale = scale or float(np.max(np.abs(np.asarray(exact, np.float64)))) or None
+    return max(_distance(mine, _tensor(d, row), scale) for d in draws)
+
+
+def _reference_off(far, spread, dtype, said):
+    """The row's note where NumPy's own checked result cannot set rounding's level: it lands
+    far from NumPy's code one format wider, its draws move it by far less (rounding barely
+    moves it), and a framework rounding the same math lands far nearer the control. That is
+    a formula of NumPy's for this format (a path that depends on the dtype, such as a
+    plugin's backward), not rounding, which the control cannot referee: the row stays
+    failed. None otherwise."""
+    own = far.get(REFERENCE)
+    if own is None or spread is None or not np.isfinite(own) or not spread * APART < own:
+        return None
+    nearer = {fw: err for fw, err in far.items() if fw != REFERENCE and err * SPREAD < own}
+    if not nearer:
+        return None
+    fw = min(nearer, key=nearer.get)
+    return (f"{REFERENCE}'s {dtype} code lands {own:.1e} from its own code in {said}, where one "
+            f"rounding per layer moves it by {spread:.1e} and {fw} is {nearer[fw]:.1e} from "
+            f"{said}'s: a {dtype} formula of {REFERENCE}'s, not rounding, which the control "
+            f"cannot referee")
 
 
 def _mutual(entry, row):

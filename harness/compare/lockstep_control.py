@@ -31,8 +31,8 @@ import hashlib
 import numpy as np
 
 from ..registry import REFERENCE
-from ..run.lockstep_control import JUDGED
-from .control import NAMES, SPREAD, control_dtype, missing, perturbation
+from ..run.lockstep_control import JUDGED, PARTS
+from .control import APART, NAMES, SPREAD, control_dtype, missing, perturbation
 from .lockstep import beyond_tolerance, relative_errors, scaled
 from .precision import tolerance
 from .results import training_passed
@@ -132,7 +132,8 @@ def _merged(first, later):
     if not _ok(later):
         return later or {"status": "failed", "error": "no result"}
     return dict(first, steps=first["steps"] + later["steps"],
-                **{part: first[part] + later[part] for part in ("ref_err", "level", "scale")})
+                **{part: first[part] + later[part] for part in PARTS
+                   if part in first and part in later})
 
 
 def _judged(measured, beyond, control, zeros, floor):
@@ -154,9 +155,7 @@ def _judged(measured, beyond, control, zeros, floor):
         if c is None or not scale[s, j] > 0:  # nothing to judge it by
             figures = {"bound": np.inf, "level": np.inf, "allowed": 0.0}
         else:
-            level = control["level"][at][c] / scale[s, j]
-            figures = {"bound": (diff[s, j] + control["ref_err"][at][c]) / scale[s, j],
-                       "level": level, "allowed": max(floor, SPREAD * level)}
+            figures = _figures(diff[s, j], scale[s, j], control, at, c, floor)
         figures = dict(step=int(s), kind=kind, entry=name,
                        rel_err=float(diff[s, j] / scale[s, j]) if scale[s, j] > 0 else np.inf,
                        **{k: float(v) for k, v in figures.items()})
@@ -165,6 +164,22 @@ def _judged(measured, beyond, control, zeros, floor):
     ratio = _ratio(worst) if worst else np.inf
     return {"amplified": judged == count and ratio <= 1.0, "steps": len(_failing_steps(beyond)),
             "entries": count, "judged": judged, "worst": worst, "worst_ratio": ratio}
+
+
+def _figures(diff, scale, control, at, c, floor):
+    """{"bound", "level", "allowed"} of one failing entry, relative to `scale`. The
+    reference's own distance from the control sets the level only where rounding is what
+    moves it: where its draws land within 1/APART of that distance from its own step
+    (`spread`) while the framework is as far from the reference as 1/SPREAD of it or more
+    (it does not share the reference's departure), NumPy's code computes something else in
+    this format (a backward that is wrong in float32 only), and the level is the draws'
+    spread alone: `reference_off`."""
+    ref_err, level = control["ref_err"][at][c] / scale, control["level"][at][c] / scale
+    figures = {"bound": (diff + control["ref_err"][at][c]) / scale}
+    spread = control["spread"][at][c] / scale if "spread" in control else None
+    if spread is not None and spread * APART < ref_err <= diff / scale * SPREAD:
+        level, figures["reference_off"] = spread, ref_err
+    return dict(figures, level=level, allowed=max(floor, SPREAD * level))
 
 
 def _ratio(judged):
@@ -191,6 +206,10 @@ def line(info):
     where = f"{WHAT[w['kind']]}{w['entry'] if w['kind'] != 'loss' else ''} at step {w['step']}"
     figures = (f"up to {w['bound']:.1e} from {said['dtype']} arithmetic, rounding's level of "
                f"{REFERENCE}'s own formula {w['level']:.1e}, bound {w['allowed']:.1e}")
+    if "reference_off" in w:
+        figures += (f"; {REFERENCE}'s own step lands {w['reference_off']:.1e} from "
+                    f"{said['dtype']} arithmetic where rounding moves it by {w['level']:.1e}: "
+                    f"a formula of {REFERENCE}'s for this format, not rounding")
     if said["amplified"]:
         return (f"each of its {said['entries']} entries beyond tolerance, over "
                 f"{said['steps']} steps, is within rounding's reach of {said['dtype']} "

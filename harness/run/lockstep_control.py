@@ -15,7 +15,8 @@ pass (running statistics, the objective, its gradients) three ways from that sta
 
 It returns, per step and entry, the reference's distance from the control and rounding's
 level there (the farthest of the reference and the draws from the control), both absolute,
-and the control's largest entry. compare/lockstep_control.py judges the frameworks with them.
+the control's largest entry, and how far the draws land from the reference's own step
+(`spread`: what rounding alone moves it by). compare/lockstep_control.py judges the frameworks with them.
 """
 import math
 
@@ -41,7 +42,10 @@ def measure(impl, job):
             rows[k] = _row(impl, job, feed.start, k, record, entries, dtype)
         feed.start = (record["params"], record["state"], record["optimizer"])
     return {"entries": entries, "steps": list(rows), **{
-        part: [row[part] for row in rows.values()] for part in ("ref_err", "level", "scale")}}
+        part: [row[part] for row in rows.values()] for part in PARTS}}
+
+
+PARTS = ("ref_err", "level", "scale", "spread")  # the figures of each step and entry
 
 
 def _entries(record):
@@ -56,13 +60,15 @@ def _row(impl, job, start, k, record, entries, dtype):
     draws = [_pass(impl, job, start, k, dtype, jitter={"unit": job["perturb"]["unit"],
                                                       "seed": [job["perturb"]["seed"], k, i]})
              for i in range(job["perturb"]["count"])]
-    out = {"ref_err": [], "level": [], "scale": []}
+    out = {"ref_err": [], "level": [], "scale": [], "spread": []}
     for kind, name in entries:
-        exact = _value(wide, kind, name)
-        ref_err = _farthest(exact, [_value(record, kind, name)])
+        exact, own = _value(wide, kind, name), _value(record, kind, name)
+        ref_err = _farthest(exact, [own])
+        drawn = [_value(d, kind, name) for d in draws]
         out["ref_err"].append(ref_err)
-        out["level"].append(max(ref_err, _farthest(exact, [_value(d, kind, name) for d in draws])))
+        out["level"].append(max(ref_err, _farthest(exact, drawn)))
         out["scale"].append(float(np.max(np.abs(exact))) if exact.size else 0.0)
+        out["spread"].append(_farthest(own.astype(exact.dtype), drawn))  # rounding's own reach
     return out
 
 
