@@ -29,9 +29,9 @@ import crossgrad
 @crossgrad.layer("nudge")
 class Nudge:
     """y = x, but PyTorch's is (1 + torch_error) x: a framework computing something else;
-    and NumPy's backward in float32 alone is (1 + numpy_float32_error) dy: NumPy's code
-    computing something else in the checked format only."""
-    keys = {"torch_error": 0.0, "numpy_float32_error": 0.0}
+    and NumPy's backward in every format but float64 is (1 + numpy_narrow_error) dy: NumPy's
+    code computing something else in the checked format only."""
+    keys = {"torch_error": 0.0, "numpy_narrow_error": 0.0}
 
     def params(self, in_shape):
         return {}
@@ -43,8 +43,8 @@ class Nudge:
         return x, None
 
     def numpy_backward(self, p, cache, dy):
-        if dy.dtype == np.float32:
-            return dy * np.float32(1 + self.numpy_float32_error), {}
+        if dy.dtype != np.float64:
+            return dy * dy.dtype.type(1 + self.numpy_narrow_error), {}
         return dy, {}
 
     def torch(self, p, x):
@@ -58,7 +58,7 @@ class Nudge:
 '''
 
 
-def spec(offset, torch_error=0.0, numpy_float32_error=0.0):
+def spec(offset, torch_error=0.0, numpy_narrow_error=0.0):
     """digits -> dense (init std 0.002, bias `offset`) -> batchnorm -> tanh -> nudge -> dense."""
     return {"name": f"ill_{offset:g}_{torch_error:g}", "input_shape": [64],
             "data": {"source": "digits", "batch_size": 32}, "plugins": ["nudge.py"],
@@ -66,12 +66,12 @@ def spec(offset, torch_error=0.0, numpy_float32_error=0.0):
                         "bias_init": {"type": "constant", "value": offset}},
                        {"type": "batchnorm"}, {"type": "tanh"},
                        {"type": "nudge", "torch_error": torch_error,
-                        "numpy_float32_error": numpy_float32_error},
+                        "numpy_narrow_error": numpy_narrow_error},
                        {"type": "dense", "units": 10}],
             "loss": {"type": "softmax_cross_entropy"}}
 
 
-CASES = {  # name: (bias offset, PyTorch's error, dtype[, NumPy's error in float32 alone])
+CASES = {  # name: (bias offset, PyTorch's error, dtype[, NumPy's error but in float64])
     "ill_float32": (10.0, 0.0, "float32"),
     "ill_float64": (1000.0, 0.0, "float64"),
     "bug_float64": (0.0, 1e-9, "float64"),
@@ -140,6 +140,20 @@ def test_numpy_s_own_code_wrong_in_the_checked_format_sets_no_level_and_fails(ch
     for c in failing:
         assert "a float32 formula of numpy's, not rounding" in c["note"], c["note"]
         assert c["control"]["spread"] * control.SPREAD < c["control"]["err"]["numpy"]
+
+
+def test_numpy_s_own_code_wrong_in_reduced_precision_sets_no_reach(tmp_path, executor):
+    """The same NumPy backward in float16: rounding's reach against float64 was NumPy's own
+    0.5, and NumPy's row passed as amplified. (In bfloat16, whose roundings move a gradient
+    by 1e-2, only a departure beyond 64 of those is told from rounding.)"""
+    spec = written(tmp_path, {"numpy_bug_float16": (0.0, 0.0, "float16", 0.5)})[0]
+    model = crossgrad.check([spec], executor=executor).models[0]
+    assert not model["passed"] and check_result(model) == "FAIL"
+    own = [r for r in model["precision"] if r["framework"] == "numpy" and not r["passed"]]
+    assert own, model["precision"]
+    for row in own:
+        assert "a formula of NumPy's for this format, not rounding" in row["note"], row
+        assert row["rel_err"] > row["reach"]["bound"]
 
 
 def test_a_model_that_passes_runs_no_control(tmp_path, executor):
@@ -270,7 +284,7 @@ def test_the_control_runs_on_every_zoo_model(dtype):
 
 # ---- lockstep: a step beyond its tolerance, judged one format wider ---------------------------
 
-TRAINED = {  # name: (bias offset, PyTorch's error, dtype[, NumPy's error in float32 alone])
+TRAINED = {  # name: (bias offset, PyTorch's error, dtype[, NumPy's error but in float64])
     "ill_float32": (10.0, 0.0, "float32"),
     "bug_on_ill_float64": (1000.0, 1e-6, "float64"),
     "numpy_bug_float32": (0.0, 0.0, "float32", 0.5),

@@ -42,8 +42,8 @@ import numpy as np
 from ..registry import REFERENCE
 from ..spec.precision import UNIT_ROUNDOFF
 from .pairwise import worst
-from .precision import (PERTURBATIONS, SPREAD, distance as _distance, tensor_of as _tensor,
-                        tolerance)
+from .precision import (PERTURBATIONS, SPREAD, distance as _distance, reference_off,
+                        spread_of, tensor_of as _tensor, tolerance)
 from .zeros import structural_zeros
 
 LONG = np.dtype(np.longdouble).name  # NumPy's name: float128 on x86-64 (80 bits, padded)
@@ -108,7 +108,7 @@ def attach(entry, spec, results, control):
         bound = max(floor, SPREAD * level)
         pair = {fw: far[fw] for fw in (row["a"], row["b"])}
         row["control"] = {"err": pair, "sensitivity": moved, "level": level, "bound": bound}
-        spread = _spread(results.get(REFERENCE), control["perturbed"], row, scale, exact)
+        spread = spread_of(results.get(REFERENCE), control["perturbed"], row, scale, exact)
         if spread is not None:
             row["control"]["spread"] = spread
         said_here = (_reference_off(far, spread, spec.dtype, said)
@@ -151,36 +151,15 @@ def _judged(row, pair, far, mutual, level, bound, said):
     return f"both within {bound:.1e} of {said} ({distances}): rounding amplified by the network"
 
 
-# how much farther NumPy's own result must be from the control than its draws are from it,
-# for rounding not to be what moved it: three draws of a structural zero's rounding noise
-# land within a tenth of NumPy's own distance (ill-conditioned networks of tests/test_control)
-APART = SPREAD ** 2
-
-
-def _spread(own, draws, row, scale, exact):
-    """How far one rounding per layer moves NumPy's own checked result: the farthest of its
-    draws from it, relative as the row is (None without NumPy's result)."""
-    mine = _tensor(own, row) if own and own.get("status") == "ok" else None
-    if mine is None:
-        return None
-    scale = scale or float(np.max(np.abs(np.asarray(exact, np.float64)))) or None
-    return max(_distance(mine, _tensor(d, row), scale) for d in draws)
-
-
 def _reference_off(far, spread, dtype, said):
-    """The row's note where NumPy's own checked result cannot set rounding's level: it lands
-    far from NumPy's code one format wider, its draws move it by far less (rounding barely
-    moves it), and a framework rounding the same math lands far nearer the control. That is
-    a formula of NumPy's for this format (a path that depends on the dtype, such as a
-    plugin's backward), not rounding, which the control cannot referee: the row stays
-    failed. None otherwise."""
-    own = far.get(REFERENCE)
-    if own is None or spread is None or not np.isfinite(own) or not spread * APART < own:
-        return None
-    nearer = {fw: err for fw, err in far.items() if fw != REFERENCE and err * SPREAD < own}
+    """The row's note where NumPy's own checked result cannot set rounding's level
+    (precision.reference_off): a formula of NumPy's for this format (a path that depends on
+    the dtype, such as a plugin's backward), not rounding, which the control cannot referee:
+    the row stays failed. None otherwise."""
+    nearer = reference_off(far, spread)
     if not nearer:
         return None
-    fw = min(nearer, key=nearer.get)
+    own, fw = far[REFERENCE], min(nearer, key=nearer.get)
     return (f"{REFERENCE}'s {dtype} code lands {own:.1e} from its own code in {said}, where one "
             f"rounding per layer moves it by {spread:.1e} and {fw} is {nearer[fw]:.1e} from "
             f"{said}'s: a {dtype} formula of {REFERENCE}'s, not rounding, which the control "

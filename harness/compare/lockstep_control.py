@@ -32,9 +32,9 @@ import numpy as np
 
 from ..registry import REFERENCE
 from ..run.lockstep_control import JUDGED, PARTS
-from .control import APART, NAMES, SPREAD, control_dtype, missing, perturbation
+from .control import NAMES, SPREAD, control_dtype, missing, perturbation
 from .lockstep import beyond_tolerance, relative_errors, scaled
-from .precision import tolerance
+from .precision import APART, tolerance
 from .results import training_passed
 from .zeros import structural_zeros
 
