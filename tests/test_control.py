@@ -413,6 +413,107 @@ def test_the_lockstep_control_judges_what_it_is_given():
     assert not model["passed"] and said["status"] == "failed" and said["error"]
 
 
+def test_a_step_the_framework_took_on_a_relu_s_other_side_is_judged_from_that_side():
+    """attach on made-up measurements: jax's 0.W gradient 0.1 from NumPy's at step 0 (beyond
+    any bound on distances), and the control's pass with a ReLU input on its other side
+    (`flips`) within 1e-7 of jax's own values (`pass_values`): the step is explained, its
+    bound that distance, the model PASS* with the branch named. Values that match no flipped
+    pass, or no flipped pass, keep the FAIL."""
+    from types import SimpleNamespace
+    from crossgrad.harness.compare import lockstep_control
+    spec = SimpleNamespace(dtype="float32", layers=[
+        {"type": "dense", "name": "0", "in_shape": [2], "use_bias": False, "params": {"W": {}}},
+        {"type": "relu", "name": "1", "in_shape": [2], "params": {}}])
+    entries = [["loss", "loss"], ["grad", "0.W"]]
+    jax_w = np.array([[1.0, 0.5], [0.2, 0.0]], np.float32)
+    measured = {"entries": entries, "abs_err": [[0.0, 0.1]], "scale": [[1.0, 1.0]],
+                "pass_values": {0: {"loss": 0.5, "grads": {"0.W": jax_w}, "state": {}}}}
+    flip = {"at": {"1": [3]}, "from_zero": [2e-7], "loss": np.float64(0.5),
+            "grads": {"0.W": jax_w.astype(np.float64) + 1e-7}, "state": {}}
+    ctl = {"status": "ok", "entries": entries, "steps": [0], "ref_err": [[0.0, 1e-7]],
+           "level": [[1e-7, 1e-7]], "scale": [[1.0, 1.0]], "spread": [[0.0, 5e-8]],
+           "flips": [[flip]]}
+
+    def attached(ctl):
+        entry = {"frameworks": {"jax": {"status": "ok", "passed": False, "verdict": "FAIL",
+                                        "lockstep_parted_at": 0}}}
+        parts = lockstep_control.parted(entry, {"jax": {"lockstep": measured}}, spec)
+        return lockstep_control.attach(entry, spec, parts, ctl)["frameworks"]["jax"]
+    jax = attached(ctl)
+    said = jax["lockstep_control"]
+    assert jax["verdict"] == "PASS*" and said["amplified"], said
+    assert said["branched"] == [{"step": 0, "inputs": {"1": 1}, "from_zero": 2e-7}]
+    assert said["worst"]["bound"] == pytest.approx(1e-7, rel=1e-3)
+    assert "took a ReLU's other side" in lockstep_control.line(jax)
+    flip["grads"]["0.W"] = jax_w.astype(np.float64) + 1e-3  # another branch than jax took
+    assert attached(ctl)["verdict"] == "FAIL"
+    ctl["flips"] = [[]]  # no ReLU input near 0 at that step
+    jax = attached(ctl)
+    assert jax["verdict"] == "FAIL" and "branched" not in jax["lockstep_control"]
+
+
+def test_a_relu_flipped_by_rounding_inside_a_lockstep_step_is_pass_star(tmp_path, executor):
+    """Two bias-free dense layers, each followed by a BatchNorm and a ReLU, in float32: at
+    step 19 an input of the second ReLU lies 2.4e-7 from 0 in float64, about a rounding of
+    that BatchNorm's output. On an AVX2 machine JAX's rounding puts it below 0, NumPy's
+    above: that example's gradient through the ReLU is cut in one and not the other (3.W
+    2.4e-2 apart), which no bound on distances excuses; it was a FAIL. Each framework that
+    parts is now within its bound of NumPy's float64 pass on that ReLU's other side. (Where a
+    machine's roundings keep every input on NumPy's side, nothing parts: the verdict alone
+    is checked.)"""
+    body = {"name": "bn_relu_twice", "input_shape": [64], "dtype": "float32",
+            "data": {"source": "digits", "batch_size": 32},
+            "layers": [{"type": "dense", "units": 64, "use_bias": False},
+                       {"type": "batchnorm", "momentum": 0.1}, {"type": "relu"},
+                       {"type": "dense", "units": 32, "use_bias": False},
+                       {"type": "batchnorm", "momentum": 0.1}, {"type": "relu"},
+                       {"type": "dense", "units": 10}],
+            "loss": {"type": "softmax_cross_entropy"},
+            "optimizer": {"type": "momentum", "lr": 0.05, "momentum": 0.9},
+            "train": {"steps": 25}}
+    path = tmp_path / "bn_relu_twice.json"
+    path.write_text(json.dumps(body))
+    frameworks = [fw for fw in ("numpy", "jax", "torch") if fw in INSTALLED]
+    model = crossgrad.train([crossgrad.load(path)], frameworks=frameworks,
+                            executor=executor).models[0]
+    assert model["passed"], {fw: i.get("lockstep_control") for fw, i in
+                             model["frameworks"].items()}
+    for fw, info in model["frameworks"].items():
+        if info.get("lockstep_parted_at") is not None:
+            judged = info["lockstep_control"]
+            assert info["verdict"] == "PASS*" and judged["amplified"], judged
+            assert judged.get("branched"), judged
+
+
+def test_a_relu_input_taken_to_its_other_side_moves_numpy_s_gradients_as_that_side_does():
+    """The NumPy model's "flip" (the lockstep control's only): the inputs of a top-level layer
+    at the given flat indices negated, so a ReLU passes (or cuts) what it cut (or passed)."""
+    impl = registry.load("numpy")
+    body = {**crossgrad.zoo("deep_relu_mlp").for_impls()}
+    from crossgrad.harness.run.jobs import Inputs
+    inputs = Inputs(crossgrad.zoo("deep_relu_mlp"), steps=1)
+    x, y = inputs.x[inputs.batches[0]], inputs.y[inputs.batches[0]]
+    relu = next(layer["name"] for i, layer in enumerate(body["layers"])
+                if i and layer["type"] == "relu")
+
+    def values(spec):
+        model = impl.model.build_model(spec)
+        impl.model.set_params(model, inputs.params, inputs.state)
+        return impl.model.layer_values(model, x, y, {})
+    names = [layer["name"] for layer in body["layers"]]
+    outputs, grads = values(body)
+    before = outputs[names[names.index(relu) - 1]].reshape(-1)
+    chosen = [int(np.flatnonzero(before < 0)[0]), int(np.flatnonzero(before > 0)[0])]
+    flipped_outputs, flipped_grads = values(dict(body, flip={relu: chosen}))
+    after = flipped_outputs[relu].reshape(-1)
+    dz, upstream = (flipped_grads[name].reshape(-1)
+                    for name in (relu, names[names.index(relu) + 1]))
+    for i in chosen:  # the ReLU of -z passes what it cut and cuts what it passed
+        assert after[i] == max(-before[i], 0.0)
+        assert dz[i] == (upstream[i] if before[i] < 0 else 0.0) and upstream[i] != 0
+    assert not np.array_equal(grads[relu].reshape(-1)[chosen], dz[chosen])
+
+
 def test_the_lockstep_control_job_walks_numpy_s_trajectory_to_each_step():
     """The worker side, in this process: step k's figures come from NumPy's own lockstep
     start at k, whichever other steps are asked (the walk goes on between them); the

@@ -85,11 +85,13 @@ def _failing_steps(beyond):
 
 
 def job(train_job, steps, spec):
-    """The control's job, cut from the reference's train job of the same model."""
+    """The control's job, cut from the reference's train job of the same model. `kinks`: how
+    many times rounding's reach from 0 a ReLU input may lie for its other side to be
+    tried (run/lockstep_control.py's flips)."""
     wider = control_dtype(spec.dtype)
-    tag = f"lockstep_control:{wider}:{steps}"
+    tag = f"lockstep_control:{wider}:{steps}:kinks"
     return dict(train_job, kind="lockstep_control", steps=steps, wider=wider,
-                perturb=perturbation(spec), lockstep=False,
+                perturb=perturbation(spec), lockstep=False, kinks=SPREAD,
                 key=hashlib.sha256(f"{train_job['key']}:{tag}".encode()).hexdigest()[:24])
 
 
@@ -144,6 +146,9 @@ def _judged(measured, beyond, control, zeros, floor):
     diff, scale = scaled(measured, zeros)
     column = {tuple(e): j for j, e in enumerate(control["entries"])}
     row = {s: i for i, s in enumerate(control["steps"])}
+    branches = {s: found for s in _failing_steps(beyond) if row.get(s) is not None
+                and (found := _branch(measured, s, beyond[s], scale[s], control, row[s],
+                                      column, floor))}
     worst, count, judged = None, 0, 0
     for s, j in zip(*np.nonzero(beyond)):
         kind, name = measured["entries"][j]
@@ -156,6 +161,8 @@ def _judged(measured, beyond, control, zeros, floor):
             figures = {"bound": np.inf, "level": np.inf, "allowed": 0.0}
         else:
             figures = _figures(diff[s, j], scale[s, j], control, at, c, floor)
+            if int(s) in branches:  # its distance from the pass on the ReLU's other side
+                figures["bound"] = branches[int(s)][1][j]
         figures = dict(step=int(s), kind=kind, entry=name,
                        rel_err=float(diff[s, j] / scale[s, j]) if scale[s, j] > 0 else np.inf,
                        **{k: float(v) for k, v in figures.items()})
@@ -163,7 +170,49 @@ def _judged(measured, beyond, control, zeros, floor):
             worst = figures
     ratio = _ratio(worst) if worst else np.inf
     return {"amplified": judged == count and ratio <= 1.0, "steps": len(_failing_steps(beyond)),
-            "entries": count, "judged": judged, "worst": worst, "worst_ratio": ratio}
+            "entries": count, "judged": judged, "worst": worst, "worst_ratio": ratio,
+            **({"branched": [_branched_at(s, flip) for s, (flip, _) in sorted(branches.items())]}
+               if branches else {})}
+
+
+def _branch(measured, s, failing, scale, control, at, column, floor):
+    """(the flip, {entry index: distance}) that explains step `s`, or None: a pass of
+    control["flips"] (NumPy one format wider with ReLU inputs within rounding's reach of 0 on
+    their other side) from which each failing entry of the framework's own pass values
+    (measured["pass_values"], the worker's) is within its allowance, as an entry is from the
+    control. Then the framework took that ReLU's other side, which rounding may: the bound is
+    its distance from that pass. Only distances to real values can show it: a bound on
+    distances from the reference only grows with the jump."""
+    values = measured.get("pass_values") or {}
+    values = values.get(s, values.get(str(s)))
+    flips = control["flips"][at] if "flips" in control else []
+    for flip in flips if values is not None else []:
+        distances = {}
+        for j in np.flatnonzero(failing):
+            kind, name = measured["entries"][j]
+            c, mine, exact = column.get((kind, name)), _of(values, kind, name), _of(flip, kind,
+                                                                                   name)
+            if c is None or mine is None or exact is None or not scale[j] > 0:
+                break
+            far = float(np.max(np.abs(np.subtract(mine, exact, dtype=np.float64))))
+            if not far / scale[j] <= max(floor, SPREAD * control["level"][at][c] / scale[j]):
+                break
+            distances[j] = far / scale[j]
+        else:
+            return flip, distances
+    return None
+
+
+def _of(values, kind, name):
+    """An entry's value in a pass's values ({"loss", "grads", "state"}), or None."""
+    return values.get("loss") if kind == "loss" else \
+        values.get("grads" if kind == "grad" else "state", {}).get(name)
+
+
+def _branched_at(step, flip):
+    """The JSON's record of a step a ReLU's other side explains."""
+    return {"step": int(step), "inputs": {layer: len(at) for layer, at in flip["at"].items()},
+            "from_zero": max(flip["from_zero"])}
 
 
 def _figures(diff, scale, control, at, c, floor):
@@ -213,6 +262,21 @@ def line(info):
     if said["amplified"]:
         return (f"each of its {said['entries']} entries beyond tolerance, over "
                 f"{said['steps']} steps, is within rounding's reach of {said['dtype']} "
-                f"arithmetic (nearest the bound: {where}, {figures}): rounding amplified by "
-                f"the network")
-    return f"not within rounding's reach of {said['dtype']} arithmetic at {where} ({figures})"
+                f"arithmetic (nearest the bound: {where}, {figures}){_branches(said)}: "
+                f"rounding amplified by the network")
+    return (f"not within rounding's reach of {said['dtype']} arithmetic at {where} "
+            f"({figures}){_branches(said)}")
+
+
+def _branches(said):
+    """'; at step 19 a ReLU input ...': the steps a ReLU's other side explains, or ''."""
+    if not said.get("branched"):
+        return ""
+    steps = said["branched"]
+    first = steps[0]
+    inputs = ", ".join(f"layer {layer}: {n} input{'s' * (n > 1)}"
+                       for layer, n in first["inputs"].items())
+    more = f" (and at {len(steps) - 1} more steps)" if len(steps) > 1 else ""
+    return (f"; at step {first['step']}{more} the framework took a ReLU's other side, within "
+            f"rounding's reach of its kink ({inputs}, {first['from_zero']:.1e} from 0 in "
+            f"{said['dtype']}), and is within the bound of that side's pass")

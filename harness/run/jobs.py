@@ -83,7 +83,9 @@ def job_key(kind, spec, framework, version, native, steps=None, participant=None
     if kind == "check":
         body["layers"] = True  # its results carry the per-layer values (check_job asks)
     if kind == "train":
-        body["lockstep"] = True  # and the lockstep measurements (train_job asks)
+        # and the lockstep measurements (train_job asks), with the pass values of the first
+        # failing steps (run/lockstep.py's _kept): results stored before those lack them
+        body["lockstep"] = "with pass values"
     if order != 1:
         body["order"] = order  # and H v along every probe (check --order 2)
     if matmul_precision == "default":

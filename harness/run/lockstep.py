@@ -27,6 +27,7 @@ import time
 import numpy as np
 
 from .. import registry
+from ..spec.precision import PAIRWISE
 from . import reference_steps
 
 # what a step computes, in the order it computes it: the forward's running statistics and
@@ -36,6 +37,8 @@ KINDS = (("state", "state"), ("loss", None), ("grad", "grads"), ("optimizer", "o
 KEYS = dict(KINDS)  # kind -> the record's key (None: the loss)
 NOT_KEPT = math.nan  # not compared: a step count the framework does not keep (torch.optim.SGD,
 #                     most of Optax), the optimizer state of a step that did not update
+PASS_KINDS = ("state", "loss", "grad")  # a step's forward and backward pass (lockstep_control)
+KEPT_STEPS = 3  # the failing steps whose pass values a framework sends back (_kept)
 
 
 class Feed:
@@ -65,20 +68,22 @@ def measure(impl, model, job):
         theirs = iter(steps) if steps is not None else reference.train.lockstep(
             ref_model, job["x"], job["y"], copy.deepcopy(job["batches"]),  # its own walk
             copy.deepcopy(job["masks"]), feed)
+        kept = {}
         with reference_steps.writing(stored if steps is None else None, job) as record:
             entries, abs_err, scale, ref_loss = _walk(reference, ref_model, job, feed, ours,
-                                                      theirs, record)
+                                                      theirs, record, kept)
     except Exception as err:  # lockstep explains; it never takes the free run down
         return {"error": f"{type(err).__name__}: {err}"}
     return {"entries": entries or [], "abs_err": np.asarray(abs_err, np.float64),
             "scale": np.asarray(scale, np.float64), "reference_loss": ref_loss,
-            "seconds": time.perf_counter() - start}
+            "pass_values": kept, "seconds": time.perf_counter() - start}
 
 
-def _walk(reference, ref_model, job, feed, ours, theirs, record):
+def _walk(reference, ref_model, job, feed, ours, theirs, record, kept):
     """Both trajectories side by side, each step from the reference's start: (entries, the
     rows of differences, of scales, the reference's losses). record(the reference's step)
-    keeps each for later jobs (reference_steps.writing)."""
+    keeps each for later jobs (reference_steps.writing); `kept` gets the framework's pass
+    values of its first failing steps (_kept)."""
     entries, abs_err, scale, ref_loss = None, [], [], []
     for mine, ref in zip(ours, theirs):  # each reads the same start from the feed
         record(ref)
@@ -87,6 +92,7 @@ def _walk(reference, ref_model, job, feed, ours, theirs, record):
         if moved:
             expected = dict(ref, **_update(reference, ref_model, job["spec"], feed.start, mine))
             row = _row(mine, expected, entries)
+            _kept(kept, len(abs_err), mine, row, entries, job["spec"]["dtype"])
         else:
             row = _diverged(mine, entries)
         abs_err.append([d for d, _ in row])
@@ -96,6 +102,28 @@ def _walk(reference, ref_model, job, feed, ours, theirs, record):
             break
         feed.start = (ref["params"], ref["state"], ref["optimizer"])
     return entries, abs_err, scale, ref_loss
+
+
+def _kept(kept, step, mine, row, entries, dtype):
+    """The framework's own pass values (loss, gradients, running statistics) at the first
+    KEPT_STEPS steps where a pass entry parts beyond the pairwise tolerance (a gradient
+    relative to its layer's largest, as compare/lockstep.py measures it), into `kept`:
+    {step: {"loss", "grads", "state"}}. The control of a failing step (lockstep_control.py)
+    tells from them whether the framework took a ReLU's other side within rounding's reach,
+    which no bound on distances can show."""
+    if len(kept) >= KEPT_STEPS or dtype not in PAIRWISE:
+        return
+    layers = {}
+    for (kind, name), (_, s) in zip(entries, row):
+        if kind == "grad":
+            layers[name.split(".", 1)[0]] = max(layers.get(name.split(".", 1)[0], 0.0), s)
+    for (kind, name), (diff, s) in zip(entries, row):
+        s = layers[name.split(".", 1)[0]] if kind == "grad" else s
+        if kind in PASS_KINDS and diff > PAIRWISE[dtype] * s:  # NaN (not kept) never is
+            kept[step] = {"loss": float(mine["loss"]), **{key: {k: np.asarray(v) for k, v in
+                                                               mine[key].items()}
+                                                          for key in ("grads", "state")}}
+            return
 
 
 def _diverged(mine, entries):

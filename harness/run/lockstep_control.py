@@ -16,7 +16,10 @@ pass (running statistics, the objective, its gradients) three ways from that sta
 It returns, per step and entry, the reference's distance from the control and rounding's
 level there (the farthest of the reference and the draws from the control), both absolute,
 the control's largest entry, and how far the draws land from the reference's own step
-(`spread`: what rounding alone moves it by). compare/lockstep_control.py judges the frameworks with them.
+(`spread`: what rounding alone moves it by); and the pass one format wider again with
+the ReLU inputs that lie within rounding's reach of 0 taken to their other side
+(`flips`), where a framework's rounding may have put them. compare/lockstep_control.py
+judges the frameworks with them.
 """
 import math
 
@@ -45,7 +48,7 @@ def measure(impl, job):
         part: [row[part] for row in rows.values()] for part in PARTS}}
 
 
-PARTS = ("ref_err", "level", "scale", "spread")  # the figures of each step and entry
+PARTS = ("ref_err", "level", "scale", "spread", "flips")  # each step's figures (_row)
 
 
 def _entries(record):
@@ -55,11 +58,12 @@ def _entries(record):
 
 
 def _row(impl, job, start, k, record, entries, dtype):
-    """One step's figures, each entry's: {"ref_err", "level", "scale"}: lists."""
+    """One step's figures, each entry's: {"ref_err", "level", "scale", "spread"}: lists; and
+    "flips", the pass one format wider with ReLU inputs taken to their other side (_flips)."""
     wide = _pass(impl, job, start, k, job["wider"])
-    draws = [_pass(impl, job, start, k, dtype, jitter={"unit": job["perturb"]["unit"],
-                                                      "seed": [job["perturb"]["seed"], k, i]})
-             for i in range(job["perturb"]["count"])]
+    jitters = [{"unit": job["perturb"]["unit"], "seed": [job["perturb"]["seed"], k, i]}
+               for i in range(job["perturb"]["count"])]
+    draws = [_pass(impl, job, start, k, dtype, jitter=jitter) for jitter in jitters]
     out = {"ref_err": [], "level": [], "scale": [], "spread": []}
     for kind, name in entries:
         exact, own = _value(wide, kind, name), _value(record, kind, name)
@@ -69,7 +73,53 @@ def _row(impl, job, start, k, record, entries, dtype):
         out["level"].append(max(ref_err, _farthest(exact, drawn)))
         out["scale"].append(float(np.max(np.abs(exact))) if exact.size else 0.0)
         out["spread"].append(_farthest(own.astype(exact.dtype), drawn))  # rounding's own reach
+    out["flips"] = _flips(impl, job, start, k, dtype, jitters) if job.get("kinks") else []
     return out
+
+
+KINKS = ("relu", "leaky_relu")  # layers whose gradient jumps where their input crosses 0
+MOST_FLIPS = 4  # ReLU inputs taken to their other side, the nearest to 0: one at a time, and all
+
+
+def _flips(impl, job, start, k, dtype, jitters):
+    """[{"at": {layer: [flat index]}, "from_zero": [|input| one format wider], "loss",
+    "grads", "state"}]: the step's pass one format wider with ReLU inputs on their other side.
+    An input is a candidate where it lies within job["kinks"] (SPREAD) times rounding's
+    reach of 0, the reach being how far the checked format's pass (as NumPy rounds it, and
+    its draws) moves that layer's inputs at most: a framework's rounding may have put it on
+    either side. The MOST_FLIPS nearest, each alone and all together."""
+    wide = _inputs(impl, job, start, k, job["wider"])
+    rounded = [_inputs(impl, job, start, k, dtype, j) for j in [None, *jitters]]
+    near = []
+    for name, z in wide.items():
+        reach = max(float(np.max(np.abs(r[name].astype(z.dtype) - z))) for r in rounded)
+        flat = np.abs(z.reshape(-1))
+        for i in np.flatnonzero((flat > 0) & (flat <= job["kinks"] * reach)):
+            near.append((float(flat[i]) / reach, name, int(i), float(flat[i])))
+    near = sorted(near)[:MOST_FLIPS]
+    sets = [[n] for n in near] + ([near] if len(near) > 1 else [])
+    out = []
+    for chosen in sets:
+        at = {}
+        for _, name, i, _ in chosen:
+            at.setdefault(name, []).append(i)
+        flipped = _pass(impl, dict(job, spec=dict(job["spec"], flip=at)), start, k, job["wider"])
+        out.append({"at": at, "from_zero": [d for _, _, _, d in chosen], **flipped})
+    return out
+
+
+def _inputs(impl, job, start, k, dtype, jitter=None):
+    """{name: its input} of each top-level ReLU but the first layer (data has no rounding
+    to cross 0 by) in step k's forward pass from `start`, NumPy in `dtype`."""
+    params, state, _ = start
+    model = model_in_format(impl, job["spec"], params, state, dtype, jitter)
+    idx = job["batches"][k]
+    outputs, _ = impl.model.layer_values(
+        model, in_format(job["x"][idx], dtype), in_format(job["y"][idx], dtype),
+        each_in_format(impl.train.step_masks(job["masks"], k), dtype))
+    layers = job["spec"]["layers"]
+    return {layer["name"]: np.asarray(outputs[layers[i - 1]["name"]])
+            for i, layer in enumerate(layers) if i > 0 and layer["type"] in KINKS}
 
 
 def _pass(impl, job, start, k, dtype, jitter=None):

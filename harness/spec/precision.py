@@ -16,6 +16,8 @@ ALL = DTYPES + REDUCED
 # u = 2^-p for p significant bits: the largest relative error of one rounding to nearest
 UNIT_ROUNDOFF = {"float64": 2.0 ** -53, "float32": 2.0 ** -24, "bfloat16": 2.0 ** -8,
                  "float16": 2.0 ** -11}
+# how far two frameworks' float64 and float32 results may part, relative (compare/pairwise.py)
+PAIRWISE = {"float64": 1e-12, "float32": 1e-5}
 # the smallest normal number: below it a format keeps fewer digits (subnormals), then none
 SMALLEST_NORMAL = {"float64": 2.0 ** -1022, "float32": 2.0 ** -126, "bfloat16": 2.0 ** -126,
                    "float16": 2.0 ** -14}

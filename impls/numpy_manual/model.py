@@ -40,12 +40,17 @@ class Model:
     computed_in: str = ""  # the spec's dtype, or float32 for bfloat16 (see the top)
     rounds: bool = field(init=False)  # what leaves a layer is rounded: set from the above
     jitter: tuple = field(init=False)  # (unit, Generator) of the spec's "jitter", or None
+    flips: dict = field(init=False)  # a top-level layer's name -> flat indices of its input
 
     def __post_init__(self):
         noise = self.spec.get("jitter")  # the harness's control (compare/control.py) only
         self.jitter = (noise["unit"], np.random.default_rng(noise["seed"])) if noise else None
         # read about 20 times a step (stored, returned): a flag, not a compare of strings
         self.rounds = self.computed_in != self.spec["dtype"] or self.jitter is not None
+        # the harness's lockstep control only: a ReLU's inputs within rounding's reach of 0,
+        # taken to its other side (run/lockstep_control.py)
+        self.flips = {name: np.asarray(at, np.intp)
+                      for name, at in self.spec.get("flip", {}).items()}
 
 
 COMPUTED_IN = {"bfloat16": "float32"}  # storage format -> the format NumPy computes it in
@@ -114,6 +119,8 @@ def forward(model, x, y, masks):
     x, y = computed(model, x, copy=False), computed(model, y, copy=False)
     caches, outputs, grouped = [], [], by_layer(model.params)
     for layer, obj in model.layers:
+        if layer["name"] in model.flips:
+            x = flipped(x, model.flips[layer["name"]])
         x, cache = obj.forward(grouped.get(layer["name"], {}), x, ctx)  # shapes: layer["out_shape"]
         x = stored(model, x)
         caches.append(cache)
@@ -121,6 +128,14 @@ def forward(model, x, y, masks):
     loss, dy_hat = model.loss(x, y)
     ctx.state = {k: stored(model, v) for k, v in ctx.state.items()}
     return stored(model, np.asarray(loss)), stored(model, dy_hat), caches, ctx.state, outputs
+
+
+def flipped(x, at):
+    """x with its entries at flat indices `at` negated: a value near a kink at 0 (a ReLU's)
+    on the kink's other side, as far from it."""
+    x = np.array(x, copy=True)
+    x.reshape(-1)[at] *= -1
+    return x
 
 
 def backward(model, caches, dy, first_dx=True):
