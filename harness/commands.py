@@ -10,9 +10,10 @@ from pathlib import Path
 
 from . import api
 from .errors import EXIT_DISAGREE, EXIT_OK, InputError
-from .options import (Progress, add_dtype, add_execution, add_models, check_execution,
-                      choice_list, claim_outputs, collect_specs, make_executor,
-                      positive_int_list, refuse_unused, step_count, tables_stream)
+from .options import (MOST_WORKERS_TYPE, Progress, add_dtype, add_execution, add_models,
+                      check_execution, choice_list, claim_outputs, collect_specs,
+                      make_executor, positive_int_list, refuse_unused, step_count,
+                      tables_stream)
 from .porting import add_import_args, cmd_import
 from .compare.pairwise import worst
 from .report import tables
@@ -381,7 +382,7 @@ def add_bench_options(p):
     add_sweep_options(p, json_help="write each worker count's timings and digest, and every "
                                    "result of the first count, as JSON ('-': stdout, and the "
                                    "tables to stderr); with --step-time: the step times")
-    p.add_argument("--workers-list", type=positive_int_list("worker count"),
+    p.add_argument("--workers-list", type=positive_int_list("worker count", MOST_WORKERS_TYPE),
                    help="worker counts to time, each once (default 1,2)")
     p.add_argument("--step-time", action="store_true",
                    help="time one training step per model, framework and batch size against "

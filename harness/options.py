@@ -45,6 +45,21 @@ def positive_int(text):
     return value
 
 
+def at_most(limit, why):
+    """A type for a positive whole number of at most `limit` (`why`: what sets it)."""
+    def parse(text):
+        value = positive_int(text)
+        _refuse(value > limit, f"must be at most {limit} ({why}), got {value}")
+        return value
+    return parse
+
+
+# --workers: one slot and thread each is made before any job; --threads: OpenBLAS and the
+# frameworks take a C int, and more threads than this are no machine's
+MOST_WORKERS, MOST_THREADS = 4096, 1024
+MOST_WORKERS_TYPE = at_most(MOST_WORKERS, "each is a slot made before any job")
+
+
 def non_negative_int(text):
     value = _number(text, int, "a whole number")
     _refuse(value < 0, f"must be non-negative, got {value}")
@@ -113,10 +128,11 @@ def ray_address(text):
     return text
 
 
-def positive_int_list(what):
-    """A type for a comma list of positive whole numbers (--workers-list), each named once."""
+def positive_int_list(what, item=positive_int):
+    """A type for a comma list of positive whole numbers (--workers-list), each named once
+    and each read by `item`."""
     def parse(text):  # an empty item is dropped, as in every list option (`1,`)
-        return _once([positive_int(x) for x in _names(text, what)], what)
+        return _once([item(x) for x in _names(text, what)], what)
     return parse
 
 
@@ -173,8 +189,8 @@ def add_execution(p, workers_help="worker processes at once (default: CPU cores)
     p.add_argument("--executor", choices=("local", "ray"), default="local")
     p.add_argument("--ray-address", metavar="HOST:PORT", type=ray_address,
                    help="join the Ray cluster there (with --executor ray; see the README)")
-    p.add_argument("--workers", type=positive_int, help=workers_help)
-    p.add_argument("--threads", type=positive_int, default=1,
+    p.add_argument("--workers", type=MOST_WORKERS_TYPE, help=workers_help)
+    p.add_argument("--threads", type=at_most(MOST_THREADS, "threads per worker"), default=1,
                    help="threads per worker (results repeat bit for bit for a fixed value)")
     p.add_argument("--timeout", type=positive_seconds,
                    help="seconds a worker may take to start, and then each job")

@@ -51,6 +51,10 @@ CASES = {
                          "layers[0].init.sdev"),
     "orthogonal_bias": (variant({"units = 3\n": 'units = 3\nbias_init = "orthogonal"\n'}),
                         "layers[0].bias_init.type"),
+    # finite bounds whose difference is not: NumPy's draw raised OverflowError, a traceback
+    "uniform_range_overflows": (variant({"units = 3\n": 'units = 3\ninit = {type = "uniform", '
+                                         'low = -1e308, high = 1e308}\n'}),
+                                "layers[0].init.high: minus low"),
     "unknown_data_source": (variant({'"random_classification"': '"cifar"'}), "data.source"),
     "unknown_key": (variant({"units = 3\n": "units = 3\nunit = 3\n"}), "layers[0].unit"),
     "unknown_top_key": (variant(append='optimiser = "sgd"\n'), "optimiser"),

@@ -73,6 +73,10 @@ BAD_OPTIONS = {
     "steps_negative_sweep": (["sweep", *XOR, "--steps", "-1"], "--steps"),
     "workers_zero": (["check", *XOR, "--workers", "0"], "--workers"),
     "threads_zero": (["check", *XOR, "--threads", "0"], "--threads"),
+    # one slot made per worker before any job: 10^20 hung, growing; a C int of threads
+    "workers_huge": (["check", *XOR, "--workers", "99999999999999999999"], "--workers"),
+    "threads_huge": (["check", *XOR, "--threads", "99999999999999999999"], "--threads"),
+    "workers_list_huge": (["bench", *XOR, "--workers-list", "1,99999"], "--workers-list"),
     "seed_negative": (["check", *XOR, "--seed", "-1"], "--seed"),
     "seeds_backwards": (["sweep", *XOR, "--seeds", "3-1"], "--seeds"),
     "workers_list": (["bench", *XOR, "--workers-list", "1,x"], "--workers-list"),

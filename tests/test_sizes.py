@@ -201,6 +201,56 @@ def test_activations_blown_up_by_an_earlier_padding_name_that_padding(tmp_path):
     assert "over the limit" in err and done.peak_rss < NOTHING_BUILT, done.peak_rss
 
 
+CONV_STRIDE = """
+name = "strided"
+input_shape = [4, 5, 2]
+[data]
+source = "random_classification"
+classes = 3
+examples = 8
+batch_size = 4
+[[layers]]
+type = "conv2d"
+filters = 2
+kernel_size = 1
+strides = [{stride}, 1]
+padding = [{pad}, 0]
+[[layers]]
+type = "flatten"
+[[layers]]
+type = "dense"
+units = 3
+[loss]
+type = "softmax_cross_entropy"
+"""
+
+
+def test_a_padding_a_stride_steps_over_counts_its_padded_image(tmp_path):
+    """padding 1e6 with a stride of 1e6: one output row, and a padded image of 2e6 rows that
+    NumPy builds whole (pad_hw). The estimate counted the windows alone: accepted under 50 MB,
+    then 0.7 GB; 2^31 of each, 1.25 TiB, ended in a MemoryError."""
+    path = tmp_path / "huge.toml"
+    path.write_text(CONV_STRIDE.format(stride=10 ** 6, pad=10 ** 6))
+    done = crossgrad(tmp_path, ["check", path, "--frameworks", "numpy", "--max-memory", "0.05"],
+                     address_space=1 << 30)
+    err = done.stderr.strip()
+    assert done.code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith(f"crossgrad: {path}: layers[0].padding: [1000000, 0] grows "
+                          f"conv2d's input (4, 5, 2) to a padded image of (2000004, 5, 2), "
+                          f"which needs "), err
+    assert done.peak_rss < NOTHING_BUILT, done.peak_rss
+
+
+def test_a_stride_beyond_int32_is_bad_input(tmp_path):
+    """TensorFlow takes strides as int32: 2^31 failed in its worker alone, blamed on it."""
+    path = tmp_path / "huge.toml"
+    path.write_text(CONV_STRIDE.format(stride=2 ** 31, pad=0))
+    done = crossgrad(tmp_path, ["check", path, "--frameworks", "numpy"], address_space=1 << 30)
+    assert done.code == 2 and done.stderr.strip() == (
+        f"crossgrad: {path}: layers[0].strides[0]: must be at most 2,147,483,647, "
+        f"got 2,147,483,648"), done.stderr
+
+
 def test_who_grew_the_activations():
     """The estimate's own fields are unchanged; the blame names what grew the input: an
     earlier layer's key, the layer's own padding, or nothing beyond the layer's size key."""

@@ -101,6 +101,11 @@ def same_padding(n, k, s):
     return [total // 2, total - total // 2]
 
 
+# the largest stride or window: TensorFlow takes them as int32 (2^31 failed in its worker
+# alone); a stride past the padded input gives one output, as this one does
+LARGEST_STEP = 2 ** 31 - 1
+
+
 def _window(t, layer, kernel, strides):
     """Resolve `padding` into explicit [[top, bottom], [left, right]] and the output size."""
     padding = t.raw("padding", "valid")
@@ -129,7 +134,7 @@ def parse_conv2d(t, layer, ctx):
     _need_rank(t, layer, 3, "(height, width, channels)")
     layer["filters"] = filters = t.int("filters", required=True, min=1)
     layer["kernel_size"] = kernel = t.ints("kernel_size", length=2, required=True)
-    layer["strides"] = strides = t.ints("strides", length=2, default=1)
+    layer["strides"] = strides = t.ints("strides", length=2, default=1, max=LARGEST_STEP)
     out_hw = _window(t, layer, kernel, strides)
     c_in = layer["in_shape"][2]
     fans = kernel[0] * kernel[1] * c_in, kernel[0] * kernel[1] * filters
@@ -140,7 +145,7 @@ def parse_conv2d(t, layer, ctx):
 def parse_pool2d(t, layer, ctx):
     _need_rank(t, layer, 3, "(height, width, channels)")
     layer["pool_size"] = pool = t.ints("pool_size", length=2, default=2)
-    layer["strides"] = strides = t.ints("strides", length=2, default=pool)
+    layer["strides"] = strides = t.ints("strides", length=2, default=pool, max=LARGEST_STEP)
     layer["out_shape"] = _window(t, layer, pool, strides) + [layer["in_shape"][2]]
     for (lo, hi), k in zip(layer["pads"], pool):
         if max(lo, hi) >= k:  # a window of padding alone: max -inf, an average of nothing

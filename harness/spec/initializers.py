@@ -6,6 +6,7 @@ Normal initializers are plain (not truncated) normals, as in torch.nn.init;
 Keras' glorot_normal/he_normal/lecun_normal truncate, so the spec names the
 distribution and every framework receives the same numbers anyway.
 """
+import math
 import zlib
 
 import numpy as np
@@ -70,6 +71,9 @@ def parse_initializer(table: Table, key, default, shape=None):
                                min=0.0 if name in ("std", "gain") else None)
     if kind == "uniform" and keys["low"] >= keys["high"]:
         raise sub.error("high", f"must be greater than low ({keys['low']})")
+    if kind == "uniform" and not math.isfinite(keys["high"] - keys["low"]):
+        raise sub.error("high", f"minus low ({keys['low']}) must be a finite number: NumPy "
+                                f"draws low + (high - low) u")
     if kind == "orthogonal" and shape is not None and len(shape) < 2:
         raise sub.error("type", f"orthogonal needs a parameter of two or more axes (as Keras' "
                                 f"and torch's do); this one has shape {tuple(shape)}")

@@ -227,11 +227,22 @@ def _blame(layer, grown, values, needs):
     if culprit is layer and field == _field(layer):
         return None
     grew = (f"{culprit.get(field.rsplit('.', 1)[1])!r} grows {culprit['type']}'s input "
-            f"{tuple(culprit['in_shape'])} to {tuple(culprit['out_shape'])}")
+            f"{tuple(culprit['in_shape'])} to {_grown_to(culprit, field)}")
     if culprit is layer:
         return field, f"{grew}, which {needs}"
     where = _field(layer).rsplit(".", 1)[0]
     return field, f"{grew}; then {layer['type']} at {where} on {tuple(layer['in_shape'])} {needs}"
+
+
+def _grown_to(layer, field):
+    """What a layer grew its input to: its output, or the padded image its padding made
+    where the output did not grow (a stride past it)."""
+    if not field.endswith(".padding") or \
+            math.prod(layer["out_shape"][:2]) > math.prod(layer["in_shape"][:2]):
+        return tuple(layer["out_shape"])
+    (top, bottom), (left, right) = layer["pads"]
+    h, w, c = layer["in_shape"]
+    return f"a padded image of {(h + top + bottom, w + left + right, c)}"
 
 
 GROWTH_KEYS = {"embedding": "dim"}  # the key that sets a layer's output, where not SIZE_KEYS'
@@ -241,9 +252,15 @@ def _grown_field(layer):
     """The key that made a layer's output larger than its input: a window layer's padding
     where the image grew, else the key that sets its output size."""
     path = _field(layer).rsplit(".", 1)[0]
-    if "pads" in layer and math.prod(layer["out_shape"][:2]) > math.prod(layer["in_shape"][:2]):
-        return f"{path}.padding"
+    if "pads" in layer and _padded(layer) > math.prod(layer["in_shape"][:2]):
+        return f"{path}.padding"  # the image it pads, and so its windows (_kept)
     return f"{path}.{GROWTH_KEYS.get(layer['type'], SIZE_KEYS.get(layer['type'], 'type'))}"
+
+
+def _padded(layer):
+    """A window layer's input image, padded: pixels per channel."""
+    (top, bottom), (left, right) = layer["pads"]
+    return (layer["in_shape"][0] + top + bottom) * (layer["in_shape"][1] + left + right)
 
 
 def _kept(layer):
@@ -258,7 +275,7 @@ def _kept(layer):
     if kind in ("conv2d", "maxpool2d", "avgpool2d"):
         window = layer["kernel_size"] if kind == "conv2d" else layer["pool_size"]
         h, w, c = layer["out_shape"][0], layer["out_shape"][1], shape[2]
-        return h * w * window[0] * window[1] * c  # the windows, one per output pixel
+        return (h * w * window[0] * window[1] + _padded(layer)) * c  # its windows, its image
     if kind in ("batchnorm", "layernorm", "dropout"):
         return math.prod(shape)  # the normalised input, or the mask
     return 0

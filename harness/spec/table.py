@@ -82,7 +82,7 @@ class Table:
                 raise self.error(key, f"must be {word} {bound}, got {value}")
         return value
 
-    def ints(self, key, length=None, default=None, required=False, min=1):
+    def ints(self, key, length=None, default=None, required=False, min=1, max=None):
         """An integer or a list of integers; a single integer is repeated to `length`."""
         value = self.raw(key, default, required)
         if value is None:
@@ -92,7 +92,7 @@ class Table:
         if not isinstance(value, list) or (length and len(value) != length):
             shape = f"a list of {length} integers" if length else "a list of integers"
             raise self.error(key, f"must be {shape}, got {value!r}")
-        return [check_int(v, min, lambda m, i=i: self.error(f"{key}[{i}]", m))
+        return [check_int(v, min, lambda m, i=i: self.error(f"{key}[{i}]", m), max)
                 for i, v in enumerate(value)]
 
     def table(self, key, required=False):
