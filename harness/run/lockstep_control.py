@@ -73,7 +73,8 @@ def _row(impl, job, start, k, record, entries, dtype):
         out["level"].append(max(ref_err, _farthest(exact, drawn)))
         out["scale"].append(float(np.max(np.abs(exact))) if exact.size else 0.0)
         out["spread"].append(_farthest(own.astype(exact.dtype), drawn))  # rounding's own reach
-    out["flips"] = _flips(impl, job, start, k, dtype, jitters) if job.get("kinks") else []
+    out["flips"] = _flips(impl, job, start, k, dtype, jitters) if job.get("kinks") and \
+        _kinked(job["spec"]["layers"]) else []
     return out
 
 
@@ -108,18 +109,23 @@ def _flips(impl, job, start, k, dtype, jitters):
     return out
 
 
+def _kinked(layers):
+    """[(the name of each top-level ReLU but the first layer, that of the layer feeding it)]:
+    data has no rounding to cross 0 by."""
+    return [(layer["name"], layers[i - 1]["name"]) for i, layer in enumerate(layers)
+            if i > 0 and layer["type"] in KINKS]
+
+
 def _inputs(impl, job, start, k, dtype, jitter=None):
-    """{name: its input} of each top-level ReLU but the first layer (data has no rounding
-    to cross 0 by) in step k's forward pass from `start`, NumPy in `dtype`."""
+    """{name: its input} of each ReLU of _kinked in step k's forward pass from `start`,
+    NumPy in `dtype`."""
     params, state, _ = start
     model = model_in_format(impl, job["spec"], params, state, dtype, jitter)
     idx = job["batches"][k]
     outputs, _ = impl.model.layer_values(
         model, in_format(job["x"][idx], dtype), in_format(job["y"][idx], dtype),
         each_in_format(impl.train.step_masks(job["masks"], k), dtype))
-    layers = job["spec"]["layers"]
-    return {layer["name"]: np.asarray(outputs[layers[i - 1]["name"]])
-            for i, layer in enumerate(layers) if i > 0 and layer["type"] in KINKS}
+    return {name: np.asarray(outputs[feeding]) for name, feeding in _kinked(job["spec"]["layers"])}
 
 
 def _pass(impl, job, start, k, dtype, jitter=None):
