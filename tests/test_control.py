@@ -427,7 +427,7 @@ def test_a_step_the_framework_took_on_a_relu_s_other_side_is_judged_from_that_si
     entries = [["loss", "loss"], ["grad", "0.W"]]
     jax_w = np.array([[1.0, 0.5], [0.2, 0.0]], np.float32)
     measured = {"entries": entries, "abs_err": [[0.0, 0.1]], "scale": [[1.0, 1.0]],
-                "pass_values": {0: {"loss": 0.5, "grads": {"0.W": jax_w}, "state": {}}}}
+                "pass_values": {"0": {"loss": 0.5, "grads": {"0.W": jax_w}, "state": {}}}}
     flip = {"at": {"1": [3]}, "from_zero": [2e-7], "loss": np.float64(0.5),
             "grads": {"0.W": jax_w.astype(np.float64) + 1e-7}, "state": {}}
     ctl = {"status": "ok", "entries": entries, "steps": [0], "ref_err": [[0.0, 1e-7]],

@@ -244,7 +244,15 @@ def _bits(result):
     lockstep = result.get("lockstep") or {}
     return (result["status"], json.dumps(result["curves"], sort_keys=True),
             {k: v.tobytes() for k, v in {**result["params"], **result["state"]}.items()},
-            {k: np.asarray(v).tobytes() for k, v in lockstep.items() if k != "seconds"})
+            {k: _bytes(v) for k, v in lockstep.items() if k != "seconds"})
+
+
+def _bytes(value):
+    """An array's bytes, or a table's (the pass values of lockstep's failing steps, by step
+    and entry) as {key: bytes}, all the way down."""
+    if isinstance(value, dict):
+        return {str(k): _bytes(v) for k, v in value.items()}
+    return np.asarray(value).tobytes()
 
 
 @pytest.mark.slow

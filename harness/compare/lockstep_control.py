@@ -183,8 +183,7 @@ def _branch(measured, s, failing, scale, control, at, column, floor):
     control. Then the framework took that ReLU's other side, which rounding may: the bound is
     its distance from that pass. Only distances to real values can show it: a bound on
     distances from the reference only grows with the jump."""
-    values = measured.get("pass_values") or {}
-    values = values.get(s, values.get(str(s)))
+    values = (measured.get("pass_values") or {}).get(str(s))
     flips = control["flips"][at] if "flips" in control else []
     for flip in flips if values is not None else []:
         distances = {}

@@ -108,9 +108,9 @@ def _kept(kept, step, mine, row, entries, dtype):
     """The framework's own pass values (loss, gradients, running statistics) at the first
     KEPT_STEPS steps where a pass entry parts beyond the pairwise tolerance (a gradient
     relative to its layer's largest, as compare/lockstep.py measures it), into `kept`:
-    {step: {"loss", "grads", "state"}}. The control of a failing step (lockstep_control.py)
-    tells from them whether the framework took a ReLU's other side within rounding's reach,
-    which no bound on distances can show."""
+    {str(step): {"loss", "grads", "state"}} (keyed as the cache's JSON keys them). The
+    control of a failing step (lockstep_control.py) tells from them whether the framework
+    took a ReLU's other side within rounding's reach, which no bound on distances shows."""
     if len(kept) >= KEPT_STEPS or dtype not in PAIRWISE:
         return
     layers = {}
@@ -120,9 +120,9 @@ def _kept(kept, step, mine, row, entries, dtype):
     for (kind, name), (diff, s) in zip(entries, row):
         s = layers[name.split(".", 1)[0]] if kind == "grad" else s
         if kind in PASS_KINDS and diff > PAIRWISE[dtype] * s:  # NaN (not kept) never is
-            kept[step] = {"loss": float(mine["loss"]), **{key: {k: np.asarray(v) for k, v in
-                                                               mine[key].items()}
-                                                          for key in ("grads", "state")}}
+            kept[str(step)] = {"loss": float(mine["loss"]),
+                               **{key: {k: np.asarray(v) for k, v in mine[key].items()}
+                                  for key in ("grads", "state")}}
             return
 
 
