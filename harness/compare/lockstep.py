@@ -24,12 +24,8 @@ import math
 
 import numpy as np
 
+from ..run.lockstep import layer_of
 from .pairwise import PAIRWISE
-
-
-def layer_of(name):
-    """The top-level layer of a canonical name: "3.0.W" -> "3"."""
-    return name.split(".", 1)[0]
 
 WORDS = {"state": "running statistic", "loss": "loss", "grad": "gradient",
          "optimizer": "optimizer state", "param": "parameter"}

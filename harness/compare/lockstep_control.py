@@ -147,8 +147,8 @@ def _judged(measured, beyond, control, zeros, floor):
     column = {tuple(e): j for j, e in enumerate(control["entries"])}
     row = {s: i for i, s in enumerate(control["steps"])}
     branches = {s: found for s in _failing_steps(beyond) if row.get(s) is not None
-                and (found := _branch(measured, s, beyond[s], scale[s], control, row[s],
-                                      column, floor))}
+                and (found := _branch(measured, s, beyond[s], diff[s], scale[s], control,
+                                      row[s], column, floor))}
     worst, count, judged = None, 0, 0
     for s, j in zip(*np.nonzero(beyond)):
         kind, name = measured["entries"][j]
@@ -175,7 +175,7 @@ def _judged(measured, beyond, control, zeros, floor):
                if branches else {})}
 
 
-def _branch(measured, s, failing, scale, control, at, column, floor):
+def _branch(measured, s, failing, diff, scale, control, at, column, floor):
     """(the flip, {entry index: distance}) that explains step `s`, or None: a pass of
     control["flips"] (NumPy one format wider with ReLU inputs within rounding's reach of 0 on
     their other side) from which each failing entry of the framework's own pass values
@@ -194,7 +194,7 @@ def _branch(measured, s, failing, scale, control, at, column, floor):
             if c is None or mine is None or exact is None or not scale[j] > 0:
                 break
             far = float(np.max(np.abs(np.subtract(mine, exact, dtype=np.float64))))
-            if not far / scale[j] <= max(floor, SPREAD * control["level"][at][c] / scale[j]):
+            if not far / scale[j] <= _figures(diff[j], scale[j], control, at, c, floor)["allowed"]:
                 break
             distances[j] = far / scale[j]
         else:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from .ownership import (PARENT, TEMPORARY_RANDOM, claim_folder, current_umask, entries_of,
                         process_identity, read_marker, refuse_mount_point, remove_owned,
-                        temporary_prefix, unfinished, write_marker)
+                        temporary_pattern, temporary_prefix, unfinished, write_marker)
 
 AT_FDCWD, RENAME_NOREPLACE, RENAME_EXCHANGE = -100, 1, 2
 
@@ -318,7 +318,7 @@ def remove_stale_in(folder):
 
 
 def _remove_stale(folder, name):
-    pattern = re.compile(rf"\.{name}\.tmp-(\d+)-[A-Za-z0-9_]+")
+    pattern = temporary_pattern(name)
     try:
         siblings = list(os.scandir(folder))
     except OSError:

@@ -41,6 +41,11 @@ PASS_KINDS = ("state", "loss", "grad")  # a step's forward and backward pass (lo
 KEPT_STEPS = 3  # the failing steps whose pass values a framework sends back (_kept)
 
 
+def layer_of(name):
+    """The top-level layer of a canonical name: "3.0.W" -> "3"."""
+    return name.split(".", 1)[0]
+
+
 class Feed:
     """The start of the next step, read by both generators once per step."""
 
@@ -116,9 +121,9 @@ def _kept(kept, step, mine, row, entries, dtype):
     layers = {}
     for (kind, name), (_, s) in zip(entries, row):
         if kind == "grad":
-            layers[name.split(".", 1)[0]] = max(layers.get(name.split(".", 1)[0], 0.0), s)
+            layers[layer_of(name)] = max(layers.get(layer_of(name), 0.0), s)
     for (kind, name), (diff, s) in zip(entries, row):
-        s = layers[name.split(".", 1)[0]] if kind == "grad" else s
+        s = layers[layer_of(name)] if kind == "grad" else s
         if kind in PASS_KINDS and diff > PAIRWISE[dtype] * s:  # NaN (not kept) never is
             kept[str(step)] = {"loss": float(mine["loss"]),
                                **{key: {k: np.asarray(v) for k, v in mine[key].items()}

@@ -429,6 +429,12 @@ def temporary_prefix(name):
     return f".{name}.tmp-{os.getpid()}-"
 
 
+def temporary_pattern(name):
+    """The regular expression of temporary_prefix's names beside an output whose name matches
+    the expression `name`, the pid its group 1."""
+    return re.compile(rf"\.{name}\.tmp-(\d+)-[A-Za-z0-9_]+")
+
+
 def temporary_extra():
     """The bytes an output's name gains in the temporary names beside it."""
     return len(temporary_prefix("")) + TEMPORARY_RANDOM
