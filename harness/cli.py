@@ -19,6 +19,14 @@ STOPPING = (signal.SIGTERM, signal.SIGHUP)
 
 
 class Parser(argparse.ArgumentParser):
+    def add_argument(self, *names, **kwargs):
+        """An option that keeps one value is refused when given twice: argparse would keep the
+        last without a word (`--save a --save b` saved to b alone, `--steps 5 --steps 50`
+        trained 50). Options that gather values (--zoo) and switches keep their actions."""
+        if names and names[0].startswith("-") and kwargs.get("action") in (None, "store"):
+            kwargs["action"] = StoreOnce
+        return super().add_argument(*names, **kwargs)
+
     def error(self, message):
         """One line, status 2 (argparse's default prints the whole usage first); a bad option
         value reads like every other bad input: `crossgrad: --timeout: ...`."""
@@ -27,6 +35,18 @@ class Parser(argparse.ArgumentParser):
         else:
             sys.stderr.write(f"{self.prog}: error: {message}\n")
         sys.exit(EXIT_BAD_INPUT)
+
+
+class StoreOnce(argparse.Action):
+    """argparse's "store", refusing a second value for the same option (Parser.add_argument).
+    The options seen are kept on the namespace: each parse starts with a new one."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        given = namespace.__dict__.setdefault("_options_given", set())
+        if self.dest in given:
+            parser.error(f"argument {option_string}: given more than once; give it once")
+        given.add(self.dest)
+        setattr(namespace, self.dest, values)
 
 
 class Stopped(BaseException):

@@ -55,6 +55,23 @@ CASES = {
     "uniform_range_overflows": (variant({"units = 3\n": 'units = 3\ninit = {type = "uniform", '
                                          'low = -1e308, high = 1e308}\n'}),
                                 "layers[0].init.high: minus low"),
+    # was "unknown key", as if bias_init were misspelt
+    "bias_init_without_bias": (variant({"units = 3\n": 'units = 3\nuse_bias = false\n'
+                                        'bias_init = "zeros"\n'}),
+                               "layers[0].bias_init: is given with use_bias = false"),
+    # finite in float64, inf in the spec's float32: every framework started from inf and the
+    # run ended NOT FINITE (exit 1), blamed on the math
+    "init_beyond_float32": (variant({'name = "ok"\n': 'name = "ok"\ndtype = "float32"\n',
+                                     "units = 3\n": 'units = 3\ninit = {type = "constant", '
+                                     'value = -1e300}\n'}),
+                            "layers[0]: the initial 0.W (constant) reaches 1e+300, beyond "
+                            "float32's largest finite value (3.4e+38)"),
+    "bias_init_beyond_float16_in_a_residual_block": (
+        variant({'name = "ok"\n': 'name = "ok"\ndtype = "float16"\n',
+                 '[[layers]]\ntype = "dense"': '[[layers]]\ntype = "residual"\nlayers = '
+                 '[{type = "dense", units = 4, bias_init = {type = "normal", std = 1e6}}]\n'
+                 '[[layers]]\ntype = "dense"'}),
+        "layers[0].layers[0]: the initial 0.0.b (normal) reaches"),
     "unknown_data_source": (variant({'"random_classification"': '"cifar"'}), "data.source"),
     "unknown_key": (variant({"units = 3\n": "units = 3\nunit = 3\n"}), "layers[0].unit"),
     "unknown_top_key": (variant(append='optimiser = "sgd"\n'), "optimiser"),
@@ -456,3 +473,19 @@ def test_corrupt_mnist(tmp_path, capsys, digits28, corruption):
     assert code == 2 and not (tmp_path / "out.json").exists()
     assert len(err.splitlines()) == 1 and "Traceback" not in err
     assert ("train-images" in err) or ("mnist.toml" in err), err
+
+
+@pytest.mark.parametrize("how", ["spec", "--dtype"])
+def test_a_params_file_value_beyond_the_dtype_is_refused(tmp_path, capsys, how):
+    """A weight of 1e300 is a float64 start, but inf in float32: bad input naming the spec's
+    `params`, whether the spec says float32 or --dtype does."""
+    np.savez(tmp_path / "w.npz", **{"0.W": np.full((4, 3), 1e300), "0.b": np.zeros(3)})
+    dtype = 'dtype = "float32"\n' if how == "spec" else ""
+    path = tmp_path / "big.toml"
+    path.write_text(variant({'name = "ok"\n': f'name = "ok"\n{dtype}params = "w.npz"\n'}))
+    argv = ["check", str(path), "--frameworks", "numpy", "--json", str(tmp_path / "out.json")]
+    code, written = run_cli(tmp_path, argv + (["--dtype", "float32"] if how == "--dtype" else []))
+    err = capsys.readouterr().err
+    assert (code, written) == (2, [])
+    assert err == (f"crossgrad: {path}: params: 0.W reaches 1e+300, beyond float32's largest "
+                   f"finite value (3.4e+38)\n")

@@ -101,6 +101,11 @@ BAD_OPTIONS = {
     "workers_list_twice": (["bench", *XOR, "--workers-list", "1,1"], "--workers-list"),
     "batch_sizes_twice": (["bench", *XOR, "--step-time", "--batch-sizes", "8,8"],
                           "--batch-sizes"),
+    # an option of one value given twice: argparse kept the last without a word
+    "save_twice": (["train", *XOR, "--save", "{tmp}/a", "--save", "{tmp}/b"], "--save"),
+    "steps_twice": (["train", *XOR, "--steps", "5", "--steps", "50"], "--steps"),
+    "dtype_twice": (["check", *XOR, "--dtype", "float32", "--dtype", "float64"], "--dtype"),
+    "out_twice_spelled_alike": (["run", *XOR, "--out", "{tmp}/a", "--out", "{tmp}/a"], "--out"),
     # a flag without effect in the mode asked for
     "seed_in_a_sweep": (["sweep", *XOR, "--seed", "3", "--seeds", "0-1"], "--seed"),
     "seeds_with_step_time": (["bench", *XOR, "--step-time", "--seeds", "0-3"], "--seeds"),
@@ -117,6 +122,7 @@ BAD_OPTIONS = {
 @pytest.mark.parametrize("case", sorted(BAD_OPTIONS))
 def test_every_option_is_checked_up_front_naming_its_flag(tmp_path, capsys, case):
     args, flag = BAD_OPTIONS[case]
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]  # outputs only under tmp_path
     out = tmp_path / "out"
     outputs = {"check": ["--json", str(out)], "train": ["--out", str(out)],
                "run": ["--out", str(out)], "sweep": ["--json", str(out)],

@@ -18,7 +18,7 @@ from ..spec import probes
 from ..spec.data import batch_order, dropout_masks, load_data, targets
 from ..spec.initializers import init_params, init_state
 from ..spec.params_file import digest
-from ..spec.precision import rounded
+from ..spec.precision import rounded, rounded_in_range
 from .ownership import tool_version
 
 
@@ -58,8 +58,12 @@ def _initial(spec):
     """Initial params and state: drawn, or a `params` file's (its missing state drawn)."""
     if spec.initial is None:
         return init_params(spec), init_state(spec)
-    return ({k: rounded(spec.initial[k], spec.dtype) for k in spec.param_specs()},
-            {k: rounded(spec.initial.get(k, v), spec.dtype) for k, v in init_state(spec).items()})
+
+    def given(name, values):  # the file's values: finite in float64, checked as read
+        return rounded_in_range(values, spec.dtype,
+                                lambda why: InputError(spec.file, "params", f"{name} {why}"))
+    return ({k: given(k, spec.initial[k]) for k in spec.param_specs()},
+            {k: given(k, spec.initial.get(k, v)) for k, v in init_state(spec).items()})
 
 
 def job_key(kind, spec, framework, version, native, steps=None, participant=None, order=1,

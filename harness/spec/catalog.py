@@ -69,6 +69,8 @@ def _weights(t, layer, weights, biases, default_init="glorot_uniform"):
     for local, (shape, fan_in, fan_out) in weights.items():
         _param(layer, local, shape, init, fan_in, fan_out)
     layer["use_bias"] = t.bool("use_bias", True)
+    if not layer["use_bias"] and "bias_init" in t.data:  # a contradiction, not a typo
+        raise t.error("bias_init", "is given with use_bias = false: the layer has no bias")
     if layer["use_bias"]:
         smallest = min((shape for shape, _, _ in biases.values()), key=len)
         bias_init = parse_initializer(t, "bias_init", "zeros", smallest)

@@ -11,7 +11,8 @@ import zlib
 
 import numpy as np
 
-from .precision import rounded
+from ..errors import InputError
+from .precision import rounded_in_range
 from .table import Table
 
 # name -> (keys with defaults, draw(rng, shape, fan_in, fan_out, **keys) -> float64 array)
@@ -90,9 +91,14 @@ def draw(init, shape, fan_in, fan_out, seed, name):
 
 
 def init_params(model):
-    """Canonical name -> initial array, in the model's dtype (rounded once from float64)."""
-    return {name: rounded(draw(p["init"], p["shape"], p["fan_in"], p["fan_out"], model.seed,
-                               name), model.dtype)
+    """Canonical name -> initial array, in the model's dtype (rounded once from float64). A
+    draw beyond the dtype's range is bad input, named by its layer's field."""
+    def error(name, kind):
+        layer = ".".join(f"layers[{i}]" for i in name.split(".")[:-1])  # names are positions
+        return lambda why: InputError(model.file, layer, f"the initial {name} ({kind}) {why}")
+    return {name: rounded_in_range(draw(p["init"], p["shape"], p["fan_in"], p["fan_out"],
+                                        model.seed, name), model.dtype,
+                                   error(name, p["init"]["type"]))
             for name, p in model.param_specs().items()}
 
 

@@ -33,6 +33,25 @@ def available(name):
     return True
 
 
+def rounded_in_range(values, dtype, error):
+    """rounded(values, dtype), or error(why) raised where a finite float64 entry of `values`
+    lies beyond the format's range: every framework would start from inf, and the run
+    would end NOT FINITE, blamed on the math."""
+    with np.errstate(over="ignore"):
+        out = rounded(values, dtype)
+    if np.isfinite(out).all():
+        return out
+    raise error(f"reaches {np.max(np.abs(values)):.3g}, beyond {dtype}'s largest finite "
+                f"value ({_largest(dtype):.3g})")
+
+
+def _largest(dtype):
+    if dtype == "bfloat16":
+        import ml_dtypes  # only where asked for, as numpy_dtype's
+        return float(ml_dtypes.finfo(numpy_dtype(dtype)).max)
+    return float(np.finfo(numpy_dtype(dtype)).max)
+
+
 def numpy_dtype(name):
     """The NumPy dtype of a format name; bfloat16 through ml_dtypes."""
     if name == "bfloat16":
