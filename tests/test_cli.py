@@ -72,6 +72,21 @@ def test_a_loss_not_finite_in_every_framework_is_said_so_not_a_disagreement(tmp_
     assert "0 passed, 0 failed, 1 with a loss not finite" in lines[-1]
 
 
+def test_a_loss_that_overflows_to_inf_in_every_framework_is_said_so(tmp_path, capfd):
+    """Weights of 1e200 square to inf in float64's mean squared error: the same infinite loss
+    in both frameworks ended `check` in a traceback (pairwise's patch of equal infinities
+    assigned into a 0-d loss), and finite differences printed NumPy's overflow warnings."""
+    need("torch")
+    spec, out = tmp_path / "inf_loss.toml", tmp_path / "check.json"
+    spec.write_text(NAN_LOSS.replace('"binary_cross_entropy"', '"mse"').replace(
+        'type = "uniform", low = -3.0, high = 3.0', 'type = "constant", value = 1e200'))
+    assert main(["check", str(spec), "--frameworks", "numpy,torch", "--json", str(out),
+                 "--quiet"]) == 1
+    m = json.loads(out.read_text())["models"][0]
+    assert m["not_finite"].startswith("the loss is inf in every framework that ran")
+    assert capfd.readouterr().err == ""
+
+
 def test_seed_changes_the_numbers(tmp_path):
     losses = []
     for seed in (0, 1):

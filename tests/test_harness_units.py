@@ -284,6 +284,10 @@ def test_the_same_infinity_agrees_and_finite_entries_keep_their_scale():
     assert max_errors([np.inf, 0.25], [np.inf, 0.30]) == pytest.approx((0.05, 0.2))
     assert max_errors([np.inf, 0.25], [-np.inf, 0.25])[1] == np.inf
     assert np.isnan(max_errors([np.nan, 0.25], [np.nan, 0.25])[1])  # a nan disagrees
+    # a loss is 0-d: the same infinite loss in two frameworks raised a TypeError (`check`
+    # ended in a traceback for any spec whose forward overflows to inf in float64)
+    assert max_errors(np.float64(np.inf), np.float64(np.inf)) == (0.0, 0.0)
+    assert max_errors(np.inf, 1.0) == (np.inf, np.inf)
 
 
 def test_a_probe_off_an_infinite_entry_is_measured_on_its_own_entries():

@@ -103,6 +103,7 @@ def describe(direction):
     return "random"
 
 
+@np.errstate(over="ignore", invalid="ignore")  # an overflowing forward: inf and nan, shown
 def finite_differences(results, probes, zeros=None):
     """One row per (framework, probe), from the loss values each worker computed. `zeros`:
     the gradients zero by construction (name -> why)."""

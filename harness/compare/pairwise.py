@@ -28,7 +28,8 @@ def max_errors(a, b):
     and product are half of its passes over the arrays. Where both hold the same infinity
     they agree there (inf - inf would be nan), and the scale is the largest finite entry
     (an inf one would make every finite difference relative 0); a nan disagrees."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    # flat: a loss is 0-d, and an inf loss in both would be patched where it is equal below
+    a, b = np.asarray(a, np.float64).reshape(-1), np.asarray(b, np.float64).reshape(-1)
     if not a.size:
         return 0.0, 0.0
     diff = np.abs(a - b)
