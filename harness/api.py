@@ -11,13 +11,12 @@ Specs come from `load(path)` or `zoo(name)`; dtype/seed overrides are applied wi
 The path of a check: Inputs -> one job per framework -> executor -> worker ->
 compare.results.assemble_check.
 """
-import pandas as pd
 
 from .ablation import causes
 from .compare import control, hvp, lockstep_control, precision
 from .compare.pitfalls import native_is_aligned
 from .compare.results import (CheckResult, TrainResult, assemble_check, assemble_train,
-                              explain_branches)
+                              explain_branches, frame)
 from .run.execute import (check_original_asked, frameworks_to_run, run_jobs, run_later,
                           run_per_model)
 from .run.jobs import Inputs, check_job, keyed, train_job
@@ -106,7 +105,7 @@ def train(specs, *, frameworks=None, native=False, steps=None, executor=None, on
         curve_rows += curves
         norm_rows += norms
         out.saved[(spec.name, spec.dtype)] = (inputs, res)
-    out.curves, out.grad_norms = pd.DataFrame(curve_rows), pd.DataFrame(norm_rows)
+    out.curves, out.grad_norms = frame(curve_rows), frame(norm_rows)
     explain_branches(out.models, out.curves)
     if native is False:
         _lockstep_controlled(out, prepared, per_model, job, executor, cache, on_result)

@@ -41,8 +41,9 @@ def cmd_check(args):
     outputs = claim_outputs(args, files=["--json"], folders=["--save"])
     names, _ = frameworks_to_run(args.frameworks)
     started = manifest.now()
-    prepared = api.prepare(specs)
     with make_executor(args) as executor:
+        executor.start(names)  # their imports while the inputs are drawn, as in run
+        prepared = api.prepare(specs)
         references = sum(api.needs_reference(s, args.matmul_precision) for s in specs)
         result = api.check(specs, frameworks=args.frameworks, executor=executor,
                            prepared=prepared, order=args.order,
@@ -92,8 +93,9 @@ def cmd_train(args):
     outputs = claim_outputs(args, files=["--json"], folders=["--save", "--out"])
     names, _ = frameworks_to_run(args.frameworks)
     started = manifest.now()
-    prepared = api.prepare(specs)
     with make_executor(args) as executor:
+        executor.start(names)  # their imports while the inputs are drawn, as in run
+        prepared = api.prepare(specs)
         result = api.train(specs, frameworks=args.frameworks, native=args.native_defaults,
                            executor=executor,
                            prepared=prepared,

@@ -3,8 +3,6 @@ results, with pandas views of every table (the README's "JSON output" is the sch
 import math
 from dataclasses import dataclass, field
 
-import pandas as pd
-
 from .. import registry
 from ..importers import original
 from . import lockstep
@@ -13,6 +11,13 @@ from .finite_diff import finite_differences
 from .layers import first_partings, layer_rows
 from .pairwise import max_errors, pairwise, validate, worst, worst_by_pair
 from .zeros import structural_zeros
+
+
+def frame(rows):
+    """A pandas DataFrame of `rows`, pandas imported when a table is first asked for: a
+    command's start (the tables' import of this module) need not wait 0.4 s for it."""
+    import pandas as pd
+    return pd.DataFrame(rows)
 
 
 # ---- gradient check ----------------------------------------------------------------------------
@@ -29,7 +34,7 @@ class CheckResult:
     def frame(self, key):
         rows = [dict(model=m["name"], dtype=m["dtype"], **row)
                 for m in self.models for row in m[key]]
-        return pd.DataFrame(rows)
+        return frame(rows)
 
     @property
     def comparisons(self):
@@ -46,12 +51,12 @@ class CheckResult:
 
     @property
     def frameworks(self):
-        return pd.DataFrame([dict(model=m["name"], dtype=m["dtype"], framework=fw, **info)
-                             for m in self.models for fw, info in m["frameworks"].items()])
+        return frame([dict(model=m["name"], dtype=m["dtype"], framework=fw, **info)
+                      for m in self.models for fw, info in m["frameworks"].items()])
 
     @property
     def summary(self):
-        return pd.DataFrame([summary_row(m) for m in self.models])
+        return frame([summary_row(m) for m in self.models])
 
     def to_json(self):
         return {"models": self.models}
@@ -187,8 +192,8 @@ def summary_row(m):
 @dataclass
 class TrainResult:
     models: list = field(default_factory=list)
-    curves: pd.DataFrame = None       # model, dtype, mode, framework, step, loss, grad_norm, ...
-    grad_norms: pd.DataFrame = None   # model, dtype, mode, framework, step, layer, norm
+    curves: object = None      # a DataFrame: model, dtype, mode, framework, step, loss, ...
+    grad_norms: object = None  # a DataFrame: model, dtype, mode, framework, step, layer, norm
     saved: dict = field(default_factory=dict)
 
     @property
@@ -197,9 +202,9 @@ class TrainResult:
 
     @property
     def summary(self):
-        return pd.DataFrame([dict(model=m["name"], dtype=m["dtype"], mode=m["mode"],
-                                  framework=fw, **{k: v for k, v in info.items()})
-                             for m in self.models for fw, info in m["frameworks"].items()])
+        return frame([dict(model=m["name"], dtype=m["dtype"], mode=m["mode"],
+                           framework=fw, **{k: v for k, v in info.items()})
+                      for m in self.models for fw, info in m["frameworks"].items()])
 
     def to_json(self):
         return {"models": self.models}

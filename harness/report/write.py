@@ -1,8 +1,6 @@
 """The report folder: manifest.json, results.json, CSV tables, plots/, report.md, report.html."""
 import json
 
-import pandas as pd
-
 from ..run.atomic import atomic_dir
 from ..run.outputs import plain
 from .drawing import png_bytes, rendering
@@ -41,6 +39,7 @@ def _write(folder, doc, check, aligned, native, manifest, tables, mistakes):
 
 
 def _frames(check, aligned, native):
+    import pandas as pd  # here: not for every command's start, which imports this module
     trains = [t for t in (aligned, native) if t is not None]
     frames = {
         "checks": check.summary if check else pd.DataFrame(),

@@ -13,8 +13,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
-
 from .. import api, registry
 from ..run.execute import frameworks_to_run
 from ..errors import InputError
@@ -173,6 +171,7 @@ def from_report(folder, models):
     curves = Path(folder) / "curves.csv"
     if curves.is_file():
         try:
+            import pandas as pd  # here: pandas is not for every command's start (api.py)
             frame = pd.read_csv(curves)
             out.curves = curves_of(frame[frame["model"].isin(models)])
         except (OSError, ValueError, KeyError) as err:
