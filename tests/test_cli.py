@@ -1,5 +1,6 @@
 """The command line end to end: outputs, schemas, exit codes, reports, diff."""
 import json
+import warnings
 
 import numpy as np
 
@@ -85,6 +86,44 @@ def test_a_loss_that_overflows_to_inf_in_every_framework_is_said_so(tmp_path, ca
     m = json.loads(out.read_text())["models"][0]
     assert m["not_finite"].startswith("the loss is inf in every framework that ran")
     assert capfd.readouterr().err == ""
+
+
+OVERFLOWING_PROBES = """
+name = "overflowing_probes"
+dtype = "float64"
+input_shape = [3]
+[data]
+source = "random_classification"
+classes = 2
+examples = 4
+[[layers]]
+type = "dense"
+units = 4
+init = { type = "normal", std = 1e-10 }
+[[layers]]
+type = "dense"
+units = 2
+init = { type = "uniform", low = -8e307, high = 8e307 }
+[loss]
+type = "softmax_cross_entropy"
+[optimizer]
+type = "sgd"
+lr = 0.1
+"""
+
+
+def test_second_order_checks_of_an_overflowing_loss_print_no_numpy_warnings(tmp_path, capfd):
+    """Logits near 1e297: the loss at p + t d overflows for the larger steps, and the
+    Hessian-vector rows' differences printed NumPy's overflow warnings around the table."""
+    need("torch")
+    spec = tmp_path / "overflowing_probes.toml"
+    spec.write_text(OVERFLOWING_PROBES)
+    with warnings.catch_warnings(record=True) as caught:  # pytest would otherwise hold them
+        warnings.simplefilter("always")
+        main(["check", str(spec), "--frameworks", "numpy,torch", "--order", "2", "--quiet",
+              "--json", str(tmp_path / "check.json")])
+    assert [str(w.message) for w in caught] == []
+    assert "Warning" not in capfd.readouterr().err
 
 
 def test_seed_changes_the_numbers(tmp_path):

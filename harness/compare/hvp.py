@@ -80,6 +80,7 @@ def _types(layers):
         yield from _types(layer.get("layers", []))
 
 
+@np.errstate(over="ignore", invalid="ignore")  # an overflowing forward: inf and nan, shown
 def hvp_rows(results, probes, zeros):
     """Every pair and every framework against its own differences, probe by probe."""
     done = [fw for fw in ORDER if results.get(fw, {}).get("status") == "ok"

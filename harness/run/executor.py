@@ -126,6 +126,7 @@ class WorkerProcess:
         except (OSError, subprocess.TimeoutExpired):
             self.kill()
             self.proc.wait()
+        self.proc.stdout.close()  # its pipe, else left to the garbage collector (ResourceWarning)
         self.stderr.close()
         self._remove_scratch()
 
