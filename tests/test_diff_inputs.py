@@ -2,6 +2,7 @@
 results are on one side only: bad input is one line naming the file and field (exit 2),
 a result on one side only is a change beyond tolerance (exit 1)."""
 import json
+import math
 import os
 import warnings
 
@@ -63,6 +64,45 @@ def framework_is_list(doc):
     return doc
 
 
+def check_loss(value):
+    """A spoiler setting torch's check loss to `value`: json.dumps writes a non-finite
+    float as Python's bare NaN, Infinity or -Infinity, which crossgrad never writes."""
+    def spoil(doc):
+        doc["check"]["models"][0]["frameworks"]["torch"]["loss"] = value
+        return doc
+    return spoil
+
+
+def comparison_is(value):
+    """A spoiler adding a pairwise row holding `value`: a field diff does not compare."""
+    def spoil(doc):
+        doc["check"]["models"][0]["comparisons"] = [{"param": "0.W", "rel_err": value}]
+        return doc
+    return spoil
+
+
+def manifest_threads_are(value):
+    def spoil(doc):
+        doc["threads"]["threads"] = value
+        return doc
+    return spoil
+
+
+# JSON's non-standard tokens as Python's reader takes them: refused wherever they stand,
+# named by their field, with the token as written (its sign too)
+BARE = {
+    **{f"check_loss_is_{token}": ("results.json", check_loss(float(token)),
+                                  f"check.models[0].frameworks.torch.loss: {token} is not "
+                                  f"standard JSON") for token in ("NaN", "Infinity", "-Infinity")},
+    "comparison_is_-Infinity": ("results.json", comparison_is(-math.inf),
+                                "check.models[0].comparisons[0].rel_err: -Infinity"),
+    "results_is_NaN": ("results.json", "NaN\n", "NaN is not standard JSON"),
+    "results_NaN_in_a_list": ("results.json", '[1, [2, NaN]]\n', "[1][1]: NaN"),
+    "manifest_threads_Infinity": ("manifest.json", manifest_threads_are(math.inf),
+                                  "threads.threads: Infinity"),
+}
+
+
 # case -> (file, how it is spoiled, what the message names after the file)
 MALFORMED = {
     "results_is_a_list": ("results.json", "[1, 2]\n", "expected an object"),
@@ -78,6 +118,7 @@ MALFORMED = {
     "curves_other_columns": ("curves.csv", "a,b\n1,2\n", "model"),
     "curves_step_not_numbers": ("curves.csv", CURVES.replace(",0,0.75", ",zero,0.75"), "step"),
     "curves_not_csv": ("curves.csv", 'a,b\n"1,2\n', "CSV"),
+    **BARE,
 }
 
 
@@ -190,20 +231,34 @@ def test_loss_on_one_side_only(tmp_path, capsys):
     assert "BEYOND" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("left, right, changed", [
-    (float("inf"), 1e300, True), (1e300, float("inf"), True), (float("nan"), 0.75, True),
-    (float("inf"), float("inf"), False), (float("nan"), float("nan"), False)])
-def test_a_non_finite_check_loss_a_json_reader_takes_is_compared_either_way(
-        tmp_path, capsys, left, right, changed):
-    """crossgrad writes null, but JSON's reader takes Infinity and NaN: Infinity in A against
-    1e300 in B was "identical", the other way round BEYOND."""
+def with_check_loss(folder, literal):
+    """`folder`'s results.json with torch's check loss written as the JSON text `literal`."""
+    path = folder / "results.json"
+    edit_json(path, check_loss("LOSS"))
+    path.write_text(path.read_text().replace('"LOSS"', literal))
+
+
+@pytest.mark.parametrize("left, right, says", [
+    ("1e400", "1e300", "inf -> 1.0e+300"), ("1e300", "1e400", "1.0e+300 -> inf"),
+    ("-1e400", "1e400", "-inf -> inf"), ("1e400", "-1e400", "inf -> -inf"),
+    ("-1e400", "-1e300", "-inf -> -1.0e+300"), ("1e400", "1e400", None),
+    ("-1e400", "-1e400", None)])
+def test_a_check_loss_beyond_float64_is_compared_with_its_sign(tmp_path, capsys, left, right,
+                                                                says):
+    """crossgrad writes a non-finite loss as null, but a number beyond float64's range is
+    standard JSON all the same, and reads as inf or -inf: compared either way round, -inf
+    against inf a change printed with its sign (it read "inf -> inf"), the same infinity on
+    both sides no change."""
     a, b = report(tmp_path / "a"), report(tmp_path / "b")
-    for folder, loss in ((a, left), (b, right)):
-        edit_json(folder / "results.json", lambda doc, loss=loss: (
-            doc["check"]["models"][0]["frameworks"]["torch"].update(loss=loss) or doc))
-    assert main(["diff", str(a), str(b)]) == (1 if changed else 0)
+    with_check_loss(a, left)
+    with_check_loss(b, right)
+    assert main(["diff", str(a), str(b)]) == (0 if says is None else 1)
     out = capsys.readouterr().out
-    assert ("check loss" in out and "BEYOND" in out) if changed else "identical" in out, out
+    if says is None:
+        assert "identical results" in out, out
+    else:
+        (row,) = [line for line in out.splitlines() if line.startswith("check loss ")]
+        assert f"torch: {says} " in row and row.endswith("BEYOND"), row
 
 
 def test_curves_on_one_side_only(tmp_path, capsys):
@@ -428,6 +483,28 @@ def test_inf_against_anything_else_is_beyond_tolerance_either_way(tmp_path, caps
         (row,) = curve_rows(capsys, x, y, 1)
         assert "aligned torch: loss at step 1" in row and row.endswith("BEYOND"), row
     assert curve_rows(capsys, inf, inf, 0) == []
+
+
+@pytest.mark.parametrize("left, right, says", [
+    ("-inf", "inf", "-inf -> inf"), ("inf", "-inf", "inf -> -inf"),
+    ("-inf", "1e300", "-inf -> 1.0e+300"), ("", "-inf", "nan -> -inf")])
+def test_a_loss_at_minus_inf_is_printed_with_its_sign(tmp_path, capsys, left, right, says):
+    """curves.csv holds -inf as to_csv writes it: against inf it is a change, and the row
+    says which side had which (it printed "inf -> inf", no change to the reader)."""
+    a = report(tmp_path / "a", curves=torch_loss(1, left))
+    b = report(tmp_path / "b", curves=torch_loss(1, right))
+    (row,) = curve_rows(capsys, a, b, 1)
+    assert f"aligned torch: loss at step 1 {says} " in row and row.endswith("BEYOND"), row
+
+
+def test_minus_inf_at_the_same_place_in_both_runs_is_identical(tmp_path, capsys):
+    """-inf in the same curve step and as the same check loss (-1e400: standard JSON that
+    reads as -inf) on both sides: identical results, exit 0."""
+    a, b = (report(tmp_path / side, curves=torch_loss(1, "-inf")) for side in "ab")
+    for folder in (a, b):
+        with_check_loss(folder, "-1e400")
+    assert main(["diff", str(a), str(b)]) == 0
+    assert "identical results" in capsys.readouterr().out
 
 
 def test_an_inf_both_sides_share_leaves_the_finite_steps_compared(tmp_path, capsys):

@@ -391,7 +391,7 @@ def test_a_framework_that_diverged_alone_is_said_in_the_report(results):
     aligned.models[0]["frameworks"]["torch"]["diverged_at"] = 5
     md = _doc(results).markdown()
     assert "batchnorm_mlp](#batchnorm_mlp) float64: torch diverged (non-finite loss or " \
-           "gradient) at step 5" in md
+           "gradient norm) at step 5" in md
 
 
 def test_the_aligned_section_names_each_reference_in_use(results):

@@ -137,12 +137,12 @@ def test_diverged_alike_is_said_in_the_table_json_and_report(tmp_path, capsys):
     assert code == 0  # the frameworks agree: the verdict is DIVERGED, the exit status 0
     row = next(line for line in out.splitlines() if line.startswith("lr_1e308"))
     assert row.split()[-1] == "DIVERGED" and "PASS" not in row
-    assert "every framework diverged (non-finite loss or gradient) at step 1" in out
+    assert "every framework diverged (non-finite loss or gradient norm) at step 1" in out
     assert "1 diverged in every framework alike" in out
     model = json.loads((tmp_path / "out.json").read_text())["models"][0]
     assert model["diverged_at"] == 1 and model["frameworks"]["numpy"]["diverged_at"] == 1
     report = (tmp_path / "report" / "report.md").read_text()
-    assert "DIVERGED" in report and "diverged (non-finite loss or gradient) at step 1" in report
+    assert "DIVERGED" in report and "diverged (non-finite loss or gradient norm) at step 1" in report
 
 
 def test_frameworks_that_diverge_at_different_steps_fail():

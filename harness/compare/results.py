@@ -302,7 +302,7 @@ def untrained_against(frameworks, ran):
 
 
 def _diverged_alike(frameworks, ran):
-    """The step at which every framework stopped on a non-finite loss or gradient, or None.
+    """The step at which every framework stopped on a non-finite loss or gradient norm, or None.
     The result then says DIVERGED (report/tables.train_result), never a bare PASS."""
     steps = {frameworks[fw]["diverged_at"] for fw in ran}
     return steps.pop() if ran and len(steps) == 1 and None not in steps else None

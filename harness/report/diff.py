@@ -19,7 +19,9 @@ and that model's numbers are not compared. Results on one side only (a model, it
 check, a framework's check, a training, a framework's training, a curve) are changes
 beyond tolerance: the other side cannot vouch for them. Every report holds its three
 files (a report without trainings writes curves.csv as one blank line): a folder
-missing one, or with an empty one, or one that is not a regular file, is bad input.
+missing one, or with an empty one, or one that is not a regular file, is bad input, and
+so is a JSON file holding NaN, Infinity or -Infinity: not standard JSON, and crossgrad
+writes a non-finite number as null. A loss at -inf is printed with its sign.
 """
 import errno
 import json
@@ -45,7 +47,8 @@ TRAIN_KEYS = {"name": str, "dtype": str, "mode": str, "passed": (bool, type(None
 VERDICT_KEYS = {"passed": (bool, type(None)), "verdict": (str, type(None)),  # where present
                 "lockstep_parted_at": (int, type(None))}
 TRAININGS = ("train", "native")  # results.json's sections of training models
-LOSS = (int, float, type(None))  # non-finite losses are written as null
+LOSS = (int, float, type(None))  # non-finite losses are written as null (a number beyond
+# float64's range, 1e400, is valid JSON all the same, and reads as inf)
 CURVE_COLUMNS = ["model", "dtype", "mode", "framework", "step", "loss"]
 NAME_COLUMNS = CURVE_COLUMNS[:4]
 LOCKSTEP = "lockstep_rel_err"  # curves.csv: each step's worst lockstep entry, if measured
@@ -78,10 +81,52 @@ def _open(path):
     return open_regular(path, "a regular file (a crossgrad report file)")
 
 
+class _BareToken:
+    """NaN, Infinity or -Infinity where a JSON value stands. Python's reader takes them;
+    standard JSON has no such tokens, and crossgrad never writes them (run.outputs.plain
+    writes a non-finite number as null), so a file holding one was not written by crossgrad
+    and is refused, naming the field: read as floats they would be compared as results."""
+
+    def __init__(self, token):
+        self.token = token
+
+
 def _read_json(path):
+    """The document at `path`; InputError where it is not the standard JSON a report holds."""
+    bare = []
+    doc = _parse_json(path, lambda token: bare.append(_BareToken(token)) or bare[-1])
+    if bare:  # named by its field where the document holds it (a later duplicate key may not)
+        field, token = _first_bare(doc) or (None, bare[0])
+        raise InputError(path, field, f"{token.token} is not standard JSON: not a crossgrad "
+                                      f"report file (it writes a non-finite number as null)")
+    return doc
+
+
+def _first_bare(doc):
+    """(field, token) of the first _BareToken in `doc` in the file's order, the field named
+    as the messages above name one (check.models[0].frameworks.torch.loss; None: the whole
+    document); None where a later duplicate key replaced every one. Walked with a
+    stack, not recursion: the parser takes nesting as deep as Python's recursion limit, and
+    a recursive walk from further down the call stack would hit it."""
+    stack = [(None, doc)]
+    while stack:
+        field, value = stack.pop()
+        if isinstance(value, _BareToken):
+            return field, value
+        if isinstance(value, dict):
+            inner = [(f"{field}.{key}" if field else key, v) for key, v in value.items()]
+        elif isinstance(value, list):
+            inner = [(f"{field or ''}[{i}]", v) for i, v in enumerate(value)]
+        else:
+            continue
+        stack.extend(reversed(inner))  # popped first to last: the file's order
+    return None
+
+
+def _parse_json(path, parse_constant):
     try:
         with _open(path) as f:
-            return json.loads(f.read().decode())
+            return json.loads(f.read().decode(), parse_constant=parse_constant)
     except FileNotFoundError:
         raise InputError(path, None, "missing: not a crossgrad report folder") from None
     except json.JSONDecodeError as err:
@@ -281,9 +326,10 @@ def _framework(fw, fa, fb, key):
     if la is None or lb is None:  # non-finite (null) on one side
         return [_change("check loss", label, f"{fw}: {fmt(la)} -> {fmt(lb)}", True)]
     if _nonfinite_apart(np.array([la], float), np.array([lb], float)) is not None:
-        # crossgrad writes null, but JSON's reader takes Infinity and NaN: compared as curves are
+        # crossgrad writes null, but a number beyond float64's range (-1e400) reads as
+        # -inf: compared as curves are, the sign kept
         return [_change("check loss", label, f"{fw}: {fmt(la)} -> {fmt(lb)}", True)]
-    if not math.isfinite(la):  # the same inf, or nan on both sides
+    if not math.isfinite(la):  # the same inf or -inf on both sides (NaN is refused on reading)
         return []
     rel = abs(la - lb) / max(abs(la), 1e-300)
     if rel > 0:

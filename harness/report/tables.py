@@ -19,8 +19,8 @@ def fmt(x):
         return "-"
     if isinstance(x, float) and math.isnan(x):
         return "nan"
-    if isinstance(x, float) and math.isinf(x):
-        return "inf"
+    if isinstance(x, float) and math.isinf(x):  # with its sign: "inf -> -inf" is a change
+        return "inf" if x > 0 else "-inf"
     return f"{x:.1e}" if isinstance(x, float) else str(x)
 
 
@@ -257,7 +257,7 @@ def train_event(m, fw, i):
     if i.get("verdict") == "PASS*" and "amplified_at" in i:
         return amplified_line(fw, i, m["dtype"])
     if i.get("diverged_at") is not None and m.get("diverged_at") is None:
-        return f"{fw} diverged (non-finite loss or gradient) at step {i['diverged_at']}"
+        return f"{fw} diverged (non-finite loss or gradient norm) at step {i['diverged_at']}"
     if i.get("passed") is False:
         hint = (" (float32: with the float64 curves as a control, `crossgrad run` tells "
                 "a branch at a kink from a real disagreement)"
@@ -331,7 +331,7 @@ def diverged_line(m):
     """The note for a model whose every framework diverged at the same step."""
     agree = ("the run FAILs before it (the lines above say where)" if m["passed"] is False else
              "they agree up to there" if m["passed"] else "their curves are shown up to there")
-    return (f"every framework diverged (non-finite loss or gradient) at step "
+    return (f"every framework diverged (non-finite loss or gradient norm) at step "
             f"{m['diverged_at']}; {agree}, and nothing after it is compared")
 
 
