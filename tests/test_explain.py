@@ -15,6 +15,7 @@ from types import SimpleNamespace
 import pytest
 
 from crossgrad.harness import registry
+from crossgrad.harness.errors import InputError
 from crossgrad.harness.spec.catalog import PARSERS
 from crossgrad.harness.spec.examples import LAYERS as EXAMPLES, for_type
 from crossgrad.harness.teach import agreement, equations, pages, source
@@ -210,6 +211,26 @@ def test_a_report_that_is_not_one_is_refused(tmp_path):
     assert r.returncode == 2 and r.stderr.count("\n") == 1
     assert "results.json: check.models[0]: lacks passed, frameworks" in r.stderr
     assert not (tmp_path / "pages").exists()
+
+
+@pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity"])
+def test_a_results_file_with_a_bare_non_finite_number_is_refused(tmp_path, token):
+    """Python's JSON reader takes NaN and Infinity; crossgrad writes null for them, so a
+    file holding one is not its results, and its numbers are not explained as if they were."""
+    from crossgrad.harness.teach import measure
+    folder = tmp_path / "report"
+    folder.mkdir()
+    entry = fake_check("xor_2_2_1", "float64", "dense", 1e-16)
+    text = json.dumps({"check": {"models": [dict(entry, loss=float(token.replace("Infinity",
+                                                                                  "inf")))]},
+                       "train": {"models": []}})
+    assert token in text  # json.dumps writes the bare token
+    (folder / "results.json").write_text(text)
+    with pytest.raises(InputError) as err:
+        measure.from_report(folder, ["xor_2_2_1"])
+    assert str(err.value) == (f"{folder / 'results.json'}: check.models[0].loss: {token} is not "
+                              f"standard JSON: not a crossgrad report's results.json (crossgrad "
+                              f"writes a non-finite number as null)")
 
 
 def test_a_folder_crossgrad_did_not_make_is_refused(tmp_path):

@@ -36,6 +36,7 @@ from ..compare.curves import CURVES
 from ..compare.pairwise import PAIRWISE
 from ..errors import InputError
 from ..spec.files import open_regular
+from . import standard_json
 from .tables import fmt, render as render_table
 
 # What the comparison reads, with the JSON types it needs there: each manifest.json
@@ -81,52 +82,11 @@ def _open(path):
     return open_regular(path, "a regular file (a crossgrad report file)")
 
 
-class _BareToken:
-    """NaN, Infinity or -Infinity where a JSON value stands. Python's reader takes them;
-    standard JSON has no such tokens, and crossgrad never writes them (run.outputs.plain
-    writes a non-finite number as null), so a file holding one was not written by crossgrad
-    and is refused, naming the field: read as floats they would be compared as results."""
-
-    def __init__(self, token):
-        self.token = token
-
-
 def _read_json(path):
     """The document at `path`; InputError where it is not the standard JSON a report holds."""
-    bare = []
-    doc = _parse_json(path, lambda token: bare.append(_BareToken(token)) or bare[-1])
-    if bare:  # named by its field where the document holds it (a later duplicate key may not)
-        field, token = _first_bare(doc) or (None, bare[0])
-        raise InputError(path, field, f"{token.token} is not standard JSON: not a crossgrad "
-                                      f"report file (it writes a non-finite number as null)")
-    return doc
-
-
-def _first_bare(doc):
-    """(field, token) of the first _BareToken in `doc` in the file's order, the field named
-    as the messages above name one (check.models[0].frameworks.torch.loss; None: the whole
-    document); None where a later duplicate key replaced every one. Walked with a
-    stack, not recursion: the parser takes nesting as deep as Python's recursion limit, and
-    a recursive walk from further down the call stack would hit it."""
-    stack = [(None, doc)]
-    while stack:
-        field, value = stack.pop()
-        if isinstance(value, _BareToken):
-            return field, value
-        if isinstance(value, dict):
-            inner = [(f"{field}.{key}" if field else key, v) for key, v in value.items()]
-        elif isinstance(value, list):
-            inner = [(f"{field or ''}[{i}]", v) for i, v in enumerate(value)]
-        else:
-            continue
-        stack.extend(reversed(inner))  # popped first to last: the file's order
-    return None
-
-
-def _parse_json(path, parse_constant):
     try:
         with _open(path) as f:
-            return json.loads(f.read().decode(), parse_constant=parse_constant)
+            return standard_json.loads(f.read().decode(), path, "a crossgrad report file")
     except FileNotFoundError:
         raise InputError(path, None, "missing: not a crossgrad report folder") from None
     except json.JSONDecodeError as err:

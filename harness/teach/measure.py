@@ -8,7 +8,6 @@ trained (aligned) in both, as `crossgrad run` does without the native-defaults r
 with `--results DIR`, its numbers are read from that report folder's results.json and
 curves.csv. The mistakes gallery is always measured (gallery.py).
 """
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from ..run.execute import frameworks_to_run
 from ..errors import InputError
 from ..spec import DTYPES, examples, parse_spec, zoo_spec
 from ..spec.files import read_bounded
+from ..report import standard_json
 from . import gallery
 
 RESULTS_BYTES = 1 << 28   # a whole-zoo results.json is a few MB
@@ -143,7 +143,8 @@ def from_report(folder, models):
     out = Measured(str(folder))
     path = Path(folder) / "results.json"
     try:
-        body = json.loads(read_bounded(path, RESULTS_BYTES, "a results.json"))
+        body = standard_json.loads(read_bounded(path, RESULTS_BYTES, "a results.json"), path,
+                                   "a crossgrad report's results.json")
     except (OSError, ValueError) as err:
         raise InputError(path, None, f"is not a crossgrad report's results.json ({err})") \
             from None
