@@ -66,6 +66,12 @@ CASES = {
                                      'value = -1e300}\n'}),
                             "layers[0]: the initial 0.W (constant) reaches 1e+300, beyond "
                             "float32's largest finite value (3.4e+38)"),
+    # 65520 rounds to inf in float16, whose largest value is 65504: the two printed apart
+    "init_just_beyond_float16": (variant({'name = "ok"\n': 'name = "ok"\ndtype = "float16"\n',
+                                          "units = 3\n": 'units = 3\ninit = {type = "constant", '
+                                          'value = 65520.0}\n'}),
+                                 "layers[0]: the initial 0.W (constant) reaches 6.552e+04, beyond "
+                                 "float16's largest finite value (6.55e+04)"),
     "bias_init_beyond_float16_in_a_residual_block": (
         variant({'name = "ok"\n': 'name = "ok"\ndtype = "float16"\n',
                  '[[layers]]\ntype = "dense"': '[[layers]]\ntype = "residual"\nlayers = '
@@ -91,6 +97,42 @@ CASES = {
     "lr_negative": (variant(append='[optimizer]\ntype = "adam"\nlr = -0.1\n'), "optimizer.lr"),
     "lr_string": (variant(append='[optimizer]\ntype = "adam"\nlr = "fast"\n'), "optimizer.lr"),
     "beta_one": (variant(append='[optimizer]\ntype = "adam"\nbeta2 = 1.0\n'), "optimizer.beta2"),
+    # positive in the spec, not in the dtype the frameworks multiply by it in
+    "eps_rounding_to_zero_in_float32": (
+        variant({'name = "ok"\n': 'name = "ok"\ndtype = "float32"\n'},
+                '[optimizer]\ntype = "adam"\neps = 1e-50\n'),
+        "optimizer.eps: 1e-50 rounds to 0 in float32 (its smallest positive value is 1.4e-45)"),
+    # TensorFlow and XLA flush it to 0, NumPy and PyTorch do not: the frameworks would part
+    "lr_subnormal_in_float32": (
+        variant({'name = "ok"\n': 'name = "ok"\ndtype = "float32"\n'},
+                '[optimizer]\ntype = "sgd"\nlr = 1e-40\n'),
+        "optimizer.lr: 1e-40 is subnormal in float32 (below 1.18e-38): TensorFlow and JAX"),
+    "l2_subnormal_in_float64": (variant(append="[train]\nl2 = 1e-310\n"),
+                                "train.l2: 1e-310 is subnormal in float64"),
+    "clip_norm_beyond_float32": (
+        variant({'name = "ok"\n': 'name = "ok"\ndtype = "float32"\n'},
+                "[train]\nclip_norm = 1e39\n"),
+        "train.clip_norm: 1e+39 is beyond float32's largest finite value (3.4e+38)"),
+    # finite in float64, but nearer inf than float32's largest value, to which it rounds
+    "clip_norm_rounding_to_inf_in_float32": (
+        variant({'name = "ok"\n': 'name = "ok"\ndtype = "float32"\n'},
+                "[train]\nclip_norm = 3.40282357e38\n"),
+        "train.clip_norm: 3.40282e+38 is beyond float32's largest finite value (3.402823e+38)"),
+    "layernorm_eps_in_a_residual_block": (
+        variant({'name = "ok"\n': 'name = "ok"\ndtype = "float32"\n',
+                 '[[layers]]\ntype = "dense"': '[[layers]]\ntype = "residual"\nlayers = '
+                 '[{type = "layernorm", eps = 1e-46}]\n[[layers]]\ntype = "dense"'}),
+        "layers[0].layers[0].eps: 1e-46 rounds to 0 in float32"),
+    "leaky_relu_alpha_subnormal": (
+        variant({'name = "ok"\n': 'name = "ok"\ndtype = "float32"\n',
+                 '[[layers]]\ntype = "dense"': '[[layers]]\ntype = "leaky_relu"\n'
+                 'alpha = 1e-39\n[[layers]]\ntype = "dense"'}),
+        "layers[0].alpha: 1e-39 is subnormal in float32"),
+    "batchnorm_momentum_rounding_to_zero": (
+        variant({'name = "ok"\n': 'name = "ok"\ndtype = "float32"\n',
+                 '[[layers]]\ntype = "dense"': '[[layers]]\ntype = "batchnorm"\n'
+                 'momentum = 1e-300\n[[layers]]\ntype = "dense"'}),
+        "layers[0].momentum: 1e-300 rounds to 0 in float32"),
     "steps_zero": (variant(append="[train]\nsteps = 0\n"), "train.steps"),
     "l2_negative": (variant(append="[train]\nl2 = -1e-3\n"), "train.l2"),
     "dropout_rate_one": (variant({'[[layers]]\ntype = "dense"': '[[layers]]\ntype = "dropout"\nrate = 1.0'
@@ -178,6 +220,35 @@ def test_bad_spec(tmp_path, capsys, case):
     assert err.startswith(f"crossgrad: {path}: "), err
     assert field in err[len(f"crossgrad: {path}: "):], err  # tmp_path holds the case's name
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("dtype, section, value", [
+    ("float32", 'optimizer]\ntype = "adam"\neps', 2.0 ** -126),   # float32's smallest normal
+    ("float32", "train]\nl1", 0.0),                                # zero: no penalty, as meant
+    ("float64", 'optimizer]\ntype = "adam"\neps', 1e-300),         # normal in float64
+    ("float32", "train]\nclip_norm", 3.4028235e38),   # rounds to float32's largest value
+    ("float32", "train]\nl2", 1.17549435e-38)])      # rounds up to its smallest normal
+def test_a_hyperparameter_the_dtype_holds_is_taken(tmp_path, dtype, section, value):
+    path = tmp_path / "ok.toml"
+    path.write_text(variant({'name = "ok"\n': f'name = "ok"\ndtype = "{dtype}"\n'},
+                            f"[{section} = {value!r}\n"))
+    spec = load_spec(path)
+    key = section.rsplit("\n", 1)[-1]
+    table = spec.optimizer if section.startswith("optimizer") else spec.train
+    assert table[key] == value
+
+
+def test_a_dtype_given_on_the_command_line_checks_the_hyperparameters_again(tmp_path, capsys):
+    """The spec's float64 holds lr = 1e-40; --dtype float32 does not (the spec is read again)."""
+    path = tmp_path / "ok.toml"
+    path.write_text(variant(append='[optimizer]\ntype = "sgd"\nlr = 1e-40\n'))
+    assert load_spec(path).optimizer["lr"] == 1e-40
+    code, written = run_cli(tmp_path, ["check", str(path), "--dtype", "float32", "--frameworks",
+                                       "numpy", "--json", str(tmp_path / "out.json")])
+    err = capsys.readouterr().err.strip()
+    assert (code, written) == (2, [])
+    assert err == (f"crossgrad: {path}: optimizer.lr: 1e-40 is subnormal in float32 (below "
+                   f"1.18e-38): TensorFlow and JAX flush it to 0, NumPy and PyTorch compute with it")
 
 
 def test_json_spec_with_the_same_keys(tmp_path):

@@ -69,6 +69,17 @@ def test_the_readme_marks_its_examples():
     assert blocks("output", "swish_mlp.toml")[0].startswith("$ crossgrad check swish_mlp.toml")
 
 
+def test_the_hyperparameter_example_is_refused_as_pasted(tmp_path):
+    """Refused while the spec is read: no framework starts, and nothing is written."""
+    write_files(tmp_path, "tiny_eps.toml")
+    command, *expected = blocks("output", "tiny_eps.toml")[0].splitlines()
+    argv = shlex.split(command.removeprefix("$ "))
+    got = run([sys.executable, "-m", "crossgrad.harness.cli", *argv[1:]], tmp_path, 120)
+    assert got.returncode == 2, got.stderr
+    assert (got.stdout, got.stderr.splitlines()) == ("", expected)
+    assert [p.name for p in tmp_path.iterdir()] == ["tiny_eps.toml"]
+
+
 @pytest.mark.parametrize("cpu, rounding_passes", [(PASTED_ON, False), ("AMD EPYC", True)])
 def test_a_pasted_output_allows_another_cpu_s_rounding_not_a_stale_example(
         monkeypatch, cpu, rounding_passes):

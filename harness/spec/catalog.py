@@ -80,7 +80,7 @@ def _weights(t, layer, weights, biases, default_init="glorot_uniform"):
 
 def parse_activation(t, layer, ctx):
     if layer["type"] == "leaky_relu":
-        layer["alpha"] = t.float("alpha", 0.01, min=0.0)
+        layer["alpha"] = t.float("alpha", 0.01, min=0.0, held=ctx.get("dtype"))
     layer["out_shape"] = list(layer["in_shape"])
 
 
@@ -168,9 +168,9 @@ def parse_batchnorm(t, layer, ctx):
     if ctx.get("batch") == 1 and math.prod(layer["in_shape"][:-1]) == 1:
         raise t.error("type", "batchnorm needs more than one value per channel in a batch, "
                               "and a batch of one example has one")
-    layer["eps"] = t.float("eps", 1e-5, above=0.0)
+    layer["eps"] = t.float("eps", 1e-5, above=0.0, held=ctx.get("dtype"))
     # momentum: weight of the NEW batch statistic (PyTorch's meaning; Keras' is 1 - this).
-    layer["momentum"] = t.float("momentum", 0.1, min=0.0, max=1.0)
+    layer["momentum"] = t.float("momentum", 0.1, min=0.0, max=1.0, held=ctx.get("dtype"))
     _norm_params(t, layer)
     n = layer["in_shape"][-1]
     layer["state"] = {"running_mean": {"shape": [n], "value": 0.0},
@@ -180,7 +180,7 @@ def parse_batchnorm(t, layer, ctx):
 def parse_layernorm(t, layer, ctx):
     if not layer["in_shape"]:
         raise t.error("type", "layernorm needs at least one input axis")
-    layer["eps"] = t.float("eps", 1e-5, above=0.0)
+    layer["eps"] = t.float("eps", 1e-5, above=0.0, held=ctx.get("dtype"))
     _norm_params(t, layer)
 
 

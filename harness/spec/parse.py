@@ -183,12 +183,12 @@ def parse_spec(raw, file, default_name):
                                        f"got {len(input_shape)}")
     data = parse_data(top.table("data", required=True), input_shape)
     plugins, plugin_parsers = load_plugins(top)
-    ctx = {"input": data["input"], "vocab": data.get("vocab"),
+    ctx = {"input": data["input"], "vocab": data.get("vocab"), "dtype": dtype,
            "batch": first_batch(data, file), "plugins": plugin_parsers}
     layers, out_shape = parse_layers(top.tables("layers", required=True), input_shape, "", ctx)
     loss = _parse_loss(top.table("loss", required=True), data, out_shape)
-    optimizer = _parse_optimizer(top.table("optimizer") or Table(file, "optimizer", {}))
-    train = _parse_train(top.table("train") or Table(file, "train", {}))
+    optimizer = _parse_optimizer(top.table("optimizer") or Table(file, "optimizer", {}), dtype)
+    train = _parse_train(top.table("train") or Table(file, "train", {}), dtype)
     spec = Spec(name, file, dtype, seed, input_shape, data, layers, loss, optimizer, train,
                 description, reproduces, raw, plugins)
     if not spec.param_specs():
@@ -250,24 +250,25 @@ def _check_outputs(t, kind, data, out_shape):
                                   f"the final layer has {k}")
 
 
-def _parse_optimizer(t):
+def _parse_optimizer(t, dtype):
+    """Each number is one the frameworks compute with in `dtype` (Table.float's `held`)."""
     kind = t.str("type", "sgd", choices=list(OPTIMIZERS))
-    opt = {"type": kind, "lr": t.float("lr", 0.01, above=0.0)}
+    opt = {"type": kind, "lr": t.float("lr", 0.01, above=0.0, held=dtype)}
     for key, default in OPTIMIZERS[kind].items():
         if key == "momentum":
-            opt[key] = _momentum(t, default)
+            opt[key] = _momentum(t, default, dtype)
         elif key in ("beta1", "beta2", "rho"):
-            opt[key] = t.float(key, default, min=0.0, below=1.0)
+            opt[key] = t.float(key, default, min=0.0, below=1.0, held=dtype)
         elif key == "eps":
-            opt[key] = t.float(key, default, above=0.0)
+            opt[key] = t.float(key, default, above=0.0, held=dtype)
         else:
-            opt[key] = t.float(key, default, min=0.0)
+            opt[key] = t.float(key, default, min=0.0, held=dtype)
     opt["explicit"] = t.explicit()
     t.finish()
     return opt
 
 
-def _momentum(t, default):
+def _momentum(t, default, dtype):
     """The momentum of "momentum" and "nesterov", in (0, 1). Momentum 0 is plain SGD with
     a velocity that is only ever the gradient: PyTorch refuses it under Nesterov and keeps
     no velocity at all for it under momentum, so neither would be the optimizer the spec
@@ -276,13 +277,14 @@ def _momentum(t, default):
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value == 0:
         raise t.error("momentum", f'is 0, which is plain SGD: write type = "sgd" instead of '
                                   f'type = "{t.data.get("type")}"')
-    return t.float("momentum", default, above=0.0, below=1.0)
+    return t.float("momentum", default, above=0.0, below=1.0, held=dtype)
 
 
-def _parse_train(t):
+def _parse_train(t, dtype):
     train = {"steps": t.int("steps", 100, min=1, max=STEPS),
-             "l1": t.float("l1", 0.0, min=0.0),
-             "l2": t.float("l2", 0.0, min=0.0), "clip_norm": t.float("clip_norm", None, above=0.0)}
+             "l1": t.float("l1", 0.0, min=0.0, held=dtype),
+             "l2": t.float("l2", 0.0, min=0.0, held=dtype),
+             "clip_norm": t.float("clip_norm", None, above=0.0, held=dtype)}
     t.finish()
     return train
 

@@ -41,8 +41,44 @@ def rounded_in_range(values, dtype, error):
         out = rounded(values, dtype)
     if np.isfinite(out).all():
         return out
-    raise error(f"reaches {np.max(np.abs(values)):.3g}, beyond {dtype}'s largest finite "
-                f"value ({_largest(dtype):.3g})")
+    reached, largest = _apart(float(np.max(np.abs(values))), _largest(dtype))
+    raise error(f"reaches {reached}, beyond {dtype}'s largest finite value ({largest})")
+
+
+def _apart(a, b):
+    """a and b printed with 3 significant digits, or as many more as tell them apart
+    (float16's 65520 rounds to inf, its largest value is 65504: both 6.55e+04)."""
+    for digits in range(3, 18):
+        shown = f"{a:.{digits}g}", f"{b:.{digits}g}"
+        if shown[0] != shown[1]:
+            return shown
+    return shown
+
+
+def hyperparameter_problem(value, dtype):
+    """Why a hyperparameter (a learning rate, an eps, a penalty's weight) of `value` cannot
+    be written into a `dtype` computation as the spec means it, or None. Each framework
+    multiplies by it in the model's dtype: a positive value that rounds to 0 is no longer
+    the positive number the spec asks for, one beyond the largest finite value is inf, and
+    a subnormal one parts the frameworks (TensorFlow and XLA flush subnormal operands to 0,
+    NumPy and PyTorch compute with them). Reduced formats (`check` only) are not checked:
+    float16's smallest normal number, 6.1e-5, is above the usual eps of 1e-5."""
+    if dtype not in DTYPES or value == 0:
+        return None
+    info = np.finfo(numpy_dtype(dtype))
+    with np.errstate(over="ignore"):
+        held = rounded(np.float64(value), dtype)
+    if np.isinf(held):
+        largest = _apart(value, float(info.max))[1]
+        return f"is beyond {dtype}'s largest finite value ({largest})"
+    if abs(float(held)) >= SMALLEST_NORMAL[dtype]:  # as rounded: just below it may round up
+        return None
+    if held == 0:
+        return (f"rounds to 0 in {dtype} (its smallest positive value is "
+                f"{float(info.smallest_subnormal):.3g})")
+    normal = _apart(value, SMALLEST_NORMAL[dtype])[1]
+    return (f"is subnormal in {dtype} (below {normal}): TensorFlow and JAX flush it to 0, "
+            f"NumPy and PyTorch compute with it")
 
 
 def _largest(dtype):

@@ -24,6 +24,12 @@ from .table import Table
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 INIT = {"$ref": "#/$defs/initializer"}
 PADDING = {"$ref": "#/$defs/padding"}
+# the parsers check a hyperparameter against the spec's dtype (Table.float's `held`): the
+# schema is derived with one, and says what each dtype takes
+SOME_DTYPE = "float64"
+HELD = ("0 or a normal number of the spec's dtype: float64 from 2.2e-308 to 1.8e308, "
+        "float32 from 1.2e-38 to 3.4e38 (a positive value rounding to 0 or to a subnormal "
+        "number, or beyond the range, is refused; bfloat16 and float16 are not checked)")
 
 
 class Recorder(Table):
@@ -62,10 +68,12 @@ class Recorder(Table):
         return self.ask(key, integer(min, max), default, required, plausible(min, max))
 
     def float(self, key, default=None, required=False, min=None, max=None, below=None,
-              above=None):
+              above=None, held=None):
         bounds = {"minimum": min, "maximum": max, "exclusiveMaximum": below,
                   "exclusiveMinimum": above}
         schema = {"type": "number", **{k: v for k, v in bounds.items() if v is not None}}
+        if held:  # a bound of the spec's dtype, which one schema cannot follow
+            schema["description"] = HELD
         inside = next(v for v in (0.5, 1.0, 2.0) if (min is None or v >= min) and
                       (max is None or v <= max) and (below is None or v < below) and
                       (above is None or v > above))
@@ -119,7 +127,8 @@ def layer_schema(kind):
         t = Recorder("layers[0]", {"type": kind})
         layer = {"type": kind, "name": "0", "in_shape": in_shape, "params": {}, "state": {}}
         try:
-            PARSERS[kind](t, layer, {"input": "tokens" if kind == "embedding" else "float"})
+            PARSERS[kind](t, layer, {"input": "tokens" if kind == "embedding" else "float",
+                                     "dtype": SOME_DTYPE})
         except InputError:  # this shape is not one the layer takes: try the next
             continue
         t.str("type", required=True)
@@ -138,7 +147,7 @@ def data_schema(source):
 
 def optimizer_schema(kind):
     t = Recorder("optimizer", {"type": kind})
-    _parse_optimizer(t)
+    _parse_optimizer(t, SOME_DTYPE)
     return t.schema(kind)
 
 
@@ -175,7 +184,7 @@ def spec_schema():
     _parse_loss(loss, {"task": "regression", "source": "random_regression",
                              "outputs": 1}, [1])
     train = Recorder("train")
-    _parse_train(train)
+    _parse_train(train, SOME_DTYPE)
     top = {
         "name": {"type": "string", "pattern": NAME.pattern},
         "description": {"type": "string"}, "reproduces": {"type": "string"},

@@ -7,6 +7,7 @@ which keys the user wrote, and `finish()` refuses keys nobody asked for.
 import math
 
 from ..errors import InputError
+from .precision import hyperparameter_problem
 
 
 def _type_name(value):
@@ -67,7 +68,9 @@ class Table:
         return check_int(value, min, lambda m: self.error(key, m), max)
 
     def float(self, key, default=None, required=False, min=None, max=None, below=None,
-              above=None):
+              above=None, held=None):
+        """A number within the bounds; `held`: the dtype the frameworks compute with it in,
+        which must hold it as a normal number or 0 (precision.hyperparameter_problem)."""
         value = self.raw(key, default, required)
         if value is None:
             return None
@@ -80,6 +83,9 @@ class Table:
                                 (above, lambda b: value > b, ">"), (below, lambda b: value < b, "<")):
             if bound is not None and not ok(bound):
                 raise self.error(key, f"must be {word} {bound}, got {value}")
+        problem = held and hyperparameter_problem(value, held)
+        if problem:
+            raise self.error(key, f"{value:g} {problem}")
         return value
 
     def ints(self, key, length=None, default=None, required=False, min=1, max=None):
