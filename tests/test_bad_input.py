@@ -28,9 +28,12 @@ type = "softmax_cross_entropy"
 """
 
 
-def variant(replace=None, append=""):
+def variant(replace=None, append="", dtype=None):
     text = GOOD
-    for old, new in (replace or {}).items():
+    replace = dict(replace or {})
+    if dtype:
+        replace['name = "ok"\n'] = f'name = "ok"\ndtype = "{dtype}"\n'
+    for old, new in replace.items():
         assert old in text, old
         text = text.replace(old, new)
     return text + append
@@ -99,39 +102,32 @@ CASES = {
     "beta_one": (variant(append='[optimizer]\ntype = "adam"\nbeta2 = 1.0\n'), "optimizer.beta2"),
     # positive in the spec, not in the dtype the frameworks multiply by it in
     "eps_rounding_to_zero_in_float32": (
-        variant({'name = "ok"\n': 'name = "ok"\ndtype = "float32"\n'},
-                '[optimizer]\ntype = "adam"\neps = 1e-50\n'),
+        variant(dtype="float32", append='[optimizer]\ntype = "adam"\neps = 1e-50\n'),
         "optimizer.eps: 1e-50 rounds to 0 in float32 (its smallest positive value is 1.4e-45)"),
     # TensorFlow and XLA flush it to 0, NumPy and PyTorch do not: the frameworks would part
     "lr_subnormal_in_float32": (
-        variant({'name = "ok"\n': 'name = "ok"\ndtype = "float32"\n'},
-                '[optimizer]\ntype = "sgd"\nlr = 1e-40\n'),
+        variant(dtype="float32", append='[optimizer]\ntype = "sgd"\nlr = 1e-40\n'),
         "optimizer.lr: 1e-40 is subnormal in float32 (below 1.18e-38): TensorFlow and JAX"),
     "l2_subnormal_in_float64": (variant(append="[train]\nl2 = 1e-310\n"),
                                 "train.l2: 1e-310 is subnormal in float64"),
     "clip_norm_beyond_float32": (
-        variant({'name = "ok"\n': 'name = "ok"\ndtype = "float32"\n'},
-                "[train]\nclip_norm = 1e39\n"),
+        variant(dtype="float32", append="[train]\nclip_norm = 1e39\n"),
         "train.clip_norm: 1e+39 is beyond float32's largest finite value (3.4e+38)"),
     # finite in float64, but nearer inf than float32's largest value, to which it rounds
     "clip_norm_rounding_to_inf_in_float32": (
-        variant({'name = "ok"\n': 'name = "ok"\ndtype = "float32"\n'},
-                "[train]\nclip_norm = 3.40282357e38\n"),
-        "train.clip_norm: 3.40282e+38 is beyond float32's largest finite value (3.402823e+38)"),
+        variant(dtype="float32", append="[train]\nclip_norm = 3.40282357e38\n"),
+        "train.clip_norm: 3.402824e+38 is beyond float32's largest finite value (3.402823e+38)"),
     "layernorm_eps_in_a_residual_block": (
-        variant({'name = "ok"\n': 'name = "ok"\ndtype = "float32"\n',
-                 '[[layers]]\ntype = "dense"': '[[layers]]\ntype = "residual"\nlayers = '
-                 '[{type = "layernorm", eps = 1e-46}]\n[[layers]]\ntype = "dense"'}),
+        variant({'[[layers]]\ntype = "dense"': '[[layers]]\ntype = "residual"\nlayers = '
+                 '[{type = "layernorm", eps = 1e-46}]\n[[layers]]\ntype = "dense"'}, dtype="float32"),
         "layers[0].layers[0].eps: 1e-46 rounds to 0 in float32"),
     "leaky_relu_alpha_subnormal": (
-        variant({'name = "ok"\n': 'name = "ok"\ndtype = "float32"\n',
-                 '[[layers]]\ntype = "dense"': '[[layers]]\ntype = "leaky_relu"\n'
-                 'alpha = 1e-39\n[[layers]]\ntype = "dense"'}),
+        variant({'[[layers]]\ntype = "dense"': '[[layers]]\ntype = "leaky_relu"\n'
+                 'alpha = 1e-39\n[[layers]]\ntype = "dense"'}, dtype="float32"),
         "layers[0].alpha: 1e-39 is subnormal in float32"),
     "batchnorm_momentum_rounding_to_zero": (
-        variant({'name = "ok"\n': 'name = "ok"\ndtype = "float32"\n',
-                 '[[layers]]\ntype = "dense"': '[[layers]]\ntype = "batchnorm"\n'
-                 'momentum = 1e-300\n[[layers]]\ntype = "dense"'}),
+        variant({'[[layers]]\ntype = "dense"': '[[layers]]\ntype = "batchnorm"\n'
+                 'momentum = 1e-300\n[[layers]]\ntype = "dense"'}, dtype="float32"),
         "layers[0].momentum: 1e-300 rounds to 0 in float32"),
     "steps_zero": (variant(append="[train]\nsteps = 0\n"), "train.steps"),
     "l2_negative": (variant(append="[train]\nl2 = -1e-3\n"), "train.l2"),
@@ -230,8 +226,7 @@ def test_bad_spec(tmp_path, capsys, case):
     ("float32", "train]\nl2", 1.17549435e-38)])      # rounds up to its smallest normal
 def test_a_hyperparameter_the_dtype_holds_is_taken(tmp_path, dtype, section, value):
     path = tmp_path / "ok.toml"
-    path.write_text(variant({'name = "ok"\n': f'name = "ok"\ndtype = "{dtype}"\n'},
-                            f"[{section} = {value!r}\n"))
+    path.write_text(variant(append=f"[{section} = {value!r}\n", dtype=dtype))
     spec = load_spec(path)
     key = section.rsplit("\n", 1)[-1]
     table = spec.optimizer if section.startswith("optimizer") else spec.train

@@ -57,28 +57,29 @@ def _apart(a, b):
 
 def hyperparameter_problem(value, dtype):
     """Why a hyperparameter (a learning rate, an eps, a penalty's weight) of `value` cannot
-    be written into a `dtype` computation as the spec means it, or None. Each framework
-    multiplies by it in the model's dtype: a positive value that rounds to 0 is no longer
-    the positive number the spec asks for, one beyond the largest finite value is inf, and
-    a subnormal one parts the frameworks (TensorFlow and XLA flush subnormal operands to 0,
-    NumPy and PyTorch compute with them). Reduced formats (`check` only) are not checked:
-    float16's smallest normal number, 6.1e-5, is above the usual eps of 1e-5."""
+    be written into a `dtype` computation as the spec means it, or None; the reason starts
+    with the value, printed with the digits that tell it from the bound it crosses. Each
+    framework multiplies by it in the model's dtype: a positive value that rounds to 0 is
+    no longer the positive number the spec asks for, one beyond the largest finite value is
+    inf, and a subnormal one parts the frameworks (TensorFlow and XLA flush subnormal
+    operands to 0, NumPy and PyTorch compute with them). Reduced formats (`check` only) are
+    not checked: float16's smallest normal number, 6.1e-5, is above the usual eps of 1e-5."""
     if dtype not in DTYPES or value == 0:
         return None
-    info = np.finfo(numpy_dtype(dtype))
     with np.errstate(over="ignore"):
         held = rounded(np.float64(value), dtype)
     if np.isinf(held):
-        largest = _apart(value, float(info.max))[1]
-        return f"is beyond {dtype}'s largest finite value ({largest})"
+        shown, largest = _apart(value, _largest(dtype))
+        return f"{shown} is beyond {dtype}'s largest finite value ({largest})"
     if abs(float(held)) >= SMALLEST_NORMAL[dtype]:  # as rounded: just below it may round up
         return None
     if held == 0:
-        return (f"rounds to 0 in {dtype} (its smallest positive value is "
-                f"{float(info.smallest_subnormal):.3g})")
-    normal = _apart(value, SMALLEST_NORMAL[dtype])[1]
-    return (f"is subnormal in {dtype} (below {normal}): TensorFlow and JAX flush it to 0, "
-            f"NumPy and PyTorch compute with it")
+        tiny = float(np.finfo(numpy_dtype(dtype)).smallest_subnormal)
+        shown, tiny = _apart(value, tiny)
+        return f"{shown} rounds to 0 in {dtype} (its smallest positive value is {tiny})"
+    shown, normal = _apart(value, SMALLEST_NORMAL[dtype])
+    return (f"{shown} is subnormal in {dtype} (below {normal}): TensorFlow and JAX flush it "
+            f"to 0, NumPy and PyTorch compute with it")
 
 
 def _largest(dtype):

@@ -27,7 +27,7 @@ PADDING = {"$ref": "#/$defs/padding"}
 # the parsers check a hyperparameter against the spec's dtype (Table.float's `held`): the
 # schema is derived with one, and says what each dtype takes
 SOME_DTYPE = "float64"
-HELD = ("0 or a normal number of the spec's dtype: float64 from 2.2e-308 to 1.8e308, "
+HELD = ("where positive, a normal number of the spec's dtype: float64 from 2.2e-308 to 1.8e308, "
         "float32 from 1.2e-38 to 3.4e38 (a positive value rounding to 0 or to a subnormal "
         "number, or beyond the range, is refused; bfloat16 and float16 are not checked)")
 

@@ -85,7 +85,7 @@ class Table:
                 raise self.error(key, f"must be {word} {bound}, got {value}")
         problem = held and hyperparameter_problem(value, held)
         if problem:
-            raise self.error(key, f"{value:g} {problem}")
+            raise self.error(key, problem)
         return value
 
     def ints(self, key, length=None, default=None, required=False, min=1, max=None):
