@@ -30,6 +30,22 @@ def test_spec_hash_ignores_file_and_comments_but_not_numbers(tmp_path):
     assert a.with_overrides(seed=4).hash != a.hash
 
 
+def test_init_hash_follows_the_initializers_as_read():
+    """spec_hash leaves the initializers out (reports made before init_hash compare);
+    init_hash holds them, defaults filled in: the same initializer however it is written."""
+    def dense(init=None):  # the last layer's init, which LAYERS["dense"] leaves as default
+        *first, last = LAYERS["dense"]["layers"]
+        last = dict(last, **({"init": init} if init else {}))
+        return parse_spec(dict(LAYERS["dense"], layers=[*first, last]), "a.toml", "dense")
+    plain = dense()
+    assert dense("glorot_uniform").init_hash == plain.init_hash  # the default, named
+    assert dense({"type": "glorot_uniform"}).init_hash == plain.init_hash
+    narrow, wide = dense({"type": "normal", "std": 0.1}), dense({"type": "normal", "std": 0.2})
+    assert narrow.hash == wide.hash and narrow.init_hash != wide.init_hash
+    assert narrow.init_hash != plain.init_hash
+    assert plain.with_overrides(seed=4).init_hash == plain.init_hash  # the seed: spec_hash's
+
+
 @pytest.mark.parametrize("n,k,s,expected", [(8, 3, 2, [0, 1]), (7, 3, 2, [1, 1]), (8, 2, 1, [0, 1]),
                                             (5, 1, 3, [0, 0]), (8, 4, 4, [0, 0])])
 def test_same_padding_is_tensorflows(n, k, s, expected):

@@ -95,7 +95,8 @@ def assemble_check(spec, inputs, results, names, missing, tol=None):
               and all(r["passed"] for r in fd))
     idle = unchecked(frameworks, comparisons, fd, bool(inputs.params)) if passed else None
     return {"name": spec.name, "dtype": spec.dtype, "seed": spec.seed, "spec_hash": spec.hash,
-            "passed": bool(passed), **({"unchecked": idle} if idle else {}),
+            "init_hash": spec.init_hash, "passed": bool(passed),
+            **({"unchecked": idle} if idle else {}),
             **({"not_finite": undefined} if undefined else {}),
             "frameworks": frameworks,
             "comparisons": comparisons, "finite_difference": fd,
@@ -284,7 +285,8 @@ def assemble_train(spec, inputs, results, names, missing, native):
     passed = None if native else bool(not failed and all(frameworks[fw]["passed"] for fw in ran))
     idle = untrained_against(frameworks, ran) if passed else None
     entry = {"name": spec.name, "dtype": spec.dtype, "mode": mode, "seed": spec.seed,
-             "spec_hash": spec.hash, "steps": inputs.steps, "reference": reference,
+             "spec_hash": spec.hash, "init_hash": spec.init_hash, "steps": inputs.steps,
+             "reference": reference,
              "passed": passed, **({"unchecked": idle} if idle else {}),
              "diverged_at": None if failed else _diverged_alike(frameworks, ran),
              "frameworks": frameworks}

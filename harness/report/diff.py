@@ -42,6 +42,7 @@ from .tables import fmt, render as render_table
 # What the comparison reads, with the JSON types it needs there: each manifest.json
 # models[] entry, each results.json check.models[] entry, and the columns of curves.csv.
 MODEL_KEYS = {"name": str, "dtype": str, "spec_hash": str}
+OPTIONAL_MODEL_KEYS = {"init_hash": str}  # reports made before it have none
 CHECK_KEYS = {"name": str, "dtype": str, "passed": bool, "frameworks": dict}
 TRAIN_KEYS = {"name": str, "dtype": str, "mode": str, "passed": (bool, type(None)),
               "frameworks": dict}
@@ -107,6 +108,9 @@ def _check_manifest(doc, path):
         _need(doc.get(key, {}), dict, path, key)
     for i, model in enumerate(_need(doc.get("models", []), list, path, "models")):
         _keys(model, MODEL_KEYS, path, f"models[{i}]")
+        for key, kind in OPTIONAL_MODEL_KEYS.items():
+            if key in model:
+                _need(model[key], kind, path, f"models[{i}].{key}")
         if model["dtype"] not in CURVES:  # a report's dtypes: the ones with curve tolerances
             raise InputError(path, f"models[{i}].dtype",
                              f"expected one of {', '.join(CURVES)}, found {model['dtype']!r}")
@@ -194,17 +198,19 @@ def diff_reports(a, b):
     """-> list of {what, model, detail, beyond_tolerance}."""
     (man_a, res_a, cur_a), (man_b, res_b, cur_b) = load_run(a), load_run(b)
     changes = _environment(man_a, man_b)
-    hashes_a = {(m["name"], m["dtype"]): m["spec_hash"] for m in man_a.get("models", [])}
-    hashes_b = {(m["name"], m["dtype"]): m["spec_hash"] for m in man_b.get("models", [])}
+    hashes_a, hashes_b = _hashes(man_a), _hashes(man_b)
     same = set()
     for key in sorted(set(hashes_a) | set(hashes_b)):
         label = f"{key[0]} {key[1]}"
         if key not in hashes_a or key not in hashes_b:
             where = "only in A" if key in hashes_a else "only in B"
             changes.append(_change("model", label, where, True))
-        elif hashes_a[key] != hashes_b[key]:
+        elif hashes_a[key][0] != hashes_b[key][0]:
             changes.append(_change("spec", label, "spec hash differs: not the same computation",
                                    True))
+        elif _inits_differ(hashes_a[key][1], hashes_b[key][1]):
+            changes.append(_change("spec", label, "initializers differ (init_hash): not the "
+                                                  "same computation", True))
         else:
             same.add(key)
     changes += _checks(res_a.get("check"), res_b.get("check"), same)
@@ -214,6 +220,17 @@ def diff_reports(a, b):
     changes += _trainings(res_a, res_b, same, in_lockstep)
     changes += _curves(cur_a, cur_b, same, amplified, in_lockstep)
     return changes
+
+
+def _hashes(manifest):
+    """{(name, dtype): (spec_hash, init_hash or None)}: a report made before init_hash has
+    none, and is compared on its spec hash alone."""
+    return {(m["name"], m["dtype"]): (m["spec_hash"], m.get("init_hash"))
+            for m in manifest.get("models", [])}
+
+
+def _inits_differ(a, b):
+    return a is not None and b is not None and a != b
 
 
 def _amplified(results):

@@ -62,6 +62,6 @@ def build(specs, executor, threads, started, workers_said=None, extra=None):
         "cpu": cpu(), "threads": recorded(threads), "executor": executor,
         "git": git_commit(),
         "models": [{"name": s.name, "file": s.file, "dtype": s.dtype, "seed": s.seed,
-                    "spec_hash": s.hash, **_plugins(s)} for s in specs],
+                    "spec_hash": s.hash, "init_hash": s.init_hash, **_plugins(s)} for s in specs],
         **(extra or {}),
     }

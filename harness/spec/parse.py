@@ -90,7 +90,9 @@ class Spec:
 
     @property
     def hash(self):
-        """sha256 of everything that determines the numbers (not the file name or comments)."""
+        """sha256 of everything that determines the numbers (not the file name or comments)
+        but the parameters' initializers, which init_hash holds: reports made before it
+        existed keep comparing with `crossgrad diff` for every spec."""
         body = dict(self.for_impls(), seed=self.seed, data=self.data)
         if self.data_sha256 is not None:  # a file's data: the path says where, not what
             body["data_sha256"] = self.data_sha256
@@ -98,6 +100,18 @@ class Spec:
             body["plugins"] = [source["sha256"] for source in self.plugins]
         if self.initial is not None:  # so do the weights of a `params` file
             body["params"] = params_digest(self.initial)
+        text = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    @property
+    def init_hash(self):
+        """sha256 of how the initial values are made: each parameter's initializer as read
+        (defaults filled in, so `init = "he_normal"` and `init = { type = "he_normal" }` are
+        the same), or the values of a `params` file, which replace them."""
+        if self.initial is not None:
+            body = {"params": params_digest(self.initial)}
+        else:
+            body = {name: p["init"] for name, p in self.param_specs().items()}
         text = json.dumps(body, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
 
