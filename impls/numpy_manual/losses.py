@@ -128,11 +128,37 @@ def buffered_penalty(weights, l1, l2, scratch):
     value, grads = 0.0, {}
     for name, w in weights.items():
         tmp = buffer(scratch, w, "penalty")  # one temporary for the four W-sized terms
-        value += l1 * np.abs(w, out=tmp).sum() + l2 * np.multiply(w, w, out=tmp).sum()
-        g = grads[name] = np.sign(w, out=buffer(scratch, w, ("penalty", name)))
-        g *= l1
-        g += np.multiply(w, 2 * l2, out=tmp)  # l1 sign(w) + (2 l2) w, the same roundings
+        g = grads[name] = buffer(scratch, w, ("penalty", name))
+        absolute = np.abs(w, out=tmp).sum()
+        if not signed_sum(g, tmp, w, l1, 2 * l2):
+            np.sign(w, out=g)
+            g *= l1
+            g += np.multiply(w, 2 * l2, out=tmp)  # l1 sign(w) + (2 l2) w, the same roundings
+        value += l1 * absolute + l2 * np.multiply(w, w, out=tmp).sum()
     return value, grads
+
+
+# a float format -> the unsigned integer of its width, and its sign bit
+SIGN_BIT = {np.dtype(np.float32): (np.uint32, np.uint32(1 << 31)),
+            np.dtype(np.float64): (np.uint64, np.uint64(1 << 63))}
+
+
+def signed_sum(out, magnitude, w, l1, c):
+    """out = l1 sign(w) + c w, as rounded there, in two passes fewer, from `magnitude` = |w|
+    (overwritten): where no w is 0 or NaN and l1, c >= 0, each term has the sign of w, so the
+    sum is sign(w) (l1 + c |w|), and a rounding to nearest rounds -x to -(its rounding of x).
+    The sign bit of w goes onto l1 + c |w| (never -0) by integer operations: np.sign and
+    np.copysign are loops of their own, three to four times as slow. -> whether it did."""
+    if w.dtype not in SIGN_BIT or not (l1 >= 0 and c >= 0) or not w.size:
+        return False
+    if not np.minimum.reduce(magnitude, axis=None) > 0:  # a 0 (sign(0) is 0) or a NaN
+        return False
+    magnitude *= c
+    magnitude += l1
+    ints, sign = SIGN_BIT[w.dtype]
+    np.bitwise_and(w.view(ints), sign, out=out.view(ints))
+    np.bitwise_or(out.view(ints), magnitude.view(ints), out=out.view(ints))
+    return True
 
 
 # the formats the zero penalty's shortcut takes -> (largest value, eps), np.finfo's read once
