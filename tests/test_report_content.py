@@ -139,6 +139,8 @@ def test_markdown_gets_plain_text_and_html_escaped_text(results):
     assert "Ioffe & Szegedy's batch normalization" in md
     assert not re.search(r"&(amp|lt|gt|quot|#x?[0-9a-f]+);", md), "HTML entities leak into md"
     assert "Ioffe &amp; Szegedy&#x27;s batch normalization" in page
+    assert "\\`" not in md, "code meant as a span written as text: its backticks escaped"
+    assert "`crossgrad bench --step-time`" in md and "<code>crossgrad bench" in page
 
 
 def test_heading_ids_are_valid_unique_slugs(results):

@@ -324,8 +324,8 @@ def speed(doc, run):
           "over steps, on one worker thread; the time includes building the model and, for "
           "TensorFlow and JAX, tracing and compiling, which dominate short runs. The time of "
           "one step after compilation, each implementation against a plain loop of the same "
-          "network in the same framework, is `crossgrad bench --step-time` (README, "
-          "\"Step time\").")
+          "network in the same framework, is ", code("crossgrad bench --step-time"),
+          " (README, \"Step time\").")
     rows = [[models.link_to(name), dtype,
              *[_ms(t.get(fw)) for fw in fws]] for (name, dtype), t in per_step.items()]
     medians = [statistics.median(v) if (v := [t[fw] for t in per_step.values() if fw in t])
