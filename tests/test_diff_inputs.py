@@ -195,20 +195,30 @@ def test_identical_reports_are_identical(tmp_path, capsys):
     assert "identical results" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("a_init, b_init, says", [
-    ("1" * 64, "2" * 64, "initializers differ (init_hash): not the same computation"),
-    ("1" * 64, None, "identical results"),  # a report made before init_hash: its spec hash
-    (None, None, "identical results")])
-def test_reports_of_other_initializers_are_not_compared(tmp_path, capsys, a_init, b_init, says):
+def test_reports_of_other_initializers_are_not_compared(tmp_path, capsys):
     """The same spec hash and other initializers: two computations, said once, and their
-    numbers not compared (they would differ beyond tolerance, for no fault of either)."""
-    a, b = report(tmp_path / "a"), report(tmp_path / "b")
-    for folder, init in ((a, a_init), (b, b_init)):
-        if init is not None:
-            edit_json(folder / "manifest.json", init_hash_is(init))
-    assert main(["diff", str(a), str(b)]) == (1 if a_init and b_init else 0)
+    numbers not compared (B's curve differs, and no curve line says so)."""
+    a = report(tmp_path / "a")
+    b = report(tmp_path / "b", curves=CURVES.replace("torch,1,0.625", "torch,1,0.7"))
+    edit_json(a / "manifest.json", init_hash_is("1" * 64))
+    edit_json(b / "manifest.json", init_hash_is("2" * 64))
+    assert main(["diff", str(a), str(b)]) == 1
     out = capsys.readouterr().out
-    assert says in out and ("differ" not in out or out.count("xor_2_2_1") == 1)
+    assert "initializers differ (init_hash): not the same computation" in out
+    assert out.count("xor_2_2_1") == 1 and "curve" not in out
+    edit_json(b / "manifest.json", init_hash_is("1" * 64))  # the same initializers: compared
+    assert main(["diff", str(a), str(b)]) == 1
+    assert "curve" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("a_init", ["1" * 64, None])
+def test_a_report_without_init_hash_compares_on_its_spec_hash(tmp_path, capsys, a_init):
+    """A report made before init_hash (B) is compared with one that has it, or none."""
+    a, b = report(tmp_path / "a"), report(tmp_path / "b")
+    if a_init:
+        edit_json(a / "manifest.json", init_hash_is(a_init))
+    assert main(["diff", str(a), str(b)]) == 0
+    assert "identical results" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("checked", ["A", "B"])

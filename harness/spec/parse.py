@@ -100,8 +100,7 @@ class Spec:
             body["plugins"] = [source["sha256"] for source in self.plugins]
         if self.initial is not None:  # so do the weights of a `params` file
             body["params"] = params_digest(self.initial)
-        text = json.dumps(body, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()
+        return _sha256_of(body)
 
     @property
     def init_hash(self):
@@ -112,8 +111,7 @@ class Spec:
             body = {"params": params_digest(self.initial)}
         else:
             body = {name: p["init"] for name, p in self.param_specs().items()}
-        text = json.dumps(body, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()
+        return _sha256_of(body)
 
     @functools.cached_property
     def data_sha256(self):
@@ -127,6 +125,12 @@ class Spec:
         if "params" not in self.raw and self.initial is not None:  # weights given in memory
             spec.initial, spec.original = self.initial, self.original
         return spec
+
+
+def _sha256_of(body):
+    """sha256 of a JSON-able body, its keys sorted: the same body, the same hash."""
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _override(raw, overrides):
